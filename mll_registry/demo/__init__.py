@@ -1,0 +1,1 @@
+"""The bundled demo: emoji concepts rendered in several styles, demo graph and demo hub data."""

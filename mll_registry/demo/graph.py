@@ -1,0 +1,38 @@
+"""The demo semantic graph: emoji concepts in the sample styles (Noto colour, Symbola line art)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from mll_registry.config import graphs_dir
+from mll_registry.demo import sources as S
+from mll_registry.demo.data import ensure_demo_images
+from mll_registry.graph import (
+    BuildReport,
+    GraphConfig,
+    SampleDataset,
+    SemanticGraph,
+    build_and_save,
+)
+
+
+def demo_graph_path(root: str | os.PathLike[str] | None = None) -> Path:
+    """Default bundle location of the demo graph."""
+    return graphs_dir(root) / "demo"
+
+
+def build_demo_graph(root: str | os.PathLike[str] | None = None,
+                     out: str | os.PathLike[str] | None = None,
+                     config: GraphConfig | None = None,
+                     extra: Sequence[SampleDataset] = ()) -> tuple[SemanticGraph, BuildReport, Path]:
+    """Render the sample styles if needed and build the demo graph bundle.
+
+    Only ``SAMPLE_STYLES`` go into the graph: target styles stay unseen by labelling.
+    """
+    renders = ensure_demo_images(S.SAMPLE_STYLES, root=root)
+    sets = [SampleDataset(r.style, Path(r.path)) for r in renders] + list(extra)
+    path = Path(out) if out else demo_graph_path(root)
+    g, rep = build_and_save(sets, path, config)
+    return g, rep, path

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: system packages, the locked environment, then a job.
+#   bash scripts/bootstrap.sh demo   # the main job (mll demo on the embedded default)
+#   bash scripts/bootstrap.sh test   # the test suite (what CI runs)
+#   bash scripts/bootstrap.sh env    # set-up only
+# Extra arguments go to the job (e.g. `... test -m "not slow"`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-env}"; shift || true
+
+# Offline by default: no telemetry, no Hub, no surprise servers.
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_HUB_DISABLE_TELEMETRY=1
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+
+# 1. System packages: WordNet 3.0 dict files and the demo's emoji image sources (Debian/Ubuntu).
+pkgs="wordnet-base wordnet-sense-index fonts-noto-color-emoji fonts-symbola ruby-gemojione"
+missing=""
+if command -v dpkg-query >/dev/null; then
+  for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  done
+fi
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing$missing" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  elif command -v sudo >/dev/null && command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "bootstrap: missing system packages:$missing" >&2
+    echo "  install them as root: apt-get install$missing" >&2
+    echo "  (or provide WordNet via nltk: python -m nltk.downloader wordnet; the demo needs the fonts)" >&2
+  fi
+fi
+
+# 2. uv, then the locked environment (uv.lock pins the working set; see README "Pins").
+if command -v uv >/dev/null; then UV=(uv)
+elif python3 -m uv --version >/dev/null 2>&1; then UV=(python3 -m uv)
+else
+  python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --user --break-system-packages uv
+  UV=(python3 -m uv)
+fi
+"${UV[@]}" sync --frozen --quiet
+
+# 3. The job.
+case "$job" in
+  demo)
+    if "${UV[@]}" run --frozen mll --help 2>/dev/null | grep -qw demo; then
+      exec "${UV[@]}" run --frozen mll demo "$@"
+    fi
+    # Until `mll demo` exists, run the steps that do exist.
+    "${UV[@]}" run --frozen mll setup
+    exec "${UV[@]}" run --frozen mll graph build --demo "$@" ;;
+  test) exec "${UV[@]}" run --frozen pytest "$@" ;;
+  env) echo "bootstrap: environment ready (.venv); run commands with: uv run mll ..." >&2 ;;
+  *) echo "usage: bash scripts/bootstrap.sh demo|test|env [args]" >&2; exit 2 ;;
+esac

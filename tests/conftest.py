@@ -1,0 +1,59 @@
+"""Shared fixtures. Everything is offline and real: real nltk WordNet, real PIL images."""
+
+from __future__ import annotations
+
+import os
+
+# Offline, no telemetry: set before any library import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh data directory for the whole session (provisioning is part of what we test).
+
+    ``MLL_TEST_DATA_DIR`` reuses a directory across runs (faster local iterations).
+    """
+    root = Path(os.environ.get("MLL_TEST_DATA_DIR") or tmp_path_factory.mktemp("mll-data"))
+    os.environ["MLL_DATA_DIR"] = str(root)
+    return root
+
+
+def write_png(path: Path, value: int, size: int = 8) -> Path:
+    """A tiny solid-colour PNG whose content is determined by ``value``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value % 256, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    """A small hand-made sample-dataset tree.
+
+    A/dog.n.01/0..2.png        3 dog images (folder named by synset id)
+    A/n02121808/0..1.png       2 domestic cat images (folder named by wnid)
+    A/n02121808/bad.png        unreadable
+    A/n02121808/notes.txt      not an image
+    A/not_a_synset/0.png       unknown folder name
+    A/n99999999/0.png          wnid-shaped but no such synset
+    B/n02084071/x.png          1 more dog image, in another source, named by wnid
+    """
+    for i in range(3):
+        write_png(tmp_path / "A" / "dog.n.01" / f"{i}.png", 10 + i)
+    for i in range(2):
+        write_png(tmp_path / "A" / "n02121808" / f"{i}.png", 50 + i)
+    (tmp_path / "A" / "n02121808" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (tmp_path / "A" / "n02121808" / "notes.txt").write_text("not an image")
+    write_png(tmp_path / "A" / "not_a_synset" / "0.png", 99)
+    write_png(tmp_path / "A" / "n99999999" / "0.png", 98)
+    write_png(tmp_path / "B" / "n02084071" / "x.png", 77)
+    return tmp_path
