@@ -28,7 +28,7 @@ DataDirOpt = Annotated[Path | None, typer.Option(
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False)
+    console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -1,0 +1,362 @@
+"""Model labelling (method.md §2): encode node texts and graph images, keep a compact label.
+
+Work is organised so that several models on one graph cost little more than their forward passes:
+
+* images are decoded and run through the PIL part of the preprocess **once per (graph version,
+  preprocess)**; the uint8 pixels are kept in a memory-mapped ``.npy`` cache and shared by every
+  model with the same preprocess (``ToTensor`` + ``Normalize`` run on the device, per batch);
+* node texts are encoded once per model (templates averaged, configurable and recorded);
+* image embeddings are computed in fixed chunks, each checkpointed atomically, so an interrupted
+  run resumes without recomputing finished chunks and ends with the identical label;
+* similarities, top-K, own-node scores and per-node accuracy are computed in blocks with torch.
+
+On CUDA, image and text encoding run under autocast (fp16); CPU runs fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mll_registry import __version__
+from mll_registry.config import data_dir
+from mll_registry.fsutil import atomic_path, write_json
+from mll_registry.graph import SemanticGraph
+from mll_registry.hub import LoadedModel
+from mll_registry.labels import ModelLabel
+
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How a label is computed; recorded in the label's metadata.
+
+    Attributes:
+        templates: prompt templates over the node text, embeddings averaged (CLIP style).
+        text_source: ``lemma`` (the node's first lemma) or ``caption`` (the graph caption).
+        top_k: nodes kept per image.
+        batch_size: images per forward pass.
+        chunk_size: images per checkpointed chunk (a multiple of ``batch_size`` is best).
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+    """
+
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    text_source: str = "lemma"
+    top_k: int = 32
+    batch_size: int = 256
+    chunk_size: int = 2048
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.text_source not in ("lemma", "caption"):
+            raise ValueError(f"text_source must be 'lemma' or 'caption', got {self.text_source!r}")
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError("each template must contain '{}' where the node text goes")
+        if self.top_k < 1 or self.batch_size < 1 or self.chunk_size < 1:
+            raise ValueError("top_k, batch_size and chunk_size must be >= 1")
+
+
+# -- text side ------------------------------------------------------------------------------------
+def node_texts(graph: SemanticGraph, cfg: LabelConfig) -> list[list[str]]:
+    """Prompts per node, in node order."""
+    base = graph.nodes["lemma" if cfg.text_source == "lemma" else "caption"].tolist()
+    return [[t.format(b) for t in cfg.templates] for b in base]
+
+
+def encode_texts(lm: LoadedModel, texts: Sequence[Sequence[str]], batch_size: int = 512) -> Any:
+    """Mean of each group's normalised text embeddings, renormalised: (groups, d) fp32 tensor."""
+    import torch
+
+    flat = [t for group in texts for t in group]
+    per = len(texts[0]) if texts else 1
+    if any(len(g) != per for g in texts):
+        raise ValueError("every node must have the same number of prompts")
+    out = []
+    with torch.inference_mode(), _autocast(lm.device):
+        for i in range(0, len(flat), batch_size):
+            tok = lm.tokenizer(flat[i:i + batch_size]).to(lm.device)
+            out.append(lm.model.encode_text(tok, normalize=True).float())
+    emb = torch.cat(out).reshape(len(texts), per, -1).mean(1)
+    return torch.nn.functional.normalize(emb, dim=-1)
+
+
+def _autocast(device: str) -> Any:
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+# -- pixels: decode once per (graph, preprocess) -------------------------------------------------
+@dataclass
+class PixelPipeline:
+    """An open_clip eval transform split into its PIL part and the tensor normalisation."""
+
+    pil: Callable[[Any], Any]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    key: str  # hash of the PIL part: which models can share prepared pixels
+
+    @classmethod
+    def from_preprocess(cls, preprocess: Any) -> PixelPipeline:
+        from torchvision import transforms as T
+
+        steps = list(getattr(preprocess, "transforms", [preprocess]))
+        try:
+            cut = next(i for i, t in enumerate(steps) if isinstance(t, T.ToTensor))
+        except StopIteration:
+            raise ValueError("preprocess has no ToTensor step; cannot split it") from None
+        norm = next((t for t in steps[cut:] if isinstance(t, T.Normalize)), None)
+        mean = tuple(norm.mean) if norm else (0.0, 0.0, 0.0)
+        std = tuple(norm.std) if norm else (1.0, 1.0, 1.0)
+        # repr() of torchvision transforms names their parameters; plain functions by name
+        parts = [getattr(t, "__qualname__", None) if callable(t) and not isinstance(t, T.Compose)
+                 and type(t).__name__ == "function" else repr(t) for t in steps[:cut]]
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+        return cls(T.Compose(steps[:cut]), mean, std, key)  # type: ignore[arg-type]
+
+    def __call__(self, path: Path) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(self.pil(im.convert("RGB")), dtype=np.uint8)
+
+
+def pixel_cache_path(graph: SemanticGraph, pipe: PixelPipeline,
+                     root: str | os.PathLike[str] | None = None) -> Path:
+    return data_dir(root) / "cache" / "pixels" / f"{graph.version}-{pipe.key}.npy"
+
+
+def prepare_pixels(graph: SemanticGraph, pipe: PixelPipeline,
+                   root: str | os.PathLike[str] | None = None, workers: int = 4,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, bool]:
+    """Decoded + PIL-preprocessed uint8 pixels (n, H, W, 3), memory-mapped; built on first use.
+
+    Returns:
+        (pixels, built_now)
+    """
+    path = pixel_cache_path(graph, pipe, root)
+    if path.is_file():
+        return np.load(path, mmap_mode="r"), False
+    paths = graph.image_paths()
+    first = pipe(paths[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".npy") as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                        shape=(len(paths), *first.shape))
+        step = 256
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i in range(0, len(paths), step):
+                block = list(pool.map(pipe, paths[i:i + step]))
+                arr[i:i + len(block)] = np.stack(block)
+                if progress:
+                    progress(i + len(block), len(paths))
+        arr.flush()
+        del arr
+    return np.load(path, mmap_mode="r"), True
+
+
+# -- image side -----------------------------------------------------------------------------------
+def encode_pixels(lm: LoadedModel, pixels: np.ndarray, pipe: PixelPipeline,
+                  batch_size: int) -> np.ndarray:
+    """Normalised image embeddings (n, d) fp32 for uint8 pixels (n, H, W, 3)."""
+    import torch
+
+    dev = lm.device
+    mean = torch.tensor(pipe.mean, device=dev).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(pipe.std, device=dev).view(1, 3, 1, 1) * 255.0
+    out = []
+    with torch.inference_mode(), _autocast(dev):
+        for i in range(0, len(pixels), batch_size):
+            x = torch.from_numpy(np.array(pixels[i:i + batch_size]))  # a writable copy of the memmap slice
+            if dev.startswith("cuda"):
+                x = x.pin_memory().to(dev, non_blocking=True)
+            x = (x.permute(0, 3, 1, 2).float() - mean) / std  # == ToTensor + Normalize
+            out.append(lm.model.encode_image(x, normalize=True).float().cpu())
+    return torch.cat(out).numpy()
+
+
+# -- compact label from embeddings ---------------------------------------------------------------
+def compact_label(img_emb: np.ndarray, txt_emb: np.ndarray, graph: SemanticGraph, top_k: int,
+                  block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """Top-K nodes per image, exact member scores, and the per-node summary.
+
+    Returns:
+        (topk_idx, topk_score fp16, member_score fp16, summary)
+    """
+    import torch
+
+    n_nodes = txt_emb.shape[0]
+    k = min(top_k, n_nodes)
+    T = torch.from_numpy(np.ascontiguousarray(txt_emb, dtype=np.float32))
+    node_pos = graph.node_index()
+    m_node = graph.members["node_id"].map(node_pos).to_numpy(np.int64)
+    m_img = graph.members["image_id"].to_numpy(np.int64)
+    order = np.argsort(m_img, kind="stable")
+    bounds = np.searchsorted(m_img[order], np.arange(0, len(img_emb) + block, block))
+    idx_dtype = np.uint16 if n_nodes < 2**16 else np.int32
+    topk_idx = np.empty((len(img_emb), k), idx_dtype)
+    topk_score = np.empty((len(img_emb), k), np.float16)
+    member = np.empty(len(m_img), np.float32)
+    rank = np.empty(len(m_img), np.int64)
+    for b, start in enumerate(range(0, len(img_emb), block)):
+        S = torch.from_numpy(np.ascontiguousarray(img_emb[start:start + block], np.float32)) @ T.T
+        val, ix = torch.topk(S, k, dim=1)
+        topk_idx[start:start + len(S)] = ix.numpy().astype(idx_dtype)
+        topk_score[start:start + len(S)] = val.numpy().astype(np.float16)
+        rows = order[bounds[b]:bounds[b + 1]]
+        li = torch.from_numpy(m_img[rows] - start)
+        ln = torch.from_numpy(m_node[rows])
+        for s in range(0, len(rows), 8192):  # bound the (rows x nodes) comparison
+            sub_i, sub_n = li[s:s + 8192], ln[s:s + 8192]
+            own = S[sub_i, sub_n]
+            member[rows[s:s + 8192]] = own.numpy()
+            rank[rows[s:s + 8192]] = (S[sub_i] > own[:, None]).sum(1).numpy()
+    counts = np.bincount(m_node, minlength=n_nodes).astype(np.float64)
+    safe = np.maximum(counts, 1)
+    summary = pd.DataFrame({
+        "node_id": graph.nodes["node_id"].to_numpy(),
+        "n_images": counts.astype(np.int64),
+        "acc1": np.bincount(m_node, weights=(rank == 0), minlength=n_nodes) / safe,
+        "acc5": np.bincount(m_node, weights=(rank < 5), minlength=n_nodes) / safe,
+        "mean_own": np.bincount(m_node, weights=member, minlength=n_nodes) / safe,
+    })
+    return topk_idx, topk_score, member.astype(np.float16), summary
+
+
+def dense_similarities(img_emb: np.ndarray, txt_emb: np.ndarray) -> np.ndarray:
+    """The full (images x nodes) similarity matrix, fp32 (for measuring the compact label)."""
+    return np.asarray(img_emb, np.float32) @ np.asarray(txt_emb, np.float32).T
+
+
+# -- the whole labelling run -------------------------------------------------------------------
+@dataclass
+class LabelRun:
+    """A finished labelling: the label plus what this run did (for logs and benchmarks)."""
+
+    label: ModelLabel
+    chunks_total: int
+    chunks_computed: int
+    chunks_reused: int
+    pixels_built: bool
+    seconds: dict[str, float]
+
+
+def _work_dir(lm: LoadedModel, graph: SemanticGraph, root: Any) -> Path:
+    rev = lm.resolved.revision.replace(":", "-")[:24]
+    return data_dir(root) / "work" / "labeling" / lm.resolved.ref.key / f"{graph.version}-{rev}"
+
+
+def label_model(
+    lm: LoadedModel,
+    graph: SemanticGraph,
+    cfg: LabelConfig | None = None,
+    root: str | os.PathLike[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> LabelRun:
+    """Label ``lm`` on ``graph``; resumable from checkpointed chunks.
+
+    Args:
+        lm: a loaded model (see :func:`mll_registry.hub.load`).
+        graph: the semantic graph (its version is recorded in the label).
+        cfg: labelling parameters.
+        root: data directory (caches and checkpoints).
+        progress: ``progress(stage, done, total)`` for ``pixels`` and ``images``.
+        on_chunk: called after each chunk is checkpointed (tests inject interruptions here).
+    """
+    import torch
+
+    cfg = cfg or LabelConfig()
+    t0 = time.perf_counter()
+    pipe = PixelPipeline.from_preprocess(lm.preprocess)
+    pixels, built = prepare_pixels(
+        graph, pipe, root, progress=(lambda d, t: progress("pixels", d, t)) if progress else None)
+    t_pix = time.perf_counter()
+
+    texts = node_texts(graph, cfg)
+    txt = encode_texts(lm, texts).cpu().numpy()
+    t_txt = time.perf_counter()
+
+    work = _work_dir(lm, graph, root)
+    state = {"graph_version": graph.version, "revision": lm.resolved.revision,
+             "pixels": pipe.key, "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
+             "device": lm.device, "torch": torch.__version__}
+    sf = work / "state.json"
+    if sf.is_file() and json.loads(sf.read_text()) != state:
+        for old in work.glob("chunk-*.npy"):  # checkpoints from other settings are not reused
+            old.unlink()
+    write_json(sf, state)
+    n = len(pixels)
+    n_chunks = (n + cfg.chunk_size - 1) // cfg.chunk_size
+    embs, computed, reused = [], 0, 0
+    for c in range(n_chunks):
+        f = work / f"chunk-{c:05d}.npy"
+        lo, hi = c * cfg.chunk_size, min(n, (c + 1) * cfg.chunk_size)
+        if f.is_file():
+            e = np.load(f)
+            if e.shape[0] == hi - lo:
+                embs.append(e)
+                reused += 1
+                if progress:
+                    progress("images", hi, n)
+                continue
+        e = encode_pixels(lm, pixels[lo:hi], pipe, cfg.batch_size)
+        with atomic_path(f, suffix=".npy") as tmp:
+            np.save(tmp, e)
+        embs.append(e)
+        computed += 1
+        if progress:
+            progress("images", hi, n)
+        if on_chunk:
+            on_chunk(c)
+    img = np.concatenate(embs) if embs else np.zeros((0, txt.shape[1]), np.float32)
+    t_img = time.perf_counter()
+
+    topk_idx, topk_score, member, summary = compact_label(img, txt, graph, cfg.top_k)
+    t_end = time.perf_counter()
+    seconds = {"pixels": round(t_pix - t0, 3), "text": round(t_txt - t_pix, 3),
+               "images": round(t_img - t_txt, 3), "compact": round(t_end - t_img, 3),
+               "total": round(t_end - t0, 3)}
+    meta = {
+        "model_ref": str(lm.resolved.ref), "revision": lm.resolved.revision,
+        "architecture": lm.resolved.architecture, "weights_file": lm.resolved.weights.name,
+        "preprocess": lm.preprocess_cfg, "pixels_key": pipe.key,
+        "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
+        "graph_version": graph.version, "code_version": __version__, "device": lm.device,
+        "embed_dim": int(txt.shape[1]), "top_k": int(topk_idx.shape[1]),
+        "timings": {**seconds, "images_per_s": round(n / max(seconds["total"], 1e-9), 1)},
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    label = ModelLabel(topk_idx, topk_score, member, summary, meta)
+    label.validate(n_images=len(graph.images), n_nodes=len(graph.nodes),
+                   n_members=len(graph.members))
+    return LabelRun(label, n_chunks, computed, reused, built, seconds)
+
+
+def default_label_path(lm_ref_key: str, graph_version: str,
+                       root: str | os.PathLike[str] | None = None) -> Path:
+    """Where labels go by default: ``<data>/labels/<model key>/<graph version>``."""
+    return data_dir(root) / "labels" / lm_ref_key / graph_version
+
+
+def clear_checkpoints(lm: LoadedModel, graph: SemanticGraph,
+                      root: str | os.PathLike[str] | None = None) -> None:
+    """Remove a finished run's chunk checkpoints (the label holds what is needed)."""
+    import shutil
+
+    shutil.rmtree(_work_dir(lm, graph, root), ignore_errors=True)

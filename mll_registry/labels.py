@@ -1,0 +1,140 @@
+"""The model label format: compact per-image similarities plus a per-node summary.
+
+The dense label of a model is S (images x nodes), S[x, u] = cos(I(x), T(text_u)); at paper scale
+that is 10^6 x 9x10^3 per model. We keep what selection needs (method.md §2-3):
+
+* ``topk_idx``/``topk_score``: each image's K most similar nodes, best first (scores fp16);
+* ``member_score``: S[x, v] for every membership row (image x represents node v) of the graph,
+  in the graph's ``members`` order, so the own-node score of every image of every node is exact.
+
+For a candidate set V_T, the argmax of S[x, .] over V_T is exact whenever some candidate is in x's
+top-K; otherwise it is taken over the candidates whose exact score we hold (the nodes x belongs
+to). ``benchmarks/bench_label_compact.py`` measures how often that changes selection.
+
+On disk a label is a directory (written atomically, validated on read)::
+
+    label.safetensors   the arrays (safetensors: no pickle)
+    summary.parquet     node_id, n_images, acc1, acc5, mean_own  (accuracy over all nodes)
+    meta.json           model ref + revision, architecture, preprocess, templates, logit scale,
+                        graph version, code version, timings, K
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mll_registry.fsutil import atomic_dir
+
+FORMAT = "mll-label/1"
+_ARRAYS = ("topk_idx", "topk_score", "member_score")
+
+
+class LabelError(ValueError):
+    """A label file is missing, malformed, or for another graph version."""
+
+
+@dataclass
+class ModelLabel:
+    """A model's label on one graph version."""
+
+    topk_idx: np.ndarray  # (n_images, K) uint16/int32 node positions, best first
+    topk_score: np.ndarray  # (n_images, K) float16
+    member_score: np.ndarray  # (n_memberships,) float16, graph.members order
+    summary: pd.DataFrame  # per node: node_id, n_images, acc1, acc5, mean_own
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def graph_version(self) -> str:
+        return str(self.meta["graph_version"])
+
+    @property
+    def k(self) -> int:
+        return int(self.topk_idx.shape[1])
+
+    def headline(self) -> dict[str, Any]:
+        """The figures a person reads first."""
+        s = self.summary
+        return {
+            "model": self.meta.get("model_ref"),
+            "revision": self.meta.get("revision"),
+            "graph_version": self.graph_version,
+            "nodes": int(len(s)),
+            "images": int(self.topk_idx.shape[0]),
+            "mean_acc1": round(float(s["acc1"].mean()), 4),
+            "mean_acc5": round(float(s["acc5"].mean()), 4),
+            "images_per_s": self.meta.get("timings", {}).get("images_per_s"),
+        }
+
+    def bytes_per_image(self) -> float:
+        n = max(1, self.topk_idx.shape[0])
+        return (self.topk_idx.nbytes + self.topk_score.nbytes + self.member_score.nbytes) / n
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically: a reader sees the old label or the complete new one."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            save_file({k: np.ascontiguousarray(getattr(self, k)) for k in _ARRAYS},
+                      str(tmp / "label.safetensors"),
+                      metadata={"format": FORMAT, "graph_version": self.graph_version})
+            self.summary.to_parquet(tmp / "summary.parquet", index=False)
+            (tmp / "meta.json").write_text(
+                json.dumps({**self.meta, "format": FORMAT}, indent=2, sort_keys=True, default=str)
+                + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], graph_version: str | None = None) -> ModelLabel:
+        """Read and validate a label; with ``graph_version`` it must match.
+
+        Raises:
+            LabelError: missing files, malformed arrays, or another graph version.
+        """
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        for f in ("label.safetensors", "summary.parquet", "meta.json"):
+            if not (path / f).is_file():
+                raise LabelError(f"{path} is not a model label (missing {f}); label the model "
+                                 "with `mll label MODEL_REF`")
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise LabelError(f"{path}: label format {meta.get('format')!r}, expected {FORMAT!r}; "
+                             "relabel the model")
+        with safe_open(str(path / "label.safetensors"), "np") as f:
+            header = f.metadata() or {}
+        if header.get("graph_version") != meta.get("graph_version"):
+            raise LabelError(f"{path}: arrays and meta.json disagree on the graph version; relabel")
+        if graph_version is not None and meta["graph_version"] != graph_version:
+            raise LabelError(
+                f"{path} was computed on graph version {meta['graph_version']}, not {graph_version}; "
+                "labels are only valid for their graph: relabel the model on this graph")
+        arrays = load_file(str(path / "label.safetensors"))
+        lab = cls(**{k: arrays[k] for k in _ARRAYS}, summary=pd.read_parquet(
+            path / "summary.parquet"), meta=meta)
+        lab.validate()
+        return lab
+
+    def validate(self, n_images: int | None = None, n_nodes: int | None = None,
+                 n_members: int | None = None) -> None:
+        """Check shapes and ranges (optionally against a graph's sizes)."""
+        n, k = self.topk_idx.shape
+        if self.topk_score.shape != (n, k):
+            raise LabelError(f"topk_score shape {self.topk_score.shape} != topk_idx {(n, k)}")
+        nn = len(self.summary)
+        if n and (self.topk_idx.max() >= nn or self.topk_idx.min() < 0):
+            raise LabelError("topk_idx refers to nodes outside the summary; the label is corrupt")
+        for want, got, what in ((n_images, n, "images"), (n_nodes, nn, "nodes"),
+                                (n_members, len(self.member_score), "memberships")):
+            if want is not None and want != got:
+                raise LabelError(f"label has {got} {what}, graph has {want}; relabel the model")

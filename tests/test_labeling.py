@@ -1,0 +1,191 @@
+"""Labelling on a small open_clip model built in the test, checked against direct computation.
+
+The model is freshly initialised (the test checks arithmetic, not quality); results shown to users
+come from the trained demo hub.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mll_registry.demo.archs import build_tiny
+from mll_registry.graph import GraphConfig, SampleDataset, build_graph
+from mll_registry.hub import (
+    ModelRef,
+    ModelRefError,
+    PickledWeightsRefused,
+    load,
+    resolve,
+    save_open_clip_dir,
+)
+from mll_registry.labeling import LabelConfig, compact_label, dense_similarities, label_model
+from mll_registry.labels import LabelError, ModelLabel
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, cfg = build_tiny("tiny-vit", seed=3)
+    return save_open_clip_dir(model, cfg, tmp_path_factory.mktemp("hub") / "tiny-vit")
+
+
+@pytest.fixture()
+def graph(tree: Path):
+    g, _ = build_graph([SampleDataset("A", tree / "A"), SampleDataset("B", tree / "B")],
+                       GraphConfig())
+    return g
+
+
+def _direct(lm, graph, templates=("a photo of a {}.",)) -> np.ndarray:
+    """S[x, u] the plain way: open_clip's own preprocess and encoders, one image at a time."""
+    with torch.no_grad():
+        txt = []
+        for lemma in graph.nodes["lemma"]:
+            e = lm.model.encode_text(lm.tokenizer([t.format(lemma) for t in templates]),
+                                     normalize=True).mean(0)
+            txt.append(e / e.norm())
+        T = torch.stack(txt)
+        rows = []
+        for p in graph.image_paths():
+            x = lm.preprocess(Image.open(p)).unsqueeze(0)
+            rows.append(lm.model.encode_image(x, normalize=True)[0])
+        return (torch.stack(rows) @ T.T).numpy()
+
+
+def test_label_matches_direct_computation(tiny_dir: Path, graph, data_root: Path) -> None:
+    lm = load(f"local-dir:{tiny_dir}", device="cpu")
+    run = label_model(lm, graph, LabelConfig(top_k=5, batch_size=4, chunk_size=4))
+    lab = run.label
+    S = _direct(lm, graph)
+    # top-k indices and scores (fp16) equal the direct top-k
+    order = np.argsort(-S, axis=1, kind="stable")[:, :5]
+    np.testing.assert_allclose(lab.topk_score.astype(np.float32),
+                               np.take_along_axis(S, order, 1), atol=2e-3)
+    np.testing.assert_array_equal(lab.topk_idx[:, 0], order[:, 0])
+    # member scores: S[image, node] for every membership row
+    pos = graph.node_index()
+    m_node = graph.members["node_id"].map(pos).to_numpy()
+    m_img = graph.members["image_id"].to_numpy()
+    np.testing.assert_allclose(lab.member_score.astype(np.float32), S[m_img, m_node], atol=2e-3)
+    # summary: accuracy@1 over all nodes, by hand
+    s = lab.summary.set_index("node_id")
+    for node in ("dog.n.01", "carnivore.n.01"):
+        rows = graph.members[graph.members["node_id"] == node]["image_id"].to_numpy()
+        want = np.mean(S[rows].argmax(1) == pos[node])
+        assert s.loc[node, "acc1"] == pytest.approx(want)
+        assert s.loc[node, "mean_own"] == pytest.approx(S[rows, pos[node]].mean(), abs=1e-5)
+    meta = lab.meta
+    assert meta["graph_version"] == graph.version and meta["label_config"]["top_k"] == 5
+    assert meta["logit_scale"] == pytest.approx(lm.model.logit_scale.exp().item())
+    assert meta["revision"].startswith("sha256:") and meta["architecture"] == "vit-w128-l2-e64"
+    assert run.chunks_total == 2 and run.chunks_computed == 2
+
+
+def test_templates_are_averaged(tiny_dir: Path, graph) -> None:
+    lm = load(f"local-dir:{tiny_dir}", device="cpu")
+    tpl = ("a photo of a {}.", "a drawing of a {}.")
+    lab = label_model(lm, graph, LabelConfig(templates=tpl, top_k=3)).label
+    S = _direct(lm, graph, tpl)
+    np.testing.assert_allclose(lab.topk_score[:, 0].astype(np.float32), S.max(1), atol=2e-3)
+    assert lab.meta["label_config"]["templates"] == list(tpl) or \
+        tuple(lab.meta["label_config"]["templates"]) == tpl
+
+
+def test_resume_after_interruption_gives_identical_label(tiny_dir: Path, graph) -> None:
+    lm = load(f"local-dir:{tiny_dir}", device="cpu")
+    cfg = LabelConfig(top_k=4, batch_size=2, chunk_size=2)  # 6 images -> 3 chunks
+
+    class Boom(Exception):
+        pass
+
+    def interrupt(chunk: int) -> None:
+        if chunk == 1:
+            raise Boom
+
+    with pytest.raises(Boom):
+        label_model(lm, graph, cfg, on_chunk=interrupt)
+    resumed = label_model(lm, graph, cfg)
+    assert (resumed.chunks_reused, resumed.chunks_computed) == (2, 1)
+    from mll_registry.labeling import clear_checkpoints
+
+    clear_checkpoints(lm, graph)
+    fresh = label_model(lm, graph, cfg)
+    assert fresh.chunks_computed == 3
+    for k in ("topk_idx", "topk_score", "member_score"):
+        np.testing.assert_array_equal(getattr(resumed.label, k), getattr(fresh.label, k))
+    assert resumed.label.summary.equals(fresh.label.summary)
+
+
+def test_label_roundtrip_and_wrong_graph_version(tiny_dir: Path, graph, tmp_path: Path) -> None:
+    lm = load(f"local-dir:{tiny_dir}", device="cpu")
+    lab = label_model(lm, graph, LabelConfig(top_k=3)).label
+    path = lab.save(tmp_path / "label")
+    back = ModelLabel.load(path, graph_version=graph.version)
+    np.testing.assert_array_equal(back.topk_idx, lab.topk_idx)
+    assert back.headline()["nodes"] == len(graph.nodes)
+    with pytest.raises(LabelError, match="computed on graph version"):
+        ModelLabel.load(path, graph_version="0000000000000000")
+    (path / "summary.parquet").unlink()
+    with pytest.raises(LabelError, match="missing summary.parquet"):
+        ModelLabel.load(path)
+
+
+def test_compact_topk_agrees_with_dense(graph) -> None:
+    rng = np.random.default_rng(0)
+    n, m, d = len(graph.images), len(graph.nodes), 16
+    img = rng.normal(size=(n, d)).astype(np.float32)
+    txt = rng.normal(size=(m, d)).astype(np.float32)
+    dense = dense_similarities(img, txt)
+    idx, score, member, summary = compact_label(img, txt, graph, top_k=4, block=4)
+    np.testing.assert_array_equal(idx, np.argsort(-dense, 1, kind="stable")[:, :4])
+    np.testing.assert_allclose(score, np.sort(dense, 1)[:, ::-1][:, :4], atol=1e-2)
+    pos = graph.node_index()
+    mn = graph.members["node_id"].map(pos).to_numpy()
+    np.testing.assert_allclose(member, dense[graph.members["image_id"], mn], atol=1e-2)
+    assert summary["n_images"].sum() == len(graph.members)
+
+
+def test_pickled_weights_refused_unless_opted_in(tmp_path: Path) -> None:
+    model, cfg = build_tiny("tiny-vit", seed=1)
+    d = tmp_path / "pickled"
+    d.mkdir()
+    torch.save(model.state_dict(), d / "open_clip_pytorch_model.bin")
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    with pytest.raises(PickledWeightsRefused, match="allow-pickle"):
+        resolve(f"local-dir:{d}")
+    lm = load(f"local-dir:{d}", device="cpu", allow_pickle=True)
+    assert lm.resolved.weights.name == "open_clip_pytorch_model.bin"
+
+
+def test_bad_model_dirs_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelRefError, match="no such directory"):
+        resolve(f"local-dir:{tmp_path / 'missing'}")
+    (tmp_path / "notclip").mkdir()
+    with pytest.raises(ModelRefError, match="not an open_clip model"):
+        resolve(f"local-dir:{tmp_path / 'notclip'}")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "open_clip_config.json").write_text('{"preprocess_cfg": {}}')
+    with pytest.raises(ModelRefError, match="no 'model_cfg'"):
+        resolve(f"local-dir:{tmp_path / 'old'}")
+
+
+@pytest.mark.parametrize("ref,scheme,name,rev", [
+    ("hf-hub:laion/CLIP-ViT-B-32@abc123", "hf-hub", "laion/CLIP-ViT-B-32", "abc123"),
+    ("hf-hub:org/name", "hf-hub", "org/name", None),
+    ("open_clip:ViT-B-32/laion2b_s34b_b79k", "open_clip", "ViT-B-32/laion2b_s34b_b79k", None),
+])
+def test_model_ref_parse(ref: str, scheme: str, name: str, rev: str | None) -> None:
+    r = ModelRef.parse(ref)
+    assert (r.scheme, r.name, r.revision) == (scheme, name, rev)
+    assert str(r) == ref
+
+
+@pytest.mark.parametrize("bad", ["dog", "hf-hub:noslash", "s3:x/y", "open_clip:ViT-B-32", "hf-hub:"])
+def test_model_ref_parse_errors(bad: str) -> None:
+    with pytest.raises(ModelRefError):
+        ModelRef.parse(bad)
