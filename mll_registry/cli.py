@@ -39,9 +39,26 @@ def _emit(obj: Any) -> None:
 def _known_errors() -> tuple[type[Exception], ...]:
     from mll_registry.demo.sources import SourceMissing
     from mll_registry.graph import GraphError
+    from mll_registry.hub import ModelRefError
+    from mll_registry.labels import LabelError
     from mll_registry.wordnet import WordNetUnavailable
 
-    return (GraphError, WordNetUnavailable, SourceMissing)
+    return (GraphError, WordNetUnavailable, SourceMissing, ModelRefError, LabelError)
+
+
+def _graph_or_demo(graph: Path | None, data_dir: Path | None) -> Any:
+    """Load ``graph``, or the demo graph (built on demand when absent)."""
+    from mll_registry.graph import SemanticGraph
+
+    if graph is not None:
+        return SemanticGraph.load(graph)
+    from mll_registry.demo.graph import build_demo_graph, demo_graph_path
+
+    path = demo_graph_path(data_dir)
+    if (path / "manifest.json").is_file():
+        return SemanticGraph.load(path)
+    console.print(f"no --graph given: building the demo graph at {path}")
+    return build_demo_graph(data_dir)[0]
 
 
 @app.command()
@@ -138,6 +155,70 @@ def _print_graph(summary: dict[str, Any]) -> None:
         t.add_row(f"skipped in {s}", ", ".join(f"{k}={v}" for k, v in sk.items()))
     console.print(t)
     console.print(f"written to {summary.get('path')}")
+
+
+@app.command()
+def label(
+    model_ref: Annotated[str, typer.Argument(
+        help="hf-hub:ORG/NAME[@REV], local-dir:PATH or open_clip:ARCH/TAG")],
+    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: the demo graph).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Label directory to write.")] = None,
+    template: Annotated[list[str] | None, typer.Option(
+        help="Prompt template(s) with {} for the node text (repeatable).")] = None,
+    text_source: Annotated[str, typer.Option(help="lemma or caption.")] = "lemma",
+    top_k: Annotated[int, typer.Option(help="Nodes kept per image.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    allow_pickle: Annotated[bool, typer.Option(
+        help="Allow pickled (*.bin/*.pt) weights. Only for sources you trust.")] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Label a model on a semantic graph (task-independent, once per model and graph version)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mll_registry.labeling import DEFAULT_TEMPLATES, LabelConfig, label_ref
+
+    try:
+        cfg = LabelConfig(templates=tuple(template) if template else DEFAULT_TEMPLATES,
+                          text_source=text_source, top_k=top_k, batch_size=batch_size,
+                          device=device)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        g = _graph_or_demo(graph, data_dir)
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+                "{task.completed}/{task.total}"), TimeRemainingColumn(), console=console,
+                transient=True, disable=as_json) as prog:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(
+                        {"pixels": "decoding images", "images": "encoding images"}[stage],
+                        total=total)
+                prog.update(tasks[stage], completed=done)
+
+            run, path = label_ref(model_ref, g, cfg, out=out, root=data_dir,
+                                  allow_pickle=allow_pickle, progress=progress)
+    except _known_errors() as exc:
+        _fail(str(exc))
+    summary = {**run.label.headline(), "path": str(path), "seconds": run.seconds,
+               "bytes_per_image": round(run.label.bytes_per_image(), 1),
+               "chunks": {"total": run.chunks_total, "computed": run.chunks_computed,
+                          "reused": run.chunks_reused}}
+    if as_json:
+        _emit(summary)
+        return
+    t = Table(title=f"label of {summary['model']}", show_header=False)
+    for k in ("revision", "graph_version", "nodes", "images", "mean_acc1", "mean_acc5",
+              "images_per_s", "bytes_per_image"):
+        t.add_row(k.replace("_", " "), str(summary[k]))
+    console.print(t)
+    best = run.label.summary.sort_values("acc1", ascending=False).head(5)
+    console.print("strongest concepts: " + ", ".join(
+        f"{r.node_id} ({r.acc1:.2f})" for r in best.itertuples()))
+    console.print(f"written to {path}")
 
 
 @graph_app.command("info")

@@ -238,7 +238,7 @@ def preprocess_signature(preprocess: Any) -> dict[str, Any]:
     """A JSON-able description of an eval transform (image size, resize, crop, mean/std)."""
     steps = []
     for t in getattr(preprocess, "transforms", [preprocess]):
-        d = {"type": type(t).__name__}
+        d: dict[str, Any] = {"type": type(t).__name__}
         for k in ("size", "interpolation", "max_size", "antialias", "mean", "std", "fill"):
             if hasattr(t, k):
                 v = getattr(t, k)

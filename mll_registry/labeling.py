@@ -360,3 +360,28 @@ def clear_checkpoints(lm: LoadedModel, graph: SemanticGraph,
     import shutil
 
     shutil.rmtree(_work_dir(lm, graph, root), ignore_errors=True)
+
+
+def label_ref(
+    ref: str,
+    graph: SemanticGraph,
+    cfg: LabelConfig | None = None,
+    out: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    allow_pickle: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[LabelRun, Path]:
+    """Resolve, load and label a MODEL_REF on ``graph``; write the label atomically.
+
+    Returns:
+        (the run, the label directory). Checkpoints are removed once the label is written.
+    """
+    from mll_registry.hub import load
+
+    cfg = cfg or LabelConfig()
+    lm = load(ref, device=cfg.device, allow_pickle=allow_pickle)
+    run = label_model(lm, graph, cfg, root=root, progress=progress)
+    path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version, root)
+    run.label.save(path)
+    clear_checkpoints(lm, graph, root)
+    return run, path

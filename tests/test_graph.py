@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import write_png
+
 from mll_registry.graph import (
     GraphConfig,
     GraphError,

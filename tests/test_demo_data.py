@@ -1,0 +1,97 @@
+"""Demo sample data: the curated mapping, deterministic renders, the demo graph via the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mll_registry import wordnet as W
+from mll_registry.cli import app
+from mll_registry.demo import sources as S
+from mll_registry.demo.data import augment, load_concepts, render_style
+
+GROUPS = {"animal", "plant", "food", "object", "clothing", "vehicle", "place", "nature", "sport",
+          "music", "symbol", "body", "group"}
+
+
+def test_mapping_is_curated_and_unique() -> None:
+    concepts = load_concepts()
+    assert len(concepts) >= 450
+    assert len({c.synset for c in concepts}) == len(concepts), "one emoji per synset"
+    assert len({c.codepoint for c in concepts}) == len(concepts)
+    assert {c.group for c in concepts} <= GROUPS
+    for c in concepts:
+        assert W.synset(c.synset).name() == c.synset  # every synset exists in WordNet 3.0
+        assert chr(c.codepoint) == c.emoji
+    by_name = {c.name: c.synset for c in concepts}
+    # first senses that are wrong for the picture were overridden
+    if "bat" in by_name:
+        assert by_name["bat"] == "bat.n.01"  # the animal, not the club
+    if "computer mouse" in by_name:
+        assert W.synset(by_name["computer mouse"]).lexname() == "noun.artifact"
+    if "mouse face" in by_name or "mouse" in by_name:
+        assert W.synset(by_name.get("mouse", by_name.get("mouse face", ""))).lexname() == \
+            "noun.animal"
+
+
+def test_every_concept_renders_in_every_style() -> None:
+    if S.missing_sources():
+        pytest.skip(f"image sources not installed: {S.missing_sources()}")
+    concepts = load_concepts()
+    for style in S.ALL_STYLES:
+        missing = [c.name for c in concepts if not S.available(c.codepoint, style)]
+        assert missing == [], f"{style} lacks {missing[:5]}"
+
+
+def test_sample_and_target_styles_are_disjoint() -> None:
+    assert not set(S.SAMPLE_STYLES) & set(S.TARGET_STYLES)
+    assert set(S.SAMPLE_STYLES) | set(S.TARGET_STYLES) == set(S.ALL_STYLES)
+    # both kinds of look are labelled, so line-art target tasks have labels to select on
+    assert set(S.SAMPLE_STYLES) & S.COLOUR_STYLES and set(S.SAMPLE_STYLES) & S.LINE_ART_STYLES
+
+
+def test_render_and_augment_are_deterministic(tmp_path: Path) -> None:
+    if S.missing_sources():
+        pytest.skip("image sources not installed")
+    img = S.render(0x1F436, "noto", 96)
+    assert img.size == (96, 96) and img.mode == "RGB"
+    assert img.getpixel((0, 0)) == (255, 255, 255)  # white background
+    a, b = augment(img, "noto:1F436:3"), augment(img, "noto:1F436:3")
+    assert a.tobytes() == b.tobytes()
+    assert augment(img, "noto:1F436:4").tobytes() != a.tobytes()
+    concepts = load_concepts()[:5]
+    r1 = render_style("sketch", concepts, tmp_path / "one", views=3, workers=1)
+    r2 = render_style("sketch", concepts, tmp_path / "two", views=3, workers=2)
+    assert r1.images == r2.images == 15 and r1.rendered
+
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*.png")):
+            h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+        return h.hexdigest()
+
+    assert digest(Path(r1.path)) == digest(Path(r2.path))
+    again = render_style("sketch", concepts, tmp_path / "one", views=3)
+    assert not again.rendered  # up to date: a no-op
+
+
+def test_graph_build_demo_cli_twice_same_version() -> None:
+    if S.missing_sources():
+        pytest.skip("image sources not installed")
+    runner = CliRunner()
+    first = runner.invoke(app, ["graph", "build", "--demo", "--json"])
+    assert first.exit_code == 0, first.output
+    s1 = json.loads(first.stdout)
+    assert s1["folder_nodes"] >= 400 and s1["hypernym_nodes"] > 100
+    assert s1["nodes"] == s1["folder_nodes"] + s1["hypernym_nodes"]
+    assert set(s1["images_per_source"]) == set(S.SAMPLE_STYLES)  # never a target style
+    n = len(load_concepts())
+    assert all(v == n * 8 for v in s1["images_per_source"].values())
+    second = runner.invoke(app, ["graph", "build", "--demo", "--json"])
+    assert json.loads(second.stdout)["version"] == s1["version"]
+    info = runner.invoke(app, ["graph", "info", s1["path"], "--json"])
+    assert json.loads(info.stdout)["nodes"] == s1["nodes"]

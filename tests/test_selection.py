@@ -1,0 +1,114 @@
+"""Selection arithmetic with numbers worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mll_registry.graph import SemanticGraph
+from mll_registry.labels import ModelLabel
+from mll_registry.selection import (
+    candidate_rows,
+    class_scores,
+    dense_predictions,
+    node_counts,
+    restricted_predictions,
+    reuse_metric,
+    top_models,
+)
+
+
+def _graph(members: list[tuple[str, int]], nodes=("a", "b", "c", "d"), n_images=4) -> SemanticGraph:
+    nd = pd.DataFrame({"node_id": list(nodes), "caption": list(nodes)})
+    im = pd.DataFrame({"image_id": np.arange(n_images), "source": "s",
+                       "relpath": [f"{i}.png" for i in range(n_images)], "node_id": "x",
+                       "digest": [str(i) for i in range(n_images)]})
+    mem = pd.DataFrame(members, columns=["node_id", "image_id"]).assign(own=True)
+    return SemanticGraph(nd, pd.DataFrame({"parent": [], "child": []}), im, mem,
+                         {"version": "v", "sources": {"s": "/"}, "config": {"cap": 75}})
+
+
+def _label(topk: list[list[int]], member_score: list[float]) -> ModelLabel:
+    idx = np.array(topk, np.uint16)
+    return ModelLabel(idx, np.zeros(idx.shape, np.float16), np.array(member_score, np.float16),
+                      pd.DataFrame({"node_id": list("abcd")}), {"graph_version": "v"})
+
+
+A, B, C, D = 0, 1, 2, 3
+# images 0,1 are of a; 2,3 of b
+G = _graph([("a", 0), ("a", 1), ("b", 2), ("b", 3)])
+M1 = _label([[C, A], [B, A], [B, C], [C, D]], [0.5, 0.1, 0.9, 0.4])  # img3: no candidate in top-2
+M2 = _label([[A, B], [A, C], [B, A], [B, D]], [0.9, 0.9, 0.9, 0.9])
+Z = np.array([[0.8, 0.0], [0.2, 1.0]])  # candidates a, b  x  classes y0, y1
+
+
+def test_restricted_predictions_and_counts_by_hand() -> None:
+    rows = candidate_rows(G, [M1, M2], np.array([A, B]))
+    pred = restricted_predictions(rows, n_nodes=4)
+    # M1: img0 -> a (first candidate at rank 2), img1 -> b (wrong), img2 -> b,
+    #     img3 -> b by fallback (no candidate in top-K; its own node's exact score is known)
+    assert pred.tolist() == [[0, 1, 1, 1], [0, 0, 1, 1]]
+    TP, FP, P = node_counts(rows, pred)
+    assert TP.tolist() == [[1, 2], [2, 2]]
+    assert FP.tolist() == [[0, 1], [0, 0]]
+    assert P.tolist() == [2, 2]
+
+
+def test_transfer_scores_and_reuse_metric_by_hand() -> None:
+    TP = np.array([[1.0, 2.0], [2.0, 2.0]])
+    FP = np.array([[0.0, 1.0], [0.0, 0.0]])
+    P = np.array([2.0, 2.0])
+    f1 = class_scores(TP, FP, P, Z, "f1")
+    # M1: TP_y = [1.2, 2], FP_y = [0.2, 1], P_y = [2, 2]
+    np.testing.assert_allclose(f1[0], [2.4 / 4.6, 4 / 7], rtol=1e-6)
+    np.testing.assert_allclose(f1[1], [4 / 6, 4 / 6], rtol=1e-6)
+    prec = class_scores(TP, FP, P, Z, "precision")
+    np.testing.assert_allclose(prec[0], [1.2 / 1.4, 2 / 3], rtol=1e-6)
+    r = reuse_metric(f1, alpha=0.7)
+    mean1 = (2.4 / 4.6 + 4 / 7) / 2
+    assert r[0, 0] == pytest.approx(0.7 * 2.4 / 4.6 + 0.3 * mean1)
+    np.testing.assert_allclose(reuse_metric(f1, 1.0), f1)
+    assert top_models(r, k=1).tolist() == [[1], [1]]
+    assert top_models(r, k=2).tolist() == [[1, 0], [1, 0]]
+    with pytest.raises(ValueError):
+        reuse_metric(f1, 1.5)
+    with pytest.raises(ValueError):
+        class_scores(TP, FP, P, Z, "accuracy")
+
+
+def test_hierarchy_parent_prediction_is_not_a_false_positive() -> None:
+    # image 0 is a member of both a and its parent c; image 1 only of c
+    g = _graph([("a", 0), ("c", 0), ("c", 1)], n_images=2)
+    lab = _label([[C, A], [A, C]], [0.1, 0.9, 0.5])
+    rows = candidate_rows(g, [lab], np.array([A, C]))
+    pred = restricted_predictions(rows, 4)
+    assert pred.tolist() == [[1, 0]]  # img0 -> c (member: no FP), img1 -> a (not a member: FP)
+    TP, FP, P = node_counts(rows, pred)
+    assert TP.tolist() == [[0, 1]] and FP.tolist() == [[1, 0]] and P.tolist() == [1, 2]
+
+
+def test_compact_equals_dense_when_candidates_are_in_topk() -> None:
+    rng = np.random.default_rng(1)
+    n_img, n_nodes = 40, 12
+    members = [(f"n{i % n_nodes}", i) for i in range(n_img)]
+    g = _graph(members, nodes=tuple(f"n{i}" for i in range(n_nodes)), n_images=n_img)
+    dense = [rng.normal(size=(n_img, n_nodes)) for _ in range(3)]
+    labels = []
+    for S in dense:
+        idx = np.argsort(-S, 1)[:, :n_nodes]  # K = all nodes: must be exact
+        ms = S[np.arange(n_img), np.arange(n_img) % n_nodes]
+        labels.append(ModelLabel(idx.astype(np.uint16), np.zeros(idx.shape, np.float16),
+                                 ms.astype(np.float16), pd.DataFrame({"node_id": g.node_ids}),
+                                 {"graph_version": "v"}))
+    rows = candidate_rows(g, labels, np.array([0, 3, 5, 7]))
+    np.testing.assert_array_equal(restricted_predictions(rows, n_nodes),
+                                  dense_predictions(dense, rows))
+
+
+def test_selection_does_not_depend_on_model_order() -> None:
+    rows = candidate_rows(G, [M1, M2], np.array([A, B]))
+    rows_rev = candidate_rows(G, [M2, M1], np.array([A, B]))
+    r = reuse_metric(class_scores(*node_counts(rows, restricted_predictions(rows, 4)), Z))
+    r_rev = reuse_metric(class_scores(*node_counts(rows_rev, restricted_predictions(rows_rev, 4)), Z))
+    np.testing.assert_allclose(r, r_rev[::-1])
