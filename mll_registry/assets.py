@@ -22,6 +22,7 @@ class SetupReport:
     wordnet: dict[str, Any]
     missing_sources: list[str]
     renders: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,4 +44,7 @@ def setup(root: str | os.PathLike[str] | None = None, demo: bool = True,
     if demo:
         S.require_sources()
         rep.renders = render_summary(ensure_demo_images(styles, root=root, force=force))
+        from mll_registry.demo.tasks import ensure_demo_tasks
+
+        rep.tasks = [str(p) for p in ensure_demo_tasks(root)]
     return rep

@@ -36,14 +36,19 @@ def _emit(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _known_errors() -> tuple[type[Exception], ...]:
+def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...]:
+    """Errors whose message is the whole story: print it, exit 2 (no traceback)."""
     from mll_registry.demo.sources import SourceMissing
     from mll_registry.graph import GraphError
     from mll_registry.hub import ModelRefError
     from mll_registry.labels import LabelError
+    from mll_registry.selection import SelectionError
+    from mll_registry.task import TaskError
     from mll_registry.wordnet import WordNetUnavailable
 
-    return (GraphError, WordNetUnavailable, SourceMissing, ModelRefError, LabelError)
+    known: tuple[type[Exception], ...] = (GraphError, WordNetUnavailable, SourceMissing,
+                                          ModelRefError, LabelError, TaskError, SelectionError)
+    return (*known, ValueError) if with_value_errors else known
 
 
 def _graph_or_demo(graph: Path | None, data_dir: Path | None) -> Any:
@@ -92,6 +97,9 @@ def setup(
                   f"{r['seconds']:.1f}")
     if rep.renders:
         console.print(t)
+    if rep.tasks:
+        console.print(f"demo task files: {Path(rep.tasks[0]).parent}/ "
+                      f"({', '.join(Path(p).stem for p in rep.tasks)})")
 
 
 @graph_app.command("build")
@@ -219,6 +227,173 @@ def label(
     console.print("strongest concepts: " + ", ".join(
         f"{r.node_id} ({r.acc1:.2f})" for r in best.itertuples()))
     console.print(f"written to {path}")
+
+
+def _selection(task_file: Path, graph: Path | None, k: int, alpha: float, metric: str,
+               top_n: int, embedding_model: str, caption_url: str | None,
+               data_dir: Path | None) -> tuple[Any, Any, Any]:
+    """Task + graph + labels -> SelectionResult (shared by select and reuse)."""
+    from mll_registry.labelstore import LocalLabelStore, load_labels
+    from mll_registry.matching import Embedder, OpenAICompatibleCaptions, WordNetCaptions
+    from mll_registry.selection import select
+    from mll_registry.task import Task
+
+    task = Task.from_yaml(task_file)
+    g = _graph_or_demo(graph, data_dir)
+    labels = load_labels(LocalLabelStore(data_dir).labels_for(g.version), g.version)
+    provider = OpenAICompatibleCaptions(caption_url) if caption_url else WordNetCaptions()
+    res = select(task, g, labels, k=k, alpha=alpha, metric=metric, top_n=top_n,
+                 embedder=Embedder(embedding_model), provider=provider, root=data_dir)
+    for cls in res.weak:
+        console.print(f"[yellow]warning:[/] class {cls!r} matches no graph concept well "
+                      "(best similarity below the threshold); its model choice is a weak guess",
+                      soft_wrap=True)
+    return task, g, res
+
+
+TaskOpt = Annotated[Path, typer.Option("--task", "-t", help="Task YAML file.")]
+KOpt = Annotated[int, typer.Option("-k", help="Models per class.")]
+AlphaOpt = Annotated[float, typer.Option(help="Reuse-metric weight of the class's own score.")]
+MetricOpt = Annotated[str, typer.Option(help="f1 or precision.")]
+TopNOpt = Annotated[int, typer.Option(help="Graph nodes matched per class.")]
+EmbOpt = Annotated[str, typer.Option(help="sentence-transformers model for matching.")]
+CapOpt = Annotated[str | None, typer.Option(
+    help="OpenAI-compatible endpoint for class descriptions (default: WordNet, no LLM).")]
+
+
+@app.command("select")
+def select_cmd(
+    task: TaskOpt,
+    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    k: KOpt = 1,
+    alpha: AlphaOpt = 0.7,
+    metric: MetricOpt = "f1",
+    top_n: TopNOpt = 5,
+    embedding_model: EmbOpt = "all-MiniLM-L6-v2",
+    caption_url: CapOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Select the best models per class of a task from their labels (no model is run)."""
+    try:
+        _, _, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
+                               caption_url, data_dir)
+    except _known_errors(with_value_errors=True) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(res.to_dict())
+    else:
+        Console().print(res.table())
+        console.print(f"{len(res.models)} labelled models considered; ensemble uses "
+                      f"{len(res.selected_models())}: {', '.join(res.selected_models())}")
+
+
+@app.command("reuse")
+def reuse_cmd(
+    task: TaskOpt,
+    data: Annotated[Path | None, typer.Option(
+        help="Image folder, one sub-folder per class (default: the task's `data`).")] = None,
+    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    k: KOpt = 1,
+    alpha: AlphaOpt = 0.7,
+    metric: MetricOpt = "f1",
+    top_n: TopNOpt = 5,
+    weighting: Annotated[str, typer.Option(
+        help="inverse_entropy (default), entropy (ablation) or uniform.")] = "inverse_entropy",
+    prompt: Annotated[list[str] | None, typer.Option(help="Class prompt template(s).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    embedding_model: EmbOpt = "all-MiniLM-L6-v2",
+    caption_url: CapOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Select per class, run the entropy-weighted ensemble on labelled images, measure it."""
+    from mll_registry.reuse import DEFAULT_PROMPTS, evaluate
+
+    try:
+        t, _, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
+                               caption_url, data_dir)
+        out = evaluate(res, t, data, weighting=weighting,
+                       prompts=tuple(prompt) if prompt else DEFAULT_PROMPTS, device=device)
+    except _known_errors(with_value_errors=True) as exc:
+        _fail(str(exc))
+    d = {**out.to_dict(), "selection": res.to_dict()}
+    if as_json:
+        _emit(d)
+        return
+    tab = Table(title=f"reuse on {t.name}: {out.n_images} images")
+    tab.add_column("predictor")
+    tab.add_column("top-1", justify="right")
+    tab.add_column("top-5", justify="right")
+    tab.add_row("MLL ensemble", f"{out.ensemble['top1']:.3f}", f"{out.ensemble['top5']:.3f}")
+    for m, acc in out.per_model.items():
+        tab.add_row(f"  {m.rstrip('/').rsplit('/', 1)[-1]} alone", f"{acc['top1']:.3f}",
+                    f"{acc['top5']:.3f}")
+    Console().print(tab)
+
+
+@app.command()
+def bench(
+    tasks: Annotated[list[Path] | None, typer.Option(
+        "--tasks", help="Task YAML files (default: the demo tasks).")] = None,
+    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the bar + growth plot here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the Markdown table here.")] = None,
+    alpha: AlphaOpt = 0.7,
+    metric: MetricOpt = "f1",
+    top_n: TopNOpt = 5,
+    growth_orders: Annotated[int, typer.Option(help="Random hub orders for the growth curve.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Benchmark MLL against INB, ModelGPT and the oracles on task files."""
+    from mll_registry.bench import BenchConfig, log_to_mlflow, run_bench
+    from mll_registry.bench import plot as draw
+    from mll_registry.hub import load
+    from mll_registry.labelstore import LocalLabelStore, load_labels
+    from mll_registry.task import Task
+
+    def say(msg: str) -> None:
+        if not as_json:
+            console.print(msg, highlight=False)
+
+    try:
+        g = _graph_or_demo(graph, data_dir)
+        if tasks:
+            task_list = [Task.from_yaml(t) for t in tasks]
+        else:
+            from mll_registry.demo.tasks import ensure_demo_tasks
+
+            task_list = [Task.from_yaml(p) for p in ensure_demo_tasks(data_dir)]
+        if graph is None:
+            from mll_registry.demo.hub import ensure_demo_labels
+
+            paths = ensure_demo_labels(g, data_dir, device=device, log=say)
+        else:
+            paths = LocalLabelStore(data_dir).labels_for(g.version)
+        labels = load_labels(paths, g.version)
+        if not labels:
+            _fail(f"no labelled models for graph {g.version}: label some with `mll label`")
+        cfg = BenchConfig(alpha=alpha, metric=metric, top_n=top_n, growth_orders=growth_orders)
+        res = run_bench(task_list, g, labels, lambda r: load(r, device=device), cfg, log=say)
+    except _known_errors(with_value_errors=True) as exc:
+        _fail(str(exc))
+    md = res.markdown()
+    if markdown:
+        from mll_registry.fsutil import write_text
+
+        write_text(markdown, md)
+    plot_path = draw(res, plot) if plot else None
+    run_id = log_to_mlflow(res, md, plot_path)
+    out = res.to_dict()
+    out["mlflow_run_id"] = run_id
+    if as_json:
+        _emit(out)
+        return
+    Console().print(md)
+    if plot_path:
+        console.print(f"plot written to {plot_path}")
 
 
 @graph_app.command("info")

@@ -227,6 +227,16 @@ class SemanticGraph:
         """node_id -> row position."""
         return {n: i for i, n in enumerate(self.nodes["node_id"])}
 
+    def member_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(node position, image id) of every membership row, int64; computed once."""
+        cached = getattr(self, "_member_arrays", None)
+        if cached is None:
+            pos = self.node_index()
+            cached = (self.members["node_id"].map(pos).to_numpy(np.int64),
+                      self.members["image_id"].to_numpy(np.int64))
+            self._member_arrays = cached
+        return cached
+
     def relocate(self, roots: dict[str, str | os.PathLike[str]]) -> None:
         """Point sources at new roots (the version does not change: it hashes content)."""
         for name, root in roots.items():

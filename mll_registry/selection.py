@@ -30,6 +30,10 @@ from mll_registry.labels import ModelLabel
 EPS = 1e-8
 
 
+class SelectionError(ValueError):
+    """Selection cannot run; the message says what to do."""
+
+
 @dataclass
 class CandidateRows:
     """The label rows a task needs: images of candidate nodes, for every model (gathered once).
@@ -59,9 +63,7 @@ def candidate_rows(graph: SemanticGraph, labels: Sequence[ModelLabel],
                    cand_nodes: np.ndarray) -> CandidateRows:
     """Gather, for all models, the label rows of the images of ``cand_nodes``."""
     cand_nodes = np.asarray(cand_nodes, np.int64)
-    pos = graph.node_index()
-    m_node = graph.members["node_id"].map(pos).to_numpy(np.int64)
-    m_img = graph.members["image_id"].to_numpy(np.int64)
+    m_node, m_img = graph.member_arrays()
     cand_of = np.full(len(graph.nodes), -1, np.int64)
     cand_of[cand_nodes] = np.arange(len(cand_nodes))
     rows = np.flatnonzero(cand_of[m_node] >= 0)
@@ -71,7 +73,7 @@ def candidate_rows(graph: SemanticGraph, labels: Sequence[ModelLabel],
         img_ids=img_ids,
         row_img=row_img.astype(np.int64),
         row_cand=cand_of[m_node[rows]],
-        topk_idx=np.stack([lab.topk_idx[img_ids] for lab in labels]),
+        topk_idx=np.stack([np.take(lab.topk_idx, img_ids, axis=0) for lab in labels]),
         member_score=np.stack([lab.member_score[rows].astype(np.float32) for lab in labels]),
     )
 
@@ -81,23 +83,35 @@ def restricted_predictions(rows: CandidateRows, n_nodes: int) -> np.ndarray:
     lookup = np.full(n_nodes, -1, np.int64)
     lookup[rows.cand_nodes] = np.arange(len(rows.cand_nodes))
     M, U, K = rows.topk_idx.shape
-    pred = np.full((M, U), -1, np.int64)
-    mm, uu = np.divmod(np.arange(M * U, dtype=np.int64), U)
-    for j in range(K):  # rank by rank; most images resolve at rank 0 or 1
-        c = lookup[rows.topk_idx[mm, uu, j]]
-        hit = c >= 0
-        pred[mm[hit], uu[hit]] = c[hit]
-        mm, uu = mm[~hit], uu[~hit]
-        if len(mm) == 0:
-            break
+    pred = lookup.take(rows.topk_idx[:, :, 0])  # rank 0 settles most images
+    flat = np.flatnonzero(pred < 0)
+    mm, uu = np.divmod(flat, U)
+    if len(flat):  # the rest: the first candidate in the image's top-K
+        C = lookup.take(rows.topk_idx[mm, uu])  # (n, K)
+        hit = C >= 0
+        j = hit.argmax(1)
+        found = hit[np.arange(len(j)), j]
+        pred.flat[flat[found]] = C[np.arange(len(j)), j][found]
+        mm, uu = mm[~found], uu[~found]
     if len(mm):  # no candidate in the top-K: best candidate among the image's own memberships
-        by_img = np.argsort(rows.row_img, kind="stable")
-        starts = np.searchsorted(rows.row_img[by_img], np.arange(U))
-        ends = np.searchsorted(rows.row_img[by_img], np.arange(U), side="right")
-        for m, u in zip(mm.tolist(), uu.tolist(), strict=True):
-            r = by_img[starts[u]:ends[u]]
-            pred[m, u] = rows.row_cand[r[np.argmax(rows.member_score[m, r])]]
+        pad = _rows_by_image(rows.row_img, U)  # (U, R_max) row indices, -1 = none
+        r = pad[uu]  # (n, R_max)
+        sc = np.where(r >= 0, rows.member_score[mm[:, None], np.maximum(r, 0)], -np.inf)
+        best = r[np.arange(len(r)), np.argmax(sc, axis=1)]
+        pred[mm, uu] = rows.row_cand[best]
     return pred
+
+
+def _rows_by_image(row_img: np.ndarray, n_images: int) -> np.ndarray:
+    """(U, R_max) membership-row indices of each image, padded with -1."""
+    order = np.argsort(row_img, kind="stable")
+    counts = np.bincount(row_img, minlength=n_images)
+    width = max(1, int(counts.max()) if len(counts) else 1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(order)) - np.repeat(starts, counts)
+    pad = np.full((n_images, width), -1, np.int64)
+    pad[row_img[order], slot] = order
+    return pad
 
 
 def dense_predictions(dense: Sequence[np.ndarray], rows: CandidateRows) -> np.ndarray:
@@ -148,3 +162,93 @@ def top_models(r: np.ndarray, k: int = 1) -> np.ndarray:
     """(C, k) model positions per class, best first; ties broken by model position (stable)."""
     k = max(1, min(k, r.shape[0]))
     return np.argsort(-r, axis=0, kind="stable")[:k].T
+
+
+# -- the user-facing selection -------------------------------------------------------------------
+@dataclass
+class SelectionResult:
+    """Per class: ranked models with scores and the graph nodes it was matched to."""
+
+    task: str
+    classes: list[str]
+    models: list[str]  # model refs, sorted (the order never changes the outcome)
+    chosen: np.ndarray  # (C, k) model positions per class, best first
+    reuse: np.ndarray  # (M, C) reuse metric r
+    score: np.ndarray  # (M, C) class score s (precision or F1)
+    matched: dict[str, list[dict[str, object]]]
+    weak: list[str]
+    params: dict[str, object]
+
+    def per_class(self) -> list[dict[str, object]]:
+        out = []
+        for c, cls in enumerate(self.classes):
+            out.append({
+                "class": cls,
+                "models": [{"model": self.models[m], "reuse": round(float(self.reuse[m, c]), 4),
+                            "score": round(float(self.score[m, c]), 4)} for m in self.chosen[c]],
+                "nodes": self.matched[cls],
+                "weak_match": cls in self.weak,
+            })
+        return out
+
+    def selected_models(self) -> list[str]:
+        """Distinct models used by the ensemble, by first use."""
+        seen: dict[str, None] = {}
+        for row in self.chosen:
+            for m in row:
+                seen.setdefault(self.models[int(m)], None)
+        return list(seen)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"task": self.task, "params": self.params, "models_considered": len(self.models),
+                "selected_models": self.selected_models(), "weak_matches": self.weak,
+                "classes": self.per_class()}
+
+    def table(self) -> object:
+        """A rich Table (rendered by the CLI)."""
+        from rich.table import Table
+
+        t = Table(title=f"selection for {self.task} (k={self.chosen.shape[1]})")
+        t.add_column("class")
+        t.add_column("models (reuse score)")
+        t.add_column("matched nodes (similarity)")
+        for row in self.per_class():
+            models = ", ".join(f"{m['model'].split('/')[-1]} ({m['reuse']:.3f})"  # type: ignore[index]
+                               for m in row["models"])  # type: ignore[attr-defined]
+            nodes = ", ".join(f"{n['node']} ({n['similarity']:.2f})"  # type: ignore[index]
+                              for n in row["nodes"][:3])  # type: ignore[index]
+            flag = " [yellow](weak match)[/]" if row["weak_match"] else ""
+            t.add_row(f"{row['class']}{flag}", models, nodes)
+        return t
+
+
+def select(task: object, graph: SemanticGraph, labels: dict[str, ModelLabel], k: int = 1,
+           alpha: float = 0.7, metric: str = "f1", top_n: int = 5, embedder: object = None,
+           provider: object = None, root: object = None) -> SelectionResult:
+    """Select the top-k models per class of ``task`` from their labels (no model is run).
+
+    Raises:
+        SelectionError: no labels, or labels for another graph version.
+    """
+    from mll_registry.matching import match, node_similarity_report
+
+    if not labels:
+        raise SelectionError("no labelled models: label some first (`mll label MODEL_REF`)")
+    wrong = [r for r, lab in labels.items() if lab.graph_version != graph.version]
+    if wrong:
+        raise SelectionError(f"labels of {wrong[:3]} are for another graph version than "
+                             f"{graph.version}; relabel them on this graph")
+    refs = sorted(labels)
+    m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,  # type: ignore[arg-type]
+              root=root)  # type: ignore[arg-type]
+    rows = candidate_rows(graph, [labels[r] for r in refs], m.cand_nodes)
+    pred = restricted_predictions(rows, len(graph.nodes))
+    TP, FP, P = node_counts(rows, pred)
+    s = class_scores(TP, FP, P, m.Z, metric)
+    r = reuse_metric(s, alpha)
+    chosen = top_models(r, k)
+    return SelectionResult(
+        task=getattr(task, "name", "task"), classes=m.classes, models=refs, chosen=chosen,
+        reuse=r, score=s, matched=node_similarity_report(m, graph), weak=m.weak,
+        params={"k": int(chosen.shape[1]), "alpha": alpha, "metric": metric, **m.params,
+                "graph_version": graph.version})

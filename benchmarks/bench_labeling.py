@@ -1,0 +1,118 @@
+"""Benchmark: labelling throughput and its overhead over bare forward passes.
+
+Several models are labelled on one graph (the demo graph): pixels are decoded once and shared, so
+per model the work is text encoding + image forward passes + the compact label. The overhead is
+(labelling time - bare forward time) / bare forward time, where "bare" is ``encode_image`` over the
+same images already decoded, preprocessed and normalised as float tensors in memory.
+
+    uv run python benchmarks/bench_labeling.py [--models N] [--device cpu|cuda]
+
+Appends to benchmarks/results/labeling.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    import torch
+
+    from mll_registry.demo.graph import build_demo_graph, demo_graph_path
+    from mll_registry.demo.hub import demo_refs
+    from mll_registry.graph import SemanticGraph
+    from mll_registry.hub import load
+    from mll_registry.labeling import (
+        LabelConfig,
+        PixelPipeline,
+        clear_checkpoints,
+        label_model,
+        pixel_cache_path,
+        prepare_pixels,
+    )
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=int, default=4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=256)
+    args = ap.parse_args()
+    path = demo_graph_path()
+    g = SemanticGraph.load(path) if (path / "manifest.json").is_file() else build_demo_graph()[0]
+    refs = demo_refs()[: args.models]
+    cfg = LabelConfig(device=args.device, batch_size=args.batch_size)
+    # cold pixel cache: decode + PIL preprocess once for all models
+    lm0 = load(refs[0], device=args.device)
+    pipe = PixelPipeline.from_preprocess(lm0.preprocess)
+    pixel_cache_path(g, pipe).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    pixels, _ = prepare_pixels(g, pipe)
+    pixel_s = time.perf_counter() - t0
+    n = len(pixels)
+    mean = torch.tensor(pipe.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pipe.std).view(1, 3, 1, 1)
+    ready = ((torch.from_numpy(np.array(pixels)).permute(0, 3, 1, 2).float() / 255) - mean) / std
+    rows = []
+    for ref in refs:
+        lm = load(ref, device=args.device)
+        x = ready.to(args.device)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.inference_mode(), (torch.autocast("cuda", dtype=torch.float16)
+                                      if args.device.startswith("cuda") else _null()):
+            for i in range(0, n, args.batch_size):
+                lm.model.encode_image(x[i:i + args.batch_size], normalize=True)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        bare = time.perf_counter() - t0
+        clear_checkpoints(lm, g)
+        t0 = time.perf_counter()
+        run = label_model(lm, g, cfg)
+        lab_s = time.perf_counter() - t0
+        clear_checkpoints(lm, g)
+        rows.append({"model": ref.rsplit("/", 1)[-1], "images": n, "bare_s": round(bare, 2),
+                     "label_s": round(lab_s, 2), "overhead": round(lab_s / bare - 1, 3),
+                     "images_per_s": round(n / lab_s, 1), "parts": run.seconds})
+        print(json.dumps(rows[-1]), flush=True)
+    bare_t = sum(r["bare_s"] for r in rows)
+    lab_t = sum(r["label_s"] for r in rows)
+    summary = {"models": len(rows), "images": n, "pixel_cache_build_s": round(pixel_s, 2),
+               "overhead": round(lab_t / bare_t - 1, 3),
+               "overhead_incl_pixel_cache": round((lab_t + pixel_s) / bare_t - 1, 3),
+               "images_per_s": round(n * len(rows) / lab_t, 1), "device": args.device,
+               "threads": torch.get_num_threads()}
+    print(json.dumps(summary, indent=2))
+    out = Path(__file__).parent / "results" / "labeling.md"
+    if not out.exists():
+        out.write_text(
+            "# Labelling benchmark\n\nCommand: `uv run python benchmarks/bench_labeling.py "
+            "--models 4 --device cpu`\n\nDemo graph, demo hub models; overhead = labelling time / "
+            "bare `encode_image` time on in-memory normalised tensors - 1, summed over models. "
+            "The pixel cache (decode + PIL preprocess) is built once per graph and preprocess "
+            "and shared by all models; the second overhead column charges it to this run.\n\n"
+            "| date | machine | device | models | images | images/s (labelling) | overhead | "
+            "overhead incl. pixel cache | pixel cache build s |\n|---|---|---|---|---|---|---|---|---|\n")
+    with out.open("a") as f:
+        f.write(f"| {time.strftime('%Y-%m-%d')} | {platform.node()[:12]} ({os.cpu_count()} cores)"
+                f" | {args.device} | {len(rows)} | {n} | {summary['images_per_s']} | "
+                f"{summary['overhead']:.1%} | {summary['overhead_incl_pixel_cache']:.1%} | "
+                f"{pixel_s:.1f} |\n")
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The committed demo hub: small trained open_clip models in Hub repo layout.
+
+``demo_hub/mll-demo/<name>/`` at the repository root (override with ``MLL_DEMO_HUB``), one folder
+per model with ``open_clip_config.json``, ``open_clip_model.safetensors`` (fp16) and a README card.
+``scripts/train_demo_hub.py`` regenerates it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mll_registry.graph import SemanticGraph
+
+ORG = "mll-demo"
+
+
+def demo_hub_dir() -> Path:
+    """Root of the demo hub (the folder holding ``mll-demo/``)."""
+    env = os.environ.get("MLL_DEMO_HUB")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "demo_hub"
+
+
+def demo_model_dirs() -> list[Path]:
+    """Model folders of the demo hub, sorted by name."""
+    base = demo_hub_dir() / ORG
+    if not base.is_dir():
+        raise FileNotFoundError(
+            f"demo hub not found at {base}; run from a clone of the repository, set MLL_DEMO_HUB, "
+            "or train it with `uv run python scripts/train_demo_hub.py`")
+    return sorted(p for p in base.iterdir() if (p / "open_clip_config.json").is_file())
+
+
+def demo_refs() -> list[str]:
+    """MODEL_REFs of the demo models (``local-dir:`` references)."""
+    return [f"local-dir:{p}" for p in demo_model_dirs()]
+
+
+def ensure_demo_labels(graph: SemanticGraph, root: str | os.PathLike[str] | None = None,
+                       device: str = "auto",
+                       log: Callable[[str], None] = lambda s: None) -> dict[str, Path]:
+    """Label every demo model on ``graph`` that has no label yet; return ref -> label dir."""
+    from mll_registry.labeling import LabelConfig, label_ref
+    from mll_registry.labelstore import LocalLabelStore
+
+    store = LocalLabelStore(root)
+    have = store.labels_for(graph.version)
+    for ref in demo_refs():
+        if ref not in have:
+            run, path = label_ref(ref, graph, LabelConfig(device=device), root=root)
+            log(f"labelled {ref}: mean acc@1 {run.label.headline()['mean_acc1']:.3f} "
+                f"({run.seconds['total']:.1f} s)")
+            have[ref] = path
+    return {r: p for r, p in have.items() if r in set(demo_refs())}

@@ -1,0 +1,113 @@
+"""Transfer matrix, task files, entropy weights and the ensemble's prediction, by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_png
+
+from mll_registry.matching import Embedder, WordNetCaptions, transfer_matrix
+from mll_registry.reuse import accuracy, ensemble_scores, entropy_weights
+from mll_registry.task import Task, TaskClass, TaskError, data_folders
+
+
+def test_transfer_matrix_by_hand() -> None:
+    # 2 classes x 4 nodes
+    sims = np.array([[0.9, 0.1, 0.5, -0.2],
+                     [0.2, 0.8, 0.7, 0.3]])
+    top, top_s, cand, Z = transfer_matrix(sims, top_n=2)
+    assert top.tolist() == [[0, 2], [1, 2]]
+    np.testing.assert_allclose(top_s, [[0.9, 0.5], [0.8, 0.7]])
+    assert cand.tolist() == [0, 1, 2]  # union of the classes' top-n
+    np.testing.assert_allclose(Z, [[0.9, 0.0], [0.0, 0.8], [0.5, 0.7]])
+    # negative similarities never become negative weights
+    _, _, cand2, Z2 = transfer_matrix(sims, top_n=4)
+    assert Z2[list(cand2).index(3), 0] == 0.0
+
+
+def test_entropy_weights_by_hand() -> None:
+    p = np.array([[1.0, 0.0], [0.5, 0.5]])
+    w = entropy_weights(p)
+    assert w[0] == pytest.approx(1 / 1e-8, rel=1e-6)  # certain: H = 0
+    assert w[1] == pytest.approx(1 / math.log(2))
+    np.testing.assert_allclose(entropy_weights(p, "entropy"), [0.0, math.log(2)], atol=1e-9)
+    np.testing.assert_allclose(entropy_weights(p, "uniform"), [1, 1])
+    with pytest.raises(ValueError):
+        entropy_weights(p, "max")
+
+
+def test_ensemble_prediction_by_hand() -> None:
+    # model 0 is chosen for class 0, model 1 for class 1; one image
+    p0 = np.array([[0.6, 0.4]])  # H0 = 0.6730
+    p1 = np.array([[0.1, 0.9]])  # H1 = 0.3251
+    H0 = -(0.6 * math.log(0.6) + 0.4 * math.log(0.4))
+    H1 = -(0.1 * math.log(0.1) + 0.9 * math.log(0.9))
+    s = ensemble_scores([p0, p1], np.array([[0], [1]]))
+    np.testing.assert_allclose(s, [[0.6 / H0, 0.9 / H1]], rtol=1e-6)
+    assert s.argmax() == 1
+    # k = 2: both models vote for both classes
+    s2 = ensemble_scores([p0, p1], np.array([[0, 1], [1, 0]]))
+    np.testing.assert_allclose(s2, [[0.6 / H0 + 0.1 / H1, 0.4 / H0 + 0.9 / H1]], rtol=1e-6)
+    # the other direction changes the winner here: confident model 1 weighs less
+    s3 = ensemble_scores([p0, p1], np.array([[0], [1]]), "entropy")
+    np.testing.assert_allclose(s3, [[0.6 * H0, 0.9 * H1]], rtol=1e-6)
+    assert s3.argmax() == 0
+
+
+def test_accuracy_metrics() -> None:
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
+    acc = accuracy(scores, np.array([0, 1, 1, 2]))
+    assert acc["top1"] == 0.5 and acc["top5"] == 1.0
+    assert acc["per_class"] == {0: 1.0, 1: 0.5, 2: 0.0}
+
+
+def test_task_yaml_forms_and_errors(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text("name: pets\ndomain: pet photograph\ntask: image classification\n"
+                 "classes:\n  dog: a loyal pet\n  hot dog:\ndata: imgs\n")
+    t = Task.from_yaml(f)
+    assert t.classes == [TaskClass("dog", "a loyal pet"), TaskClass("hot dog", None)]
+    assert t.data == (tmp_path / "imgs").resolve()
+    with pytest.raises(TaskError, match="no classes"):
+        Task("empty", [])
+    with pytest.raises(TaskError, match="twice"):
+        Task("dup", [TaskClass("Hot dog"), TaskClass("hot_dog")])
+    f.write_text("name: x\nclasses: 3\n")
+    with pytest.raises(TaskError, match="list of names"):
+        Task.from_yaml(f)
+    with pytest.raises(TaskError, match="not found"):
+        Task.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_data_folders_checks(tmp_path: Path) -> None:
+    t = Task("t", [TaskClass("hot dog"), TaskClass("cat")])
+    with pytest.raises(TaskError, match="no data folder"):
+        data_folders(t)
+    with pytest.raises(TaskError, match="does not exist"):
+        data_folders(t, tmp_path / "nope")
+    write_png(tmp_path / "d" / "hot_dog" / "0.png", 1)
+    write_png(tmp_path / "d" / "Cat" / "0.png", 2)
+    assert {k: v.name for k, v in data_folders(t, tmp_path / "d").items()} == {
+        "hot dog": "hot_dog", "cat": "Cat"}
+    write_png(tmp_path / "d" / "zebra" / "0.png", 3)
+    with pytest.raises(TaskError, match="does not name.*zebra"):
+        data_folders(t, tmp_path / "d")
+
+
+def test_wordnet_descriptions_use_glosses_domain_and_own_description() -> None:
+    task = Task("t", [TaskClass("hot dog", "a sausage in a bun")], domain="emoji")
+    d = WordNetCaptions().describe(task.classes[0], task)
+    assert d[0] == "a emoji of a hot dog."
+    assert "hot dog, a sausage in a bun" in d
+    assert any("frankfurter" in x or "sausage" in x for x in d[4:])  # a WordNet gloss
+
+
+def test_offline_sentence_embeddings_rank_related_text_first() -> None:
+    emb = Embedder()
+    e = emb.encode(["a dog", "a puppy", "a spaceship"])
+    assert e.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
