@@ -42,12 +42,14 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
     from mll_registry.graph import GraphError
     from mll_registry.hub import ModelRefError
     from mll_registry.labels import LabelError
+    from mll_registry.registry import RegistryError
     from mll_registry.selection import SelectionError
     from mll_registry.task import TaskError
     from mll_registry.wordnet import WordNetUnavailable
 
     known: tuple[type[Exception], ...] = (GraphError, WordNetUnavailable, SourceMissing,
-                                          ModelRefError, LabelError, TaskError, SelectionError)
+                                          ModelRefError, LabelError, TaskError, SelectionError,
+                                          RegistryError)
     return (*known, ValueError) if with_value_errors else known
 
 
@@ -179,6 +181,9 @@ def label(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     allow_pickle: Annotated[bool, typer.Option(
         help="Allow pickled (*.bin/*.pt) weights. Only for sources you trust.")] = False,
+    register: Annotated[bool, typer.Option(
+        help="Log the label to MLflow and register the model version.")] = True,
+    force: Annotated[bool, typer.Option(help="Relabel even if already registered.")] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -207,40 +212,60 @@ def label(
                         total=total)
                 prog.update(tasks[stage], completed=done)
 
-            run, path = label_ref(model_ref, g, cfg, out=out, root=data_dir,
-                                  allow_pickle=allow_pickle, progress=progress)
+            if register and out is None:
+                from mll_registry.registry import label_and_register
+
+                summary = label_and_register(model_ref, g, cfg, force=force,
+                                             allow_pickle=allow_pickle, root=data_dir,
+                                             progress=progress)
+            else:
+                run, path = label_ref(model_ref, g, cfg, out=out, root=data_dir,
+                                      allow_pickle=allow_pickle, progress=progress)
+                summary = {"status": "labelled", **run.label.headline(), "path": str(path),
+                           "seconds": run.seconds,
+                           "bytes_per_image": round(run.label.bytes_per_image(), 1)}
     except _known_errors() as exc:
         _fail(str(exc))
-    summary = {**run.label.headline(), "path": str(path), "seconds": run.seconds,
-               "bytes_per_image": round(run.label.bytes_per_image(), 1),
-               "chunks": {"total": run.chunks_total, "computed": run.chunks_computed,
-                          "reused": run.chunks_reused}}
     if as_json:
         _emit(summary)
         return
+    if summary["status"] == "skipped":
+        console.print(f"{model_ref} is already labelled on graph {summary['graph_version']}: "
+                      f"{summary['name']} version {summary['version']} (use --force to relabel)")
+        return
     t = Table(title=f"label of {summary['model']}", show_header=False)
     for k in ("revision", "graph_version", "nodes", "images", "mean_acc1", "mean_acc5",
-              "images_per_s", "bytes_per_image"):
-        t.add_row(k.replace("_", " "), str(summary[k]))
+              "images_per_s", "bytes_per_image", "name", "version"):
+        if k in summary:
+            t.add_row(k.replace("_", " "), str(summary[k]))
     console.print(t)
-    best = run.label.summary.sort_values("acc1", ascending=False).head(5)
-    console.print("strongest concepts: " + ", ".join(
-        f"{r.node_id} ({r.acc1:.2f})" for r in best.itertuples()))
-    console.print(f"written to {path}")
+    console.print(f"written to {summary['path']}")
+
+
+def _label_paths(source: str, graph_version: str, data_dir: Path | None) -> dict[str, Path]:
+    from mll_registry.labelstore import LocalLabelStore
+
+    if source == "local":
+        return LocalLabelStore(data_dir).labels_for(graph_version)
+    if source != "registry":
+        raise ValueError(f"--labels must be 'registry' or 'local', got {source!r}")
+    from mll_registry.registry import MlflowLabelStore, Registry
+
+    return MlflowLabelStore(Registry(root=data_dir)).labels_for(graph_version)
 
 
 def _selection(task_file: Path, graph: Path | None, k: int, alpha: float, metric: str,
                top_n: int, embedding_model: str, caption_url: str | None,
-               data_dir: Path | None) -> tuple[Any, Any, Any]:
+               data_dir: Path | None, labels_from: str = "registry") -> tuple[Any, Any, Any]:
     """Task + graph + labels -> SelectionResult (shared by select and reuse)."""
-    from mll_registry.labelstore import LocalLabelStore, load_labels
+    from mll_registry.labelstore import load_labels
     from mll_registry.matching import Embedder, OpenAICompatibleCaptions, WordNetCaptions
     from mll_registry.selection import select
     from mll_registry.task import Task
 
     task = Task.from_yaml(task_file)
     g = _graph_or_demo(graph, data_dir)
-    labels = load_labels(LocalLabelStore(data_dir).labels_for(g.version), g.version)
+    labels = load_labels(_label_paths(labels_from, g.version, data_dir), g.version)
     provider = OpenAICompatibleCaptions(caption_url) if caption_url else WordNetCaptions()
     res = select(task, g, labels, k=k, alpha=alpha, metric=metric, top_n=top_n,
                  embedder=Embedder(embedding_model), provider=provider, root=data_dir)
@@ -259,6 +284,9 @@ TopNOpt = Annotated[int, typer.Option(help="Graph nodes matched per class.")]
 EmbOpt = Annotated[str, typer.Option(help="sentence-transformers model for matching.")]
 CapOpt = Annotated[str | None, typer.Option(
     help="OpenAI-compatible endpoint for class descriptions (default: WordNet, no LLM).")]
+LabelsOpt = Annotated[str, typer.Option(
+    "--labels", help="Where labels come from: registry (MLflow) or local (data dir).")]
+LogOpt = Annotated[bool, typer.Option("--log/--no-log", help="Log the run to MLflow.")]
 
 
 @app.command("select")
@@ -271,21 +299,33 @@ def select_cmd(
     top_n: TopNOpt = 5,
     embedding_model: EmbOpt = "all-MiniLM-L6-v2",
     caption_url: CapOpt = None,
+    labels: LabelsOpt = "registry",
+    log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select the best models per class of a task from their labels (no model is run)."""
     try:
-        _, _, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
-                               caption_url, data_dir)
+        t, g, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
+                               caption_url, data_dir, labels)
+        run_id = _log_selection(t, res, None, g.version, data_dir) if log else None
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
     if as_json:
-        _emit(res.to_dict())
+        _emit({**res.to_dict(), "mlflow_run_id": run_id})
     else:
         Console().print(res.table())
         console.print(f"{len(res.models)} labelled models considered; ensemble uses "
                       f"{len(res.selected_models())}: {', '.join(res.selected_models())}")
+        if run_id:
+            console.print(f"logged to MLflow run {run_id} (experiment mll-selection)")
+
+
+def _log_selection(task: Any, sel: Any, reuse: Any, graph_version: str,
+                   data_dir: Path | None) -> str:
+    from mll_registry.registry import Registry
+
+    return Registry(root=data_dir).log_selection(task, sel, reuse, graph_version)
 
 
 @app.command("reuse")
@@ -304,6 +344,8 @@ def reuse_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     embedding_model: EmbOpt = "all-MiniLM-L6-v2",
     caption_url: CapOpt = None,
+    labels: LabelsOpt = "registry",
+    log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -311,13 +353,14 @@ def reuse_cmd(
     from mll_registry.reuse import DEFAULT_PROMPTS, evaluate
 
     try:
-        t, _, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
-                               caption_url, data_dir)
+        t, g, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
+                               caption_url, data_dir, labels)
         out = evaluate(res, t, data, weighting=weighting,
                        prompts=tuple(prompt) if prompt else DEFAULT_PROMPTS, device=device)
+        run_id = _log_selection(t, res, out, g.version, data_dir) if log else None
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
-    d = {**out.to_dict(), "selection": res.to_dict()}
+    d = {**out.to_dict(), "selection": res.to_dict(), "mlflow_run_id": run_id}
     if as_json:
         _emit(d)
         return
@@ -394,6 +437,88 @@ def bench(
     Console().print(md)
     if plot_path:
         console.print(f"plot written to {plot_path}")
+
+
+query_app = typer.Typer(help="Query the registry: best models per concept, a model's label.",
+                        no_args_is_help=True)
+app.add_typer(query_app, name="query")
+
+
+@query_app.command("best")
+def query_best(
+    concept: Annotated[str, typer.Option(
+        "--concept", "-c", help="Synset id (dog.n.01), wnid (n02084071) or a plain word.")],
+    n: Annotated[int, typer.Option("-n", help="How many models.")] = 5,
+    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    refresh: Annotated[bool, typer.Option(help="Check the registry for new versions now.")] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Models ranked by their measured accuracy on a concept (from the label index)."""
+    from mll_registry.registry import LabelIndex, Registry, resolve_concept
+
+    try:
+        g = _graph_or_demo(graph, data_dir)
+        node, others = resolve_concept(concept, g.node_ids)
+        idx = LabelIndex(Registry(root=data_dir), g.version).refresh(force_check=refresh)
+        hits = idx.best(node, n)
+    except KeyError as exc:
+        _fail(str(exc.args[0]) if exc.args else str(exc))
+    except _known_errors() as exc:
+        _fail(str(exc))
+    if not hits:
+        _fail(f"no labelled models for graph {g.version}: label some with `mll label MODEL_REF`")
+    out = {"concept": node, "query": concept, "ambiguous": others,
+           "graph_version": g.version, "models": [h.to_dict() for h in hits]}
+    if as_json:
+        _emit(out)
+        return
+    if others:
+        console.print(f"[yellow]{concept!r} is ambiguous in this graph[/]: using {node}; "
+                      f"also {', '.join(others)} (pass a synset id to choose)", soft_wrap=True)
+    t = Table(title=f"best models for {node}")
+    for col in ("model", "version", "acc@1", "acc@5", "mean own score", "images"):
+        t.add_column(col)
+    for h in hits:
+        t.add_row(h.name, str(h.version), f"{h.acc1:.3f}", f"{h.acc5:.3f}", f"{h.mean_own:.3f}",
+                  str(h.n_images))
+    Console().print(t)
+
+
+@query_app.command("label")
+def query_label(
+    model_ref: Annotated[str, typer.Argument(help="MODEL_REF or a registered model name.")],
+    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A model's registered label: version, summary, strongest and weakest concepts."""
+    from mll_registry.registry import Registry, registered_name
+
+    try:
+        g = _graph_or_demo(graph, data_dir)
+        reg = Registry(root=data_dir)
+        name = model_ref if ":" not in model_ref else registered_name(model_ref)
+        mine = [v for v in reg.latest_per_model(g.version) if v.name == name]
+        if not mine:
+            _fail(f"{model_ref} has no registered label for graph {g.version}; "
+                  f"run `mll label {model_ref}`")
+        v = mine[0]
+        s = reg.download_summary(v).sort_values(["acc1", "mean_own"], ascending=False)
+    except _known_errors(with_value_errors=True) as exc:
+        _fail(str(exc))
+    out = {**v.to_dict(), "mean_acc5": round(float(s["acc5"].mean()), 4),
+           "strongest": s.head(10)[["node_id", "acc1", "acc5"]].round(4).to_dict("records"),
+           "weakest": s.tail(10)[["node_id", "acc1", "acc5"]].round(4).to_dict("records")}
+    if as_json:
+        _emit(out)
+        return
+    console.print(f"{v.name} version {v.version} ({v.source}), graph {v.graph_version}: "
+                  f"mean acc@1 {v.mean_acc1:.3f}")
+    console.print("strongest: " + ", ".join(f"{r['node_id']} {r['acc1']:.2f}"
+                                            for r in out["strongest"]))
+    console.print("weakest: " + ", ".join(f"{r['node_id']} {r['acc1']:.2f}"
+                                          for r in out["weakest"]))
 
 
 @graph_app.command("info")

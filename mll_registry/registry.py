@@ -1,0 +1,660 @@
+"""The MLflow registry: labels as runs and registered model versions, queries, selection runs.
+
+Layout in MLflow:
+
+* experiment ``mll-labels``: one run per (model revision, graph version) with params (model ref,
+  architecture, templates, graph version), metrics (mean accuracy@1/@5, coverage, images/s) and
+  artifacts (``label/`` = the label files, ``summary.csv``, ``concepts.png``);
+* a **registered model per model repository**; the name mapping is :func:`registered_name`
+  (``hf-hub:org/name`` -> ``org--name``; ``local-dir:.../org/name`` -> ``org--name``;
+  ``open_clip:ARCH/TAG`` -> ``open_clip--ARCH--TAG``), since MLflow names cannot hold ``/`` or ``:``;
+* a **model version per labelled (revision, graph version)** whose source pins the exact revision
+  (``hf://org/name@<sha>``, or ``local-dir:PATH@sha256:<digest>``), with tags (graph version, status,
+  label summary) and the alias ``labeled`` on the newest labelled version;
+* experiment ``mll-selection``: one run per selection (and reuse evaluation).
+
+Idempotent: labelling an already labelled (revision, graph version) is a no-op unless forced. Two
+concurrent registrations of one model leave one version (the lowest version number wins, the other
+deletes itself). A version is created with status ``registering`` and marked ``ready`` only after
+everything is in place; on any failure it is deleted, so nothing is half-registered.
+
+With nothing configured, MLflow runs embedded: ``sqlite:///<data>/mlflow.db`` with artifacts under
+``<data>/mlartifacts``, initialised once under a file lock so concurrent writers are safe.
+``MLFLOW_TRACKING_URI`` points it at a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from mll_registry import __version__
+from mll_registry.config import data_dir
+from mll_registry.hub import ModelRef, ResolvedModel
+from mll_registry.labels import ModelLabel
+
+LABEL_EXPERIMENT = "mll-labels"
+SELECTION_EXPERIMENT = "mll-selection"
+ALIAS = "labeled"
+T = TypeVar("T")
+
+
+class RegistryError(RuntimeError):
+    """The registry is unreachable or inconsistent; the message says what to do."""
+
+
+# -- connection ----------------------------------------------------------------------------------
+def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded sqlite store in the data directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir(root) / 'mlflow.db'}"
+
+
+def _artifact_root(root: str | os.PathLike[str] | None = None) -> str:
+    return (data_dir(root) / "mlartifacts").as_uri()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def retrying(fn: Callable[[], T], what: str, uri: str, tries: int = 4,
+             delay: float = 0.5) -> T:
+    """Call ``fn``, retrying connection failures with backoff; then a clear RegistryError."""
+    from mlflow.exceptions import MlflowException
+
+    last: Exception | None = None
+    for i in range(tries):
+        try:
+            return fn()
+        except MlflowException as exc:
+            text = str(exc)
+            transient = any(s in text for s in ("Max retries", "Connection", "connect",
+                                                 "503", "502", "504", "timed out"))
+            if not transient:
+                raise
+            last = exc
+        except (ConnectionError, OSError) as exc:
+            last = exc
+        time.sleep(delay * (2 ** i))
+    raise RegistryError(
+        f"MLflow at {_safe_uri(uri)} is not reachable ({what} failed after {tries} tries: "
+        f"{str(last)[:200]}). Start the server or fix MLFLOW_TRACKING_URI; nothing was registered.")
+
+
+def _safe_uri(uri: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", uri)  # never print credentials
+
+
+def registered_name(ref: str | ModelRef) -> str:
+    """The MLflow registered-model name of a model repository (documented mapping)."""
+    r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+    if r.scheme == "hf-hub":
+        base = r.name.replace("/", "--")
+    elif r.scheme == "local-dir":
+        p = Path(r.name)
+        base = f"{p.parent.name}--{p.name}" if p.parent.name else p.name
+    else:
+        base = "open_clip--" + r.name.replace("/", "--")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", base)
+
+
+def version_source(res: ResolvedModel) -> str:
+    """A model-version source that pins the exact revision (accepted by the MLflow server)."""
+    if res.ref.scheme == "hf-hub":
+        return f"hf://{res.ref.name}@{res.revision}"
+    return f"{res.ref.scheme}:{res.ref.name}@{res.revision}"
+
+
+@dataclass
+class LabelledVersion:
+    """A registered, ready model version with its label summary."""
+
+    name: str
+    version: int
+    run_id: str
+    model_ref: str
+    revision: str
+    graph_version: str
+    mean_acc1: float
+    source: str
+    aliases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _version_entry(v: Any) -> LabelledVersion:
+    t = v.tags or {}
+    return LabelledVersion(name=v.name, version=int(v.version), run_id=v.run_id or "",
+                           model_ref=t.get("mll.model_ref", ""), revision=t.get("mll.revision", ""),
+                           graph_version=t.get("mll.graph_version", ""),
+                           mean_acc1=float(t.get("mll.mean_acc1", "nan")), source=v.source,
+                           aliases=list(getattr(v, "aliases", []) or []))
+
+
+class Registry:
+    """Labels and selections in MLflow (embedded sqlite by default, or a server)."""
+
+    def __init__(self, uri: str | None = None, root: str | os.PathLike[str] | None = None,
+                 tries: int = 4) -> None:
+        from mlflow import MlflowClient
+
+        self.root = root
+        self.uri = uri or tracking_uri(root)
+        self.tries = tries
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri[len("sqlite:///"):])
+            with _file_lock(db.with_suffix(".init.lock")):  # one migration, then many writers
+                self.client = MlflowClient(self.uri)
+                self.client.search_experiments(max_results=1)
+        else:
+            self.client = MlflowClient(self.uri)
+        self._exp: dict[str, str] = {}
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return retrying(fn, what, self.uri, self.tries)
+
+    def experiment(self, name: str) -> str:
+        """Experiment id, created on first use (artifacts in the data dir when embedded)."""
+        if name not in self._exp:
+            exp = self._call(lambda: self.client.get_experiment_by_name(name), "get experiment")
+            if exp is None:
+                loc = _artifact_root(self.root) if self.uri.startswith("sqlite") else None
+                try:
+                    eid = self._call(lambda: self.client.create_experiment(
+                        name, artifact_location=loc), "create experiment")
+                except Exception:  # created concurrently by another writer
+                    exp = self.client.get_experiment_by_name(name)
+                    if exp is None:
+                        raise
+                    eid = exp.experiment_id
+            else:
+                eid = exp.experiment_id
+            self._exp[name] = eid
+        return self._exp[name]
+
+    # -- label registration -------------------------------------------------------------------
+    def versions(self, name: str) -> list[Any]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return list(self._call(lambda: self.client.search_model_versions(
+                f"name='{name}'", max_results=1000), "search model versions"))
+        except MlflowException:
+            return []
+
+    def find_labelled(self, name: str, revision: str, graph_version: str) -> Any | None:
+        """The ready version holding (revision, graph version), if any (lowest number)."""
+        hits = [v for v in self.versions(name) if (v.tags or {}).get("mll.revision") == revision
+                and (v.tags or {}).get("mll.graph_version") == graph_version
+                and (v.tags or {}).get("mll.status") == "ready"]
+        return min(hits, key=lambda v: int(v.version)) if hits else None
+
+    def register_label(self, res: ResolvedModel, label: ModelLabel, label_dir: Path,
+                       force: bool = False) -> tuple[LabelledVersion, bool]:
+        """Log the labelling run and register the version. Returns (version, created_now).
+
+        A no-op returning the existing version when (revision, graph version) is registered,
+        unless ``force`` (then a new version replaces the old one as ``labeled``).
+        """
+        name = registered_name(res.ref)
+        if not force:
+            old = self.find_labelled(name, res.revision, label.graph_version)
+            if old is not None:
+                return _version_entry(old), False
+        run_id = self._log_label_run(res, label, label_dir, name)
+        return self._register_version(res, label, name, run_id, force), True
+
+    def _log_label_run(self, res: ResolvedModel, label: ModelLabel, label_dir: Path,
+                       name: str) -> str:
+        meta = label.meta
+        head = label.headline()
+        exp = self.experiment(LABEL_EXPERIMENT)
+        run = self._call(lambda: self.client.create_run(exp, run_name=(
+            f"{name}@{res.revision[:15]} on {label.graph_version}"), tags={
+            "mll.kind": "label", "mll.model_ref": str(res.ref), "mll.revision": res.revision,
+            "mll.graph_version": label.graph_version, "mll.registered_model": name}), "create run")
+        rid = run.info.run_id
+        try:
+            cfg = meta.get("label_config", {})
+            params = {"model_ref": str(res.ref), "revision": res.revision,
+                      "architecture": meta.get("architecture"), "graph_version": label.graph_version,
+                      "templates": json.dumps(cfg.get("templates")),
+                      "text_source": cfg.get("text_source"), "top_k": label.k,
+                      "device": meta.get("device"), "code_version": __version__}
+            for k, v in params.items():
+                self.client.log_param(rid, k, str(v)[:6000])
+            s = label.summary
+            metrics = {"mean_acc1": head["mean_acc1"], "mean_acc5": head["mean_acc5"],
+                       "coverage": float((s["acc5"] >= 0.5).mean()),
+                       "images_per_s": float(meta.get("timings", {}).get("images_per_s") or 0),
+                       "nodes": len(s), "images": head["images"]}
+            for k, v in metrics.items():
+                self.client.log_metric(rid, k, float(v))
+            self.client.log_artifacts(rid, str(label_dir), "label")
+            with tempfile.TemporaryDirectory() as tmp:
+                s.sort_values("acc1", ascending=False).to_csv(Path(tmp) / "summary.csv",
+                                                              index=False)
+                concept_plot(s, Path(tmp) / "concepts.png", title=name)
+                self.client.log_artifact(rid, str(Path(tmp) / "summary.csv"))
+                self.client.log_artifact(rid, str(Path(tmp) / "concepts.png"))
+            self.client.set_terminated(rid, "FINISHED")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(rid, "FAILED")
+            raise
+        return str(rid)
+
+    def _register_version(self, res: ResolvedModel, label: ModelLabel, name: str, run_id: str,
+                          force: bool) -> LabelledVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._call(lambda: self.client.create_registered_model(name, tags={
+                "mll.model_ref_scheme": res.ref.scheme, "mll.repo": res.ref.name}),
+                "create registered model")
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+                raise
+        head = label.headline()
+        top = label.summary.sort_values("acc1", ascending=False).head(5)["node_id"].tolist()
+        v = self._call(lambda: self.client.create_model_version(
+            name, version_source(res), run_id=run_id, tags={
+                "mll.status": "registering", "mll.revision": res.revision,
+                "mll.graph_version": label.graph_version, "mll.model_ref": str(res.ref)},
+            description=f"MLL label of {res.ref} at {res.revision} on graph {label.graph_version}"),
+            "create model version")
+        try:
+            if not force:  # concurrent registrations: the lowest version number wins
+                twins = [x for x in self.versions(name)
+                         if (x.tags or {}).get("mll.revision") == res.revision
+                         and (x.tags or {}).get("mll.graph_version") == label.graph_version
+                         and (x.tags or {}).get("mll.status") != "failed"]
+                first = min(twins, key=lambda x: int(x.version))
+                if int(first.version) < int(v.version):
+                    self.client.delete_model_version(name, v.version)
+                    self.client.set_tag(run_id, "mll.duplicate_of", f"{name}/{first.version}")
+                    return _version_entry(self._wait_ready(name, first.version))
+            for k, val in {"mll.mean_acc1": head["mean_acc1"], "mll.mean_acc5": head["mean_acc5"],
+                           "mll.nodes": head["nodes"], "mll.top_concepts": ",".join(top),
+                           "mll.label_artifact": f"runs:/{run_id}/label",
+                           "mll.code_version": __version__}.items():
+                self.client.set_model_version_tag(name, v.version, k, str(val))
+            self.client.set_model_version_tag(name, v.version, "mll.status", "ready")
+            self._update_alias(name)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.delete_model_version(name, v.version)
+            raise
+        return _version_entry(self.client.get_model_version(name, v.version))
+
+    def _wait_ready(self, name: str, version: str | int, timeout: float = 120.0) -> Any:
+        t0 = time.monotonic()
+        while True:
+            v = self.client.get_model_version(name, str(version))
+            if (v.tags or {}).get("mll.status") == "ready" or time.monotonic() - t0 > timeout:
+                return v
+            time.sleep(0.2)
+
+    def _update_alias(self, name: str) -> None:
+        ready = [v for v in self.versions(name) if (v.tags or {}).get("mll.status") == "ready"]
+        if ready:
+            newest = max(ready, key=lambda v: int(v.version))
+            self.client.set_registered_model_alias(name, ALIAS, newest.version)
+
+    # -- reading ------------------------------------------------------------------------------
+    def labelled_versions(self, graph_version: str | None = None) -> list[LabelledVersion]:
+        """Every ready labelled version (optionally of one graph version), all pages."""
+        out: list[LabelledVersion] = []
+        token: str | None = None
+        filt = "tag.`mll.status` = 'ready'"
+
+        def page_at(t: str | None) -> Any:
+            return self._call(lambda: self.client.search_model_versions(
+                filt, max_results=1000, page_token=t), "search model versions")
+
+        while True:
+            page = page_at(token)
+            out += [_version_entry(v) for v in page]
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        if graph_version:
+            out = [v for v in out if v.graph_version == graph_version]
+        return sorted(out, key=lambda v: (v.name, v.version))
+
+    def latest_per_model(self, graph_version: str) -> list[LabelledVersion]:
+        """The newest ready version per registered model for ``graph_version``."""
+        best: dict[str, LabelledVersion] = {}
+        for v in self.labelled_versions(graph_version):
+            if v.name not in best or v.version > best[v.name].version:
+                best[v.name] = v
+        return [best[k] for k in sorted(best)]
+
+    def download_label(self, v: LabelledVersion) -> Path:
+        """The label directory of a version (downloaded once into the data dir cache)."""
+        import mlflow
+
+        dest = data_dir(self.root) / "cache" / "registry-labels" / v.run_id
+        if (dest / "label" / "meta.json").is_file():
+            return dest / "label"
+        dest.mkdir(parents=True, exist_ok=True)
+        self._call(lambda: mlflow.artifacts.download_artifacts(
+            run_id=v.run_id, artifact_path="label", dst_path=str(dest),
+            tracking_uri=self.uri), "download label")
+        return dest / "label"
+
+    def download_summary(self, v: LabelledVersion) -> pd.DataFrame:
+        """The per-node summary table of a version (cached by run id)."""
+        import mlflow
+
+        dest = data_dir(self.root) / "cache" / "registry-summaries" / v.run_id
+        f = dest / "summary.parquet"
+        if not f.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            self._call(lambda: mlflow.artifacts.download_artifacts(
+                run_id=v.run_id, artifact_path="label/summary.parquet", dst_path=str(dest),
+                tracking_uri=self.uri), "download summary")
+            got = dest / "label" / "summary.parquet"
+            if got.is_file():
+                os.replace(got, f)
+        return pd.read_parquet(f)
+
+    # -- selection runs -----------------------------------------------------------------------
+    def log_selection(self, task: Any, selection: Any, reuse: Any = None,
+                      graph_version: str | None = None) -> str:
+        """One run in ``mll-selection``: params, selection table, composition, metrics, tags."""
+        exp = self.experiment(SELECTION_EXPERIMENT)
+        versions = {v.model_ref: v for v in self.labelled_versions(graph_version)}
+        used = selection.selected_models()
+        links = [f"{versions[m].name}/{versions[m].version}" if m in versions else m for m in used]
+        run = self._call(lambda: self.client.create_run(exp, run_name=f"select {task.name}", tags={
+            "mll.kind": "reuse" if reuse else "selection", "mll.task": task.name,
+            "mll.model_versions": ",".join(links)[:5000]}), "create run")
+        rid = run.info.run_id
+        try:
+            p = selection.params
+            params = {"task": task.name, "domain": task.domain, "task_type": task.task,
+                      "classes": len(task.classes), "k": p.get("k"), "alpha": p.get("alpha"),
+                      "metric": p.get("metric"), "top_n": p.get("top_n"),
+                      "caption_provider": p.get("caption_provider"),
+                      "embedding_model": p.get("embedding_model"),
+                      "graph_version": p.get("graph_version"),
+                      "models_considered": len(selection.models)}
+            for k, val in params.items():
+                self.client.log_param(rid, k, str(val))
+            self.client.log_text(rid, json.dumps(selection.to_dict(), indent=2),
+                                 "selection.json")
+            rows = [{"class": c["class"], "rank": i + 1, "model": m["model"],
+                     "reuse": m["reuse"], "score": m["score"], "weak_match": c["weak_match"],
+                     "top_node": c["nodes"][0]["node"] if c["nodes"] else ""}
+                    for c in selection.per_class() for i, m in enumerate(c["models"])]
+            self.client.log_text(rid, pd.DataFrame(rows).to_csv(index=False), "selection.csv")
+            comp: dict[str, list[str]] = {}
+            for c in selection.per_class():
+                for m in c["models"]:
+                    comp.setdefault(m["model"], []).append(c["class"])
+            self.client.log_dict(rid, comp, "ensemble_composition.json")
+            self.client.log_metric(rid, "models_used", float(len(used)))
+            self.client.log_metric(rid, "weak_matches", float(len(selection.weak)))
+            if reuse is not None:
+                self.client.log_metric(rid, "top1", reuse.ensemble["top1"])
+                self.client.log_metric(rid, "top5", reuse.ensemble["top5"])
+                self.client.log_metric(rid, "images", float(reuse.n_images))
+                self.client.log_metric(rid, "images_per_s", float(reuse.images_per_s))
+                self.client.log_metric(rid, "forward_passes_per_image", float(len(used)))
+                for ci, acc in reuse.ensemble["per_class"].items():
+                    self.client.log_metric(rid, f"class_top1_{_metric_key(task.class_names[ci])}",
+                                           acc)
+                for m, acc in reuse.per_model.items():
+                    self.client.log_metric(rid, f"alone_top1_{_metric_key(m.rsplit('/', 1)[-1])}",
+                                           acc["top1"])
+                self.client.log_text(rid, json.dumps(reuse.to_dict(), indent=2), "reuse.json")
+            self.client.set_terminated(rid, "FINISHED")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(rid, "FAILED")
+            raise
+        return str(rid)
+
+
+def _metric_key(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s)[:200]
+
+
+def concept_plot(summary: pd.DataFrame, path: Path, n: int = 12, title: str = "") -> Path:
+    """Bar plot of a model's strongest and weakest concepts (folder nodes first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summary.sort_values(["acc1", "mean_own"], ascending=False)
+    pick = pd.concat([s.head(n), s.tail(n)])
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(pick) + 1))
+    colours = ["tab:green"] * min(n, len(s)) + ["tab:red"] * (len(pick) - min(n, len(s)))
+    ax.barh(pick["node_id"][::-1], pick["acc1"][::-1], color=colours[::-1])
+    ax.set_xlabel("accuracy@1 over all graph nodes")
+    ax.set_title(f"{title}: strongest and weakest concepts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# -- label store and index --------------------------------------------------------------------
+class MlflowLabelStore:
+    """Selection's view of the registry: model ref -> label directory (downloaded, cached)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def labels_for(self, graph_version: str) -> dict[str, Path]:
+        return {v.model_ref: self.registry.download_label(v)
+                for v in self.registry.latest_per_model(graph_version)}
+
+
+@dataclass
+class ConceptHit:
+    """One model's measured ability on one concept."""
+
+    name: str
+    version: int
+    model_ref: str
+    revision: str
+    acc1: float
+    acc5: float
+    mean_own: float
+    n_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        for k in ("acc1", "acc5", "mean_own"):
+            d[k] = round(float(d[k]), 4)
+        return d
+
+
+class LabelIndex:
+    """Per-concept scores of every labelled model (models x nodes), for fast queries.
+
+    Built from the registry's newest labelled version per model; cached on disk per (tracking
+    URI, graph version) together with the (name, version, run) list it was built from, and
+    rebuilt incrementally when that list changes. ``max_age`` seconds after a version check the
+    next query trusts the cache without asking MLflow again (0 = always check).
+    """
+
+    def __init__(self, registry: Registry, graph_version: str, max_age: float = 30.0) -> None:
+        self.registry = registry
+        self.graph_version = graph_version
+        self.max_age = max_age
+        key = hashlib.sha256(registry.uri.encode()).hexdigest()[:12]
+        self.path = data_dir(registry.root) / "cache" / "label-index" / f"{key}-{graph_version}"
+        self.versions: list[LabelledVersion] = []
+        self.nodes: list[str] = []
+        self.acc1 = self.acc5 = self.own = np.zeros((0, 0), np.float32)
+        self.n_images = np.zeros(0, np.int64)
+        self.checked_at = 0.0
+        self.build_stats: dict[str, float] = {}
+
+    def _signature(self, versions: Sequence[LabelledVersion]) -> list[list[Any]]:
+        return [[v.name, v.version, v.run_id] for v in versions]
+
+    def refresh(self, force_check: bool = False) -> LabelIndex:
+        """Load from the disk cache; check the registry for new versions unless recently checked."""
+        if not self.versions and (self.path / "index.npz").is_file():
+            self._load()
+        if not force_check and self.versions and time.time() - self.checked_at < self.max_age:
+            return self
+        t0 = time.perf_counter()
+        current = self.registry.latest_per_model(self.graph_version)
+        t1 = time.perf_counter()
+        if self._signature(current) != self._signature(self.versions) or not self.versions:
+            self._build(current)
+        self.checked_at = time.time()
+        self._save_meta()
+        self.build_stats["version_check_s"] = round(t1 - t0, 4)
+        return self
+
+    def _build(self, versions: list[LabelledVersion]) -> None:
+        t0 = time.perf_counter()
+        old = {(v.name, v.run_id): i for i, v in enumerate(self.versions)}
+        rows1, rows5, rows_own = [], [], []
+        nodes: list[str] | None = self.nodes or None
+        fetched = 0
+        for v in versions:
+            i = old.get((v.name, v.run_id))
+            if i is not None and nodes is not None:
+                rows1.append(self.acc1[i])
+                rows5.append(self.acc5[i])
+                rows_own.append(self.own[i])
+                continue
+            s = self.registry.download_summary(v)
+            fetched += 1
+            if nodes is None:
+                nodes = s["node_id"].tolist()
+                self.n_images = s["n_images"].to_numpy(np.int64)
+            s = s.set_index("node_id").reindex(nodes)
+            rows1.append(s["acc1"].to_numpy(np.float32))
+            rows5.append(s["acc5"].to_numpy(np.float32))
+            rows_own.append(s["mean_own"].to_numpy(np.float32))
+        self.nodes = nodes or []
+        n = len(self.nodes)
+        self.acc1 = np.stack(rows1) if rows1 else np.zeros((0, n), np.float32)
+        self.acc5 = np.stack(rows5) if rows5 else np.zeros((0, n), np.float32)
+        self.own = np.stack(rows_own) if rows_own else np.zeros((0, n), np.float32)
+        self.versions = versions
+        self._node_pos = {nd: i for i, nd in enumerate(self.nodes)}
+        self.path.mkdir(parents=True, exist_ok=True)
+        from mll_registry.fsutil import atomic_path
+
+        with atomic_path(self.path / "index.npz", suffix=".npz") as tmp:
+            np.savez(tmp, acc1=self.acc1, acc5=self.acc5, own=self.own, n_images=self.n_images,
+                     nodes=np.array(self.nodes, dtype=object))
+        self.build_stats.update(build_s=round(time.perf_counter() - t0, 3), fetched=fetched)
+
+    def _save_meta(self) -> None:
+        from mll_registry.fsutil import write_json
+
+        write_json(self.path / "versions.json", {"checked_at": self.checked_at, "versions": [
+            v.to_dict() for v in self.versions]})
+
+    def _load(self) -> None:
+        meta = json.loads((self.path / "versions.json").read_text())
+        with np.load(self.path / "index.npz", allow_pickle=True) as z:  # our own cache file
+            self.acc1, self.acc5, self.own = z["acc1"], z["acc5"], z["own"]
+            self.n_images = z["n_images"]
+            self.nodes = z["nodes"].tolist()
+        self.versions = [LabelledVersion(**v) for v in meta["versions"]]
+        self.checked_at = float(meta["checked_at"])
+        self._node_pos = {nd: i for i, nd in enumerate(self.nodes)}
+
+    def best(self, node_id: str, n: int = 5) -> list[ConceptHit]:
+        """Models ranked by accuracy@1 on ``node_id`` (then accuracy@5, then mean own score)."""
+        j = self._node_pos.get(node_id)
+        if j is None:
+            raise KeyError(node_id)
+        order = np.lexsort((-self.own[:, j], -self.acc5[:, j], -self.acc1[:, j]))[:n]
+        return [ConceptHit(self.versions[i].name, self.versions[i].version,
+                           self.versions[i].model_ref, self.versions[i].revision,
+                           float(self.acc1[i, j]), float(self.acc5[i, j]), float(self.own[i, j]),
+                           int(self.n_images[j])) for i in order]
+
+
+# -- orchestration shared by the CLI and the flows -----------------------------------------------
+def label_and_register(ref: str, graph: Any, cfg: Any = None, registry: Registry | None = None,
+                       force: bool = False, allow_pickle: bool = False,
+                       root: str | os.PathLike[str] | None = None,
+                       progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Resolve, label (unless already registered) and register one model.
+
+    Returns a summary with ``status`` = ``labelled`` or ``skipped`` (already registered).
+    """
+    from mll_registry.hub import load, resolve
+    from mll_registry.labeling import (
+        LabelConfig,
+        clear_checkpoints,
+        default_label_path,
+        label_model,
+    )
+
+    cfg = cfg or LabelConfig()
+    reg = registry or Registry(root=root)
+    res = resolve(ref, allow_pickle=allow_pickle)
+    name = registered_name(res.ref)
+    if not force:
+        old = reg.find_labelled(name, res.revision, graph.version)
+        if old is not None:
+            return {"status": "skipped", "reason": "already labelled for this revision and graph",
+                    **_version_entry(old).to_dict()}
+    lm = load(res, device=cfg.device, allow_pickle=allow_pickle)
+    run = label_model(lm, graph, cfg, root=root, progress=progress)
+    path = default_label_path(res.ref.key, graph.version, root)
+    run.label.save(path)
+    clear_checkpoints(lm, graph, root)
+    entry, created = reg.register_label(res, run.label, path, force=force)
+    return {"status": "labelled" if created else "skipped", **entry.to_dict(),
+            **run.label.headline(), "path": str(path), "seconds": run.seconds,
+            "bytes_per_image": round(run.label.bytes_per_image(), 1)}
+
+
+def resolve_concept(concept: str, node_ids: Sequence[str]) -> tuple[str, list[str]]:
+    """A synset id, a wnid or a plain word -> (graph node, other graph senses of the word).
+
+    Raises:
+        KeyError: with a message naming what was tried.
+    """
+    from mll_registry import wordnet as W
+
+    present = set(node_ids)
+    if W.is_node_name(concept):
+        node = W.synset(concept).name()
+        if node not in present:
+            raise KeyError(f"{concept} ({node}) is not a node of this graph")
+        return node, []
+    senses = [s.name() for s in W.lookup_word(concept)]
+    if not senses:
+        raise KeyError(f"{concept!r} is not a WordNet noun; give a synset id like dog.n.01")
+    hits = [s for s in senses if s in present]
+    if not hits:
+        raise KeyError(f"no sense of {concept!r} is in this graph (senses: {senses[:6]})")
+    return hits[0], hits[1:]

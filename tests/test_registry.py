@@ -1,0 +1,224 @@
+"""The MLflow registry, against a real `mlflow server` and in embedded (sqlite) mode."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mll_registry.demo.archs import build_tiny
+from mll_registry.graph import SampleDataset, build_graph
+from mll_registry.hub import resolve, save_open_clip_dir
+from mll_registry.labeling import LabelConfig, label_model
+from mll_registry.registry import (
+    ALIAS,
+    LABEL_EXPERIMENT,
+    LabelIndex,
+    MlflowLabelStore,
+    Registry,
+    RegistryError,
+    label_and_register,
+    registered_name,
+    resolve_concept,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two tiny models under an org name unique to the test (the server is shared)."""
+    import uuid
+
+    root = tmp_path_factory.mktemp("hub") / f"org{uuid.uuid4().hex[:8]}"
+    out = []
+    for i, arch in enumerate(["tiny-vit", "tiny-resnet"]):
+        m, cfg = build_tiny(arch, seed=10 + i)
+        out.append(save_open_clip_dir(m, cfg, root / f"m{i}"))
+    return out
+
+
+@pytest.fixture()
+def graph(tree: Path):
+    return build_graph([SampleDataset("A", tree / "A"), SampleDataset("B", tree / "B")])[0]
+
+
+@pytest.fixture(params=["embedded", "server"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
+    if request.param == "server":
+        url = request.getfixturevalue("mlflow_server")
+        return Registry(url, root=tmp_path / "data")
+    return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data")
+
+
+def test_name_mapping() -> None:
+    assert registered_name("hf-hub:laion/CLIP-ViT-B-32@abc") == "laion--CLIP-ViT-B-32"
+    assert registered_name("local-dir:/x/mll-demo/vit-food") == "mll-demo--vit-food"
+    assert registered_name("open_clip:ViT-B-32/openai") == "open_clip--ViT-B-32--openai"
+
+
+def test_label_run_version_tags_alias(registry: Registry, models: list[Path], graph) -> None:
+    ref = f"local-dir:{models[0]}"
+    out = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry,
+                             root=registry.root)
+    assert out["status"] == "labelled" and out["name"] == f"{models[0].parent.name}--m0"
+    res = resolve(ref)
+    c = registry.client
+    v = c.get_model_version(out["name"], str(out["version"]))
+    assert v.source == f"local-dir:{models[0]}@{res.revision}"
+    assert v.tags["mll.status"] == "ready" and v.tags["mll.graph_version"] == graph.version
+    assert float(v.tags["mll.mean_acc1"]) == pytest.approx(out["mean_acc1"], abs=1e-4)
+    assert int(c.get_model_version_by_alias(out["name"], ALIAS).version) == int(v.version)
+    run = c.get_run(v.run_id)
+    assert run.data.params["graph_version"] == graph.version
+    assert run.data.params["templates"] == '["a photo of a {}."]'
+    assert {"mean_acc1", "coverage", "images_per_s"} <= set(run.data.metrics)
+    arts = {a.path for a in c.list_artifacts(v.run_id)}
+    assert {"label", "summary.csv", "concepts.png"} <= arts
+    assert {a.path for a in c.list_artifacts(v.run_id, "label")} == {
+        "label/label.safetensors", "label/meta.json", "label/summary.parquet"}
+    exp = c.get_experiment_by_name(LABEL_EXPERIMENT)
+    assert run.info.experiment_id == exp.experiment_id
+
+    # idempotent: a second call is a no-op
+    again = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry,
+                               root=registry.root)
+    assert again["status"] == "skipped" and again["version"] == out["version"]
+    assert len(registry.versions(out["name"])) == 1
+    # forced: a new version, and the alias moves to it
+    forced = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry,
+                                force=True, root=registry.root)
+    assert forced["version"] == out["version"] + 1
+    assert int(c.get_model_version_by_alias(out["name"], ALIAS).version) == forced["version"]
+
+
+def test_concurrent_registration_leaves_one_version(registry: Registry, models: list[Path],
+                                                    graph) -> None:
+    res = resolve(f"local-dir:{models[1]}")
+    from mll_registry.hub import load
+
+    lab = label_model(load(res, device="cpu"), graph, LabelConfig(top_k=4)).label
+    path = lab.save(Path(registry.root or ".") / "lab")
+    results: list = []
+    errors: list = []
+
+    def go() -> None:
+        try:
+            results.append(Registry(registry.uri, root=registry.root).register_label(res, lab, path))
+        except Exception as exc:  # pragma: no cover - shown on failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    name = registered_name(res.ref)
+    ready = [v for v in registry.versions(name) if v.tags.get("mll.status") == "ready"]
+    assert len(ready) == 1
+    assert {r[0].version for r in results} == {int(ready[0].version)}
+
+
+def test_failed_labelling_leaves_nothing_registered(registry: Registry, models: list[Path],
+                                                   graph, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*a, **k):
+        raise OSError("disk full while uploading")
+
+    monkeypatch.setattr(registry.client, "log_artifacts", boom)
+    with pytest.raises(OSError):
+        label_and_register(f"local-dir:{models[0]}", graph, LabelConfig(top_k=4, device="cpu"),
+                           registry, root=registry.root)
+    name = registered_name(f"local-dir:{models[0]}")
+    assert registry.versions(name) == []
+    runs = registry.client.search_runs([registry.experiment(LABEL_EXPERIMENT)],
+                                       f"tags.`mll.registered_model` = '{name}'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_label_index_queries_and_invalidation(registry: Registry, models: list[Path],
+                                              graph) -> None:
+    cfg = LabelConfig(top_k=4, device="cpu")
+    label_and_register(f"local-dir:{models[0]}", graph, cfg, registry, root=registry.root)
+    idx = LabelIndex(registry, graph.version, max_age=0).refresh()
+    n0 = len(idx.versions)
+    assert n0 >= 1
+    label_and_register(f"local-dir:{models[1]}", graph, cfg, registry, root=registry.root)
+    idx2 = LabelIndex(registry, graph.version, max_age=0).refresh()  # from disk, then +1 version
+    assert len(idx2.versions) == n0 + 1 and idx2.build_stats["fetched"] == 1
+    hits = idx2.best("carnivore.n.01", n=100)
+    assert len(hits) == n0 + 1
+    # ranked by acc@1 (then acc@5, mean own score), values straight from the labels
+    store = MlflowLabelStore(registry).labels_for(graph.version)
+    from mll_registry.labels import ModelLabel
+
+    direct = {}
+    for ref, p in store.items():
+        s = ModelLabel.load(p).summary.set_index("node_id").loc["carnivore.n.01"]
+        direct[ref] = (s["acc1"], s["acc5"], s["mean_own"])
+    want = sorted(direct, key=lambda r: tuple(-x for x in direct[r]))
+    assert [h.model_ref for h in hits] == want
+    assert hits[0].acc1 == pytest.approx(direct[want[0]][0])
+    assert hits[0].n_images == 6
+    with pytest.raises(KeyError):
+        idx2.best("spaceship.n.01")
+    # warm: a fresh index object trusts the disk cache within max_age (no registry call)
+    warm = LabelIndex(registry, graph.version, max_age=3600).refresh()
+    assert "version_check_s" not in warm.build_stats and len(warm.versions) == n0 + 1
+
+
+def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp_path: Path) -> None:
+    from mll_registry.labels import ModelLabel
+    from mll_registry.selection import select
+    from mll_registry.task import Task, TaskClass
+
+    cfg = LabelConfig(top_k=4, device="cpu")
+    for m in models:
+        label_and_register(f"local-dir:{m}", graph, cfg, registry, root=registry.root)
+    labels = {r: ModelLabel.load(p) for r, p in MlflowLabelStore(registry).labels_for(
+        graph.version).items()}
+    task = Task("pets", [TaskClass("dog"), TaskClass("cat")], domain="photo")
+    sel = select(task, graph, labels, k=1, root=registry.root)
+    rid = registry.log_selection(task, sel, graph_version=graph.version)
+    run = registry.client.get_run(rid)
+    assert run.data.params["k"] == "1" and run.data.params["alpha"] == "0.7"
+    assert run.data.params["embedding_model"] == "all-MiniLM-L6-v2"
+    assert run.data.params["caption_provider"] == "wordnet"
+    links = run.data.tags["mll.model_versions"].split(",")
+    assert links and all(link.split("/")[0] in {registered_name(r) for r in labels}
+                         for link in links)
+    arts = {a.path for a in registry.client.list_artifacts(rid)}
+    assert {"selection.json", "selection.csv", "ensemble_composition.json"} <= arts
+    assert run.data.metrics["models_used"] == len(sel.selected_models())
+
+
+def test_concept_resolution(graph) -> None:
+    assert resolve_concept("dog.n.01", graph.node_ids) == ("dog.n.01", [])
+    assert resolve_concept("n02084071", graph.node_ids) == ("dog.n.01", [])
+    assert resolve_concept("dog", graph.node_ids)[0] == "dog.n.01"
+    with pytest.raises(KeyError, match="not a WordNet noun"):
+        resolve_concept("qwzx", graph.node_ids)
+    with pytest.raises(KeyError, match="no sense"):
+        resolve_concept("spaceship", graph.node_ids)
+
+
+def test_server_down_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    reg = Registry(f"http://127.0.0.1:{free_port()}", root=tmp_path, tries=2)
+    with pytest.raises(RegistryError, match="not reachable.*nothing was registered"):
+        reg.labelled_versions()
+
+
+def test_embedded_default_lives_in_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    reg = Registry(root=tmp_path)
+    assert reg.uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    eid = reg.experiment(LABEL_EXPERIMENT)
+    assert reg.client.get_experiment(eid).artifact_location.startswith(
+        (tmp_path.resolve() / "mlartifacts").as_uri())
+    assert np.isfinite(len(reg.labelled_versions()))
