@@ -302,3 +302,10 @@ def log_to_mlflow(result: BenchResult, markdown: str, plot_path: Path | None) ->
 
 def _key(method: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in method.lower()).strip("_")
+
+
+def single_model_top1(task: Task, refs: Sequence[str], load: Callable[[str], Any],
+                      data: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """Measured top-1 of every model alone on a task's labelled images (for INB and oracle)."""
+    cache = ProbCache(TaskImages.from_task(task, data))
+    return {r: accuracy(cache.get(r, load), cache.images.targets)["top1"] for r in refs}

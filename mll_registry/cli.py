@@ -69,6 +69,78 @@ def _graph_or_demo(graph: Path | None, data_dir: Path | None) -> Any:
 
 
 @app.command()
+def demo(
+    tasks: Annotated[list[str] | None, typer.Option(
+        "--task", help="Demo task(s) to select for (default: pets, vehicles).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The embedded default end to end: assets, demo graph, labelling, selection, reuse."""
+    import os
+    import time
+
+    t0 = time.perf_counter()
+    if data_dir:
+        os.environ["MLL_DATA_DIR"] = str(data_dir)
+    for k, v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
+                 "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
+                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+                 "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+        os.environ.setdefault(k, v)
+    if not as_json:
+        console.print("MLL demo: assets, demo graph, labelling of the demo hub, selection + "
+                      "reuse on demo tasks (Prefect ephemeral mode, local MLflow)...")
+    try:
+        from flows.demo import demo as demo_flow
+
+        out = demo_flow(tasks=tasks or None, device=device)
+    except _known_errors(with_value_errors=True) as exc:
+        _fail(str(exc))
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    from mll_registry.registry import tracking_uri
+
+    out["mlflow_tracking_uri"] = tracking_uri()
+    if as_json:
+        _emit(out)
+        return
+    _print_demo(out)
+
+
+def _print_demo(out: dict[str, Any]) -> None:
+    from mll_registry.config import data_dir as ddir
+
+    g = out["graph"]
+    lab = out["labelling"]
+    con = Console()
+    con.print(f"[bold]graph[/] {g['version']}: {g['nodes']} nodes, {g['images']} images")
+    con.print(f"[bold]labelling[/]: {lab['found']} demo models found, {lab['labelled']} labelled "
+              f"now ({lab['found'] - lab['labelled']} already in the registry)")
+    for t in out["tasks"]:
+        tab = Table(title=f"task {t['task']}: {len(t['classes'])} classes")
+        tab.add_column("class")
+        tab.add_column("selected model")
+        for c in t["classes"][:8]:
+            tab.add_row(c["class"], c["models"][0]["model"].rstrip("/").rsplit("/", 1)[-1])
+        if len(t["classes"]) > 8:
+            tab.add_row(f"... {len(t['classes']) - 8} more", "")
+        con.print(tab)
+        short = lambda r: r.rstrip("/").rsplit("/", 1)[-1]  # noqa: E731
+        con.print(f"  MLL ensemble top-1 [bold]{t['ensemble_top1']:.3f}[/]   "
+                  f"INB ({short(t['inb_model'])}) {t['inb_top1']:.3f}   "
+                  f"oracle ({short(t['oracle_model'])}) {t['oracle_top1']:.3f}   "
+                  f"[MLflow run {t['mlflow_run_id']}]")
+    uri = out["mlflow_tracking_uri"]
+    con.print("\n[bold]Where to look[/]")
+    con.print(f"  MLflow UI:  mlflow ui --backend-store-uri {uri} --port 5000   "
+              "-> http://127.0.0.1:5000 (experiments mll-labels, mll-selection; Models tab)")
+    con.print("  Prefect UI: prefect server start   -> http://127.0.0.1:4200 (flow runs "
+              "mll-demo, label-new-models, label-model, select-models; artifacts)")
+    con.print(f"  data directory: {ddir()}")
+    con.print(f"[bold]total time[/]: {out['seconds']:.1f} s")
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)

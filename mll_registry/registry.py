@@ -157,6 +157,7 @@ class Registry:
 
     def __init__(self, uri: str | None = None, root: str | os.PathLike[str] | None = None,
                  tries: int = 4) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow import MlflowClient
 
         self.root = root

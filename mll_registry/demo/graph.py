@@ -36,3 +36,14 @@ def build_demo_graph(root: str | os.PathLike[str] | None = None,
     path = Path(out) if out else demo_graph_path(root)
     g, rep = build_and_save(sets, path, config)
     return g, rep, path
+
+
+def load_graph(path: str | os.PathLike[str] | None = None,
+               root: str | os.PathLike[str] | None = None) -> SemanticGraph:
+    """Load the graph bundle at ``path``, or the demo graph (built on first use)."""
+    if path:
+        return SemanticGraph.load(path)
+    demo = demo_graph_path(root)
+    if (demo / "manifest.json").is_file():
+        return SemanticGraph.load(demo)
+    return build_demo_graph(root)[0]

@@ -148,7 +148,9 @@ def train(spec: ModelSpec, concepts: Sequence[Concept], out_dir: str | Path,
         x = torch.from_numpy(pix[idx, view]).permute(0, 3, 1, 2).float()
         x = (x - mean) / std
         cap = rng.integers(0, len(caps[0]), size=batch)
-        t = torch.stack([tokens[i][j] for i, j in zip(idx, cap, strict=True)])
+        # concepts have 1 or 2 names (5 or 10 captions): wrap the draw per concept (the bound
+        # stays as first written, so models trained before this fix reproduce bit for bit)
+        t = torch.stack([tokens[i][j % len(tokens[i])] for i, j in zip(idx, cap, strict=True)])
         img_f, txt_f, scale = model(x, t)[:3]
         loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True)

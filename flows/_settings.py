@@ -1,0 +1,19 @@
+"""Environment hygiene shared by the flows.
+
+Deployment job variables are templated at deploy time (``{{ $MLFLOW_TRACKING_URI }}``); a variable
+that was unset then arrives empty or as the literal placeholder. Treat both as unset so the
+library's own defaults apply (embedded MLflow in the data directory, the public Hub).
+"""
+
+from __future__ import annotations
+
+import os
+
+SETTINGS = ("MLFLOW_TRACKING_URI", "HF_ENDPOINT", "MLL_DATA_DIR", "HF_HOME")
+
+
+def clean_env() -> None:
+    for key in SETTINGS:
+        value = os.environ.get(key)
+        if value is not None and (not value.strip() or value.strip().startswith("{{")):
+            del os.environ[key]

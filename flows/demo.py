@@ -1,0 +1,104 @@
+"""The embedded-default demo as one flow: set-up, graph, labelling, selection, summary.
+
+Runs the real flows as subflows (Prefect ephemeral mode when no PREFECT_API_URL is set) against
+the local MLflow in the data directory. Everything already done is skipped: assets and the graph
+are cached by content, labels are registered once per (revision, graph version), and the
+ensemble evaluation is cached per (task, graph, model versions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.context import TaskRunContext
+
+from flows._settings import clean_env
+from flows.labeling import label_new_models
+from flows.selection import select_models
+
+DEMO_TASKS = ("pets", "vehicles")
+
+
+@task
+def setup_assets() -> dict[str, Any]:
+    from mll_registry.assets import setup
+
+    return setup().to_dict()
+
+
+@task
+def ensure_graph() -> dict[str, Any]:
+    """The demo graph: loaded if built, else built (rendering the sample styles if needed)."""
+    from mll_registry.demo.graph import demo_graph_path, load_graph
+
+    g = load_graph()
+    return {**g.summary(), "path": str(demo_graph_path())}
+
+
+def _labels_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key: task file content + graph + the registry's labelled versions."""
+    from mll_registry.registry import Registry
+
+    versions = sorted((v.name, v.version) for v in Registry().labelled_versions())
+    blob = Path(params["task_file"]).read_bytes() + params["graph_path"].encode() + \
+        repr(versions).encode()
+    return "demo-baselines-" + hashlib.sha256(blob).hexdigest()[:24]
+
+
+@task(cache_key_fn=_labels_key, persist_result=True, cache_expiration=timedelta(days=7))
+def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
+    """INB (best mean label accuracy) and the single-model oracle, measured on the task."""
+    from mll_registry.baselines import best_of, inb_scores
+    from mll_registry.bench import single_model_top1
+    from mll_registry.graph import SemanticGraph
+    from mll_registry.hub import load
+    from mll_registry.labelstore import load_labels
+    from mll_registry.registry import MlflowLabelStore, Registry
+    from mll_registry.task import Task
+
+    g = SemanticGraph.load(graph_path)
+    labels = load_labels(MlflowLabelStore(Registry()).labels_for(g.version), g.version)
+    t = Task.from_yaml(task_file)
+    top1 = single_model_top1(t, sorted(labels), lambda r: load(r, device="auto"))
+    inb = best_of(inb_scores(labels))
+    oracle = best_of(top1)
+    return {"inb_model": inb, "inb_top1": top1[inb], "oracle_model": oracle,
+            "oracle_top1": top1[oracle], "models": len(labels)}
+
+
+@flow(name="mll-demo", log_prints=True)
+def demo(tasks: list[str] | None = None, device: str = "auto") -> dict[str, Any]:
+    """The whole embedded-default demo; returns the summary the CLI prints."""
+    import yaml
+
+    from mll_registry.demo.graph import demo_graph_path
+    from mll_registry.demo.hub import demo_hub_dir
+    from mll_registry.demo.tasks import tasks_dir
+
+    clean_env()
+    t0 = time.perf_counter()
+    setup_assets()
+    graph = ensure_graph()
+    graph_path = str(demo_graph_path())
+    labelled = label_new_models(source="local", local_root=str(demo_hub_dir()),
+                                graph_path=graph_path, device=device)
+    out: dict[str, Any] = {"graph": graph, "labelling": {k: labelled[k] for k in
+                                                        ("found", "labelled")}, "tasks": []}
+    for name in tasks or list(DEMO_TASKS):
+        f = tasks_dir() / f"{name}.yaml"
+        spec = yaml.safe_load(f.read_text())
+        sel = select_models(task_name=name, classes=spec["classes"], domain=spec["domain"],
+                            task_type=spec["task"], k=1, data_path=spec["data"],
+                            graph_path=graph_path, device=device)
+        base = baselines(str(f), graph_path)
+        out["tasks"].append({"task": name, "mlflow_run_id": sel["mlflow_run_id"],
+                             "ensemble_top1": sel["reuse"]["ensemble"]["top1"],
+                             "selected_models": sel["selection"]["selected_models"],
+                             "classes": sel["selection"]["classes"], **base})
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out

@@ -1,0 +1,90 @@
+"""The selection flow: what a user triggers from the Prefect UI.
+
+Fill in the task (name, classes, domain, task type), k and alpha, and optionally a folder of
+labelled images: the flow selects models per class from the registry's labels, evaluates the
+ensemble if data was given, logs an MLflow run, and leaves Prefect artifacts (the selection table
+and a link to the MLflow run).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from flows._settings import clean_env
+
+
+@task
+def run_selection(task_name: str, classes: list[str], domain: str, task_type: str, k: int,
+                  alpha: float, metric: str, top_n: int, graph_path: str | None
+                  ) -> dict[str, Any]:
+    from mll_registry.demo.graph import load_graph
+    from mll_registry.labelstore import load_labels
+    from mll_registry.registry import MlflowLabelStore, Registry
+    from mll_registry.selection import select
+    from mll_registry.task import Task, TaskClass
+
+    g = load_graph(graph_path)
+    labels = load_labels(MlflowLabelStore(Registry()).labels_for(g.version), g.version)
+    t = Task(task_name, [TaskClass(c) for c in classes], domain=domain, task=task_type)
+    sel = select(t, g, labels, k=k, alpha=alpha, metric=metric, top_n=top_n)
+    return {"task": t, "selection": sel, "graph_version": g.version}
+
+
+# the same selection on the same data gives the same measurement: cached across flow runs
+@task(retries=1, retry_delay_seconds=10, cache_policy=INPUTS + TASK_SOURCE, persist_result=True,
+      cache_expiration=timedelta(days=7))
+def evaluate_ensemble(t: Any, sel: Any, data_path: str, device: str) -> Any:
+    from mll_registry.reuse import evaluate
+
+    return evaluate(sel, t, data_path, device=device)
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=INPUTS + TASK_SOURCE,
+      persist_result=True, cache_expiration=timedelta(days=7))
+def log_run(t: Any, sel: Any, reuse: Any, graph_version: str) -> dict[str, str]:
+    from mll_registry.registry import Registry
+
+    reg = Registry()
+    rid = reg.log_selection(t, sel, reuse, graph_version)
+    exp = reg.experiment("mll-selection")
+    link = (f"{reg.uri.rstrip('/')}/#/experiments/{exp}/runs/{rid}"
+            if reg.uri.startswith("http") else
+            f"run `{rid}` in experiment mll-selection (see it with `mlflow ui --backend-store-uri "
+            f"{reg.uri}`)")
+    return {"run_id": rid, "link": link}
+
+
+@flow(name="select-models", log_prints=True)
+def select_models(task_name: str, classes: list[str], domain: str = "photo",
+                  task_type: str = "image classification", k: int = 1, alpha: float = 0.7,
+                  data_path: str | None = None, metric: str = "f1", top_n: int = 5,
+                  graph_path: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Select models per class for a task; evaluate the ensemble when data is given."""
+    clean_env()
+    out = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n, graph_path)
+    t, sel = out["task"], out["selection"]
+    reuse = evaluate_ensemble(t, sel, data_path, device) if data_path else None
+    logged = log_run(t, sel, reuse, out["graph_version"])
+    rows = [{"class": c["class"], "models": ", ".join(m["model"].rsplit("/", 1)[-1]
+                                                      for m in c["models"]),
+             "reuse score": c["models"][0]["reuse"], "top node": c["nodes"][0]["node"],
+             "similarity": c["nodes"][0]["similarity"], "weak match": c["weak_match"]}
+            for c in sel.per_class()]
+    key = re.sub(r"[^a-z0-9-]", "-", f"selection-{task_name}".lower())[:60]
+    create_table_artifact(rows, key=key, description=f"MLL selection for {task_name} (k={k})")
+    summary = f"### MLL selection for `{task_name}`\n\nMLflow: {logged['link']}\n\n"
+    if reuse is not None:
+        summary += (f"Ensemble top-1 **{reuse.ensemble['top1']:.3f}**, top-5 "
+                    f"{reuse.ensemble['top5']:.3f} on {reuse.n_images} images; alone: " +
+                    ", ".join(f"{m.rsplit('/', 1)[-1]} {a['top1']:.3f}"
+                              for m, a in reuse.per_model.items()))
+    create_markdown_artifact(summary, key=f"{key}-run")
+    get_run_logger().info("selection logged: %s", logged["link"])
+    return {"mlflow_run_id": logged["run_id"], "selection": sel.to_dict(),
+            "reuse": reuse.to_dict() if reuse is not None else None}

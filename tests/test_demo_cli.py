@@ -1,0 +1,59 @@
+"""`mll demo` end to end (reduced: two demo models, one task), and its quick second run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mll_demo_then_quick_second_run(tmp_path: Path, data_root: Path) -> None:
+    from mll_registry.demo import sources as S
+    from mll_registry.demo.hub import demo_model_dirs
+
+    if S.missing_sources():
+        pytest.skip("demo image sources not installed")
+    try:
+        dirs = demo_model_dirs()
+    except FileNotFoundError:
+        pytest.skip("demo hub not present")
+    hub = tmp_path / "hub" / "mll-demo"
+    for d in [d for d in dirs if d.name in ("vit-all-colour", "vit-animals")] or dirs[:2]:
+        shutil.copytree(d, hub / d.name)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    env.update(MLL_DEMO_HUB=str(tmp_path / "hub"), MLL_DATA_DIR=str(data_root),
+               PREFECT_HOME=str(tmp_path / "prefect-home"))
+    cmd = [str(Path(sys.executable).parent / "mll"), "demo", "--task", "pets", "--device", "cpu",
+           "--json"]
+
+    def run() -> tuple[dict, float]:
+        t0 = time.monotonic()
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout), time.monotonic() - t0
+
+    first, t1 = run()
+    assert first["labelling"] == {"found": 2, "labelled": 2}
+    assert first["graph"]["folder_nodes"] >= 400
+    (task,) = first["tasks"]
+    assert task["task"] == "pets" and task["models"] == 2
+    assert 0 < task["ensemble_top1"] <= 1 and task["oracle_top1"] >= task["inb_top1"]
+    assert len(task["classes"]) == 12
+    assert first["mlflow_tracking_uri"] == f"sqlite:///{data_root / 'mlflow.db'}"
+
+    second, t2 = run()
+    assert second["labelling"] == {"found": 2, "labelled": 0}  # nothing relabelled
+    assert second["tasks"][0]["mlflow_run_id"] == task["mlflow_run_id"]  # cached, not re-logged
+    assert second["tasks"][0]["ensemble_top1"] == task["ensemble_top1"]
+    assert t2 < t1

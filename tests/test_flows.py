@@ -1,0 +1,92 @@
+"""The Prefect flows under Prefect's test harness, on real demo-hub models and a real MLflow."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small graph (tree fixture layout), two demo-hub models in an ORG/NAME folder."""
+    from conftest import write_png
+
+    from mll_registry.demo.hub import demo_model_dirs
+
+    try:
+        dirs = demo_model_dirs()[:2]
+    except FileNotFoundError:
+        pytest.skip("demo hub not present")
+    tmp = tmp_path_factory.mktemp("flows")
+    for i in range(4):
+        write_png(tmp / "src" / "dog.n.01" / f"{i}.png", 10 + i)
+        write_png(tmp / "src" / "n02121808" / f"{i}.png", 60 + i)
+    hub = tmp / "hub" / "mll-demo"
+    for d in dirs:
+        shutil.copytree(d, hub / d.name)
+    return {"tmp": tmp, "hub": tmp / "hub", "src": tmp / "src"}
+
+
+def test_build_graph_flow(world: dict[str, Path]) -> None:
+    from flows.graph import build_graph
+
+    out = build_graph(sources=[f"toy={world['src']}"], out=str(world["tmp"] / "graph"))
+    assert out["folder_nodes"] == 2 and out["images"] == 8
+    assert Path(out["path"], "manifest.json").is_file()
+
+
+def test_label_new_models_local_labels_each_once(world: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.graph import build_graph
+    from flows.labeling import label_new_models
+    from mll_registry.registry import Registry
+
+    monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
+    g = build_graph(sources=[f"toy={world['src']}"], out=str(world["tmp"] / "graph"))
+    first = label_new_models(source="local", local_root=str(world["hub"]),
+                             graph_path=g["path"], device="cpu")
+    assert first["found"] == 2 and first["labelled"] == 2
+    assert {r["status"] for r in first["results"]} == {"labelled"}
+    again = label_new_models(source="local", local_root=str(world["hub"]),
+                             graph_path=g["path"], device="cpu")
+    assert again["found"] == 2 and again["labelled"] == 0  # already registered: a no-op
+    versions = Registry().labelled_versions(g["version"])
+    assert sorted(v.name for v in versions) == sorted(
+        f"mll-demo--{p.name}" for p in (world["hub"] / "mll-demo").iterdir())
+
+
+def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.selection import select_models
+    from mll_registry.demo.tasks import ensure_demo_tasks
+    from mll_registry.registry import Registry
+
+    monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
+    pets = ensure_demo_tasks(names=["pets"])[0].parent / "pets"
+    data = world["tmp"] / "petdata"
+    for c in ("dog", "cat"):
+        shutil.copytree(pets / c, data / c)
+    out = select_models(task_name="dogs-and-cats", classes=["dog", "cat"], domain="cartoon emoji",
+                        k=1, data_path=str(data), graph_path=str(world["tmp"] / "graph"),
+                        device="cpu")
+    run = Registry().client.get_run(out["mlflow_run_id"])
+    assert run.data.params["task"] == "dogs-and-cats" and run.data.params["k"] == "1"
+    assert run.data.metrics["top1"] == pytest.approx(out["reuse"]["ensemble"]["top1"])
+    assert out["reuse"]["images"] == 12
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"selection-dogs-and-cats", "selection-dogs-and-cats-run"} <= keys
