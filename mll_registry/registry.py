@@ -194,6 +194,21 @@ class Registry:
             self._exp[name] = eid
         return self._exp[name]
 
+    @contextlib.contextmanager
+    def _run(self, experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+        """A run that ends FINISHED when the block completes and FAILED when it raises."""
+        exp = self.experiment(experiment)
+        run = self._call(lambda: self.client.create_run(exp, run_name=run_name, tags=tags),
+                         "create run")
+        rid = str(run.info.run_id)
+        try:
+            yield rid
+            self.client.set_terminated(rid, "FINISHED")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(rid, "FAILED")
+            raise
+
     # -- label registration -------------------------------------------------------------------
     def versions(self, name: str) -> list[Any]:
         from mlflow.exceptions import MlflowException
@@ -230,13 +245,10 @@ class Registry:
                        name: str) -> str:
         meta = label.meta
         head = label.headline()
-        exp = self.experiment(LABEL_EXPERIMENT)
-        run = self._call(lambda: self.client.create_run(exp, run_name=(
-            f"{name}@{res.revision[:15]} on {label.graph_version}"), tags={
-            "mll.kind": "label", "mll.model_ref": str(res.ref), "mll.revision": res.revision,
-            "mll.graph_version": label.graph_version, "mll.registered_model": name}), "create run")
-        rid = run.info.run_id
-        try:
+        with self._run(LABEL_EXPERIMENT, f"{name}@{res.revision[:15]} on {label.graph_version}",
+                       {"mll.kind": "label", "mll.model_ref": str(res.ref),
+                        "mll.revision": res.revision, "mll.graph_version": label.graph_version,
+                        "mll.registered_model": name}) as rid:
             cfg = meta.get("label_config", {})
             params = {"model_ref": str(res.ref), "revision": res.revision,
                       "architecture": meta.get("architecture"), "graph_version": label.graph_version,
@@ -259,12 +271,7 @@ class Registry:
                 concept_plot(s, Path(tmp) / "concepts.png", title=name)
                 self.client.log_artifact(rid, str(Path(tmp) / "summary.csv"))
                 self.client.log_artifact(rid, str(Path(tmp) / "concepts.png"))
-            self.client.set_terminated(rid, "FINISHED")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.client.set_terminated(rid, "FAILED")
-            raise
-        return str(rid)
+        return rid
 
     def _register_version(self, res: ResolvedModel, label: ModelLabel, name: str, run_id: str,
                           force: bool) -> LabelledVersion:
@@ -385,15 +392,12 @@ class Registry:
     def log_selection(self, task: Any, selection: Any, reuse: Any = None,
                       graph_version: str | None = None) -> str:
         """One run in ``mll-selection``: params, selection table, composition, metrics, tags."""
-        exp = self.experiment(SELECTION_EXPERIMENT)
         versions = {v.model_ref: v for v in self.labelled_versions(graph_version)}
         used = selection.selected_models()
         links = [f"{versions[m].name}/{versions[m].version}" if m in versions else m for m in used]
-        run = self._call(lambda: self.client.create_run(exp, run_name=f"select {task.name}", tags={
-            "mll.kind": "reuse" if reuse else "selection", "mll.task": task.name,
-            "mll.model_versions": ",".join(links)[:5000]}), "create run")
-        rid = run.info.run_id
-        try:
+        with self._run(SELECTION_EXPERIMENT, f"select {task.name}", {
+                "mll.kind": "reuse" if reuse else "selection", "mll.task": task.name,
+                "mll.model_versions": ",".join(links)[:5000]}) as rid:
             p = selection.params
             params = {"task": task.name, "domain": task.domain, "task_type": task.task,
                       "classes": len(task.classes), "k": p.get("k"), "alpha": p.get("alpha"),
@@ -431,12 +435,7 @@ class Registry:
                     self.client.log_metric(rid, f"alone_top1_{_metric_key(m.rsplit('/', 1)[-1])}",
                                            acc["top1"])
                 self.client.log_text(rid, json.dumps(reuse.to_dict(), indent=2), "reuse.json")
-            self.client.set_terminated(rid, "FINISHED")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.client.set_terminated(rid, "FAILED")
-            raise
-        return str(rid)
+        return rid
 
 
 def _metric_key(s: str) -> str:
