@@ -511,6 +511,27 @@ def bench(
         console.print(f"plot written to {plot_path}")
 
 
+def _latest_registered_label(model_ref: str) -> Path | None:
+    """The label directory of the newest registered version of ``model_ref`` (any graph)."""
+    from mll_registry.registry import Registry, registered_name
+
+    reg = Registry()
+    name = registered_name(model_ref)
+    mine = [v for v in reg.labelled_versions() if v.name == name]
+    if not mine:
+        return None
+    return reg.download_label(max(mine, key=lambda v: v.version))
+
+
+def _mount_cards() -> None:
+    from mll_registry import cli_card
+
+    cli_card.LATEST_LABEL = _latest_registered_label
+    app.add_typer(cli_card.card_app, name="card")
+
+
+_mount_cards()
+
 query_app = typer.Typer(help="Query the registry: best models per concept, a model's label.",
                         no_args_is_help=True)
 app.add_typer(query_app, name="query")

@@ -26,19 +26,12 @@ def source_for(kind: str, local_root: str | None = None) -> Any:
 def discover_refs(kind: str, local_root: str | None = None, limit: int = 100,
                   watermark_path: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """New models as plain dicts: ref, revision, repo_id, created_at (ISO)."""
-    from mll_registry.hub import resolve
     from mll_registry.hubsource import Watermark
 
     src = source_for(kind, local_root)
     since = Watermark(watermark_path).get() if watermark_path else None
-    out = []
-    for m in src.list_new(since=since, limit=limit):
-        ref = m.ref if hasattr(m, "ref") else (
-            f"hf-hub:{m.repo_id}@{m.sha}" if kind == "hf" else f"local-dir:{m.path}")
-        revision = m.sha if kind == "hf" and getattr(m, "sha", None) else resolve(ref).revision
-        out.append({"ref": ref, "revision": revision, "repo_id": m.repo_id,
-                    "created_at": m.created_at.isoformat() if m.created_at else None})
-    return out
+    return [{"ref": m.ref, "revision": m.sha, "repo_id": m.repo_id,
+             "created_at": m.created_at.isoformat()} for m in src.list_new(since=since, limit=limit)]
 
 
 def advance_watermark(watermark_path: str | os.PathLike[str], found: list[dict[str, Any]]) -> None:
@@ -49,4 +42,4 @@ def advance_watermark(watermark_path: str | os.PathLike[str], found: list[dict[s
 
     stamps = [datetime.fromisoformat(m["created_at"]) for m in found if m.get("created_at")]
     if stamps:
-        Watermark(watermark_path).set(max(stamps))
+        Watermark(watermark_path).set(max(stamps), [m["repo_id"] for m in found])
