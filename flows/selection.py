@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.context import TaskRunContext
 
 from flows._settings import clean_env
 
@@ -36,8 +36,31 @@ def run_selection(task_name: str, classes: list[str], domain: str, task_type: st
     return {"task": t, "selection": sel, "graph_version": g.version}
 
 
+def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    """Content key: task, selection (rounded), data, device; measured accuracy when logging.
+
+    Recomputed embeddings can differ in the last float bits between processes; the rounded
+    selection does not, so an identical selection on identical data hits the cache.
+    """
+    import hashlib
+    import json
+
+    from mll_registry.registry import tracking_uri
+
+    parts = {"fn": ctx.task.name, "task": params["t"].to_dict(),
+             "selection": params["sel"].to_dict(), "mlflow": tracking_uri()}
+    for k in ("data_path", "device", "graph_version"):
+        if k in params:
+            parts[k] = params[k]
+    reuse = params.get("reuse")
+    if reuse is not None:
+        parts["reuse"] = {"top1": round(reuse.ensemble["top1"], 6), "n": reuse.n_images}
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return f"{ctx.task.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
+
+
 # the same selection on the same data gives the same measurement: cached across flow runs
-@task(retries=1, retry_delay_seconds=10, cache_policy=INPUTS + TASK_SOURCE, persist_result=True,
+@task(retries=1, retry_delay_seconds=10, cache_key_fn=_stable_key, persist_result=True,
       cache_expiration=timedelta(days=7))
 def evaluate_ensemble(t: Any, sel: Any, data_path: str, device: str) -> Any:
     from mll_registry.reuse import evaluate
@@ -45,8 +68,8 @@ def evaluate_ensemble(t: Any, sel: Any, data_path: str, device: str) -> Any:
     return evaluate(sel, t, data_path, device=device)
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=INPUTS + TASK_SOURCE,
-      persist_result=True, cache_expiration=timedelta(days=7))
+@task(retries=3, retry_delay_seconds=[2, 5, 15], cache_key_fn=_stable_key, persist_result=True,
+      cache_expiration=timedelta(days=7))
 def log_run(t: Any, sel: Any, reuse: Any, graph_version: str) -> dict[str, str]:
     from mll_registry.registry import Registry
 

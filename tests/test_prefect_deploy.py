@@ -142,8 +142,10 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path) -> None:
         runs = reg.client.search_runs([reg.experiment("mll-selection")],
                                       "params.task = 'deployed-pets'")
         assert len(runs) == 1 and "top1" in runs[0].data.metrics
-        arts = cli("artifact", "ls")
-        assert "selection-deployed-pets" in arts
+        req = urllib.request.Request(f"{api}/artifacts/filter", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        keys = {a["key"] for a in json.loads(urllib.request.urlopen(req, timeout=10).read())}
+        assert {"selection-deployed-pets", "selection-deployed-pets-run"} <= keys
     finally:
         for p in reversed(procs):
             _stop(p, signals=2)
