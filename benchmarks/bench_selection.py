@@ -1,6 +1,6 @@
 """Benchmark: selection time over synthetic labels (1,000 models x 10,000 nodes, 100 classes).
 
-Synthetic labels have the real format (top-K node indices per image, K=32, uint16; exact member
+Synthetic labels have the real format (top-K node indices per image, K=64, uint16; exact member
 scores): each image's top-1 is its own node with a per-model probability, the rest random. The
 task's transfer matrix has top-5 nodes per class. "Selection" is everything after the labels are in
 memory and the transfer matrix is known: gathering the candidate images' rows from every label,
@@ -34,7 +34,7 @@ from mll_registry.selection import (
     top_models,
 )
 
-K = 32
+K = 64  # the default label top-K
 IMAGES_PER_NODE = 5
 
 
@@ -110,7 +110,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "selection.md"
     if not out.exists():
         out.write_text("# Selection benchmark\n\nCommand: `uv run python benchmarks/bench_"
-                       "selection.py`. Synthetic labels (K=32, 5 images per node), top-5 nodes "
+                       "selection.py`. Synthetic labels (K=64, 5 images per node), top-5 nodes "
                        "per class, k=3; best of 3 runs; labels in memory (loading excluded).\n\n"
                        "| date | machine | models | nodes | classes | seconds |\n"
                        "|---|---|---|---|---|---|\n")

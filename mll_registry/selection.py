@@ -14,7 +14,11 @@ Class scores transfer through Z (nodes x classes): TP_y = sum_v z_vy TP_v (likew
 r_y = alpha s_y + (1 - alpha) mean_y' s_y'. Everything is vectorised over all models at once.
 
 With the compact label (top-K + member scores) the argmax over V_T is exact whenever a candidate is
-in the image's top-K; otherwise it falls back to the best candidate the image is a member of.
+in the image's top-K. When none is, every candidate scores below the image's K-th node: the
+image counts as a miss for its own node and as a false positive for nobody (``fallback="none"``,
+the default). Guessing the best candidate the image belongs to (``fallback="members"``) would turn
+those poorly recognised images into true positives and flatter weak models; measured against the
+dense computation on the demo tasks it agrees less (benchmarks/results/label_compact.md).
 """
 
 from __future__ import annotations
@@ -78,9 +82,16 @@ def candidate_rows(graph: SemanticGraph, labels: Sequence[ModelLabel],
     )
 
 
-def restricted_predictions(rows: CandidateRows, n_nodes: int) -> np.ndarray:
-    """(M, U) predicted candidate position per model and image: argmax over V_T only."""
-    lookup = np.full(n_nodes, -1, np.int64)
+def restricted_predictions(rows: CandidateRows, n_nodes: int,
+                           fallback: str = "none") -> np.ndarray:
+    """(M, U) predicted candidate position per model and image: argmax over V_T only.
+
+    -1 where no candidate is in the image's top-K and ``fallback`` is ``"none"``; with
+    ``"members"`` the best candidate among the image's own memberships is taken instead.
+    """
+    if fallback not in ("none", "members"):
+        raise ValueError(f"fallback must be 'none' or 'members', got {fallback!r}")
+    lookup = np.full(n_nodes + 1, -1, np.int64)  # +1: a sentinel index never matches
     lookup[rows.cand_nodes] = np.arange(len(rows.cand_nodes))
     M, U, K = rows.topk_idx.shape
     pred = lookup.take(rows.topk_idx[:, :, 0])  # rank 0 settles most images
@@ -93,7 +104,7 @@ def restricted_predictions(rows: CandidateRows, n_nodes: int) -> np.ndarray:
         found = hit[np.arange(len(j)), j]
         pred.flat[flat[found]] = C[np.arange(len(j)), j][found]
         mm, uu = mm[~found], uu[~found]
-    if len(mm):  # no candidate in the top-K: best candidate among the image's own memberships
+    if len(mm) and fallback == "members":
         pad = _rows_by_image(rows.row_img, U)  # (U, R_max) row indices, -1 = none
         r = pad[uu]  # (n, R_max)
         sc = np.where(r >= 0, rows.member_score[mm[:, None], np.maximum(r, 0)], -np.inf)
@@ -128,12 +139,13 @@ def node_counts(rows: CandidateRows, pred: np.ndarray) -> tuple[np.ndarray, np.n
     tp_hits = row_pred == rows.row_cand[None, :]
     m_idx = np.broadcast_to(np.arange(M)[:, None], row_pred.shape)
     TP = np.bincount((m_idx * V + rows.row_cand[None, :])[tp_hits], minlength=M * V)
-    # FP: an image predicted as a candidate it is not a member of (counted once per image)
+    # FP: an image predicted as a candidate it is not a member of (counted once per image);
+    # pred -1 (no candidate in the top-K) is a false positive for nobody
     member_keys = np.unique(rows.row_img * V + rows.row_cand)
     keys = np.arange(U)[None, :] * V + pred
-    is_member = np.isin(keys, member_keys)
-    fp_m = np.broadcast_to(np.arange(M)[:, None], pred.shape)[~is_member]
-    FP = np.bincount(fp_m * V + pred[~is_member], minlength=M * V)
+    wrong = ~np.isin(keys, member_keys) & (pred >= 0)
+    fp_m = np.broadcast_to(np.arange(M)[:, None], pred.shape)[wrong]
+    FP = np.bincount(fp_m * V + pred[wrong], minlength=M * V)
     return TP.reshape(M, V).astype(np.float64), FP.reshape(M, V).astype(np.float64), P
 
 

@@ -75,7 +75,7 @@ def test_label_summary(labelled: list[dict], small_world: dict[str, Path]) -> No
         assert s["images_per_s"] > 0 and Path(s["path"], "label.safetensors").is_file()
         # trained models: far above chance over all nodes (chance = 1 / nodes)
         assert s["mean_acc1"] > 5 / s["nodes"]
-        assert s["bytes_per_image"] < 200
+        assert s["bytes_per_image"] < 300  # K=64 nodes per image + member scores
 
 
 def test_select_json(labelled: list[dict], small_world: dict[str, Path]) -> None:

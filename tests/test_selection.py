@@ -47,12 +47,18 @@ def test_restricted_predictions_and_counts_by_hand() -> None:
     rows = candidate_rows(G, [M1, M2], np.array([A, B]))
     pred = restricted_predictions(rows, n_nodes=4)
     # M1: img0 -> a (first candidate at rank 2), img1 -> b (wrong), img2 -> b,
-    #     img3 -> b by fallback (no candidate in top-K; its own node's exact score is known)
-    assert pred.tolist() == [[0, 1, 1, 1], [0, 0, 1, 1]]
+    #     img3 -> -1: no candidate in its top-K, a miss for b and a false positive for nobody
+    assert pred.tolist() == [[0, 1, 1, -1], [0, 0, 1, 1]]
     TP, FP, P = node_counts(rows, pred)
-    assert TP.tolist() == [[1, 2], [2, 2]]
+    assert TP.tolist() == [[1, 1], [2, 2]]
     assert FP.tolist() == [[0, 1], [0, 0]]
     assert P.tolist() == [2, 2]
+    # the "members" fallback would guess b for img3 (its own node): a true positive
+    members = restricted_predictions(rows, n_nodes=4, fallback="members")
+    assert members.tolist() == [[0, 1, 1, 1], [0, 0, 1, 1]]
+    assert node_counts(rows, members)[0].tolist() == [[1, 2], [2, 2]]
+    with pytest.raises(ValueError):
+        restricted_predictions(rows, 4, fallback="guess")
 
 
 def test_transfer_scores_and_reuse_metric_by_hand() -> None:
