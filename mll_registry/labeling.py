@@ -175,18 +175,24 @@ def prepare_pixels(graph: SemanticGraph, pipe: PixelPipeline,
 def encode_pixels(lm: LoadedModel, pixels: np.ndarray, pipe: PixelPipeline,
                   batch_size: int) -> np.ndarray:
     """Normalised image embeddings (n, d) fp32 for uint8 pixels (n, H, W, 3)."""
+    import warnings
+
     import torch
 
     dev = lm.device
-    mean = torch.tensor(pipe.mean, device=dev).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(pipe.std, device=dev).view(1, 3, 1, 1) * 255.0
+    # (x/255 - mean)/std == x * scale + bias: one fused pass after the uint8 -> float conversion
+    scale = 1.0 / (torch.tensor(pipe.std, device=dev).view(1, 3, 1, 1) * 255.0)
+    bias = -torch.tensor(pipe.mean, device=dev).view(1, 3, 1, 1) / torch.tensor(
+        pipe.std, device=dev).view(1, 3, 1, 1)
     out = []
-    with torch.inference_mode(), _autocast(dev):
+    with torch.inference_mode(), _autocast(dev), warnings.catch_warnings():
+        # a read-only memmap view is fine: .float() makes a new tensor, nothing writes into it
+        warnings.simplefilter("ignore", UserWarning)
         for i in range(0, len(pixels), batch_size):
-            x = torch.from_numpy(np.array(pixels[i:i + batch_size]))  # a writable copy of the memmap slice
+            x = torch.from_numpy(pixels[i:i + batch_size])
             if dev.startswith("cuda"):
                 x = x.pin_memory().to(dev, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float().sub_(mean).div_(std)  # == ToTensor + Normalize
+            x = torch.addcmul(bias, x.permute(0, 3, 1, 2).float(), scale)  # ToTensor+Normalize
             out.append(lm.model.encode_image(x, normalize=True).float().cpu())
     return torch.cat(out).numpy()
 
