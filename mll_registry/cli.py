@@ -88,6 +88,9 @@ def demo(
                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
                  "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
         os.environ.setdefault(k, v)
+    # Prefect creates its home without parents; a fresh PREFECT_HOME=/new/dir would fail
+    Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser().mkdir(parents=True,
+                                                                          exist_ok=True)
     if not as_json:
         console.print("MLL demo: assets, demo graph, labelling of the demo hub, selection + "
                       "reuse on demo tasks (Prefect ephemeral mode, local MLflow)...")
