@@ -52,7 +52,8 @@ def _stop(proc: subprocess.Popen, signals: int = 2) -> None:
         proc.wait(10)
 
 
-def test_deploy_workers_label_once_and_select(tmp_path: Path) -> None:
+def test_deploy_workers_label_once_and_select(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from mll_registry.demo.hub import demo_model_dirs
 
     try:
@@ -104,7 +105,7 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path) -> None:
         # one migration before several writers (the library does this under a lock too)
         from mll_registry.registry import Registry
 
-        os.environ["MLL_DATA_DIR"] = str(data)
+        monkeypatch.setenv("MLL_DATA_DIR", str(data))
         Registry(f"sqlite:///{data / 'mlflow.db'}", root=data)
         cli("work-pool", "create", "gpu", "--type", "process")
         cli("work-pool", "create", "cpu", "--type", "process")
