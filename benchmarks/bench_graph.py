@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import append_rows, stamp
 
 
 def pick_synsets(n: int) -> list[str]:
@@ -81,20 +80,15 @@ def main() -> None:
     res.update(classes=args.classes, images_per_class=args.images,
                generate_seconds=None if gen_s is None else round(gen_s, 1))
     print(json.dumps(res, indent=2))
-    line = (f"| {time.strftime('%Y-%m-%d')} | {platform.node()[:12]} ({os.cpu_count()} cores) | "
-            f"{args.classes}x{args.images} | {res['nodes']} | {res['images']} | "
-            f"{res['seconds_build']:.1f} | {res['seconds_total']:.1f} | {res['peak_rss_mb']:.0f} |\n")
-    out = Path(__file__).parent / "results" / "graph.md"
-    if not out.exists():
-        out.write_text(
-            "# Graph build benchmark\n\nCommand: `uv run python benchmarks/bench_graph.py`\n\n"
-            "build = `build_graph` (WordNet load, listing, checking + hashing drawn images);\n"
-            "total = build + writing the parquet bundle, process start excluded.\n\n"
-            "| date | machine | classes x images | nodes | images | build s | total s | "
-            "peak RSS MB |\n|---|---|---|---|---|---|---|---|\n")
-    with out.open("a") as f:
-        f.write(line)
-
+    append_rows(
+        "graph.md",
+        "# Graph build benchmark\n\nCommand: `uv run python benchmarks/bench_graph.py`\n\n"
+        "build = `build_graph` (WordNet load, listing, checking + hashing drawn images);\n"
+        "total = build + writing the parquet bundle, process start excluded.\n\n"
+        "| date | machine | classes x images | nodes | images | build s | total s | "
+        "peak RSS MB |\n|---|---|---|---|---|---|---|---|\n",
+        [f"{stamp()} | {args.classes}x{args.images} | {res['nodes']} | {res['images']} | "
+         f"{res['seconds_build']:.1f} | {res['seconds_total']:.1f} | {res['peak_rss_mb']:.0f}"])
 
 if __name__ == "__main__":
     main()

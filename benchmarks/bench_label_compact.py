@@ -63,9 +63,7 @@ def main() -> None:
         img = encode_pixels(lm, pix, pipe, 256)
         txt = encode_texts(lm, node_texts(g, LabelConfig())).numpy()
         dense.append(img @ txt.T)
-    pos = g.node_index()
-    m_node = g.members["node_id"].map(pos).to_numpy()
-    m_img = g.members["image_id"].to_numpy()
+    m_node, m_img = g.member_arrays()
     tasks = [Task.from_yaml(p) for p in ensure_demo_tasks()]
     matchings = [match(t, g) for t in tasks]
     order = [np.argsort(-S, axis=1, kind="stable") for S in dense]

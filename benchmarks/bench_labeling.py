@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _results import append_rows, stamp
 
 
 def main() -> None:
@@ -36,6 +35,7 @@ def main() -> None:
     from mll_registry.labeling import (
         LabelConfig,
         PixelPipeline,
+        _autocast,
         clear_checkpoints,
         label_model,
         pixel_cache_path,
@@ -87,8 +87,7 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            with torch.inference_mode(), (torch.autocast("cuda", dtype=torch.float16)
-                                          if args.device.startswith("cuda") else _null()):
+            with torch.inference_mode(), _autocast(args.device):
                 for i in range(0, n, args.batch_size):
                     lm.model.encode_image(x[i:i + args.batch_size], normalize=True)
             if args.device.startswith("cuda"):
@@ -113,32 +112,22 @@ def main() -> None:
                "images_per_s": round(n * len(rows) / lab_t, 1), "device": args.device,
                "threads": torch.get_num_threads(), "scaled_model": scaled}
     print(json.dumps(summary, indent=2))
-    out = Path(__file__).parent / "results" / "labeling.md"
-    if not out.exists():
-        out.write_text(
-            "# Labelling benchmark\n\nCommand: `uv run python benchmarks/bench_labeling.py "
-            "--models 4 --device cpu`\n\nDemo graph, demo hub models; overhead = labelling time / "
-            "bare `encode_image` time on in-memory normalised tensors - 1, summed over models. "
-            "The pixel cache (decode + PIL preprocess) is built once per graph and preprocess "
-            "and shared by all models; the second overhead column charges it to this run.\n\n"
-            "| date | machine | device | models | images | images/s (labelling) | overhead | "
-            "overhead incl. pixel cache | pixel cache build s | scaled ViT (w384 l6 96px): "
-            "images/s, overhead |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    with out.open("a") as f:
-        f.write(f"| {time.strftime('%Y-%m-%d')} | {platform.node()[:12]} ({os.cpu_count()} cores)"
-                f" | {args.device} | {len(rows)} | {n} | {summary['images_per_s']} | "
-                f"{summary['overhead']:.1%} | {summary['overhead_incl_pixel_cache']:.1%} | "
-                f"{pixel_s:.1f} | " + (f"{scaled['images_per_s']}, {scaled['overhead']:.1%}"
-                                       if scaled else "-") + " |\n")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
-
+    append_rows(
+        "labeling.md",
+        "# Labelling benchmark\n\nCommand: `uv run python benchmarks/bench_labeling.py "
+        "--models N --device cpu` (N = the models column; `--scaled` adds the larger ViT, last "
+        "column)\n\nDemo graph, demo hub "
+        "models; overhead = labelling time / bare `encode_image` time on in-memory normalised "
+        "tensors - 1, summed over models. The pixel cache (decode + PIL preprocess) is built once "
+        "per graph and preprocess and shared by all models; the second overhead column charges "
+        "it to this run.\n\n"
+        "| date | machine | device | models | images | images/s (labelling) | overhead | "
+        "overhead incl. pixel cache | pixel cache build s | scaled ViT (w384 l6 96px): "
+        "images/s, overhead |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        [f"{stamp()} | {args.device} | {len(rows)} | {n} | {summary['images_per_s']} | "
+         f"{summary['overhead']:.1%} | {summary['overhead_incl_pixel_cache']:.1%} | "
+         f"{pixel_s:.1f} | " + (f"{scaled['images_per_s']}, {scaled['overhead']:.1%}"
+                                if scaled else "-")])
 
 if __name__ == "__main__":
     main()

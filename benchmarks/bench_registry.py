@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _results import append_rows, stamp
 
 
 def main() -> None:
@@ -88,22 +88,18 @@ def main() -> None:
            "warm_query_in_process_ms": round(warm_q_ms, 3),
            "warm_query_new_process_ms": round(warm_new_ms, 1)}
     print(json.dumps(res, indent=2))
-    out = Path(__file__).parent / "results" / "registry.md"
-    if not out.exists():
-        out.write_text(
-            "# Registry benchmark\n\nCommand: `uv run python benchmarks/bench_registry.py`. "
-            "Embedded MLflow (sqlite + local artifacts), synthetic per-node summaries.\n\n"
-            "- cold index build = list every ready version + fetch every summary + build the "
-            "models x nodes matrix;\n- version check = list versions and compare with the cache "
-            "(done at most every `max_age` s, 30 by default);\n- warm query = `best(concept, 5)`"
-            " on a loaded index; new process = load the disk cache, then query.\n\n"
-            "| date | machine | models | nodes | register s | cold build s | version check s |"
-            " warm query ms | warm query, new process ms |\n|---|---|---|---|---|---|---|---|---|\n")
-    with out.open("a") as f:
-        f.write(f"| {time.strftime('%Y-%m-%d')} | {platform.node()[:12]} ({os.cpu_count()} cores)"
-                f" | {args.models} | {args.nodes} | {register_s:.0f} | {cold_s:.1f} | "
-                f"{check_s:.2f} | {warm_q_ms:.3f} | {warm_new_ms:.1f} |\n")
-
+    append_rows(
+        "registry.md",
+        "# Registry benchmark\n\nCommand: `uv run python benchmarks/bench_registry.py`. "
+        "Embedded MLflow (sqlite + local artifacts), synthetic per-node summaries.\n\n"
+        "- cold index build = list every ready version + fetch every summary + build the "
+        "models x nodes matrix;\n- version check = list versions and compare with the cache "
+        "(done at most every `max_age` s, 30 by default);\n- warm query = `best(concept, 5)`"
+        " on a loaded index; new process = load the disk cache, then query.\n\n"
+        "| date | machine | models | nodes | register s | cold build s | version check s |"
+        " warm query ms | warm query, new process ms |\n|---|---|---|---|---|---|---|---|---|\n",
+        [f"{stamp()} | {args.models} | {args.nodes} | {register_s:.0f} | {cold_s:.1f} | "
+         f"{check_s:.2f} | {warm_q_ms:.3f} | {warm_new_ms:.1f}"])
 
 if __name__ == "__main__":
     main()

@@ -15,13 +15,11 @@ Appends to benchmarks/results/selection.md.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _results import append_rows, stamp
 
 from mll_registry.graph import SemanticGraph
 from mll_registry.labels import ModelLabel
@@ -107,19 +105,14 @@ def main() -> None:
                         "seconds": time_selection(g, labels, cand, Z)})
         print(json.dumps(results[-1]), flush=True)
         del g, labels
-    out = Path(__file__).parent / "results" / "selection.md"
-    if not out.exists():
-        out.write_text("# Selection benchmark\n\nCommand: `uv run python benchmarks/bench_"
-                       "selection.py`. Synthetic labels (K=64, 5 images per node), top-5 nodes "
-                       "per class, k=3; best of 3 runs; labels in memory (loading excluded).\n\n"
-                       "| date | machine | models | nodes | classes | seconds |\n"
-                       "|---|---|---|---|---|---|\n")
-    with out.open("a") as f:
-        for r in sorted(results, key=lambda r: (r["models"], r["nodes"], r["classes"])):
-            f.write(f"| {time.strftime('%Y-%m-%d')} | {platform.node()[:12]} "
-                    f"({os.cpu_count()} cores) | {r['models']} | {r['nodes']} | {r['classes']} | "
-                    f"{r['seconds']:.3f} |\n")
-
+    append_rows(
+        "selection.md",
+        "# Selection benchmark\n\nCommand: `uv run python benchmarks/bench_selection.py`. "
+        "Synthetic labels (K=64, 5 images per node), top-5 nodes per class, k=3; best of 3 "
+        "runs; labels in memory (loading excluded).\n\n"
+        "| date | machine | models | nodes | classes | seconds |\n|---|---|---|---|---|---|\n",
+        [f"{stamp()} | {r['models']} | {r['nodes']} | {r['classes']} | {r['seconds']:.3f}"
+         for r in sorted(results, key=lambda r: (r["models"], r["nodes"], r["classes"]))])
 
 if __name__ == "__main__":
     main()

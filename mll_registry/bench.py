@@ -161,8 +161,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         s1 = select(task, graph, labels, k=1, alpha=cfg.alpha, metric=cfg.metric,
                     top_n=cfg.top_n, embedder=embedder, provider=provider)
         sel_s = time.perf_counter() - t1
-        s3 = select(task, graph, labels, k=3, alpha=cfg.alpha, metric=cfg.metric,
-                    top_n=cfg.top_n, embedder=embedder, provider=provider)
+        s3 = s1.with_k(3)
         desc = [provider.describe(c, task) for c in task.classes]
         feats[task.name] = np.stack([B.feature_vector(general[r], B.text_features(
             get(r), task.class_names, desc)) for r in refs])

@@ -55,17 +55,11 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
 
 def _graph_or_demo(graph: Path | None, data_dir: Path | None) -> Any:
     """Load ``graph``, or the demo graph (built on demand when absent)."""
-    from mll_registry.graph import SemanticGraph
+    from mll_registry.demo.graph import demo_graph_path, load_graph
 
-    if graph is not None:
-        return SemanticGraph.load(graph)
-    from mll_registry.demo.graph import build_demo_graph, demo_graph_path
-
-    path = demo_graph_path(data_dir)
-    if (path / "manifest.json").is_file():
-        return SemanticGraph.load(path)
-    console.print(f"no --graph given: building the demo graph at {path}")
-    return build_demo_graph(data_dir)[0]
+    if graph is None and not (demo_graph_path(data_dir) / "manifest.json").is_file():
+        console.print(f"no --graph given: building the demo graph at {demo_graph_path(data_dir)}")
+    return load_graph(graph, data_dir)
 
 
 @app.command()
@@ -296,9 +290,7 @@ def label(
             else:
                 run, path = label_ref(model_ref, g, cfg, out=out, root=data_dir,
                                       allow_pickle=allow_pickle, progress=progress)
-                summary = {"status": "labelled", **run.label.headline(), "path": str(path),
-                           "seconds": run.seconds,
-                           "bytes_per_image": round(run.label.bytes_per_image(), 1)}
+                summary = {"status": "labelled", **run.summary(path)}
     except _known_errors() as exc:
         _fail(str(exc))
     if as_json:

@@ -174,6 +174,22 @@ def resolve(ref: str | ModelRef, allow_pickle: bool = False,
     return _resolve_open_clip(r, allow_pickle, cache_dir)
 
 
+def hub_files(files: list[str], where: str, allow_pickle: bool) -> tuple[str, list[str]]:
+    """(weights file, files to download) of an open_clip Hub repo listing ``files``.
+
+    Raises:
+        ModelRefError: no ``open_clip_config.json``; PickledWeightsRefused: only pickles.
+    """
+    if CONFIG_NAME not in files:
+        raise ModelRefError(
+            f"{where} is not an open_clip model: no {CONFIG_NAME} in the repo (it has: "
+            f"{', '.join(files[:8]) or 'no files'}{', ...' if len(files) > 8 else ''}). "
+            f"Only repos in open_clip layout ({CONFIG_NAME} + open_clip_model.safetensors) "
+            "can be labelled.")
+    weights = _pick_weights(files, where, allow_pickle)
+    return weights, [CONFIG_NAME, weights, *[f for f in TOKENIZER_FILES if f in files]]
+
+
 def _resolve_hf(r: ModelRef, allow_pickle: bool, cache_dir: Any) -> ResolvedModel:
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
@@ -189,10 +205,7 @@ def _resolve_hf(r: ModelRef, allow_pickle: bool, cache_dir: Any) -> ResolvedMode
         path = Path(snapshot_download(r.name, revision=r.revision, cache_dir=cache_dir,
                                       local_files_only=True))
         files, sha = sorted(p.name for p in path.iterdir()), path.name
-    if CONFIG_NAME not in files:
-        raise ModelRefError(f"{where} is not an open_clip model: no {CONFIG_NAME} in the repo")
-    weights = _pick_weights(files, where, allow_pickle)
-    wanted = [CONFIG_NAME, weights, *[f for f in TOKENIZER_FILES if f in files]]
+    weights, wanted = hub_files(sorted(files), where, allow_pickle)
     path = Path(snapshot_download(r.name, revision=sha, allow_patterns=wanted, cache_dir=cache_dir))
     cfg = _read_config(path, where)
     return ResolvedModel(r, path, path / weights, sha, cfg)

@@ -35,10 +35,9 @@ from typing import Any, Protocol, TypeVar
 from mll_registry.fsutil import write_json
 from mll_registry.hub import (
     CONFIG_NAME,
-    TOKENIZER_FILES,
     ModelRefError,
-    _pick_weights,  # the one place that decides which weights file is safe to load
     _read_config,
+    hub_files,  # the one place that decides which files (and which weights) are safe to load
     resolve,
 )
 
@@ -305,15 +304,8 @@ class HfHubSource:
         info = self._retry(lambda: self._api.model_info(repo_id, revision=revision), where)
         sha = str(info.sha or revision)
         where = f"hf-hub:{repo_id}@{sha}"
-        files = sorted(s.rfilename for s in info.siblings or [])
-        if CONFIG_NAME not in files:
-            raise ModelRefError(
-                f"{where} is not an open_clip model: no {CONFIG_NAME} in the repo (it has: "
-                f"{', '.join(files[:8]) or 'no files'}{', ...' if len(files) > 8 else ''}). "
-                f"Only repos in open_clip layout ({CONFIG_NAME} + open_clip_model.safetensors) "
-                "can be labelled.")
-        weights = _pick_weights(files, where, allow_pickle=False)
-        wanted = [CONFIG_NAME, weights, *[f for f in TOKENIZER_FILES if f in files]]
+        _, wanted = hub_files(sorted(s.rfilename for s in info.siblings or []), where,
+                              allow_pickle=False)
         path = Path(self._retry(lambda: snapshot_download(
             repo_id, revision=sha, allow_patterns=wanted, cache_dir=self.cache_dir,
             endpoint=self.endpoint, token=self._token), where))

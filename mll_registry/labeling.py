@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import time
+import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ from mll_registry import __version__
 from mll_registry.config import data_dir
 from mll_registry.fsutil import atomic_path, write_json
 from mll_registry.graph import SemanticGraph
-from mll_registry.hub import LoadedModel
+from mll_registry.hub import LoadedModel, ResolvedModel
 from mll_registry.labels import ModelLabel
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -125,8 +126,8 @@ class PixelPipeline:
         mean = tuple(norm.mean) if norm else (0.0, 0.0, 0.0)
         std = tuple(norm.std) if norm else (1.0, 1.0, 1.0)
         # repr() of torchvision transforms names their parameters; plain functions by name
-        parts = [getattr(t, "__qualname__", None) if callable(t) and not isinstance(t, T.Compose)
-                 and type(t).__name__ == "function" else repr(t) for t in steps[:cut]]
+        parts = [t.__qualname__ if isinstance(t, types.FunctionType) else repr(t)
+                 for t in steps[:cut]]
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
         return cls(T.Compose(steps[:cut]), mean, std, key)  # type: ignore[arg-type]
 
@@ -210,9 +211,7 @@ def compact_label(img_emb: np.ndarray, txt_emb: np.ndarray, graph: SemanticGraph
     n_nodes = txt_emb.shape[0]
     k = min(top_k, n_nodes)
     T = torch.from_numpy(np.ascontiguousarray(txt_emb, dtype=np.float32))
-    node_pos = graph.node_index()
-    m_node = graph.members["node_id"].map(node_pos).to_numpy(np.int64)
-    m_img = graph.members["image_id"].to_numpy(np.int64)
+    m_node, m_img = graph.member_arrays()
     order = np.argsort(m_img, kind="stable")
     bounds = np.searchsorted(m_img[order], np.arange(0, len(img_emb) + block, block))
     idx_dtype = np.uint16 if n_nodes < 2**16 else np.int32
@@ -262,6 +261,11 @@ class LabelRun:
     chunks_reused: int
     pixels_built: bool
     seconds: dict[str, float]
+
+    def summary(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """What ``mll label`` prints: the label's headline, where it went, timings, size."""
+        return {**self.label.headline(), "path": str(path), "seconds": self.seconds,
+                "bytes_per_image": round(self.label.bytes_per_image(), 1)}
 
 
 def _work_dir(lm: LoadedModel, graph: SemanticGraph, root: Any) -> Path:
@@ -371,7 +375,7 @@ def clear_checkpoints(lm: LoadedModel, graph: SemanticGraph,
 
 
 def label_ref(
-    ref: str,
+    ref: str | ResolvedModel,
     graph: SemanticGraph,
     cfg: LabelConfig | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -379,7 +383,8 @@ def label_ref(
     allow_pickle: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[LabelRun, Path]:
-    """Resolve, load and label a MODEL_REF on ``graph``; write the label atomically.
+    """Resolve (unless given resolved), load and label a model on ``graph``; write the label
+    atomically.
 
     Returns:
         (the run, the label directory). Checkpoints are removed once the label is written.

@@ -219,11 +219,15 @@ class Registry:
         except MlflowException:
             return []
 
+    def same_label(self, name: str, revision: str, graph_version: str) -> list[Any]:
+        """Versions of ``name`` that label (revision, graph version), whatever their status."""
+        return [v for v in self.versions(name) if (v.tags or {}).get("mll.revision") == revision
+                and (v.tags or {}).get("mll.graph_version") == graph_version]
+
     def find_labelled(self, name: str, revision: str, graph_version: str) -> Any | None:
         """The ready version holding (revision, graph version), if any (lowest number)."""
-        hits = [v for v in self.versions(name) if (v.tags or {}).get("mll.revision") == revision
-                and (v.tags or {}).get("mll.graph_version") == graph_version
-                and (v.tags or {}).get("mll.status") == "ready"]
+        hits = [v for v in self.same_label(name, revision, graph_version)
+                if (v.tags or {}).get("mll.status") == "ready"]
         return min(hits, key=lambda v: int(v.version)) if hits else None
 
     def register_label(self, res: ResolvedModel, label: ModelLabel, label_dir: Path,
@@ -294,10 +298,8 @@ class Registry:
             "create model version")
         try:
             if not force:  # concurrent registrations: the lowest version number wins
-                twins = [x for x in self.versions(name)
-                         if (x.tags or {}).get("mll.revision") == res.revision
-                         and (x.tags or {}).get("mll.graph_version") == label.graph_version
-                         and (x.tags or {}).get("mll.status") != "failed"]
+                twins = [x for x in self.same_label(name, res.revision, label.graph_version)
+                         if (x.tags or {}).get("mll.status") != "failed"]
                 first = min(twins, key=lambda x: int(x.version))
                 if int(first.version) < int(v.version):
                     self.client.delete_model_version(name, v.version)
@@ -609,13 +611,8 @@ def label_and_register(ref: str, graph: Any, cfg: Any = None, registry: Registry
 
     Returns a summary with ``status`` = ``labelled`` or ``skipped`` (already registered).
     """
-    from mll_registry.hub import load, resolve
-    from mll_registry.labeling import (
-        LabelConfig,
-        clear_checkpoints,
-        default_label_path,
-        label_model,
-    )
+    from mll_registry.hub import resolve
+    from mll_registry.labeling import LabelConfig, label_ref
 
     cfg = cfg or LabelConfig()
     reg = registry or Registry(root=root)
@@ -626,15 +623,11 @@ def label_and_register(ref: str, graph: Any, cfg: Any = None, registry: Registry
         if old is not None:
             return {"status": "skipped", "reason": "already labelled for this revision and graph",
                     **_version_entry(old).to_dict()}
-    lm = load(res, device=cfg.device, allow_pickle=allow_pickle)
-    run = label_model(lm, graph, cfg, root=root, progress=progress)
-    path = default_label_path(res.ref.key, graph.version, root)
-    run.label.save(path)
-    clear_checkpoints(lm, graph, root)
+    run, path = label_ref(res, graph, cfg, root=root, allow_pickle=allow_pickle,
+                          progress=progress)
     entry, created = reg.register_label(res, run.label, path, force=force)
     return {"status": "labelled" if created else "skipped", **entry.to_dict(),
-            **run.label.headline(), "path": str(path), "seconds": run.seconds,
-            "bytes_per_image": round(run.label.bytes_per_image(), 1)}
+            **run.summary(path)}
 
 
 def resolve_concept(concept: str, node_ids: Sequence[str]) -> tuple[str, list[str]]:

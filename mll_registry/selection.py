@@ -23,6 +23,7 @@ dense computation on the demo tasks it agrees less (benchmarks/results/label_com
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -190,6 +191,12 @@ class SelectionResult:
     matched: dict[str, list[dict[str, object]]]
     weak: list[str]
     params: dict[str, object]
+
+    def with_k(self, k: int) -> SelectionResult:
+        """The same selection keeping the top ``k`` models per class (reuse does not depend on k)."""
+        chosen = top_models(self.reuse, k)
+        return dataclasses.replace(self, chosen=chosen,
+                                   params={**self.params, "k": int(chosen.shape[1])})
 
     def per_class(self) -> list[dict[str, object]]:
         out = []

@@ -118,3 +118,16 @@ def test_selection_does_not_depend_on_model_order() -> None:
     r = reuse_metric(class_scores(*node_counts(rows, restricted_predictions(rows, 4)), Z))
     r_rev = reuse_metric(class_scores(*node_counts(rows_rev, restricted_predictions(rows_rev, 4)), Z))
     np.testing.assert_allclose(r, r_rev[::-1])
+
+
+def test_with_k_keeps_the_top_k_of_the_same_reuse_matrix() -> None:
+    from mll_registry.selection import SelectionResult
+
+    r = np.array([[0.1, 0.9], [0.5, 0.2], [0.3, 0.4]])  # 3 models x 2 classes
+    s1 = SelectionResult("t", ["a", "b"], ["m0", "m1", "m2"], top_models(r, 1), r, r, {}, [],
+                         {"k": 1, "alpha": 0.7})
+    s2 = s1.with_k(2)
+    assert s1.chosen.tolist() == [[1], [0]]
+    assert s2.chosen.tolist() == [[1, 2], [0, 2]]
+    assert s2.params == {"k": 2, "alpha": 0.7} and s1.params["k"] == 1
+    assert s2.selected_models() == ["m1", "m2", "m0"]
