@@ -50,7 +50,8 @@ def _labels_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     return "demo-baselines-" + hashlib.sha256(blob).hexdigest()[:24]
 
 
-@task(cache_key_fn=_labels_key, persist_result=True, cache_expiration=timedelta(days=7))
+@task(cache_key_fn=_labels_key, persist_result=True, result_serializer="json",
+      cache_expiration=timedelta(days=7))
 def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
     """INB (best mean label accuracy) and the single-model oracle, measured on the task."""
     from mll_registry.baselines import best_of, inb_scores

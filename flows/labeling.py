@@ -35,6 +35,7 @@ def unlabelled(models: list[dict[str, Any]], graph_path: str | None) -> list[dic
 
     g = load_graph(graph_path)
     reg = Registry()
+    reg.migrate_names()  # legacy shared names -> one name per source (no-op once done)
     keep = []
     for m in models:
         if reg.find_labelled(registered_name(m["ref"]), m["revision"], g.version) is None:
@@ -66,7 +67,6 @@ def label_and_register_task(model_ref: str, graph_path: str | None, device: str,
 def push_card_task(model_ref: str, label_path: str, create_pr: bool) -> dict[str, Any]:
     """Push the label section and table to the model's Hub card (a pull request by default)."""
     from mll_registry.cards import push_card
-
     from mll_registry.hub import ModelRef
     from mll_registry.labels import ModelLabel
 

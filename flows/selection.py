@@ -60,16 +60,17 @@ def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 
 
 # the same selection on the same data gives the same measurement: cached across flow runs
+# persisted results are JSON: a pickled result file would run code when read back
 @task(retries=1, retry_delay_seconds=10, cache_key_fn=_stable_key, persist_result=True,
-      cache_expiration=timedelta(days=7))
-def evaluate_ensemble(t: Any, sel: Any, data_path: str, device: str) -> Any:
+      result_serializer="json", cache_expiration=timedelta(days=7))
+def evaluate_ensemble(t: Any, sel: Any, data_path: str, device: str) -> dict[str, Any]:
     from mll_registry.reuse import evaluate
 
-    return evaluate(sel, t, data_path, device=device)
+    return evaluate(sel, t, data_path, device=device).to_json()
 
 
 @task(retries=3, retry_delay_seconds=[2, 5, 15], cache_key_fn=_stable_key, persist_result=True,
-      cache_expiration=timedelta(days=7))
+      result_serializer="json", cache_expiration=timedelta(days=7))
 def log_run(t: Any, sel: Any, reuse: Any, graph_version: str) -> dict[str, str]:
     from mll_registry.registry import Registry
 
@@ -92,7 +93,10 @@ def select_models(task_name: str, classes: list[str], domain: str = "photo",
     clean_env()
     out = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n, graph_path)
     t, sel = out["task"], out["selection"]
-    reuse = evaluate_ensemble(t, sel, data_path, device) if data_path else None
+    from mll_registry.reuse import ReuseResult
+
+    reuse = (ReuseResult.from_json(evaluate_ensemble(t, sel, data_path, device))
+             if data_path else None)
     logged = log_run(t, sel, reuse, out["graph_version"])
     rows = [{"class": c["class"], "models": ", ".join(m["model"].rsplit("/", 1)[-1]
                                                       for m in c["models"]),

@@ -253,6 +253,9 @@ def label(
     register: Annotated[bool, typer.Option(
         help="Log the label to MLflow and register the model version.")] = True,
     force: Annotated[bool, typer.Option(help="Relabel even if already registered.")] = False,
+    same_as: Annotated[str | None, typer.Option(
+        "--same-as", help="Register a local copy under this Hub model (hf-hub:ORG/NAME[@REV]) "
+        "after checking it is the Hub's bytes.")] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -286,7 +289,7 @@ def label(
 
                 summary = label_and_register(model_ref, g, cfg, force=force,
                                              allow_pickle=allow_pickle, root=data_dir,
-                                             progress=progress)
+                                             progress=progress, same_as=same_as)
             else:
                 run, path = label_ref(model_ref, g, cfg, out=out, root=data_dir,
                                       allow_pickle=allow_pickle, progress=progress)
@@ -508,14 +511,11 @@ def bench(
 
 def _latest_registered_label(model_ref: str) -> Path | None:
     """The label directory of the newest registered version of ``model_ref`` (any graph)."""
-    from mll_registry.registry import Registry, registered_name
+    from mll_registry.registry import Registry
 
     reg = Registry()
-    name = registered_name(model_ref)
-    mine = [v for v in reg.labelled_versions() if v.name == name]
-    if not mine:
-        return None
-    return reg.download_label(max(mine, key=lambda v: v.version))
+    v = reg.latest_for(model_ref)
+    return reg.download_label(v) if v is not None else None
 
 
 def _mount_cards() -> None:
@@ -581,17 +581,17 @@ def query_label(
     as_json: JsonOpt = False,
 ) -> None:
     """A model's registered label: version, summary, strongest and weakest concepts."""
-    from mll_registry.registry import Registry, registered_name
+    from mll_registry.registry import Registry
 
     try:
         g = _graph_or_demo(graph, data_dir)
         reg = Registry(root=data_dir)
-        name = model_ref if ":" not in model_ref else registered_name(model_ref)
-        mine = [v for v in reg.latest_per_model(g.version) if v.name == name]
-        if not mine:
+        found = reg.latest_for(model_ref, g.version)
+        if found is None:
             _fail(f"{model_ref} has no registered label for graph {g.version}; "
                   f"run `mll label {model_ref}`")
-        v = mine[0]
+        assert found is not None
+        v = found
         s = reg.download_summary(v).sort_values(["acc1", "mean_own"], ascending=False)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
@@ -607,6 +607,27 @@ def query_label(
                                             for r in out["strongest"]))
     console.print("weakest: " + ", ".join(f"{r['node_id']} {r['acc1']:.2f}"
                                           for r in out["weakest"]))
+
+
+registry_app = typer.Typer(help="Maintain the MLflow registry.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("migrate")
+def registry_migrate(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Move models registered under legacy names (before 0.2) to one name per model source."""
+    from mll_registry.registry import Registry
+
+    try:
+        moved = Registry(root=data_dir).migrate_names()
+    except _known_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(moved)
+        return
+    for m in moved:
+        console.print(f"{m['from']} -> {m['to']} ({m['versions']} version(s))")
+    console.print(f"{len(moved)} registered model(s) moved")
 
 
 @graph_app.command("info")

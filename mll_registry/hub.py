@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mll_registry.errors import ModelRefError, PickledWeightsRefused, UnsafeModelError
+from mll_registry.model_config import check_tokenizer_config, validate_config
+
 CONFIG_NAME = "open_clip_config.json"
 SAFE_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
                 "model.safetensors")
@@ -31,15 +34,10 @@ PICKLED_WEIGHTS = ("open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth",
                    "pytorch_model.bin", "model.pth", "model.pt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "spiece.model", "bpe_simple_vocab_16e6.txt.gz")
-_HF_RE = re.compile(r"^(?P<repo>[\w.\-]+/[\w.\-]+)(?:@(?P<rev>[\w.\-/]+))?$")
-
-
-class ModelRefError(ValueError):
-    """A model reference is malformed, or names something that is not a loadable open_clip model."""
-
-
-class PickledWeightsRefused(ModelRefError):
-    """Only pickled weights exist and the caller did not opt in."""
+MAX_CONFIG_BYTES = 1 << 20
+# ASCII only, as the Hub's own repo-id rule: non-ASCII names must not fold into another name
+_HF_RE = re.compile(r"^(?P<repo>[A-Za-z0-9_.\-]{1,96}/[A-Za-z0-9_.\-]{1,96})"
+                    r"(?:@(?P<rev>[A-Za-z0-9_.\-/]{1,200}))?$")
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,10 @@ class ModelRef:
                 "local-dir:PATH or open_clip:ARCH/PRETRAINED_TAG")
         if scheme == "hf-hub":
             m = _HF_RE.match(rest)
-            if not m:
-                raise ModelRefError(f"bad Hub reference {ref!r}: expected hf-hub:ORG/NAME[@REVISION]")
+            if not m or "--" in m.group("repo") or ".." in m.group("repo"):
+                raise ModelRefError(
+                    f"bad Hub reference {ref!r}: expected hf-hub:ORG/NAME[@REVISION] with ASCII "
+                    "letters, digits, '-', '_' and '.' (no '--' or '..', as on the Hub)")
             return cls("hf-hub", m.group("repo"), m.group("rev"))
         if scheme == "local-dir":
             return cls("local-dir", str(Path(rest).expanduser().resolve()))
@@ -75,6 +75,11 @@ class ModelRef:
     def __str__(self) -> str:
         if self.scheme == "hf-hub" and self.revision:
             return f"hf-hub:{self.name}@{self.revision}"
+        return f"{self.scheme}:{self.name}"
+
+    @property
+    def source(self) -> str:
+        """Where the model comes from, revision excluded: one registered model per source."""
         return f"{self.scheme}:{self.name}"
 
     @property
@@ -93,6 +98,7 @@ class ResolvedModel:
     weights: Path
     revision: str  # Hub commit sha, or a content digest of the weights for local models
     config: dict[str, Any] = field(default_factory=dict)
+    linked: bool = False  # local files verified to be this Hub revision's bytes (link_copy)
 
     @property
     def architecture(self) -> str:
@@ -136,20 +142,24 @@ def _pick_weights(files: list[str], where: str, allow_pickle: bool) -> str:
 
 
 def _read_config(path: Path, where: str) -> dict[str, Any]:
+    """The repo's ``open_clip_config.json``, checked against the allow-list (:mod:`model_config`)."""
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file():
         raise ModelRefError(
             f"{where} is not an open_clip model: no {CONFIG_NAME}. open_clip Hub repos hold "
             f"{CONFIG_NAME} and open_clip_model.safetensors.")
+    if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise UnsafeModelError(f"{where}: {CONFIG_NAME} is larger than {MAX_CONFIG_BYTES} bytes; "
+                               "not an open_clip config")
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelRefError(f"{where}: {CONFIG_NAME} is not valid JSON ({exc})") from exc
-    if "model_cfg" not in cfg:
+    if not isinstance(cfg, dict) or "model_cfg" not in cfg:
         raise ModelRefError(
             f"{where}: {CONFIG_NAME} has no 'model_cfg' (older Hub configs lack it and open_clip "
             "3.x cannot build the model from them). Add model_cfg, or use open_clip:ARCH/TAG.")
-    return cfg
+    return validate_config(cfg, where)
 
 
 def resolve(ref: str | ModelRef, allow_pickle: bool = False,
@@ -209,6 +219,44 @@ def _resolve_hf(r: ModelRef, allow_pickle: bool, cache_dir: Any) -> ResolvedMode
     path = Path(snapshot_download(r.name, revision=sha, allow_patterns=wanted, cache_dir=cache_dir))
     cfg = _read_config(path, where)
     return ResolvedModel(r, path, path / weights, sha, cfg)
+
+
+def link_copy(local: ResolvedModel, hub_ref: str) -> ResolvedModel:
+    """``local`` stood in for the Hub model ``hub_ref``, after checking it is the same bytes.
+
+    The config and the weights file must match the Hub revision's files (LFS sha256, or the git
+    blob id for small files); then the label is registered under the Hub model, pinned to its
+    commit. Needs the Hub (or ``HF_ENDPOINT``) to be reachable.
+
+    Raises:
+        ModelRefError: not a Hub reference, the Hub cannot be asked, or a file differs.
+    """
+    from huggingface_hub import HfApi
+
+    r = ModelRef.parse(hub_ref)
+    if r.scheme != "hf-hub":
+        raise ModelRefError(f"--same-as takes a Hub reference (hf-hub:ORG/NAME[@REV]), not {hub_ref}")
+    try:
+        info = HfApi().model_info(r.name, revision=r.revision, files_metadata=True)
+    except Exception as exc:
+        raise ModelRefError(f"cannot check {local.ref} against {hub_ref}: the Hub did not answer "
+                            f"({type(exc).__name__}); link it when the Hub is reachable") from exc
+    remote = {s.rfilename: s for s in info.siblings or []}
+    for f in (local.path / CONFIG_NAME, local.weights):
+        sib = remote.get(f.name)
+        data = f.read_bytes()
+        if sib is None:
+            same = False
+        elif sib.lfs is not None:
+            same = hashlib.sha256(data).hexdigest() == sib.lfs.sha256
+        else:
+            same = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == sib.blob_id
+        if not same:
+            raise ModelRefError(
+                f"{local.ref} is not a copy of {hub_ref}@{info.sha}: {f.name} differs from the "
+                "Hub's file; label it under its own name (without --same-as)")
+    return ResolvedModel(ModelRef("hf-hub", r.name, info.sha), local.path, local.weights,
+                         str(info.sha), local.config, linked=True)
 
 
 def _resolve_open_clip(r: ModelRef, allow_pickle: bool, cache_dir: Any) -> ResolvedModel:
@@ -290,28 +338,74 @@ def load(ref: str | ModelRef | ResolvedModel, device: str = "auto", allow_pickle
 
 
 def _load_dir(res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
-    """Build from ``model_cfg`` and load exactly the chosen weights file (never another one)."""
+    """Build from the validated ``model_cfg`` and load exactly the chosen weights file.
+
+    Nothing else is resolved: no pretrained tower weights, no tokenizer from another repo.
+    """
+    import tempfile
+
     import open_clip
     from open_clip.factory import load_checkpoint
 
     cfg = res.config
-    name = f"mll-{hashlib.sha1(json.dumps(cfg['model_cfg'], sort_keys=True).encode()).hexdigest()[:12]}"
+    digest = hashlib.sha1(json.dumps(cfg["model_cfg"], sort_keys=True).encode()).hexdigest()[:12]
+    name = f"mll-{digest}"
     if name not in open_clip.list_models():
-        open_clip.factory._MODEL_CONFIGS[name] = cfg["model_cfg"]
+        with tempfile.TemporaryDirectory() as tmp:  # open_clip's public way to add an architecture
+            (Path(tmp) / f"{name}.json").write_text(json.dumps(cfg["model_cfg"]), encoding="utf-8")
+            open_clip.add_model_config(Path(tmp) / f"{name}.json")
     pp = cfg.get("preprocess_cfg", {})
     quiet = logging.getLogger()  # open_clip warns "initialized randomly": we load weights next
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, device=device, image_mean=pp.get("mean"), image_std=pp.get("std"),
+            name, device=device, pretrained_image=False, pretrained_text=False,
+            image_mean=pp.get("mean"), image_std=pp.get("std"),
             image_interpolation=pp.get("interpolation"), image_resize_mode=pp.get("resize_mode"))
     finally:
         quiet.setLevel(level)
     load_checkpoint(model, str(res.weights), device=device, weights_only=True)
     model.float()  # fp16-stored weights run in fp32 on CPU (autocast handles CUDA)
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{res.path}")
-    return model, preprocess, tokenizer
+    return model, preprocess, build_tokenizer(res.path, cfg["model_cfg"]["text_cfg"], res.ref)
+
+
+def build_tokenizer(path: Path, text_cfg: dict[str, Any], ref: ModelRef | str = "") -> Any:
+    """The model's tokenizer, built only from files in ``path`` and never with remote code.
+
+    open_clip's ``get_tokenizer`` hands ``tokenizer_kwargs`` to transformers unchecked; here they
+    are allow-listed (:data:`mll_registry.model_config.TOKENIZER_KWARGS`), a
+    ``tokenizer_config.json`` naming code (``auto_map``) is refused, and transformers is called
+    with ``trust_remote_code=False, local_files_only=True`` on the local directory.
+    """
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer, SimpleTokenizer
+
+    where = str(ref) or str(path)
+    kwargs = dict(text_cfg.get("tokenizer_kwargs") or {})
+    ctx = int(text_cfg.get("context_length") or DEFAULT_CONTEXT_LENGTH)
+    if not text_cfg.get("hf_tokenizer_name"):
+        return SimpleTokenizer(context_length=ctx, **{
+            k: v for k, v in kwargs.items() if k in ("clean", "reduction_mask")})
+    tc = path / "tokenizer_config.json"
+    if tc.is_file():
+        try:
+            check_tokenizer_config(json.loads(tc.read_text(encoding="utf-8")), where)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelRefError(f"{where}: tokenizer_config.json is not valid JSON ({exc})") from exc
+    if not (path / "tokenizer.json").is_file() and not tc.is_file():
+        raise ModelRefError(
+            f"{where}: the config names a Hugging Face tokenizer "
+            f"({text_cfg['hf_tokenizer_name']!r}) but the repo holds no tokenizer.json; "
+            "tokenizers are loaded only from the model's own repository")
+    own = {k: kwargs.pop(k) for k in ("clean", "strip_sep_token", "language") if k in kwargs}
+    kwargs.pop("reduction_mask", None)
+    try:
+        return HFTokenizer(str(path), context_length=ctx,
+                           tokenizer_mode=text_cfg.get("tokenizer_mode"), **own, **kwargs,
+                           trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelRefError(f"{where}: its tokenizer files do not load with transformers' "
+                            f"built-in classes ({str(exc)[:200]})") from exc
 
 
 def save_open_clip_dir(model: Any, model_cfg: dict[str, Any], path: str | os.PathLike[str],

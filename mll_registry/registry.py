@@ -5,9 +5,9 @@ Layout in MLflow:
 * experiment ``mll-labels``: one run per (model revision, graph version) with params (model ref,
   architecture, templates, graph version), metrics (mean accuracy@1/@5, coverage, images/s) and
   artifacts (``label/`` = the label files, ``summary.csv``, ``concepts.png``);
-* a **registered model per model repository**; the name mapping is :func:`registered_name`
-  (``hf-hub:org/name`` -> ``org--name``; ``local-dir:.../org/name`` -> ``org--name``;
-  ``open_clip:ARCH/TAG`` -> ``open_clip--ARCH--TAG``), since MLflow names cannot hold ``/`` or ``:``;
+* a **registered model per model source**; the name mapping is :func:`registered_name`
+  (``hf-hub:org/name`` -> ``hf--org--name``; ``local-dir:PATH`` -> ``local--<folder>--<path hash>``;
+  ``open_clip:ARCH/TAG`` -> ``open_clip--ARCH--TAG``): two sources never share a name;
 * a **model version per labelled (revision, graph version)** whose source pins the exact revision
   (``hf://org/name@<sha>``, or ``local-dir:PATH@sha256:<digest>``), with tags (graph version, status,
   label summary) and the alias ``labeled`` on the newest labelled version;
@@ -15,8 +15,9 @@ Layout in MLflow:
 
 Idempotent: labelling an already labelled (revision, graph version) is a no-op unless forced. Two
 concurrent registrations of one model leave one version (the lowest version number wins, the other
-deletes itself). A version is created with status ``registering`` and marked ``ready`` only after
-everything is in place; on any failure it is deleted, so nothing is half-registered.
+deletes itself). A version is created with status ``registering`` and a lease, and marked ``ready``
+only after everything is in place; on any failure it is deleted, and one left behind by a killed
+process (dead owner or expired lease) is removed by the next registration of the same label.
 
 With nothing configured, MLflow runs embedded: ``sqlite:///<data>/mlflow.db`` with artifacts under
 ``<data>/mlartifacts``, initialised once under a file lock so concurrent writers are safe.
@@ -29,8 +30,10 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +52,10 @@ from mll_registry.labels import ModelLabel
 LABEL_EXPERIMENT = "mll-labels"
 SELECTION_EXPERIMENT = "mll-selection"
 ALIAS = "labeled"
+NAMING = "2"  # registered-name scheme (see registered_name); "1" = the ambiguous legacy names
+LEASE_S = 120.0  # a registration (after the label is logged) takes seconds; renew-free lease
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RegistryError(RuntimeError):
@@ -106,7 +112,27 @@ def _safe_uri(uri: str) -> str:
 
 
 def registered_name(ref: str | ModelRef) -> str:
-    """The MLflow registered-model name of a model repository (documented mapping)."""
+    """The MLflow registered-model name of a model source; two sources never share one.
+
+    ``hf-hub:org/name`` -> ``hf--org--name`` (Hub ids are ASCII and hold no ``--``, so this is
+    one-to-one); ``local-dir:PATH`` -> ``local--<folder>--<hash of the absolute path>`` (a folder
+    named like a Hub repo cannot take the Hub model's name, nor another folder's);
+    ``open_clip:ARCH/TAG`` -> ``open_clip--ARCH--TAG``. A local copy of a Hub model is registered
+    under the Hub name only when linked explicitly (``same_as``, checked byte for byte).
+    """
+    r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+    if r.scheme == "hf-hub":
+        return "hf--" + r.name.replace("/", "--")
+    if r.scheme == "local-dir":
+        folder = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(r.name).name)[:80] or "root"
+        return f"local--{folder}--{hashlib.sha256(r.name.encode()).hexdigest()[:12]}"
+    base = "open_clip--" + r.name.replace("/", "--")
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", base)
+    return safe if safe == base else f"{safe}--{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+
+
+def legacy_registered_name(ref: str | ModelRef) -> str:
+    """The name releases before 0.2 used (last two path parts only; ambiguous): for migration."""
     r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
     if r.scheme == "hf-hub":
         base = r.name.replace("/", "--")
@@ -116,6 +142,59 @@ def registered_name(ref: str | ModelRef) -> str:
     else:
         base = "open_clip--" + r.name.replace("/", "--")
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base)
+
+
+def source_of(model_ref: str) -> str:
+    """The source (scheme + name, no revision) of a MODEL_REF string; '' when unparsable."""
+    try:
+        return ModelRef.parse(model_ref).source
+    except ValueError:
+        return ""
+
+
+def _proc_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` ('' where /proc is absent): tells a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def lease_tags(seconds: float) -> dict[str, str]:
+    """Tags that say who is registering a version and until when the claim holds."""
+    pid = os.getpid()
+    return {"mll.lease_owner": f"{socket.gethostname()}:{pid}:{_proc_start(pid)}",
+            "mll.lease_until": f"{time.time() + seconds:.3f}"}
+
+
+def lease_stale(tags: dict[str, str], now: float | None = None) -> bool:
+    """A ``registering`` version whose owner is gone: lease expired, or a dead process here.
+
+    Versions from releases without leases count as stale (their owner cannot be checked).
+    """
+    until = tags.get("mll.lease_until")
+    owner = tags.get("mll.lease_owner", "")
+    if until is None:
+        return True
+    try:
+        if float(until) < (now if now is not None else time.time()):
+            return True
+    except ValueError:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return False  # another host: only the lease expiry can tell
+    pid = int(pid_s)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return bool(start) and _proc_start(pid) != start
 
 
 def version_source(res: ResolvedModel) -> str:
@@ -138,6 +217,11 @@ class LabelledVersion:
     mean_acc1: float
     source: str
     aliases: list[str] = field(default_factory=list)
+
+    @property
+    def model_source(self) -> str:
+        """Where the model comes from (scheme + name, no revision): one entry per source."""
+        return source_of(self.model_ref) or self.name
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -163,6 +247,7 @@ class Registry:
         self.root = root
         self.uri = uri or tracking_uri(root)
         self.tries = tries
+        self.lease_s = LEASE_S
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri[len("sqlite:///"):])
             with _file_lock(db.with_suffix(".init.lock")):  # one migration, then many writers
@@ -243,7 +328,8 @@ class Registry:
             if old is not None:
                 return _version_entry(old), False
         run_id = self._log_label_run(res, label, label_dir, name)
-        return self._register_version(res, label, name, run_id, force), True
+        entry = self._register_version(res, label, name, run_id, force)
+        return entry, entry.run_id == run_id
 
     def _log_label_run(self, res: ResolvedModel, label: ModelLabel, label_dir: Path,
                        name: str) -> str:
@@ -252,7 +338,8 @@ class Registry:
         with self._run(LABEL_EXPERIMENT, f"{name}@{res.revision[:15]} on {label.graph_version}",
                        {"mll.kind": "label", "mll.model_ref": str(res.ref),
                         "mll.revision": res.revision, "mll.graph_version": label.graph_version,
-                        "mll.registered_model": name}) as rid:
+                        "mll.registered_model": name,
+                        **({"mll.linked_copy": "true"} if res.linked else {})}) as rid:
             cfg = meta.get("label_config", {})
             params = {"model_ref": str(res.ref), "revision": res.revision,
                       "architecture": meta.get("architecture"), "graph_version": label.graph_version,
@@ -279,12 +366,19 @@ class Registry:
 
     def _register_version(self, res: ResolvedModel, label: ModelLabel, name: str, run_id: str,
                           force: bool) -> LabelledVersion:
+        """Create the version under a lease, settle races and stale leftovers, mark it ready.
+
+        A version is created ``registering`` with a lease (owner = host:pid:start, expiry).
+        Twins of the same label key left ``registering`` by a dead owner, or past their lease,
+        are deleted here, so a killed registration never wedges the model. Of live twins the
+        lowest version number wins; a ready twin wins over this one unless ``force``.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             self._call(lambda: self.client.create_registered_model(name, tags={
-                "mll.model_ref_scheme": res.ref.scheme, "mll.repo": res.ref.name}),
-                "create registered model")
+                "mll.model_ref_scheme": res.ref.scheme, "mll.source": res.ref.source,
+                "mll.naming": NAMING}), "create registered model")
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
                 raise
@@ -293,18 +387,17 @@ class Registry:
         v = self._call(lambda: self.client.create_model_version(
             name, version_source(res), run_id=run_id, tags={
                 "mll.status": "registering", "mll.revision": res.revision,
-                "mll.graph_version": label.graph_version, "mll.model_ref": str(res.ref)},
+                "mll.graph_version": label.graph_version, "mll.model_ref": str(res.ref),
+                "mll.source": res.ref.source, **lease_tags(self.lease_s)},
             description=f"MLL label of {res.ref} at {res.revision} on graph {label.graph_version}"),
             "create model version")
         try:
-            if not force:  # concurrent registrations: the lowest version number wins
-                twins = [x for x in self.same_label(name, res.revision, label.graph_version)
-                         if (x.tags or {}).get("mll.status") != "failed"]
-                first = min(twins, key=lambda x: int(x.version))
-                if int(first.version) < int(v.version):
-                    self.client.delete_model_version(name, v.version)
-                    self.client.set_tag(run_id, "mll.duplicate_of", f"{name}/{first.version}")
-                    return _version_entry(self._wait_ready(name, first.version))
+            winner = None if force else self._settle(name, int(v.version), res.revision,
+                                                     label.graph_version)
+            if winner is not None:
+                self.client.delete_model_version(name, v.version)
+                self.client.set_tag(run_id, "mll.duplicate_of", f"{name}/{winner.version}")
+                return _version_entry(winner)
             for k, val in {"mll.mean_acc1": head["mean_acc1"], "mll.mean_acc5": head["mean_acc5"],
                            "mll.nodes": head["nodes"], "mll.top_concepts": ",".join(top),
                            "mll.label_artifact": f"runs:/{run_id}/label",
@@ -318,13 +411,33 @@ class Registry:
             raise
         return _version_entry(self.client.get_model_version(name, v.version))
 
-    def _wait_ready(self, name: str, version: str | int, timeout: float = 120.0) -> Any:
-        t0 = time.monotonic()
+    def _settle(self, name: str, mine: int, revision: str, graph_version: str) -> Any | None:
+        """The ready twin this registration should yield to, or None to go on with ``mine``.
+
+        Stale twins (owner dead, lease expired) are deleted; a live earlier twin still
+        registering is waited for, at most until its lease expires.
+        """
         while True:
-            v = self.client.get_model_version(name, str(version))
-            if (v.tags or {}).get("mll.status") == "ready" or time.monotonic() - t0 > timeout:
-                return v
-            time.sleep(0.2)
+            twins = [t for t in self.same_label(name, revision, graph_version)
+                     if int(t.version) != mine]
+            live = []
+            for t in twins:
+                tags = t.tags or {}
+                if tags.get("mll.status") == "ready":
+                    live.append(t)
+                elif tags.get("mll.status") == "registering" and lease_stale(tags):
+                    log.warning("%s version %s was left 'registering' by %s; removing it", name,
+                                t.version, tags.get("mll.lease_owner", "an old release"))
+                    with contextlib.suppress(Exception):
+                        self.client.delete_model_version(name, t.version)
+                elif tags.get("mll.status") == "registering":
+                    live.append(t)
+            ready = [t for t in live if (t.tags or {}).get("mll.status") == "ready"]
+            if ready:
+                return min(ready, key=lambda t: int(t.version))
+            if not any(int(t.version) < mine for t in live):
+                return None
+            time.sleep(0.2)  # an earlier live registration is finishing: wait for its outcome
 
     def _update_alias(self, name: str) -> None:
         ready = [v for v in self.versions(name) if (v.tags or {}).get("mll.status") == "ready"]
@@ -354,12 +467,76 @@ class Registry:
         return sorted(out, key=lambda v: (v.name, v.version))
 
     def latest_per_model(self, graph_version: str) -> list[LabelledVersion]:
-        """The newest ready version per registered model for ``graph_version``."""
-        best: dict[str, LabelledVersion] = {}
+        """The newest ready version per model source for ``graph_version``.
+
+        Grouped by the source each version records (not by registered name), so even versions
+        registered under a shared legacy name by two different sources both stay visible.
+        """
+        best: dict[tuple[str, str], LabelledVersion] = {}
         for v in self.labelled_versions(graph_version):
-            if v.name not in best or v.version > best[v.name].version:
-                best[v.name] = v
+            key = (v.name, v.model_source)
+            if key not in best or v.version > best[key].version:
+                best[key] = v
         return [best[k] for k in sorted(best)]
+
+    def latest_for(self, model: str, graph_version: str | None = None) -> LabelledVersion | None:
+        """The newest ready version of a MODEL_REF (matched by source) or a registered name."""
+        if ":" in model:
+            src = ModelRef.parse(model).source
+            mine = [v for v in self.labelled_versions(graph_version) if v.model_source == src]
+        else:
+            mine = [v for v in self.labelled_versions(graph_version) if v.name == model]
+        return max(mine, key=lambda v: v.version) if mine else None
+
+    def migrate_names(self) -> list[dict[str, Any]]:
+        """Move models registered under legacy (ambiguous) names to :func:`registered_name`.
+
+        A legacy model whose versions all come from one source is renamed (versions, tags and
+        aliases kept); one shared by several sources (a name take-over) is split: each version
+        is re-created under its own source's name and the legacy entry removed. Idempotent.
+        Returns what was moved.
+        """
+        moved: list[dict[str, Any]] = []
+        for rm in self._call(lambda: list(self.client.search_registered_models(
+                max_results=1000)), "search registered models"):
+            if (rm.tags or {}).get("mll.naming") == NAMING:
+                continue
+            groups: dict[str, list[Any]] = {}
+            for v in self.versions(rm.name):
+                ref = (v.tags or {}).get("mll.model_ref")
+                if ref and source_of(ref):
+                    groups.setdefault(registered_name(ref), []).append(v)
+            if not groups:
+                continue  # not one of ours
+            if set(groups) == {rm.name}:  # the name did not change (open_clip refs)
+                self.client.set_registered_model_tag(rm.name, "mll.naming", NAMING)
+                continue
+            existing = {m.name for m in self.client.search_registered_models(max_results=1000)}
+            if len(groups) == 1 and next(iter(groups)) not in existing:
+                new = next(iter(groups))
+                self.client.rename_registered_model(rm.name, new)
+                self.client.set_registered_model_tag(new, "mll.naming", NAMING)
+                src = source_of(groups[new][0].tags["mll.model_ref"])
+                self.client.set_registered_model_tag(new, "mll.source", src)
+                moved.append({"from": rm.name, "to": new, "versions": len(groups[new])})
+                continue
+            for new, versions in groups.items():
+                if new == rm.name:
+                    continue
+                src = source_of(versions[0].tags["mll.model_ref"])
+                with contextlib.suppress(Exception):
+                    self.client.create_registered_model(new, tags={
+                        "mll.source": src, "mll.naming": NAMING})
+                for v in sorted(versions, key=lambda x: int(x.version)):
+                    self.client.create_model_version(new, v.source, run_id=v.run_id,
+                                                     tags=dict(v.tags or {}),
+                                                     description=v.description)
+                    self.client.delete_model_version(rm.name, v.version)
+                self._update_alias(new)
+                moved.append({"from": rm.name, "to": new, "versions": len(versions)})
+            if not self.versions(rm.name):
+                self.client.delete_registered_model(rm.name)
+        return moved
 
     def download_label(self, v: LabelledVersion) -> Path:
         """The label directory of a version (downloaded once into the data dir cache)."""
@@ -505,6 +682,8 @@ class LabelIndex:
     next query trusts the cache without asking MLflow again (0 = always check).
     """
 
+    FORMAT = "mll-label-index/2"
+
     def __init__(self, registry: Registry, graph_version: str, max_age: float = 30.0) -> None:
         self.registry = registry
         self.graph_version = graph_version
@@ -570,23 +749,42 @@ class LabelIndex:
         from mll_registry.fsutil import atomic_path
 
         with atomic_path(self.path / "index.npz", suffix=".npz") as tmp:
-            np.savez(tmp, acc1=self.acc1, acc5=self.acc5, own=self.own, n_images=self.n_images,
-                     nodes=np.array(self.nodes, dtype=object))
+            np.savez(tmp, acc1=self.acc1, acc5=self.acc5, own=self.own, n_images=self.n_images)
         self.build_stats.update(build_s=round(time.perf_counter() - t0, 3), fetched=fetched)
 
     def _save_meta(self) -> None:
         from mll_registry.fsutil import write_json
 
-        write_json(self.path / "versions.json", {"checked_at": self.checked_at, "versions": [
-            v.to_dict() for v in self.versions]})
+        write_json(self.path / "versions.json", {
+            "format": self.FORMAT, "checked_at": self.checked_at, "nodes": self.nodes,
+            "versions": [v.to_dict() for v in self.versions]})
 
     def _load(self) -> None:
-        meta = json.loads((self.path / "versions.json").read_text())
-        with np.load(self.path / "index.npz", allow_pickle=True) as z:  # our own cache file
-            self.acc1, self.acc5, self.own = z["acc1"], z["acc5"], z["own"]
-            self.n_images = z["n_images"]
-            self.nodes = z["nodes"].tolist()
-        self.versions = [LabelledVersion(**v) for v in meta["versions"]]
+        """Read the disk cache: numeric arrays only (never a pickle), checked against the meta.
+
+        A cache that is not exactly what this code writes (damaged, planted, older format) is
+        deleted and rebuilt from the registry.
+        """
+        try:
+            meta = json.loads((self.path / "versions.json").read_text(encoding="utf-8"))
+            if meta.get("format") != self.FORMAT:
+                raise ValueError("older cache format")
+            with np.load(self.path / "index.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("acc1", "acc5", "own", "n_images")}
+            nodes = [str(n) for n in meta["nodes"]]
+            versions = [LabelledVersion(**v) for v in meta["versions"]]
+            shape = (len(versions), len(nodes))
+            if any(arrays[k].shape != shape or arrays[k].dtype.kind != "f"
+                   for k in ("acc1", "acc5", "own")) or arrays["n_images"].shape != (len(nodes),):
+                raise ValueError("arrays do not match the version and node lists")
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
+            log.warning("label index cache %s is unusable (%s); rebuilding it", self.path, exc)
+            for f in ("index.npz", "versions.json"):
+                (self.path / f).unlink(missing_ok=True)
+            return
+        self.acc1, self.acc5, self.own = arrays["acc1"], arrays["acc5"], arrays["own"]
+        self.n_images = arrays["n_images"]
+        self.nodes, self.versions = nodes, versions
         self.checked_at = float(meta["checked_at"])
         self._node_pos = {nd: i for i, nd in enumerate(self.nodes)}
 
@@ -606,17 +804,24 @@ class LabelIndex:
 def label_and_register(ref: str, graph: Any, cfg: Any = None, registry: Registry | None = None,
                        force: bool = False, allow_pickle: bool = False,
                        root: str | os.PathLike[str] | None = None,
-                       progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+                       progress: Callable[[str, int, int], None] | None = None,
+                       same_as: str | None = None) -> dict[str, Any]:
     """Resolve, label (unless already registered) and register one model.
 
-    Returns a summary with ``status`` = ``labelled`` or ``skipped`` (already registered).
+    ``same_as`` (``hf-hub:ORG/NAME[@REV]``) registers a local copy under that Hub model, after
+    checking that its config and weights are the Hub's bytes (see :func:`hub.link_copy`).
+
+    Returns a summary with ``status`` = ``labelled`` (this call registered it) or ``skipped``
+    (already registered); either way the version reported is ready, aliased and selectable.
     """
-    from mll_registry.hub import resolve
+    from mll_registry.hub import link_copy, resolve
     from mll_registry.labeling import LabelConfig, label_ref
 
     cfg = cfg or LabelConfig()
     reg = registry or Registry(root=root)
     res = resolve(ref, allow_pickle=allow_pickle)
+    if same_as:
+        res = link_copy(res, same_as)
     name = registered_name(res.ref)
     if not force:
         old = reg.find_labelled(name, res.revision, graph.version)

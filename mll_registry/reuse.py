@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,19 @@ class ReuseResult:
                 "prompts": self.prompts, "images_per_s": round(self.images_per_s, 1),
                 "ensemble": _round(self.ensemble), "models_used": self.models_used,
                 "per_model": {m: _round(v) for m, v in self.per_model.items()}}
+
+    def to_json(self) -> dict[str, Any]:
+        """Exact JSON-able form (for persisted results: JSON, never pickle)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReuseResult:
+        """Inverse of :meth:`to_json` (JSON turns the class-index keys into strings)."""
+        def fix(d: dict[str, Any]) -> dict[str, Any]:
+            return {**d, "per_class": {int(k): v for k, v in d.get("per_class", {}).items()}}
+
+        return cls(**{**data, "ensemble": fix(data["ensemble"]),
+                      "per_model": {m: fix(v) for m, v in data["per_model"].items()}})
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:

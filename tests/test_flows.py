@@ -68,7 +68,7 @@ def test_label_new_models_local_labels_each_once(world: dict[str, Path], graph: 
                                                  labelled: dict,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.labeling import label_new_models
-    from mll_registry.registry import Registry
+    from mll_registry.registry import Registry, registered_name
 
     monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
     g = graph
@@ -80,7 +80,7 @@ def test_label_new_models_local_labels_each_once(world: dict[str, Path], graph: 
     assert again["found"] == 2 and again["labelled"] == 0  # already registered: a no-op
     versions = Registry().labelled_versions(g["version"])
     assert sorted(v.name for v in versions) == sorted(
-        f"mll-demo--{p.name}" for p in (world["hub"] / "mll-demo").iterdir())
+        registered_name(f"local-dir:{p}") for p in (world["hub"] / "mll-demo").iterdir())
 
 
 def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], labelled: dict,

@@ -103,7 +103,7 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path,
         graph = mll("graph", "build", "-s", f"toy={tmp_path / 'src'}", "--out",
                     str(tmp_path / "graph"))
         # one migration before several writers (the library does this under a lock too)
-        from mll_registry.registry import Registry
+        from mll_registry.registry import Registry, registered_name
 
         monkeypatch.setenv("MLL_DATA_DIR", str(data))
         Registry(f"sqlite:///{data / 'mlflow.db'}", root=data)
@@ -123,7 +123,8 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path,
             "--watch", "--watch-timeout", "900", timeout=960)
         reg = Registry(f"sqlite:///{data / 'mlflow.db'}", root=data)
         versions = reg.labelled_versions(graph["version"])
-        assert sorted(v.name for v in versions) == sorted(f"mll-demo--{d.name}" for d in dirs)
+        assert sorted(v.name for v in versions) == sorted(
+            registered_name(f"local-dir:{hub / d.name}") for d in dirs)
         for v in versions:  # exactly once: one version per model, one label run each
             assert len(reg.versions(v.name)) == 1
         workers = {reg.client.get_run(v.run_id).data.tags.get("mll.worker") for v in versions}

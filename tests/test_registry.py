@@ -54,16 +54,23 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
 
 
 def test_name_mapping() -> None:
-    assert registered_name("hf-hub:laion/CLIP-ViT-B-32@abc") == "laion--CLIP-ViT-B-32"
-    assert registered_name("local-dir:/x/mll-demo/vit-food") == "mll-demo--vit-food"
+    import hashlib
+
+    assert registered_name("hf-hub:laion/CLIP-ViT-B-32@abc") == "hf--laion--CLIP-ViT-B-32"
+    assert registered_name("local-dir:/x/mll-demo/vit-food") == (
+        "local--vit-food--" + hashlib.sha256(b"/x/mll-demo/vit-food").hexdigest()[:12])
     assert registered_name("open_clip:ViT-B-32/openai") == "open_clip--ViT-B-32--openai"
+    # two folders with the same last parts, and a Hub repo of that name: three names
+    assert len({registered_name("local-dir:/x/mll-demo/vit-food"),
+                registered_name("local-dir:/y/mll-demo/vit-food"),
+                registered_name("hf-hub:mll-demo/vit-food")}) == 3
 
 
 def test_label_run_version_tags_alias(registry: Registry, models: list[Path], graph) -> None:
     ref = f"local-dir:{models[0]}"
     out = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry,
                              root=registry.root)
-    assert out["status"] == "labelled" and out["name"] == f"{models[0].parent.name}--m0"
+    assert out["status"] == "labelled" and out["name"] == registered_name(ref)
     res = resolve(ref)
     c = registry.client
     v = c.get_model_version(out["name"], str(out["version"]))
