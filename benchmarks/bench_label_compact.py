@@ -30,8 +30,8 @@ def main() -> None:
     from mll_registry.demo.hub import demo_refs
     from mll_registry.demo.tasks import ensure_demo_tasks
     from mll_registry.graph import SemanticGraph
-    from mll_registry.hub import load
-    from mll_registry.labeling import (
+    from mll_registry.label_format import ModelLabel
+    from mll_registry.labeller import (
         LabelConfig,
         PixelPipeline,
         encode_pixels,
@@ -39,8 +39,8 @@ def main() -> None:
         node_texts,
         prepare_pixels,
     )
-    from mll_registry.labels import ModelLabel
     from mll_registry.matching import match
+    from mll_registry.model_loading import load
     from mll_registry.selection import (
         candidate_rows,
         class_scores,

@@ -35,7 +35,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mll-bench-registry-"))
     os.environ["MLL_DATA_DIR"] = str(tmp / "data")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from mll_registry.registry import LABEL_EXPERIMENT, LabelIndex, Registry
+    from mll_registry.label_index import LabelIndex
+    from mll_registry.mlflow_labels import Registry
+    from mll_registry.mlflow_tracking import LABEL_EXPERIMENT
 
     reg = Registry()
     exp = reg.experiment(LABEL_EXPERIMENT)
@@ -61,6 +63,7 @@ def main() -> None:
                                        "mll.status": "ready", "mll.graph_version": gv,
                                        "mll.revision": f"{m:040x}",
                                        "mll.model_ref": f"hf-hub:bench/model{m:04d}",
+                                       "mll.label_hash": "bench",
                                        "mll.mean_acc1": f"{acc1.mean():.4f}"})
         c.set_registered_model_alias(name, "labeled", v.version)
     register_s = time.perf_counter() - t0

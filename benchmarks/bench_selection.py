@@ -22,7 +22,7 @@ import pandas as pd
 from _results import append_rows, stamp
 
 from mll_registry.graph import SemanticGraph
-from mll_registry.labels import ModelLabel
+from mll_registry.label_format import ModelLabel
 from mll_registry.selection import (
     candidate_rows,
     class_scores,

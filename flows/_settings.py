@@ -1,4 +1,4 @@
-"""Environment hygiene shared by the flows.
+"""Environment hygiene shared by the flows, and the assembly layer they call.
 
 Deployment job variables are templated at deploy time (``{{ $MLFLOW_TRACKING_URI }}``); a variable
 that was unset then arrives empty or as the literal placeholder. Treat both as unset so the
@@ -8,6 +8,10 @@ library's own defaults apply (embedded MLflow in the data directory, the public 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mll_registry.app import App
 
 SETTINGS = ("MLFLOW_TRACKING_URI", "HF_ENDPOINT", "MLL_DATA_DIR", "HF_HOME")
 
@@ -17,3 +21,11 @@ def clean_env() -> None:
         value = os.environ.get(key)
         if value is not None and (not value.strip() or value.strip().startswith("{{")):
             del os.environ[key]
+
+
+def app(**overrides: object) -> App:
+    """The assembly layer over the worker's settings (flags > MLL_* > mll.toml > defaults)."""
+    from mll_registry.app import App
+
+    clean_env()
+    return App.configured(**overrides)

@@ -17,34 +17,31 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from flows._settings import clean_env
+from flows._settings import app, clean_env
 from flows.labeling import label_new_models
 from flows.selection import select_models
+from mll_registry.settings import DEFAULTS
 
 DEMO_TASKS = ("pets", "vehicles")
 
 
 @task
 def setup_assets() -> dict[str, Any]:
-    from mll_registry.assets import setup
-
-    return setup().to_dict()
+    return app().setup().to_dict()
 
 
 @task
 def ensure_graph() -> dict[str, Any]:
     """The demo graph: loaded if built, else built (rendering the sample styles if needed)."""
-    from mll_registry.demo.graph import demo_graph_path, load_graph
+    from mll_registry.demo.graph import demo_graph_path
 
-    g = load_graph()
+    g = app().graph()
     return {**g.summary(), "path": str(demo_graph_path())}
 
 
 def _labels_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     """Cache key: task file content + graph + the registry's labelled versions."""
-    from mll_registry.registry import Registry
-
-    versions = sorted((v.name, v.version) for v in Registry().labelled_versions())
+    versions = sorted((v.name, v.version) for v in app().registry().labelled_versions())
     blob = Path(params["task_file"]).read_bytes() + params["graph_path"].encode() + \
         repr(versions).encode()
     return "demo-baselines-" + hashlib.sha256(blob).hexdigest()[:24]
@@ -56,16 +53,13 @@ def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
     """INB (best mean label accuracy) and the single-model oracle, measured on the task."""
     from mll_registry.baselines import best_of, inb_scores
     from mll_registry.bench import single_model_top1
-    from mll_registry.graph import SemanticGraph
-    from mll_registry.hub import load
-    from mll_registry.labelstore import load_labels
-    from mll_registry.registry import MlflowLabelStore, Registry
+    from mll_registry.model_loading import load
     from mll_registry.task import Task
 
-    g = SemanticGraph.load(graph_path)
-    labels = load_labels(MlflowLabelStore(Registry()).labels_for(g.version), g.version)
+    a = app()
+    labels = a.labels(a.graph(graph_path))
     t = Task.from_yaml(task_file)
-    top1 = single_model_top1(t, sorted(labels), lambda r: load(r, device="auto"))
+    top1 = single_model_top1(t, sorted(labels), lambda r: load(r, device=a.settings.device))
     inb = best_of(inb_scores(labels))
     oracle = best_of(top1)
     return {"inb_model": inb, "inb_top1": top1[inb], "oracle_model": oracle,
@@ -73,7 +67,7 @@ def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
 
 
 @flow(name="mll-demo", log_prints=True)
-def demo(tasks: list[str] | None = None, device: str = "auto") -> dict[str, Any]:
+def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device) -> dict[str, Any]:
     """The whole embedded-default demo; returns the summary the CLI prints."""
     import yaml
 
@@ -94,7 +88,7 @@ def demo(tasks: list[str] | None = None, device: str = "auto") -> dict[str, Any]
         f = tasks_dir() / f"{name}.yaml"
         spec = yaml.safe_load(f.read_text())
         sel = select_models(task_name=name, classes=spec["classes"], domain=spec["domain"],
-                            task_type=spec["task"], k=1, data_path=spec["data"],
+                            task_type=spec["task"], data_path=spec["data"],
                             graph_path=graph_path, device=device)
         base = baselines(str(f), graph_path)
         out["tasks"].append({"task": name, "mlflow_run_id": sel["mlflow_run_id"],
@@ -103,3 +97,4 @@ def demo(tasks: list[str] | None = None, device: str = "auto") -> dict[str, Any]
                              "classes": sel["selection"]["classes"], **base})
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+

@@ -6,25 +6,17 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows._settings import clean_env
+from flows._settings import app, clean_env
 
 
 @task(retries=1, retry_delay_seconds=10)
 def build(sources: list[str], demo: bool, out: str | None, cap: int, seed: int) -> dict[str, Any]:
-    from mll_registry.graph import GraphConfig, SampleDataset, build_and_save
+    from mll_registry.graph import GraphConfig
 
-    cfg = GraphConfig(cap=cap, seed=seed)
-    if demo:
-        from mll_registry.demo.graph import build_demo_graph
-
-        g, rep, path = build_demo_graph(out=out, config=cfg,
-                                        extra=[SampleDataset.parse(s) for s in sources])
-    else:
-        if not sources or not out:
-            raise ValueError("give sources (NAME=PATH) and out, or demo=True")
-        g, rep = build_and_save([SampleDataset.parse(s) for s in sources], out, cfg)
-        path = out
-    return {**g.summary(), "path": str(path), "seconds": rep.seconds}
+    if not demo and (not sources or not out):
+        raise ValueError("give sources (NAME=PATH) and out, or demo=True")
+    return app().build_graph(sources, demo=demo, out=out,
+                             config=GraphConfig(cap=cap, seed=seed)).to_dict()
 
 
 @flow(name="build-graph", log_prints=True)

@@ -14,33 +14,22 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.runtime import deployment
 
-from flows._settings import clean_env
+from flows._settings import app, clean_env
+from mll_registry.settings import DEFAULTS
 
 
 @task(retries=3, retry_delay_seconds=[2, 5, 15])
 def discover(source: str, local_root: str | None, limit: int,
              watermark_path: str | None) -> list[dict[str, Any]]:
     """New models since the watermark, as refs (Hub listing is I/O: retried)."""
-    from mll_registry.discovery import discover_refs
-
-    return discover_refs(source, local_root=local_root, limit=limit,
-                         watermark_path=watermark_path)
+    return app().discover(source, local_root=local_root, limit=limit,
+                          watermark_path=watermark_path)
 
 
 @task
 def unlabelled(models: list[dict[str, Any]], graph_path: str | None) -> list[dict[str, Any]]:
-    """Drop the models whose (revision, graph version) is already registered."""
-    from mll_registry.demo.graph import load_graph
-    from mll_registry.registry import Registry, registered_name
-
-    g = load_graph(graph_path)
-    reg = Registry()
-    reg.migrate_names()  # legacy shared names -> one name per source (no-op once done)
-    keep = []
-    for m in models:
-        if reg.find_labelled(registered_name(m["ref"]), m["revision"], g.version) is None:
-            keep.append(m)
-    return keep
+    """Drop the models whose label key (revision, graph, settings) is already registered."""
+    return app().unlabelled(models, graph_path)
 
 
 @task(retries=2, retry_delay_seconds=[5, 30])
@@ -49,17 +38,11 @@ def label_and_register_task(model_ref: str, graph_path: str | None, device: str,
     """Download, label and register one model (idempotent, so retries are safe)."""
     import os
 
-    from mll_registry.demo.graph import load_graph
-    from mll_registry.labeling import LabelConfig
-    from mll_registry.registry import label_and_register
-
-    out = label_and_register(model_ref, load_graph(graph_path), LabelConfig(device=device),
-                             force=force)
+    a = app(device=device)
+    out = a.label(model_ref, graph_path, force=force)
     out["worker"] = os.environ.get("MLL_WORKER_NAME", "")
     if out.get("run_id") and out["worker"]:
-        from mll_registry.registry import Registry
-
-        Registry().client.set_tag(out["run_id"], "mll.worker", out["worker"])
+        a.registry().client.set_tag(out["run_id"], "mll.worker", out["worker"])
     return out
 
 
@@ -67,15 +50,15 @@ def label_and_register_task(model_ref: str, graph_path: str | None, device: str,
 def push_card_task(model_ref: str, label_path: str, create_pr: bool) -> dict[str, Any]:
     """Push the label section and table to the model's Hub card (a pull request by default)."""
     from mll_registry.cards import push_card
-    from mll_registry.hub import ModelRef
-    from mll_registry.labels import ModelLabel
+    from mll_registry.label_format import ModelLabel
+    from mll_registry.model_refs import ModelRef
 
     ref = ModelRef.parse(model_ref)
     return push_card(ref.name, ModelLabel.load(label_path), create_pr=create_pr)
 
 
 @flow(name="label-model", log_prints=True)
-def label_model(model_ref: str, graph_path: str | None = None, device: str = "auto",
+def label_model(model_ref: str, graph_path: str | None = None, device: str = DEFAULTS.device,
                 force: bool = False, push_card: bool = False) -> dict[str, Any]:
     """Label one model on the graph and register it in MLflow; optionally push its card."""
     clean_env()
@@ -108,7 +91,7 @@ def _wait_all(run_ids: list[Any], timeout: float = 6 * 3600, poll: float = 2.0) 
 
 @flow(name="label-new-models", log_prints=True)
 def label_new_models(source: str = "hf", local_root: str | None = None, limit: int = 100,
-                     graph_path: str | None = None, device: str = "auto",
+                     graph_path: str | None = None, device: str = DEFAULTS.device,
                      deployment_name: str = "label-model/label-model-gpu",
                      watermark_path: str | None = None, push_card: bool = False
                      ) -> dict[str, Any]:
@@ -126,7 +109,7 @@ def label_new_models(source: str = "hf", local_root: str | None = None, limit: i
         runs = [run_deployment(deployment_name, parameters=p, timeout=0,
                                flow_run_name=f"label {p['model_ref'].rsplit('/', 1)[-1]}")
                 for p in params]
-        done = _wait_all([r.id for r in runs])
+        done = _wait_all([r.id for r in runs])  # type: ignore[union-attr]  # sync call
         states = {str(r.name): r.state.type.value if r.state else "?" for r in done}
         failed = [n for n, s in states.items() if s != "COMPLETED"]
         if failed:
@@ -135,7 +118,5 @@ def label_new_models(source: str = "hf", local_root: str | None = None, limit: i
     else:  # local: in-process subflows
         results = [label_model(**p) for p in params]
     if watermark_path and found:
-        from mll_registry.discovery import advance_watermark
-
-        advance_watermark(watermark_path, found)
+        app().advance_watermark(watermark_path, found)
     return {"found": len(found), "labelled": len(todo), "results": results}

@@ -16,24 +16,17 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 
-from flows._settings import clean_env
+from flows._settings import app, clean_env
+from mll_registry.settings import DEFAULTS
 
 
 @task
 def run_selection(task_name: str, classes: list[str], domain: str, task_type: str, k: int,
-                  alpha: float, metric: str, top_n: int, graph_path: str | None
-                  ) -> dict[str, Any]:
-    from mll_registry.demo.graph import load_graph
-    from mll_registry.labelstore import load_labels
-    from mll_registry.registry import MlflowLabelStore, Registry
-    from mll_registry.selection import select
+                  alpha: float, metric: str, top_n: int, graph_path: str | None) -> Any:
     from mll_registry.task import Task, TaskClass
 
-    g = load_graph(graph_path)
-    labels = load_labels(MlflowLabelStore(Registry()).labels_for(g.version), g.version)
     t = Task(task_name, [TaskClass(c) for c in classes], domain=domain, task=task_type)
-    sel = select(t, g, labels, k=k, alpha=alpha, metric=metric, top_n=top_n)
-    return {"task": t, "selection": sel, "graph_version": g.version}
+    return app(k=k, alpha=alpha, metric=metric, top_n=top_n).select(t, graph_path)
 
 
 def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -45,10 +38,12 @@ def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     import hashlib
     import json
 
-    from mll_registry.registry import tracking_uri
+    from mll_registry.mlflow_tracking import tracking_uri
 
-    parts = {"fn": ctx.task.name, "task": params["t"].to_dict(),
-             "selection": params["sel"].to_dict(), "mlflow": tracking_uri()}
+    sel = params["sel"]
+    parts = {"fn": ctx.task.name, "task": sel.task.to_dict(),
+             "selection": sel.result.to_dict(), "graph_version": sel.graph.version,
+             "mlflow": tracking_uri()}
     for k in ("data_path", "device", "graph_version"):
         if k in params:
             parts[k] = params[k]
@@ -63,19 +58,20 @@ def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 # persisted results are JSON: a pickled result file would run code when read back
 @task(retries=1, retry_delay_seconds=10, cache_key_fn=_stable_key, persist_result=True,
       result_serializer="json", cache_expiration=timedelta(days=7))
-def evaluate_ensemble(t: Any, sel: Any, data_path: str, device: str) -> dict[str, Any]:
+def evaluate_ensemble(sel: Any, data_path: str, device: str) -> dict[str, Any]:
     from mll_registry.reuse import evaluate
 
-    return evaluate(sel, t, data_path, device=device).to_json()
+    s = app(device=device).settings
+    return evaluate(sel.result, sel.task, data_path, weighting=s.weighting, prompts=s.prompts,
+                    device=s.device).to_json()
 
 
 @task(retries=3, retry_delay_seconds=[2, 5, 15], cache_key_fn=_stable_key, persist_result=True,
       result_serializer="json", cache_expiration=timedelta(days=7))
-def log_run(t: Any, sel: Any, reuse: Any, graph_version: str) -> dict[str, str]:
-    from mll_registry.registry import Registry
-
-    reg = Registry()
-    rid = reg.log_selection(t, sel, reuse, graph_version)
+def log_run(sel: Any, reuse: Any) -> dict[str, str]:
+    a = app()
+    rid = a.log_selection(sel, reuse)
+    reg = a.registry()
     exp = reg.experiment("mll-selection")
     link = (f"{reg.uri.rstrip('/')}/#/experiments/{exp}/runs/{rid}"
             if reg.uri.startswith("http") else
@@ -86,18 +82,20 @@ def log_run(t: Any, sel: Any, reuse: Any, graph_version: str) -> dict[str, str]:
 
 @flow(name="select-models", log_prints=True)
 def select_models(task_name: str, classes: list[str], domain: str = "photo",
-                  task_type: str = "image classification", k: int = 1, alpha: float = 0.7,
-                  data_path: str | None = None, metric: str = "f1", top_n: int = 5,
-                  graph_path: str | None = None, device: str = "auto") -> dict[str, Any]:
+                  task_type: str = "image classification", k: int = DEFAULTS.k,
+                  alpha: float = DEFAULTS.alpha, data_path: str | None = None,
+                  metric: str = DEFAULTS.metric, top_n: int = DEFAULTS.top_n,
+                  graph_path: str | None = None, device: str = DEFAULTS.device) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given."""
-    clean_env()
-    out = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n, graph_path)
-    t, sel = out["task"], out["selection"]
     from mll_registry.reuse import ReuseResult
 
-    reuse = (ReuseResult.from_json(evaluate_ensemble(t, sel, data_path, device))
+    clean_env()
+    selection = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n,
+                              graph_path)
+    reuse = (ReuseResult.from_json(evaluate_ensemble(selection, data_path, device))
              if data_path else None)
-    logged = log_run(t, sel, reuse, out["graph_version"])
+    logged = log_run(selection, reuse)
+    sel = selection.result  # type: ignore[attr-defined]  # a sync task returns its value
     rows = [{"class": c["class"], "models": ", ".join(m["model"].rsplit("/", 1)[-1]
                                                       for m in c["models"]),
              "reuse score": c["models"][0]["reuse"], "top node": c["nodes"][0]["node"],

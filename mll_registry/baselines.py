@@ -1,4 +1,4 @@
-"""Baselines for model selection (method.md §5).
+"""Baselines for model selection (docs/method.md §5).
 
 * **INB**: the single model best on a general benchmark. By default the benchmark is the model's
   label itself (mean accuracy@1 over all graph nodes); a user-given score table also works.
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mll_registry.labels import ModelLabel
+from mll_registry.label_format import ModelLabel
 
 FEATURES = ("general_score", "text_acc", "text_margin", "class_separation", "bias")
 
@@ -40,7 +40,7 @@ def text_features(lm: Any, class_names: Sequence[str], descriptions: Sequence[Se
     * ``text_margin``: mean (own-class cosine - best other-class cosine) of the descriptions;
     * ``class_separation``: 1 - mean max cosine between different class prompts (granularity).
     """
-    from mll_registry.labeling import encode_texts
+    from mll_registry.labeller import encode_texts
 
     P = encode_texts(lm, [[prompt.format(c)] for c in class_names]).cpu().numpy()
     flat = [d for ds in descriptions for d in ds]

@@ -1,4 +1,4 @@
-"""The benchmark harness: MLL against its baselines on any task files (method.md §5).
+"""The benchmark harness: MLL against its baselines on any task files (docs/method.md §5).
 
 Per task: top-1 of INB, the ModelGPT-style baseline, MLL with k=1 and k=3, the single-model oracle
 and the per-class oracle; Kendall tau between each method's predicted model ranking and the measured
@@ -12,7 +12,6 @@ a bar plot, and the growth curve (average accuracy as the hub grows, over random
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +23,11 @@ import numpy as np
 
 from mll_registry import baselines as B
 from mll_registry.graph import SemanticGraph
-from mll_registry.labels import ModelLabel
+from mll_registry.label_format import ModelLabel
 from mll_registry.matching import Embedder, WordNetCaptions
 from mll_registry.reuse import ProbCache, TaskImages, accuracy, ensemble_scores
 from mll_registry.selection import select
+from mll_registry.settings import DEFAULTS
 from mll_registry.task import Task
 
 METHODS = ("INB", "ModelGPT", "MLL k=1", "MLL k=3", "Oracle (single)", "Oracle (per class)")
@@ -37,10 +37,10 @@ METHODS = ("INB", "ModelGPT", "MLL k=1", "MLL k=3", "Oracle (single)", "Oracle (
 class BenchConfig:
     """Selection and reuse settings used for every task (recorded with the results)."""
 
-    alpha: float = 0.7
-    metric: str = "f1"
-    top_n: int = 5
-    weighting: str = "inverse_entropy"
+    alpha: float = DEFAULTS.alpha
+    metric: str = DEFAULTS.metric
+    top_n: int = DEFAULTS.top_n
+    weighting: str = DEFAULTS.weighting
     growth_orders: int = 10
     seed: int = 0
 
@@ -274,29 +274,6 @@ def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def log_to_mlflow(result: BenchResult, markdown: str, plot_path: Path | None) -> str | None:
-    """Log the benchmark as one MLflow run (when a tracking URI is configured)."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    import mlflow
-
-    mlflow.set_experiment("mll-bench")
-    with mlflow.start_run(run_name="bench") as run:
-        mlflow.log_params({"alpha": result.config.alpha, "metric": result.config.metric,
-                           "top_n": result.config.top_n, "models": len(result.models),
-                           "tasks": ",".join(r.task.name for r in result.runs)})
-        for m, v in result.averages().items():
-            mlflow.log_metric(f"avg_top1_{_key(m)}", v)
-        for r in result.runs:
-            for m, v in r.top1.items():
-                mlflow.log_metric(f"{r.task.name}_top1_{_key(m)}", v)
-        mlflow.log_text(markdown, "bench.md")
-        mlflow.log_text(json.dumps(result.to_dict(), indent=2), "bench.json")
-        if plot_path:
-            mlflow.log_artifact(str(plot_path))
-        return str(run.info.run_id)
 
 
 def _key(method: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from mll_registry import __version__
-from mll_registry.labels import ModelLabel
+from mll_registry.label_format import ModelLabel
 
 START_MARKER = "<!-- mll-label:start -->"
 END_MARKER = "<!-- mll-label:end -->"
@@ -344,7 +344,7 @@ def push_card(repo_id: str, label: ModelLabel, token: str | None = None, create_
         raise CardError("no Hub token: set HF_TOKEN to a token with write access to "
                         f"{repo_id} (or log in with `hf auth login`)")
     api = HfApi(endpoint=endpoint, token=tok)
-    from mll_registry.hubsource import HubSourceError, describe_error, with_retries
+    from mll_registry.discovery import HubSourceError, describe_error, with_retries
 
     for attempt in (1, 2):
         try:

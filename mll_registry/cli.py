@@ -1,6 +1,9 @@
-"""The ``mll`` command: parses arguments, calls the library, prints (``--json`` for machines).
+"""The ``mll`` command: parses arguments, calls the assembly layer, renders the result.
 
-Thin on purpose: everything it does is a library call a notebook can make too.
+Thin on purpose: every command is one call on :class:`mll_registry.app.App` (which a notebook can
+make too). Defaults come from :mod:`mll_registry.settings` (flags > ``MLL_*`` > ``mll.toml`` /
+``[tool.mll]`` > built-in); ``--json`` prints machine-readable output; known errors print one line
+and exit 2.
 """
 
 from __future__ import annotations
@@ -8,13 +11,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mll_registry import __version__
+from mll_registry.settings import DEFAULTS
+
+if TYPE_CHECKING:
+    from mll_registry.app import App
 
 app = typer.Typer(help="MLL Registry: label, select and reuse open_clip models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -25,9 +32,11 @@ console = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", envvar="MLL_DATA_DIR", help="Data directory for assets and bundles.")]
+GraphOpt = Annotated[Path | None, typer.Option(help="Graph bundle (default: the demo graph).")]
+DeviceOpt = Annotated[str | None, typer.Option(help=f"auto, cpu or cuda[:N] [default: {DEFAULTS.device}].")]
 
 
-def _fail(msg: str, code: int = 2) -> None:
+def _fail(msg: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -39,65 +48,68 @@ def _emit(obj: Any) -> None:
 def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...]:
     """Errors whose message is the whole story: print it, exit 2 (no traceback)."""
     from mll_registry.demo.sources import SourceMissing
+    from mll_registry.discovery import HubSourceError
+    from mll_registry.errors import ModelRefError
     from mll_registry.graph import GraphError
-    from mll_registry.hub import ModelRefError
-    from mll_registry.labels import LabelError
-    from mll_registry.registry import RegistryError
+    from mll_registry.label_format import LabelError
+    from mll_registry.mlflow_tracking import RegistryError
+    from mll_registry.plugins import PluginError
     from mll_registry.selection import SelectionError
+    from mll_registry.settings import SettingsError
     from mll_registry.task import TaskError
     from mll_registry.wordnet import WordNetUnavailable
 
-    known: tuple[type[Exception], ...] = (GraphError, WordNetUnavailable, SourceMissing,
-                                          ModelRefError, LabelError, TaskError, SelectionError,
-                                          RegistryError)
+    known: tuple[type[Exception], ...] = (
+        GraphError, WordNetUnavailable, SourceMissing, ModelRefError, LabelError, TaskError,
+        SelectionError, RegistryError, HubSourceError, PluginError, SettingsError)
     return (*known, ValueError) if with_value_errors else known
 
 
-def _graph_or_demo(graph: Path | None, data_dir: Path | None) -> Any:
-    """Load ``graph``, or the demo graph (built on demand when absent)."""
-    from mll_registry.demo.graph import demo_graph_path, load_graph
+def _app(data_dir: Path | None = None, **overrides: Any) -> App:
+    """The assembly layer with these flags over the configured settings (None = not given)."""
+    from mll_registry.app import App
+    from mll_registry.settings import SettingsError
 
-    if graph is None and not (demo_graph_path(data_dir) / "manifest.json").is_file():
-        console.print(f"no --graph given: building the demo graph at {demo_graph_path(data_dir)}")
-    return load_graph(graph, data_dir)
+    try:
+        return App.configured(data_dir=str(data_dir) if data_dir else None, **overrides)
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version_callback, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """MLL Registry: label, select and reuse open_clip models."""
 
 
 @app.command()
 def demo(
     tasks: Annotated[list[str] | None, typer.Option(
         "--task", help="Demo task(s) to select for (default: pets, vehicles).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: DeviceOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The embedded default end to end: assets, demo graph, labelling, selection, reuse."""
     import os
-    import time
 
-    t0 = time.perf_counter()
     if data_dir:
         os.environ["MLL_DATA_DIR"] = str(data_dir)
-    for k, v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
-                 "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
-                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-                 "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
-        os.environ.setdefault(k, v)
-    # Prefect creates its home without parents; a fresh PREFECT_HOME=/new/dir would fail
-    Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser().mkdir(parents=True,
-                                                                          exist_ok=True)
+    a = _app(data_dir, device=device)
     if not as_json:
         console.print("MLL demo: assets, demo graph, labelling of the demo hub, selection + "
                       "reuse on demo tasks (Prefect ephemeral mode, local MLflow)...")
     try:
-        from flows.demo import demo as demo_flow
-
-        out = demo_flow(tasks=tasks or None, device=device)
+        out = a.demo(tasks or None)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    from mll_registry.registry import tracking_uri
-
-    out["mlflow_tracking_uri"] = tracking_uri()
     if as_json:
         _emit(out)
         return
@@ -144,6 +156,23 @@ def version() -> None:
 
 
 @app.command()
+def settings(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the effective settings and where each comes from."""
+    a = _app(data_dir)
+    rec = a.settings.recorded()
+    origins = {k: a.settings.sources.get(k, "default") for k in rec}
+    out = {"settings": rec, "label_hash": a.settings.label_hash(), "origins": origins}
+    if as_json:
+        _emit(out)
+        return
+    t = Table("setting", "value", "from")
+    for k, v in rec.items():
+        t.add_row(k, json.dumps(v), origins[k])
+    Console().print(t)
+    console.print(f"label settings hash: {out['label_hash']}")
+
+
+@app.command()
 def setup(
     data_dir: DataDirOpt = None,
     demo: Annotated[bool, typer.Option(help="Also render the demo image styles.")] = True,
@@ -151,10 +180,9 @@ def setup(
     as_json: JsonOpt = False,
 ) -> None:
     """Provision offline assets: WordNet for nltk and the demo images."""
-    from mll_registry.assets import setup as do_setup
-
+    a = _app(data_dir)
     try:
-        rep = do_setup(data_dir, demo=demo, force=force)
+        rep = a.setup(demo=demo, force=force)
     except _known_errors() as exc:
         _fail(str(exc))
     if as_json:
@@ -191,33 +219,21 @@ def graph_build(
     """Build a semantic graph bundle from sample datasets (or the demo's)."""
     from rich.progress import Progress
 
-    from mll_registry.graph import GraphConfig, SampleDataset, build_and_save
+    from mll_registry.graph import GraphConfig
 
     if not demo and not source:
         _fail("give --demo or at least one --source NAME=PATH")
+    a = _app(data_dir)
     cfg = GraphConfig(cap=cap, seed=seed, caption_template=caption, min_depth=min_depth,
                       expand_hypernyms=expand)
     try:
-        if demo:
-            from mll_registry.demo.graph import build_demo_graph
-
-            g, rep, path = build_demo_graph(data_dir, out=out, config=cfg,
-                                            extra=[SampleDataset.parse(s) for s in source or []])
-        else:
-            from mll_registry.config import graphs_dir
-
-            sets = [SampleDataset.parse(s) for s in source or []]
-            path = out or graphs_dir(data_dir) / "-".join(s.name for s in sets)
-            with Progress(console=console, transient=True, disable=as_json) as prog:
-                task = prog.add_task("drawing node images", total=None)
-                g, rep = build_and_save(sets, path, cfg,
-                                        progress=lambda d, t: prog.update(task, completed=d, total=t))
+        with Progress(console=console, transient=True, disable=as_json) as prog:
+            task = prog.add_task("drawing node images", total=None)
+            built = a.build_graph(source or [], demo=demo, out=out, config=cfg,
+                                  progress=lambda d, t: prog.update(task, completed=d, total=t))
     except _known_errors() as exc:
         _fail(str(exc))
-    summary = {**g.summary(), "path": str(path), "seconds": rep.seconds,
-               "skipped": {s.name: {"unknown_folders": s.unknown_folders,
-                                    "unreadable_images": s.unreadable,
-                                    "non_image_files": s.non_image_files} for s in rep.sources}}
+    summary = built.to_dict()
     if as_json:
         _emit(summary)
         return
@@ -240,14 +256,19 @@ def _print_graph(summary: dict[str, Any]) -> None:
 def label(
     model_ref: Annotated[str, typer.Argument(
         help="hf-hub:ORG/NAME[@REV], local-dir:PATH or open_clip:ARCH/TAG")],
-    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: the demo graph).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    out: Annotated[Path | None, typer.Option(help="Label directory to write.")] = None,
+    graph: GraphOpt = None,
+    device: DeviceOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the label files here and register nothing.")] = None,
     template: Annotated[list[str] | None, typer.Option(
-        help="Prompt template(s) with {} for the node text (repeatable).")] = None,
-    text_source: Annotated[str, typer.Option(help="lemma or caption.")] = "lemma",
-    top_k: Annotated[int, typer.Option(help="Nodes kept per image.")] = 32,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+        help="Prompt template(s) with {} for the node text (repeatable) "
+             f"[default: {list(DEFAULTS.templates)}].")] = None,
+    text_source: Annotated[str | None, typer.Option(
+        help=f"lemma or caption [default: {DEFAULTS.text_source}].")] = None,
+    top_k: Annotated[int | None, typer.Option(
+        help=f"Nodes kept per image [default: {DEFAULTS.top_k}].")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help=f"Images per forward pass [default: {DEFAULTS.batch_size}].")] = None,
     allow_pickle: Annotated[bool, typer.Option(
         help="Allow pickled (*.bin/*.pt) weights. Only for sources you trust.")] = False,
     register: Annotated[bool, typer.Option(
@@ -259,19 +280,12 @@ def label(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Label a model on a semantic graph (task-independent, once per model and graph version)."""
+    """Label a model on a semantic graph (task-independent, once per model, graph and settings)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mll_registry.labeling import DEFAULT_TEMPLATES, LabelConfig, label_ref
-
+    a = _app(data_dir, device=device, templates=template or None, text_source=text_source,
+             top_k=top_k, batch_size=batch_size)
     try:
-        cfg = LabelConfig(templates=tuple(template) if template else DEFAULT_TEMPLATES,
-                          text_source=text_source, top_k=top_k, batch_size=batch_size,
-                          device=device)
-    except ValueError as exc:
-        _fail(str(exc))
-    try:
-        g = _graph_or_demo(graph, data_dir)
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
                 "{task.completed}/{task.total}"), TimeRemainingColumn(), console=console,
                 transient=True, disable=as_json) as prog:
@@ -284,118 +298,93 @@ def label(
                         total=total)
                 prog.update(tasks[stage], completed=done)
 
-            if register and out is None:
-                from mll_registry.registry import label_and_register
-
-                summary = label_and_register(model_ref, g, cfg, force=force,
-                                             allow_pickle=allow_pickle, root=data_dir,
-                                             progress=progress, same_as=same_as)
-            else:
-                run, path = label_ref(model_ref, g, cfg, out=out, root=data_dir,
-                                      allow_pickle=allow_pickle, progress=progress)
-                summary = {"status": "labelled", **run.summary(path)}
+            summary = a.label(model_ref, graph, force=force, allow_pickle=allow_pickle,
+                              same_as=same_as, store=None if register else "local", out=out,
+                              progress=progress)
     except _known_errors() as exc:
         _fail(str(exc))
     if as_json:
         _emit(summary)
         return
     if summary["status"] == "skipped":
-        console.print(f"{model_ref} is already labelled on graph {summary['graph_version']}: "
-                      f"{summary['name']} version {summary['version']} (use --force to relabel)")
+        where = (f"{summary['name']} version {summary['version']}" if summary.get("name")
+                 else summary.get("path"))
+        console.print(f"{model_ref} is already labelled on graph {summary['graph_version']} "
+                      f"with these settings: {where} (use --force to relabel)")
         return
     t = Table(title=f"label of {summary['model']}", show_header=False)
-    for k in ("revision", "graph_version", "nodes", "images", "mean_acc1", "mean_acc5",
-              "images_per_s", "bytes_per_image", "name", "version"):
+    for k in ("revision", "graph_version", "label_hash", "nodes", "images", "mean_acc1",
+              "mean_acc5", "images_per_s", "bytes_per_image", "name", "version"):
         if k in summary:
             t.add_row(k.replace("_", " "), str(summary[k]))
     console.print(t)
     console.print(f"written to {summary['path']}")
 
 
-def _label_paths(source: str, graph_version: str, data_dir: Path | None) -> dict[str, Path]:
-    from mll_registry.labelstore import LocalLabelStore
+TaskOpt = Annotated[Path, typer.Option("--task", "-t", help="Task YAML file.")]
+KOpt = Annotated[int | None, typer.Option("-k", help=f"Models per class [default: {DEFAULTS.k}].")]
+AlphaOpt = Annotated[float | None, typer.Option(
+    help=f"Reuse-metric weight of the class's own score [default: {DEFAULTS.alpha}].")]
+MetricOpt = Annotated[str | None, typer.Option(
+    help=f"f1 or precision [default: {DEFAULTS.metric}].")]
+TopNOpt = Annotated[int | None, typer.Option(
+    help=f"Graph nodes matched per class [default: {DEFAULTS.top_n}].")]
+EmbOpt = Annotated[str | None, typer.Option(
+    help=f"Sentence embedding model for matching [default: {DEFAULTS.embedder}].")]
+CapOpt = Annotated[str | None, typer.Option(
+    help="OpenAI-compatible endpoint for class descriptions (default: WordNet, no LLM).")]
+LabelsOpt = Annotated[str | None, typer.Option(
+    "--labels", help="Label store: registry (MLflow), local (data dir) or a plugged one "
+    f"[default: {DEFAULTS.label_store}].")]
+LogOpt = Annotated[bool, typer.Option("--log/--no-log", help="Log the run to MLflow.")]
 
-    if source == "local":
-        return LocalLabelStore(data_dir).labels_for(graph_version)
-    if source != "registry":
-        raise ValueError(f"--labels must be 'registry' or 'local', got {source!r}")
-    from mll_registry.registry import MlflowLabelStore, Registry
 
-    return MlflowLabelStore(Registry(root=data_dir)).labels_for(graph_version)
+def _selection_app(data_dir: Path | None, k: int | None, alpha: float | None,
+                   metric: str | None, top_n: int | None, embedding_model: str | None,
+                   caption_url: str | None, labels: str | None, **more: Any) -> App:
+    return _app(data_dir, k=k, alpha=alpha, metric=metric, top_n=top_n,
+                embedder=embedding_model, caption_url=caption_url,
+                caption_provider="openai" if caption_url else None, label_store=labels, **more)
 
 
-def _selection(task_file: Path, graph: Path | None, k: int, alpha: float, metric: str,
-               top_n: int, embedding_model: str, caption_url: str | None,
-               data_dir: Path | None, labels_from: str = "registry") -> tuple[Any, Any, Any]:
-    """Task + graph + labels -> SelectionResult (shared by select and reuse)."""
-    from mll_registry.labelstore import load_labels
-    from mll_registry.matching import Embedder, OpenAICompatibleCaptions, WordNetCaptions
-    from mll_registry.selection import select
-    from mll_registry.task import Task
-
-    task = Task.from_yaml(task_file)
-    g = _graph_or_demo(graph, data_dir)
-    labels = load_labels(_label_paths(labels_from, g.version, data_dir), g.version)
-    provider = OpenAICompatibleCaptions(caption_url) if caption_url else WordNetCaptions()
-    res = select(task, g, labels, k=k, alpha=alpha, metric=metric, top_n=top_n,
-                 embedder=Embedder(embedding_model), provider=provider, root=data_dir)
-    for cls in res.weak:
+def _warn_weak(weak: list[str]) -> None:
+    for cls in weak:
         console.print(f"[yellow]warning:[/] class {cls!r} matches no graph concept well "
                       "(best similarity below the threshold); its model choice is a weak guess",
                       soft_wrap=True)
-    return task, g, res
-
-
-TaskOpt = Annotated[Path, typer.Option("--task", "-t", help="Task YAML file.")]
-KOpt = Annotated[int, typer.Option("-k", help="Models per class.")]
-AlphaOpt = Annotated[float, typer.Option(help="Reuse-metric weight of the class's own score.")]
-MetricOpt = Annotated[str, typer.Option(help="f1 or precision.")]
-TopNOpt = Annotated[int, typer.Option(help="Graph nodes matched per class.")]
-EmbOpt = Annotated[str, typer.Option(help="sentence-transformers model for matching.")]
-CapOpt = Annotated[str | None, typer.Option(
-    help="OpenAI-compatible endpoint for class descriptions (default: WordNet, no LLM).")]
-LabelsOpt = Annotated[str, typer.Option(
-    "--labels", help="Where labels come from: registry (MLflow) or local (data dir).")]
-LogOpt = Annotated[bool, typer.Option("--log/--no-log", help="Log the run to MLflow.")]
 
 
 @app.command("select")
 def select_cmd(
     task: TaskOpt,
-    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
-    k: KOpt = 1,
-    alpha: AlphaOpt = 0.7,
-    metric: MetricOpt = "f1",
-    top_n: TopNOpt = 5,
-    embedding_model: EmbOpt = "all-MiniLM-L6-v2",
+    graph: GraphOpt = None,
+    k: KOpt = None,
+    alpha: AlphaOpt = None,
+    metric: MetricOpt = None,
+    top_n: TopNOpt = None,
+    embedding_model: EmbOpt = None,
     caption_url: CapOpt = None,
-    labels: LabelsOpt = "registry",
+    labels: LabelsOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select the best models per class of a task from their labels (no model is run)."""
+    a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels)
     try:
-        t, g, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
-                               caption_url, data_dir, labels)
-        run_id = _log_selection(t, res, None, g.version, data_dir) if log else None
+        sel = a.select(task, graph, log=log)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
+    _warn_weak(sel.result.weak)
     if as_json:
-        _emit({**res.to_dict(), "mlflow_run_id": run_id})
-    else:
-        Console().print(res.table())
-        console.print(f"{len(res.models)} labelled models considered; ensemble uses "
-                      f"{len(res.selected_models())}: {', '.join(res.selected_models())}")
-        if run_id:
-            console.print(f"logged to MLflow run {run_id} (experiment mll-selection)")
-
-
-def _log_selection(task: Any, sel: Any, reuse: Any, graph_version: str,
-                   data_dir: Path | None) -> str:
-    from mll_registry.registry import Registry
-
-    return Registry(root=data_dir).log_selection(task, sel, reuse, graph_version)
+        _emit(sel.to_dict())
+        return
+    res = sel.result
+    Console().print(res.table())
+    console.print(f"{len(res.models)} labelled models considered; ensemble uses "
+                  f"{len(res.selected_models())}: {', '.join(res.selected_models())}")
+    if sel.run_id:
+        console.print(f"logged to MLflow run {sel.run_id} (experiment mll-selection)")
 
 
 @app.command("reuse")
@@ -403,38 +392,37 @@ def reuse_cmd(
     task: TaskOpt,
     data: Annotated[Path | None, typer.Option(
         help="Image folder, one sub-folder per class (default: the task's `data`).")] = None,
-    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
-    k: KOpt = 1,
-    alpha: AlphaOpt = 0.7,
-    metric: MetricOpt = "f1",
-    top_n: TopNOpt = 5,
-    weighting: Annotated[str, typer.Option(
-        help="inverse_entropy (default), entropy (ablation) or uniform.")] = "inverse_entropy",
-    prompt: Annotated[list[str] | None, typer.Option(help="Class prompt template(s).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    embedding_model: EmbOpt = "all-MiniLM-L6-v2",
+    graph: GraphOpt = None,
+    k: KOpt = None,
+    alpha: AlphaOpt = None,
+    metric: MetricOpt = None,
+    top_n: TopNOpt = None,
+    weighting: Annotated[str | None, typer.Option(
+        help="inverse_entropy, entropy (ablation) or uniform "
+             f"[default: {DEFAULTS.weighting}].")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(
+        help=f"Class prompt template(s) [default: {list(DEFAULTS.prompts)}].")] = None,
+    device: DeviceOpt = None,
+    embedding_model: EmbOpt = None,
     caption_url: CapOpt = None,
-    labels: LabelsOpt = "registry",
+    labels: LabelsOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select per class, run the entropy-weighted ensemble on labelled images, measure it."""
-    from mll_registry.reuse import DEFAULT_PROMPTS, evaluate
-
+    a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
+                       weighting=weighting, prompts=prompt or None, device=device)
     try:
-        t, g, res = _selection(task, graph, k, alpha, metric, top_n, embedding_model,
-                               caption_url, data_dir, labels)
-        out = evaluate(res, t, data, weighting=weighting,
-                       prompts=tuple(prompt) if prompt else DEFAULT_PROMPTS, device=device)
-        run_id = _log_selection(t, res, out, g.version, data_dir) if log else None
+        r = a.reuse(task, data, graph, log=log)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
-    d = {**out.to_dict(), "selection": res.to_dict(), "mlflow_run_id": run_id}
+    _warn_weak(r.selection.result.weak)
     if as_json:
-        _emit(d)
+        _emit(r.to_dict())
         return
-    tab = Table(title=f"reuse on {t.name}: {out.n_images} images")
+    out = r.result
+    tab = Table(title=f"reuse on {r.selection.task.name}: {out.n_images} images")
     tab.add_column("predictor")
     tab.add_column("top-1", justify="right")
     tab.add_column("top-5", justify="right")
@@ -443,64 +431,40 @@ def reuse_cmd(
         tab.add_row(f"  {m.rstrip('/').rsplit('/', 1)[-1]} alone", f"{acc['top1']:.3f}",
                     f"{acc['top5']:.3f}")
     Console().print(tab)
+    if r.run_id:
+        console.print(f"logged to MLflow run {r.run_id} (experiment mll-selection)")
 
 
 @app.command()
 def bench(
     tasks: Annotated[list[Path] | None, typer.Option(
         "--tasks", help="Task YAML files (default: the demo tasks).")] = None,
-    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    graph: GraphOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Write the bar + growth plot here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the Markdown table here.")] = None,
-    alpha: AlphaOpt = 0.7,
-    metric: MetricOpt = "f1",
-    top_n: TopNOpt = 5,
+    alpha: AlphaOpt = None,
+    metric: MetricOpt = None,
+    top_n: TopNOpt = None,
     growth_orders: Annotated[int, typer.Option(help="Random hub orders for the growth curve.")] = 10,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: DeviceOpt = None,
+    log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark MLL against INB, ModelGPT and the oracles on task files."""
-    from mll_registry.bench import BenchConfig, log_to_mlflow, run_bench
-    from mll_registry.bench import plot as draw
-    from mll_registry.hub import load
-    from mll_registry.labelstore import LocalLabelStore, load_labels
-    from mll_registry.task import Task
+    a = _app(data_dir, alpha=alpha, metric=metric, top_n=top_n, device=device)
 
     def say(msg: str) -> None:
         if not as_json:
             console.print(msg, highlight=False)
 
     try:
-        g = _graph_or_demo(graph, data_dir)
-        if tasks:
-            task_list = [Task.from_yaml(t) for t in tasks]
-        else:
-            from mll_registry.demo.tasks import ensure_demo_tasks
-
-            task_list = [Task.from_yaml(p) for p in ensure_demo_tasks(data_dir)]
-        if graph is None:
-            from mll_registry.demo.hub import ensure_demo_labels
-
-            paths = ensure_demo_labels(g, data_dir, device=device, log=say)
-        else:
-            paths = LocalLabelStore(data_dir).labels_for(g.version)
-        labels = load_labels(paths, g.version)
-        if not labels:
-            _fail(f"no labelled models for graph {g.version}: label some with `mll label`")
-        cfg = BenchConfig(alpha=alpha, metric=metric, top_n=top_n, growth_orders=growth_orders)
-        res = run_bench(task_list, g, labels, lambda r: load(r, device=device), cfg, log=say)
+        out = a.bench(tasks or (), graph, growth_orders=growth_orders, plot=plot,
+                      markdown=markdown, log=log, say=say)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
-    md = res.markdown()
-    if markdown:
-        from mll_registry.fsutil import write_text
-
-        write_text(markdown, md)
-    plot_path = draw(res, plot) if plot else None
-    run_id = log_to_mlflow(res, md, plot_path)
-    out = res.to_dict()
-    out["mlflow_run_id"] = run_id
+    md = out.pop("markdown")
+    plot_path = out.pop("plot")
     if as_json:
         _emit(out)
         return
@@ -509,19 +473,10 @@ def bench(
         console.print(f"plot written to {plot_path}")
 
 
-def _latest_registered_label(model_ref: str) -> Path | None:
-    """The label directory of the newest registered version of ``model_ref`` (any graph)."""
-    from mll_registry.registry import Registry
-
-    reg = Registry()
-    v = reg.latest_for(model_ref)
-    return reg.download_label(v) if v is not None else None
-
-
 def _mount_cards() -> None:
     from mll_registry import cli_card
 
-    cli_card.LATEST_LABEL = _latest_registered_label
+    cli_card.LATEST_LABEL = lambda model_ref: _app().latest_label_dir(model_ref)
     app.add_typer(cli_card.card_app, name="card")
 
 
@@ -537,37 +492,33 @@ def query_best(
     concept: Annotated[str, typer.Option(
         "--concept", "-c", help="Synset id (dog.n.01), wnid (n02084071) or a plain word.")],
     n: Annotated[int, typer.Option("-n", help="How many models.")] = 5,
-    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    graph: GraphOpt = None,
     refresh: Annotated[bool, typer.Option(help="Check the registry for new versions now.")] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Models ranked by their measured accuracy on a concept (from the label index)."""
-    from mll_registry.registry import LabelIndex, Registry, resolve_concept
-
+    a = _app(data_dir)
     try:
-        g = _graph_or_demo(graph, data_dir)
-        node, others = resolve_concept(concept, g.node_ids)
-        idx = LabelIndex(Registry(root=data_dir), g.version).refresh(force_check=refresh)
-        hits = idx.best(node, n)
+        q = a.query_best(concept, n, graph, refresh=refresh)
     except KeyError as exc:
         _fail(str(exc.args[0]) if exc.args else str(exc))
     except _known_errors() as exc:
         _fail(str(exc))
-    if not hits:
-        _fail(f"no labelled models for graph {g.version}: label some with `mll label MODEL_REF`")
-    out = {"concept": node, "query": concept, "ambiguous": others,
-           "graph_version": g.version, "models": [h.to_dict() for h in hits]}
+    if not q.models:
+        _fail(f"no labelled models for graph {q.graph_version}: label some with "
+              "`mll label MODEL_REF`")
     if as_json:
-        _emit(out)
+        _emit(q.to_dict())
         return
-    if others:
-        console.print(f"[yellow]{concept!r} is ambiguous in this graph[/]: using {node}; "
-                      f"also {', '.join(others)} (pass a synset id to choose)", soft_wrap=True)
-    t = Table(title=f"best models for {node}")
+    if q.ambiguous:
+        console.print(f"[yellow]{concept!r} is ambiguous in this graph[/]: using {q.concept}; "
+                      f"also {', '.join(q.ambiguous)} (pass a synset id to choose)",
+                      soft_wrap=True)
+    t = Table(title=f"best models for {q.concept}")
     for col in ("model", "version", "acc@1", "acc@5", "mean own score", "images"):
         t.add_column(col)
-    for h in hits:
+    for h in q.models:
         t.add_row(h.name, str(h.version), f"{h.acc1:.3f}", f"{h.acc5:.3f}", f"{h.mean_own:.3f}",
                   str(h.n_images))
     Console().print(t)
@@ -576,25 +527,20 @@ def query_best(
 @query_app.command("label")
 def query_label(
     model_ref: Annotated[str, typer.Argument(help="MODEL_REF or a registered model name.")],
-    graph: Annotated[Path | None, typer.Option(help="Graph bundle (default: demo).")] = None,
+    graph: GraphOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A model's registered label: version, summary, strongest and weakest concepts."""
-    from mll_registry.registry import Registry
-
+    a = _app(data_dir)
     try:
-        g = _graph_or_demo(graph, data_dir)
-        reg = Registry(root=data_dir)
-        found = reg.latest_for(model_ref, g.version)
-        if found is None:
-            _fail(f"{model_ref} has no registered label for graph {g.version}; "
-                  f"run `mll label {model_ref}`")
-        assert found is not None
-        v = found
-        s = reg.download_summary(v).sort_values(["acc1", "mean_own"], ascending=False)
+        found = a.query_label(model_ref, graph)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
+    if found is None:
+        _fail(f"{model_ref} has no registered label for this graph; run `mll label {model_ref}`")
+    v, summary = found
+    s = summary.sort_values(["acc1", "mean_own"], ascending=False)
     out = {**v.to_dict(), "mean_acc5": round(float(s["acc5"].mean()), 4),
            "strongest": s.head(10)[["node_id", "acc1", "acc5"]].round(4).to_dict("records"),
            "weakest": s.tail(10)[["node_id", "acc1", "acc5"]].round(4).to_dict("records")}
@@ -615,11 +561,10 @@ app.add_typer(registry_app, name="registry")
 
 @registry_app.command("migrate")
 def registry_migrate(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Move models registered under legacy names (before 0.2) to one name per model source."""
-    from mll_registry.registry import Registry
-
+    """Bring a registry written by mll-registry 0.1 up to date (names, label-settings hashes)."""
+    a = _app(data_dir)
     try:
-        moved = Registry(root=data_dir).migrate_names()
+        moved = a.registry().migrate()
     except _known_errors() as exc:
         _fail(str(exc))
     if as_json:
@@ -627,16 +572,14 @@ def registry_migrate(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> N
         return
     for m in moved:
         console.print(f"{m['from']} -> {m['to']} ({m['versions']} version(s))")
-    console.print(f"{len(moved)} registered model(s) moved")
+    console.print(f"{len(moved)} registered model(s) or version(s) updated")
 
 
 @graph_app.command("info")
 def graph_info(path: Path, as_json: JsonOpt = False) -> None:
     """Show a graph bundle's summary (verifies its version)."""
-    from mll_registry.graph import SemanticGraph
-
     try:
-        g = SemanticGraph.load(path)
+        g = _app().graph(path)
     except _known_errors() as exc:
         _fail(str(exc))
     summary = {**g.summary(), "path": str(path)}

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mll_registry.labels import ModelLabel
+from mll_registry.label_format import ModelLabel
 
 card_app = typer.Typer(help="Model cards: render a model's label section, or push it to the Hub.",
                        no_args_is_help=True)
@@ -44,9 +44,9 @@ def _emit(obj: Any) -> None:
 
 def _known_errors() -> tuple[type[Exception], ...]:
     from mll_registry.cards import CardError
-    from mll_registry.hub import ModelRefError
-    from mll_registry.hubsource import HubSourceError
-    from mll_registry.labels import LabelError
+    from mll_registry.discovery import HubSourceError
+    from mll_registry.errors import ModelRefError
+    from mll_registry.label_format import LabelError
 
     return CardError, ModelRefError, HubSourceError, LabelError
 
@@ -59,7 +59,7 @@ def load_label_for(model_ref: str, label: Path | None,
         CardError: no label given or found, or the label is of another model or revision.
     """
     from mll_registry.cards import CardError
-    from mll_registry.hub import ModelRef
+    from mll_registry.model_refs import ModelRef
 
     if label is None and latest is not None:
         label = latest(model_ref)
@@ -82,7 +82,7 @@ def load_label_for(model_ref: str, label: Path | None,
 def existing_card(model_ref: str) -> str | None:
     """The model's current README.md (None when it has none)."""
     from mll_registry.cards import CardError, fetch_readme
-    from mll_registry.hub import ModelRef
+    from mll_registry.model_refs import ModelRef
 
     ref = ModelRef.parse(model_ref)
     if ref.scheme == "local-dir":
@@ -91,7 +91,7 @@ def existing_card(model_ref: str) -> str | None:
     if ref.scheme == "hf-hub":
         from huggingface_hub import constants
 
-        from mll_registry.hubsource import with_retries
+        from mll_registry.discovery import with_retries
 
         return with_retries(lambda: fetch_readme(ref.name, ref.revision), f"hf-hub:{ref.name}",
                             constants.ENDPOINT)
@@ -102,7 +102,7 @@ def render_for(model_ref: str, label: Path | None = None, top_k: int = 10,
                latest: Callable[[str], Path | None] | None = None) -> dict[str, Any]:
     """What ``mll card render`` prints: the card ``model_ref`` would get, and where it came from."""
     from mll_registry.cards import SUMMARY_PATH, hub_label_file_url, render_card
-    from mll_registry.hub import ModelRef
+    from mll_registry.model_refs import ModelRef
 
     lab = load_label_for(model_ref, label, latest)
     current = existing_card(model_ref)
@@ -118,7 +118,7 @@ def push_for(model_ref: str, label: Path | None = None, direct: bool = False,
              latest: Callable[[str], Path | None] | None = None) -> dict[str, Any]:
     """What ``mll card push`` does: one commit (a PR unless ``direct``) with card + label table."""
     from mll_registry.cards import CardError, push_card
-    from mll_registry.hub import ModelRef
+    from mll_registry.model_refs import ModelRef
 
     ref = ModelRef.parse(model_ref)
     if ref.scheme != "hf-hub":

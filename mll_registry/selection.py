@@ -1,4 +1,4 @@
-"""Selection (method.md §3 steps 4-7): restricted per-node counts, transfer to classes, reuse metric.
+"""Selection (docs/method.md §3 steps 4-7): restricted per-node counts, transfer to classes, reuse metric.
 
 Given the candidate set V_T (the union of every class's top-n nodes), each model classifies each
 image of each candidate node by the argmax of its label over V_T only. Per candidate node v:
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mll_registry.graph import SemanticGraph
-from mll_registry.labels import ModelLabel
+from mll_registry.label_format import ModelLabel
+from mll_registry.settings import DEFAULTS
 
 EPS = 1e-8
 
@@ -151,7 +152,7 @@ def node_counts(rows: CandidateRows, pred: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def class_scores(TP: np.ndarray, FP: np.ndarray, P: np.ndarray, Z: np.ndarray,
-                 metric: str = "f1", eps: float = EPS) -> np.ndarray:
+                 metric: str = DEFAULTS.metric, eps: float = EPS) -> np.ndarray:
     """Transfer node counts to classes through Z (V x C) and score: (M, C).
 
     ``precision`` = TP/(TP+FP); ``f1`` = 2TP/(2TP+FP+P).
@@ -164,14 +165,14 @@ def class_scores(TP: np.ndarray, FP: np.ndarray, P: np.ndarray, Z: np.ndarray,
     raise ValueError(f"metric must be 'precision' or 'f1', got {metric!r}")
 
 
-def reuse_metric(scores: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+def reuse_metric(scores: np.ndarray, alpha: float = DEFAULTS.alpha) -> np.ndarray:
     """r_{m,y} = alpha s_{m,y} + (1 - alpha) mean_y' s_{m,y'}  (M, C)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     return alpha * scores + (1 - alpha) * scores.mean(axis=1, keepdims=True)
 
 
-def top_models(r: np.ndarray, k: int = 1) -> np.ndarray:
+def top_models(r: np.ndarray, k: int = DEFAULTS.k) -> np.ndarray:
     """(C, k) model positions per class, best first; ties broken by model position (stable)."""
     k = max(1, min(k, r.shape[0]))
     return np.argsort(-r, axis=0, kind="stable")[:k].T
@@ -241,8 +242,9 @@ class SelectionResult:
         return t
 
 
-def select(task: object, graph: SemanticGraph, labels: dict[str, ModelLabel], k: int = 1,
-           alpha: float = 0.7, metric: str = "f1", top_n: int = 5, embedder: object = None,
+def select(task: object, graph: SemanticGraph, labels: dict[str, ModelLabel],
+           k: int = DEFAULTS.k, alpha: float = DEFAULTS.alpha, metric: str = DEFAULTS.metric,
+           top_n: int = DEFAULTS.top_n, embedder: object = None,
            provider: object = None, root: object = None) -> SelectionResult:
     """Select the top-k models per class of ``task`` from their labels (no model is run).
 

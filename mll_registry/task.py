@@ -1,4 +1,4 @@
-"""Task files: what a user asks selection for (design.md "Task file").
+"""Task files: what a user asks selection for (README "CLI", task file).
 
 YAML with ``name``, ``domain``, ``task``, ``classes`` (a list of names, or a mapping of name ->
 description) and optional ``data`` (an image folder with one sub-folder per class, for measured

@@ -41,18 +41,18 @@ else
   python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --user --break-system-packages uv
   UV=(python3 -m uv)
 fi
-"${UV[@]}" sync --frozen --quiet
+# compiled bytecode at install time: with PYTHONDONTWRITEBYTECODE=1 (CI, containers) every
+# command would otherwise recompile its dependencies' sources
+UV_COMPILE_BYTECODE=1 "${UV[@]}" sync --frozen --quiet
 
 # 3. The job.
 case "$job" in
-  demo)
-    if "${UV[@]}" run --frozen mll --help 2>/dev/null | grep -qw demo; then
-      exec "${UV[@]}" run --frozen mll demo "$@"
-    fi
-    # Until `mll demo` exists, run the steps that do exist.
-    "${UV[@]}" run --frozen mll setup
-    exec "${UV[@]}" run --frozen mll graph build --demo "$@" ;;
-  test) exec "${UV[@]}" run --frozen pytest "$@" ;;
+  demo) exec "${UV[@]}" run --frozen mll demo "$@" ;;
+  test)
+    # lint and types first (they take seconds; the suite takes minutes)
+    "${UV[@]}" run --frozen ruff check .
+    "${UV[@]}" run --frozen mypy mll_registry flows
+    exec "${UV[@]}" run --frozen pytest "$@" ;;
   env) echo "bootstrap: environment ready (.venv); run commands with: uv run mll ..." >&2 ;;
   *) echo "usage: bash scripts/bootstrap.sh demo|test|env [args]" >&2; exit 2 ;;
 esac

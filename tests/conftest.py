@@ -59,6 +59,17 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def label_and_register(ref: str, graph, cfg, registry, force: bool = False,
+                       same_as: str | None = None, **_: object) -> dict:
+    """Label ``ref`` with ``cfg`` (a LabelConfig) into ``registry`` through the assembly layer."""
+    from mll_registry.app import App
+    from mll_registry.settings import Settings
+
+    s = Settings(templates=cfg.templates, text_source=cfg.text_source, top_k=cfg.top_k,
+                 device=cfg.device, data_dir=str(registry.root) if registry.root else None)
+    return App(s, mlflow=registry).label(ref, graph, force=force, same_as=same_as)
+
+
 def free_port() -> int:
     import socket
 

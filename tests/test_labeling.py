@@ -15,17 +15,12 @@ import torch
 from PIL import Image
 
 from mll_registry.demo.archs import build_tiny
+from mll_registry.errors import ModelRefError, PickledWeightsRefused
 from mll_registry.graph import GraphConfig, SampleDataset, build_graph
-from mll_registry.hub import (
-    ModelRef,
-    ModelRefError,
-    PickledWeightsRefused,
-    load,
-    resolve,
-    save_open_clip_dir,
-)
-from mll_registry.labeling import LabelConfig, compact_label, dense_similarities, label_model
-from mll_registry.labels import LabelError, ModelLabel
+from mll_registry.label_format import LabelError, ModelLabel
+from mll_registry.labeller import LabelConfig, compact_label, dense_similarities, label_model
+from mll_registry.model_loading import load, save_open_clip_dir
+from mll_registry.model_refs import ModelRef, resolve
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +106,7 @@ def test_resume_after_interruption_gives_identical_label(tiny_dir: Path, graph) 
         label_model(lm, graph, cfg, on_chunk=interrupt)
     resumed = label_model(lm, graph, cfg)
     assert (resumed.chunks_reused, resumed.chunks_computed) == (2, 1)
-    from mll_registry.labeling import clear_checkpoints
+    from mll_registry.labeller import clear_checkpoints
 
     clear_checkpoints(lm, graph)
     fresh = label_model(lm, graph, cfg)

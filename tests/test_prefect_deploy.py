@@ -103,7 +103,8 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path,
         graph = mll("graph", "build", "-s", f"toy={tmp_path / 'src'}", "--out",
                     str(tmp_path / "graph"))
         # one migration before several writers (the library does this under a lock too)
-        from mll_registry.registry import Registry, registered_name
+        from mll_registry.mlflow_labels import Registry
+        from mll_registry.model_refs import registered_name
 
         monkeypatch.setenv("MLL_DATA_DIR", str(data))
         Registry(f"sqlite:///{data / 'mlflow.db'}", root=data)

@@ -7,22 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import label_and_register
 
+from mll_registry.concepts import resolve_concept
 from mll_registry.demo.archs import build_tiny
 from mll_registry.graph import SampleDataset, build_graph
-from mll_registry.hub import resolve, save_open_clip_dir
-from mll_registry.labeling import LabelConfig, label_model
-from mll_registry.registry import (
-    ALIAS,
-    LABEL_EXPERIMENT,
-    LabelIndex,
-    MlflowLabelStore,
-    Registry,
-    RegistryError,
-    label_and_register,
-    registered_name,
-    resolve_concept,
-)
+from mll_registry.label_index import LabelIndex
+from mll_registry.labeller import LabelConfig, label_model
+from mll_registry.mlflow_labels import ALIAS, Registry
+from mll_registry.mlflow_tracking import LABEL_EXPERIMENT, RegistryError
+from mll_registry.model_loading import save_open_clip_dir
+from mll_registry.model_refs import registered_name, resolve
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +99,7 @@ def test_label_run_version_tags_alias(registry: Registry, models: list[Path], gr
 def test_concurrent_registration_leaves_one_version(registry: Registry, models: list[Path],
                                                     graph) -> None:
     res = resolve(f"local-dir:{models[1]}")
-    from mll_registry.hub import load
+    from mll_registry.model_loading import load
 
     lab = label_model(load(res, device="cpu"), graph, LabelConfig(top_k=4)).label
     path = lab.save(Path(registry.root or ".") / "lab")
@@ -158,8 +153,8 @@ def test_label_index_queries_and_invalidation(registry: Registry, models: list[P
     hits = idx2.best("carnivore.n.01", n=100)
     assert len(hits) == n0 + 1
     # ranked by acc@1 (then acc@5, mean own score), values straight from the labels
-    store = MlflowLabelStore(registry).labels_for(graph.version)
-    from mll_registry.labels import ModelLabel
+    store = registry.list_labels(graph.version)
+    from mll_registry.label_format import ModelLabel
 
     direct = {}
     for ref, p in store.items():
@@ -177,18 +172,18 @@ def test_label_index_queries_and_invalidation(registry: Registry, models: list[P
 
 
 def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp_path: Path) -> None:
-    from mll_registry.labels import ModelLabel
+    from mll_registry.label_format import ModelLabel
     from mll_registry.selection import select
     from mll_registry.task import Task, TaskClass
 
     cfg = LabelConfig(top_k=4, device="cpu")
     for m in models:
         label_and_register(f"local-dir:{m}", graph, cfg, registry, root=registry.root)
-    labels = {r: ModelLabel.load(p) for r, p in MlflowLabelStore(registry).labels_for(
-        graph.version).items()}
+    labels = {r: ModelLabel.load(p) for r, p in registry.list_labels(graph.version).items()}
     task = Task("pets", [TaskClass("dog"), TaskClass("cat")], domain="photo")
     sel = select(task, graph, labels, k=1, root=registry.root)
-    rid = registry.log_selection(task, sel, graph_version=graph.version)
+    rid = registry.log_selection(task, sel, links=registry.selection_links(
+        sel.selected_models(), graph.version))
     run = registry.client.get_run(rid)
     assert run.data.params["k"] == "1" and run.data.params["alpha"] == "0.7"
     assert run.data.params["embedding_model"] == "all-MiniLM-L6-v2"

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import label_and_register
 from hub_server import HubHandle, start_hub, use_hub
 
 from mll_registry.errors import ModelRefError, UnsafeModelError
-from mll_registry.hub import load, resolve
 from mll_registry.model_config import validate_config
+from mll_registry.model_loading import load
+from mll_registry.model_refs import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo_hub" / "mll-demo"
@@ -200,20 +202,21 @@ def graph(tree: Path):
 
 @pytest.fixture()
 def registry(tmp_path: Path):
-    from mll_registry.registry import Registry
+    from mll_registry.mlflow_labels import Registry
 
     return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data")
 
 
 def _cfg():
-    from mll_registry.labeling import LabelConfig
+    from mll_registry.labeller import LabelConfig
 
     return LabelConfig(top_k=4, device="cpu")
 
 
 @pytest.mark.slow
 def test_name_takeover_by_a_local_copy_fails(registry, graph, tmp_path: Path) -> None:
-    from mll_registry.registry import ALIAS, label_and_register, registered_name
+    from mll_registry.mlflow_labels import ALIAS
+    from mll_registry.model_refs import registered_name
 
     real = f"local-dir:{DEMO / 'vit-food'}"
     fake_dir = tmp_path / "any" / "where" / "mll-demo" / "vit-food"
@@ -235,29 +238,32 @@ def test_name_takeover_by_a_local_copy_fails(registry, graph, tmp_path: Path) ->
 @pytest.mark.slow
 def test_legacy_shared_name_is_split_by_migration(registry, graph, tmp_path: Path) -> None:
     """A registry written by the old naming (two sources under one name) migrates apart."""
-    from mll_registry import registry as R
+    import unittest.mock as um
+
+    from mll_registry import mlflow_labels as R
+    from mll_registry.model_refs import registered_name
+    from mll_registry.schemes import LocalDirScheme
 
     real = f"local-dir:{DEMO / 'vit-food'}"
     fake_dir = tmp_path / "x" / "mll-demo" / "vit-food"
     shutil.copytree(DEMO / "vit-animals", fake_dir)
     legacy = R.legacy_registered_name(real)
     assert legacy == R.legacy_registered_name(f"local-dir:{fake_dir}") == "mll-demo--vit-food"
-    import unittest.mock as um
-
-    with um.patch.object(R, "registered_name", R.legacy_registered_name):
-        a = R.label_and_register(real, graph, _cfg(), registry, root=registry.root)
-        b = R.label_and_register(f"local-dir:{fake_dir}", graph, _cfg(), registry,
-                                 root=registry.root)
+    with um.patch.object(LocalDirScheme, "registered_name",
+                         lambda self, ref: R.legacy_registered_name(ref)):
+        a = label_and_register(real, graph, _cfg(), registry, root=registry.root)
+        b = label_and_register(f"local-dir:{fake_dir}", graph, _cfg(), registry,
+                               root=registry.root)
     assert a["name"] == b["name"] == legacy and (a["version"], b["version"]) == (1, 2)
     registry.client.delete_registered_model_tag(legacy, "mll.naming")  # as old releases wrote it
     # even before migrating, both sources are visible (grouped by source, not by name)
     assert {v.model_ref for v in registry.latest_per_model(graph.version)} == {
         real, f"local-dir:{fake_dir}"}
     moved = registry.migrate_names()
-    assert sorted(m["to"] for m in moved) == sorted([R.registered_name(real),
-                                                     R.registered_name(f"local-dir:{fake_dir}")])
+    assert sorted(m["to"] for m in moved) == sorted([registered_name(real),
+                                                     registered_name(f"local-dir:{fake_dir}")])
     assert registry.migrate_names() == []  # idempotent
-    v = registry.client.get_model_version_by_alias(R.registered_name(real), R.ALIAS)
+    v = registry.client.get_model_version_by_alias(registered_name(real), R.ALIAS)
     assert v.run_id == a["run_id"] and v.tags["mll.status"] == "ready"
     assert registry.versions(legacy) == []
 
@@ -268,16 +274,17 @@ def _kill_during_registration(tmp_path: Path, uri: str, graph_dir: Path, ref: st
         import os, signal
         from mlflow import MlflowClient
         from mll_registry.graph import SemanticGraph
-        from mll_registry.labeling import LabelConfig
-        from mll_registry.registry import Registry, label_and_register
+        from mll_registry.app import App
+        from mll_registry.mlflow_labels import Registry
+        from mll_registry.settings import Settings
         real = MlflowClient.create_model_version
         def create_then_die(self, *a, **k):
             v = real(self, *a, **k)
             os.kill(os.getpid(), signal.SIGKILL)
         MlflowClient.create_model_version = create_then_die
         reg = Registry({uri!r}, root={str(tmp_path / 'data')!r})
-        label_and_register({ref!r}, SemanticGraph.load({str(graph_dir)!r}),
-                           LabelConfig(top_k=4, device="cpu"), reg, root=reg.root)
+        App(Settings(top_k=4, device="cpu", data_dir=str(reg.root)), mlflow=reg).label(
+            {ref!r}, SemanticGraph.load({str(graph_dir)!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, env={**os.environ})
@@ -286,7 +293,8 @@ def _kill_during_registration(tmp_path: Path, uri: str, graph_dir: Path, ref: st
 
 @pytest.mark.slow
 def test_kill_during_registration_does_not_wedge(registry, graph, tmp_path: Path) -> None:
-    from mll_registry.registry import ALIAS, label_and_register, registered_name
+    from mll_registry.mlflow_labels import ALIAS
+    from mll_registry.model_refs import registered_name
 
     ref = f"local-dir:{DEMO / 'vit-symbols'}"
     graph_dir = graph.save(tmp_path / "graph")
@@ -309,7 +317,7 @@ def test_kill_during_registration_does_not_wedge(registry, graph, tmp_path: Path
 def test_live_lease_is_respected_and_expired_or_dead_ones_are_not() -> None:
     import time
 
-    from mll_registry.registry import lease_stale, lease_tags
+    from mll_registry.mlflow_labels import lease_stale, lease_tags
 
     mine = lease_tags(60)
     assert not lease_stale(mine)  # this process, lease running
@@ -324,7 +332,7 @@ def test_live_lease_is_respected_and_expired_or_dead_ones_are_not() -> None:
 
 @pytest.mark.slow
 def test_pickled_label_index_is_refused_and_rebuilt(registry, graph, tmp_path: Path) -> None:
-    from mll_registry.registry import LabelIndex, label_and_register
+    from mll_registry.label_index import LabelIndex
 
     ref = f"local-dir:{DEMO / 'vit-food'}"
     out = label_and_register(ref, graph, _cfg(), registry, root=registry.root)

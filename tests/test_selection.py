@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mll_registry.graph import SemanticGraph
-from mll_registry.labels import ModelLabel
+from mll_registry.label_format import ModelLabel
 from mll_registry.selection import (
     candidate_rows,
     class_scores,

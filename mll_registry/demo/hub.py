@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mll_registry.graph import SemanticGraph
+
+if TYPE_CHECKING:
+    from mll_registry.labeller import LabelConfig
 
 ORG = "mll-demo"
 
@@ -37,19 +41,23 @@ def demo_refs() -> list[str]:
     return [f"local-dir:{p}" for p in demo_model_dirs()]
 
 
-def ensure_demo_labels(graph: SemanticGraph, root: str | os.PathLike[str] | None = None,
-                       device: str = "auto",
+def ensure_demo_labels(graph: SemanticGraph, cfg: LabelConfig | None = None,
+                       root: str | os.PathLike[str] | None = None,
                        log: Callable[[str], None] = lambda s: None) -> dict[str, Path]:
-    """Label every demo model on ``graph`` that has no label yet; return ref -> label dir."""
-    from mll_registry.labeling import LabelConfig, label_ref
-    from mll_registry.labelstore import LocalLabelStore
+    """Label every demo model on ``graph`` that has no local label with ``cfg`` yet.
 
-    store = LocalLabelStore(root)
-    have = store.labels_for(graph.version)
-    for ref in demo_refs():
+    Returns ref -> label directory (the local label store's layout).
+    """
+    from mll_registry.label_stores import LocalLabelStore
+    from mll_registry.labeller import LabelConfig, label_ref
+
+    cfg = cfg or LabelConfig()
+    have = LocalLabelStore(root).list_labels(graph.version, cfg.label_hash())
+    refs = demo_refs()
+    for ref in refs:
         if ref not in have:
-            run, path = label_ref(ref, graph, LabelConfig(device=device), root=root)
+            run, path = label_ref(ref, graph, cfg, root=root)
             log(f"labelled {ref}: mean acc@1 {run.label.headline()['mean_acc1']:.3f} "
                 f"({run.seconds['total']:.1f} s)")
             have[ref] = path
-    return {r: p for r, p in have.items() if r in set(demo_refs())}
+    return {r: p for r, p in have.items() if r in set(refs)}

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +159,3 @@ def ensure_demo_tasks(root: str | os.PathLike[str] | None = None,
     if unknown:
         raise ValueError(f"unknown demo task(s) {unknown}; known: {sorted(known)}")
     return [ensure_task(known[n], root, concepts) for n in (names or list(known))]
-
-
-def remove_demo_tasks(root: str | os.PathLike[str] | None = None) -> None:
-    shutil.rmtree(tasks_dir(root), ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Model labelling (method.md §2): encode node texts and graph images, keep a compact label.
+"""Model labelling (docs/method.md §2): encode node texts and graph images, keep a compact label.
 
 Work is organised so that several models on one graph cost little more than their forward passes:
 
@@ -33,32 +33,36 @@ from mll_registry import __version__
 from mll_registry.config import data_dir
 from mll_registry.fsutil import atomic_path, write_json
 from mll_registry.graph import SemanticGraph
-from mll_registry.hub import LoadedModel, ResolvedModel
-from mll_registry.labels import ModelLabel
-
-DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+from mll_registry.label_format import ModelLabel
+from mll_registry.model_loading import LoadedModel
+from mll_registry.model_refs import ResolvedModel
+from mll_registry.settings import DEFAULTS, Settings, label_identity_hash
 
 
 @dataclass(frozen=True)
 class LabelConfig:
     """How a label is computed; recorded in the label's metadata.
 
-    Attributes:
-        templates: prompt templates over the node text, embeddings averaged (CLIP style).
-        text_source: ``lemma`` (the node's first lemma) or ``caption`` (the graph caption).
-        top_k: nodes kept per image (64: the same selection as dense similarities on every
-            demo (task, class) pair; see benchmarks/results/label_compact.md).
-        batch_size: images per forward pass.
-        chunk_size: images per checkpointed chunk (a multiple of ``batch_size`` is best).
-        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+    The fields and their defaults are :class:`mll_registry.settings.Settings`' (stated there);
+    templates, text source and top-K make up the label's identity (:meth:`label_hash`), the
+    others only decide how fast it is computed.
     """
 
-    templates: tuple[str, ...] = DEFAULT_TEMPLATES
-    text_source: str = "lemma"
-    top_k: int = 64
-    batch_size: int = 256
-    chunk_size: int = 2048
-    device: str = "auto"
+    templates: tuple[str, ...] = DEFAULTS.templates
+    text_source: str = DEFAULTS.text_source
+    top_k: int = DEFAULTS.top_k
+    batch_size: int = DEFAULTS.batch_size
+    chunk_size: int = DEFAULTS.chunk_size
+    device: str = DEFAULTS.device
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> LabelConfig:
+        return cls(templates=s.templates, text_source=s.text_source, top_k=s.top_k,
+                   batch_size=s.batch_size, chunk_size=s.chunk_size, device=s.device)
+
+    def label_hash(self) -> str:
+        """The hash of the label-content settings (part of the label key)."""
+        return label_identity_hash(self.templates, self.text_source, self.top_k)
 
     def __post_init__(self) -> None:
         if self.text_source not in ("lemma", "caption"):
@@ -284,7 +288,7 @@ def label_model(
     """Label ``lm`` on ``graph``; resumable from checkpointed chunks.
 
     Args:
-        lm: a loaded model (see :func:`mll_registry.hub.load`).
+        lm: a loaded model (see :func:`mll_registry.model_loading.load`).
         graph: the semantic graph (its version is recorded in the label).
         cfg: labelling parameters.
         root: data directory (caches and checkpoints).
@@ -346,6 +350,7 @@ def label_model(
                "total": round(t_end - t0, 3)}
     meta = {
         "model_ref": str(lm.resolved.ref), "revision": lm.resolved.revision,
+        "source": lm.resolved.ref.source, "label_hash": cfg.label_hash(),
         "architecture": lm.resolved.architecture, "weights_file": lm.resolved.weights.name,
         "preprocess": lm.preprocess_cfg, "pixels_key": pipe.key,
         "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
@@ -360,10 +365,11 @@ def label_model(
     return LabelRun(label, n_chunks, computed, reused, built, seconds)
 
 
-def default_label_path(lm_ref_key: str, graph_version: str,
+def default_label_path(lm_ref_key: str, graph_version: str, label_hash: str,
                        root: str | os.PathLike[str] | None = None) -> Path:
-    """Where labels go by default: ``<data>/labels/<model key>/<graph version>``."""
-    return data_dir(root) / "labels" / lm_ref_key / graph_version
+    """Where labels go by default: ``<data>/labels/<model key>/<graph version>-<label hash>``
+    (the layout :class:`mll_registry.label_stores.LocalLabelStore` reads)."""
+    return data_dir(root) / "labels" / lm_ref_key / f"{graph_version}-{label_hash}"
 
 
 def clear_checkpoints(lm: LoadedModel, graph: SemanticGraph,
@@ -389,12 +395,13 @@ def label_ref(
     Returns:
         (the run, the label directory). Checkpoints are removed once the label is written.
     """
-    from mll_registry.hub import load
+    from mll_registry.model_loading import load
 
     cfg = cfg or LabelConfig()
     lm = load(ref, device=cfg.device, allow_pickle=allow_pickle)
     run = label_model(lm, graph, cfg, root=root, progress=progress)
-    path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version, root)
+    path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version,
+                                                    cfg.label_hash(), root)
     run.label.save(path)
     clear_checkpoints(lm, graph, root)
     return run, path

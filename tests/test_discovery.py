@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from hub_server import HubHandle, open_clip_repo_files, start_hub, use_hub
 
-from mll_registry import hub as hubmod
-from mll_registry.hub import ModelRefError, PickledWeightsRefused
-from mll_registry.hubsource import (
+from mll_registry import model_refs as hubmod
+from mll_registry.discovery import (
     HfHubSource,
     HubModel,
     HubSourceError,
@@ -21,6 +20,7 @@ from mll_registry.hubsource import (
     Watermark,
     new_models,
 )
+from mll_registry.errors import ModelRefError, PickledWeightsRefused
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 TOKEN = "hf_mll_dummy_token_0123456789"
@@ -239,5 +239,5 @@ def test_watermark_file_errors_are_clear(tmp_path: Path) -> None:
     m = HubModel("o/n", "s", T0, None, (), "hf-hub:o/n@s")
     assert m.to_dict()["created_at"] == T0.isoformat()
     wm = Watermark(tmp_path / "ok.json")
-    assert wm.get() is None and wm.set(T0 + timedelta(days=1)) == T0 + timedelta(days=1)
-    assert wm.set(T0) == T0 and wm.get() == T0  # an explicit set may move it back
+    assert wm.load() is None and wm.set(T0 + timedelta(days=1)) == T0 + timedelta(days=1)
+    assert wm.set(T0) == T0 and wm.load() == T0  # an explicit set may move it back

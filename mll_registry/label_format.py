@@ -1,7 +1,7 @@
 """The model label format: compact per-image similarities plus a per-node summary.
 
 The dense label of a model is S (images x nodes), S[x, u] = cos(I(x), T(text_u)); at paper scale
-that is 10^6 x 9x10^3 per model. We keep what selection needs (method.md §2-3):
+that is 10^6 x 9x10^3 per model. We keep what selection needs (docs/method.md §2-3):
 
 * ``topk_idx``/``topk_score``: each image's K most similar nodes, best first (scores fp16);
 * ``member_score``: S[x, v] for every membership row (image x represents node v) of the graph,
@@ -57,6 +57,17 @@ class ModelLabel:
     @property
     def k(self) -> int:
         return int(self.topk_idx.shape[1])
+
+    @property
+    def label_hash(self) -> str:
+        """Hash of the settings the label was computed with (part of its key)."""
+        from mll_registry.settings import DEFAULTS, label_identity_hash
+
+        if self.meta.get("label_hash"):
+            return str(self.meta["label_hash"])
+        cfg = self.meta.get("label_config", {})
+        return label_identity_hash(cfg.get("templates", DEFAULTS.templates),
+                                   cfg.get("text_source", DEFAULTS.text_source), self.k)
 
     def headline(self) -> dict[str, Any]:
         """The figures a person reads first."""

@@ -1,0 +1,431 @@
+"""The assembly layer: the one place where graphs, label stores, caption providers, embedders and
+settings are put together into the tool's use cases.
+
+The CLI (:mod:`mll_registry.cli`) and the Prefect flows (``flows/``) are thin callers of
+:class:`App`: they parse their input, call one method, and render the typed result. Nothing here
+prints or imports Prefect; progress is reported through callbacks. Plug points are looked up by
+name in their port tables (:data:`~mll_registry.model_refs.SCHEMES`,
+:data:`~mll_registry.discovery.HUB_SOURCES`, :data:`~mll_registry.label_stores.LABEL_STORES`,
+:data:`~mll_registry.matching.CAPTION_PROVIDERS`, :data:`~mll_registry.matching.EMBEDDERS`,
+:data:`ORCHESTRATORS`). See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mll_registry.plugins import Plugins
+from mll_registry.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mll_registry.graph import BuildReport, GraphConfig, SemanticGraph
+    from mll_registry.label_index import ConceptHit
+    from mll_registry.label_stores import LabelStore
+    from mll_registry.labeller import LabelConfig
+    from mll_registry.matching import CaptionProvider, TextEmbedder
+    from mll_registry.mlflow_labels import LabelledVersion, Registry
+    from mll_registry.reuse import ReuseResult
+    from mll_registry.selection import SelectionResult
+    from mll_registry.task import Task
+
+Progress = Callable[[str, int, int], None]
+
+#: how ``mll demo`` runs its steps: name -> callable(app, tasks) -> dict. ``prefect`` runs them as
+#: Prefect flows (``flows/``, declared as an entry point in pyproject.toml): the library never
+#: imports Prefect itself, it asks for the orchestrator by name.
+ORCHESTRATORS: Plugins[Callable[..., dict[str, Any]]] = Plugins("orchestrators")
+
+
+@dataclass
+class GraphBuild:
+    """A built graph bundle and how it was built."""
+
+    graph: SemanticGraph
+    report: BuildReport
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        rep = self.report
+        return {**self.graph.summary(), "path": str(self.path), "seconds": rep.seconds,
+                "skipped": {s.name: {"unknown_folders": s.unknown_folders,
+                                     "unreadable_images": s.unreadable,
+                                     "non_image_files": s.non_image_files} for s in rep.sources}}
+
+
+@dataclass
+class Selection:
+    """A task, the graph it was matched on, and the models chosen per class."""
+
+    task: Task
+    graph: SemanticGraph
+    result: SelectionResult
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.result.to_dict(), "mlflow_run_id": self.run_id}
+
+
+@dataclass
+class Reuse:
+    """A selection, its ensemble measured on labelled images."""
+
+    selection: Selection
+    result: ReuseResult
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.result.to_dict(), "selection": self.selection.result.to_dict(),
+                "mlflow_run_id": self.run_id}
+
+
+@dataclass
+class ConceptQuery:
+    """Models ranked by measured ability on one concept."""
+
+    concept: str
+    query: str
+    ambiguous: list[str]
+    graph_version: str
+    models: list[ConceptHit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concept": self.concept, "query": self.query, "ambiguous": self.ambiguous,
+                "graph_version": self.graph_version, "models": [h.to_dict() for h in self.models]}
+
+
+@dataclass
+class App:
+    """The tool's use cases over one set of :class:`~mll_registry.settings.Settings`."""
+
+    settings: Settings = field(default_factory=load_settings)
+    mlflow: Registry | None = field(default=None, repr=False)  # default: made on first use
+
+    @classmethod
+    def configured(cls, **overrides: Any) -> App:
+        """Settings from defaults < config file < ``MLL_*`` < ``overrides`` (None = unset)."""
+        return cls(load_settings(overrides))
+
+    # -- components ----------------------------------------------------------------------------
+    @property
+    def root(self) -> str | None:
+        return self.settings.data_dir
+
+    def graph(self, path: str | os.PathLike[str] | None = None) -> SemanticGraph:
+        """The graph bundle at ``path``, or the demo graph (built on first use)."""
+        from mll_registry.demo.graph import load_graph
+
+        return load_graph(path, self.root)
+
+    def _graph_of(self, graph: SemanticGraph | str | os.PathLike[str] | None) -> SemanticGraph:
+        from mll_registry.graph import SemanticGraph
+
+        return graph if isinstance(graph, SemanticGraph) else self.graph(graph)
+
+    def registry(self) -> Registry:
+        """The MLflow label registry (``MLFLOW_TRACKING_URI``, else embedded in the data dir)."""
+        if self.mlflow is None:
+            from mll_registry.mlflow_labels import Registry
+
+            self.mlflow = Registry(root=self.root)
+        return self.mlflow
+
+    def label_store(self, name: str | None = None) -> LabelStore:
+        """The label store ``name`` (default: the ``label_store`` setting)."""
+        name = name or self.settings.label_store
+        if name == "registry":
+            return self.registry()
+        from mll_registry.label_stores import LABEL_STORES
+
+        return LABEL_STORES.get(name)(self.root)  # type: ignore[no-any-return]
+
+    def caption_provider(self) -> CaptionProvider:
+        from mll_registry.matching import CAPTION_PROVIDERS
+
+        return CAPTION_PROVIDERS.get(self.settings.caption_provider)(self.settings)
+
+    def embedder(self) -> TextEmbedder:
+        from mll_registry.matching import make_embedder
+
+        return make_embedder(self.settings.embedder)
+
+    def label_config(self) -> LabelConfig:
+        from mll_registry.labeller import LabelConfig
+
+        return LabelConfig.from_settings(self.settings)
+
+    def setup(self, demo: bool = True, force: bool = False) -> Any:
+        """Provision the offline assets: WordNet for nltk and (``demo``) the demo images."""
+        from mll_registry.assets import setup
+
+        return setup(self.root, demo=demo, force=force)
+
+    # -- graphs --------------------------------------------------------------------------------
+    def build_graph(self, sources: Sequence[str] = (), *, demo: bool = False,
+                    out: str | os.PathLike[str] | None = None, config: GraphConfig | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> GraphBuild:
+        """Build a graph bundle from ``NAME=PATH`` sample folders (or the demo's)."""
+        from mll_registry.graph import SampleDataset, build_and_save
+
+        sets = [SampleDataset.parse(s) for s in sources]
+        if demo:
+            from mll_registry.demo.graph import build_demo_graph
+
+            g, rep, path = build_demo_graph(self.root, out=out, config=config, extra=sets)
+            return GraphBuild(g, rep, path)
+        if not sets:
+            raise ValueError("give at least one sample source NAME=PATH, or demo=True")
+        from mll_registry.config import graphs_dir
+
+        path = Path(out) if out else graphs_dir(self.root) / "-".join(s.name for s in sets)
+        g, rep = build_and_save(sets, path, config, progress=progress)
+        return GraphBuild(g, rep, path)
+
+    # -- labelling -----------------------------------------------------------------------------
+    def label(self, ref: str, graph: SemanticGraph | str | os.PathLike[str] | None = None, *,
+              force: bool = False, allow_pickle: bool = False, same_as: str | None = None,
+              store: str | None = None, out: str | os.PathLike[str] | None = None,
+              progress: Progress | None = None) -> dict[str, Any]:
+        """Resolve, label (unless the store has this label key) and store one model.
+
+        ``same_as`` registers a local copy under a Hub model after checking its bytes. ``out``
+        writes the label files there and stores nothing.
+
+        Returns a summary with ``status`` = ``labelled`` (stored by this call) or ``skipped``
+        (the store had it); the version reported is ready and selectable.
+        """
+        from mll_registry.label_stores import LabelKey
+        from mll_registry.labeller import label_ref
+        from mll_registry.model_refs import link_copy, resolve
+
+        g = self._graph_of(graph)
+        cfg = self.label_config()
+        res = resolve(ref, allow_pickle=allow_pickle)
+        if same_as:
+            res = link_copy(res, same_as)
+        key = LabelKey.of(res, g.version, cfg.label_hash())
+        settings = {"label_hash": key.label_hash, "label_settings": self.settings.label_identity()}
+        if out is not None:
+            run, path = label_ref(res, g, cfg, out=out, root=self.root,
+                                  allow_pickle=allow_pickle, progress=progress)
+            return {"status": "labelled", **settings, **run.summary(path)}
+        st = self.label_store(store)
+        if not force:
+            old = self._stored(st, key, str(res.ref))
+            if old is not None:
+                return {"status": "skipped", "reason": "already labelled with these settings",
+                        **settings, **old}
+        run, path = label_ref(res, g, cfg, root=self.root, allow_pickle=allow_pickle,
+                              progress=progress)
+        stored = st.put(key, res, run.label, path, force=force)
+        entry = stored.to_dict()
+        if stored.name and stored.version is not None:  # the registry: its version entry
+            from mll_registry.mlflow_labels import Registry, _version_entry
+
+            assert isinstance(st, Registry)
+            entry = _version_entry(st.client.get_model_version(stored.name, str(stored.version))
+                                   ).to_dict()
+        return {"status": "labelled" if stored.created else "skipped", **settings, **entry,
+                **run.summary(path)}
+
+    def _stored(self, store: LabelStore, key: Any, model_ref: str) -> dict[str, Any] | None:
+        """What ``mll label`` reports about a stored label (registry: the version entry)."""
+        from dataclasses import asdict
+
+        from mll_registry.mlflow_labels import Registry, _version_entry
+        from mll_registry.model_refs import registered_name
+
+        if isinstance(store, Registry):
+            v = store.find_labelled(registered_name(key.source), key.revision, key.graph_version,
+                                    key.label_hash)
+            return _version_entry(v).to_dict() if v is not None else None
+        path = store.get(key)
+        return ({**asdict(key), "model_ref": model_ref, "path": str(path)}
+                if path is not None else None)
+
+    def discover(self, source: str, local_root: str | None = None, limit: int = 100,
+                 watermark_path: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+        """New models since the watermark as plain dicts (ref, revision, repo_id, created_at)."""
+        from mll_registry.discovery import HUB_SOURCES, Watermark
+
+        src = HUB_SOURCES.get(source)(local_root=local_root)
+        since = Watermark(watermark_path).load() if watermark_path else None
+        return [{"ref": m.ref, "revision": m.sha, "repo_id": m.repo_id,
+                 "created_at": m.created_at.isoformat()}
+                for m in src.list_new(since=since, limit=limit)]
+
+    def unlabelled(self, models: Sequence[dict[str, Any]],
+                   graph: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+        """The discovered models whose label key is not in the registry yet."""
+        from mll_registry.model_refs import registered_name, source_of
+
+        g = self.graph(graph)
+        reg = self.registry()
+        reg.migrate()  # legacy names and keys -> the current scheme (no-op once done)
+        h = self.settings.label_hash()
+        return [m for m in models if reg.find_labelled(
+            registered_name(source_of(m["ref"])), m["revision"], g.version, h) is None]
+
+    def advance_watermark(self, watermark_path: str | os.PathLike[str],
+                          found: Sequence[dict[str, Any]]) -> None:
+        """Move the watermark past ``found`` (after they were processed)."""
+        from datetime import datetime
+
+        from mll_registry.discovery import HubModel, Watermark
+
+        Watermark(watermark_path).advance([HubModel(
+            m["repo_id"], m["revision"], datetime.fromisoformat(m["created_at"]), None, (),
+            m["ref"]) for m in found if m.get("created_at")])
+
+    # -- selection and reuse -------------------------------------------------------------------
+    def labels(self, graph: SemanticGraph, store: str | None = None) -> dict[str, Any]:
+        """The labels selection uses: the newest per model for this graph and label settings."""
+        from mll_registry.label_stores import load_labels
+        from mll_registry.selection import SelectionError
+
+        st = self.label_store(store)
+        h = self.settings.label_hash()
+        paths = st.list_labels(graph.version, h)
+        if not paths and st.list_labels(graph.version, None):
+            raise SelectionError(
+                f"no labels with the configured label settings (hash {h}) for graph "
+                f"{graph.version}, but labels with other settings exist: label the models with "
+                "these settings, set the same templates/top_k, or run `mll registry migrate` "
+                "for a registry written by mll-registry 0.1")
+        return load_labels(paths, graph.version)
+
+    def select(self, task: Task | str | os.PathLike[str],
+               graph: SemanticGraph | str | os.PathLike[str] | None = None, *,
+               store: str | None = None, log: bool = False) -> Selection:
+        """Match the task's classes to the graph by text and choose models per class."""
+        from mll_registry.selection import select
+        from mll_registry.task import Task
+
+        t = task if isinstance(task, Task) else Task.from_yaml(task)
+        g = self._graph_of(graph)
+        s = self.settings
+        res = select(t, g, self.labels(g, store), k=s.k, alpha=s.alpha, metric=s.metric,
+                     top_n=s.top_n, embedder=self.embedder(), provider=self.caption_provider(),
+                     root=self.root)
+        sel = Selection(t, g, res)
+        if log:
+            sel.run_id = self.log_selection(sel)
+        return sel
+
+    def log_selection(self, sel: Selection, reuse: ReuseResult | None = None) -> str:
+        """One MLflow run for a selection (and its measured reuse), linked to the versions used."""
+        reg = self.registry()
+        links = reg.selection_links(sel.result.selected_models(), sel.graph.version)
+        return reg.log_selection(sel.task, sel.result, reuse, links=links,
+                                 settings=self.settings.recorded())
+
+    def reuse(self, task: Task | str | os.PathLike[str], data: str | os.PathLike[str] | None = None,
+              graph: SemanticGraph | str | os.PathLike[str] | None = None, *,
+              store: str | None = None, log: bool = False) -> Reuse:
+        """Select, run the entropy-weighted ensemble on labelled images, measure it."""
+        from mll_registry.reuse import evaluate
+
+        sel = self.select(task, graph, store=store)
+        s = self.settings
+        out = evaluate(sel.result, sel.task, data, weighting=s.weighting, prompts=s.prompts,
+                       device=s.device)
+        r = Reuse(sel, out)
+        if log:
+            r.run_id = self.log_selection(sel, out)
+        return r
+
+    # -- queries -------------------------------------------------------------------------------
+    def query_best(self, concept: str, n: int = 5,
+                   graph: str | os.PathLike[str] | None = None,
+                   refresh: bool = False) -> ConceptQuery:
+        """Models ranked by measured accuracy on a concept (synset id, wnid or word).
+
+        Raises:
+            KeyError: the concept is not in the graph (the message says what was tried).
+        """
+        from mll_registry.concepts import resolve_concept
+        from mll_registry.label_index import LabelIndex
+
+        g = self.graph(graph)
+        node, others = resolve_concept(concept, g.node_ids)
+        idx = LabelIndex(self.registry(), g.version,
+                         label_hash=self.settings.label_hash()).refresh(force_check=refresh)
+        return ConceptQuery(node, concept, others, g.version, idx.best(node, n))
+
+    def query_label(self, model: str, graph: str | os.PathLike[str] | None = None
+                    ) -> tuple[LabelledVersion, Any] | None:
+        """A model's newest registered label for the graph: (version, per-node summary)."""
+        g = self.graph(graph)
+        reg = self.registry()
+        v = reg.latest_for(model, g.version)
+        if v is None:
+            return None
+        return v, reg.download_summary(v)
+
+    def latest_label_dir(self, model: str) -> Path | None:
+        """The label directory of the newest registered version of ``model`` (any graph)."""
+        reg = self.registry()
+        v = reg.latest_for(model)
+        return reg.download_label(v) if v is not None else None
+
+    # -- benchmark and demo --------------------------------------------------------------------
+    def bench(self, tasks: Sequence[str | os.PathLike[str]] = (),
+              graph: str | os.PathLike[str] | None = None, *, growth_orders: int = 10,
+              plot: str | os.PathLike[str] | None = None,
+              markdown: str | os.PathLike[str] | None = None, log: bool = True,
+              say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+        """MLL against INB, ModelGPT and the oracles on task files (default: the demo tasks)."""
+        from mll_registry.bench import BenchConfig, run_bench
+        from mll_registry.bench import plot as draw
+        from mll_registry.label_stores import LocalLabelStore, load_labels
+        from mll_registry.model_loading import load
+        from mll_registry.task import Task
+
+        g = self.graph(graph)
+        if tasks:
+            task_list = [Task.from_yaml(t) for t in tasks]
+        else:
+            from mll_registry.demo.tasks import ensure_demo_tasks
+
+            task_list = [Task.from_yaml(p) for p in ensure_demo_tasks(self.root)]
+        if graph is None:
+            from mll_registry.demo.hub import ensure_demo_labels
+
+            paths = ensure_demo_labels(g, self.label_config(), self.root, log=say)
+        else:
+            paths = LocalLabelStore(self.root).list_labels(g.version, self.settings.label_hash())
+        labels = load_labels(paths, g.version)
+        if not labels:
+            raise ValueError(f"no labelled models for graph {g.version}: label some with "
+                             "`mll label`")
+        s = self.settings
+        cfg = BenchConfig(alpha=s.alpha, metric=s.metric, top_n=s.top_n, weighting=s.weighting,
+                          growth_orders=growth_orders)
+        res = run_bench(task_list, g, labels, lambda r: load(r, device=s.device), cfg, log=say)
+        md = res.markdown()
+        if markdown:
+            from mll_registry.fsutil import write_text
+
+            write_text(markdown, md)
+        plot_path = draw(res, plot) if plot else None
+        out = res.to_dict()
+        out["markdown"] = md
+        out["plot"] = str(plot_path) if plot_path else None
+        out["mlflow_run_id"] = (self.registry().log_bench(res, md, plot_path, s.recorded())
+                                if log else None)
+        return out
+
+    def demo(self, tasks: Sequence[str] | None = None, orchestrator: str = "prefect"
+             ) -> dict[str, Any]:
+        """The embedded-default demo end to end, run by ``orchestrator`` (see ORCHESTRATORS)."""
+        t0 = time.perf_counter()
+        out = ORCHESTRATORS.get(orchestrator)(self, list(tasks) if tasks else None)
+        from mll_registry.mlflow_tracking import tracking_uri
+
+        out["seconds"] = round(time.perf_counter() - t0, 1)
+        out["mlflow_tracking_uri"] = tracking_uri(self.root)
+        return out

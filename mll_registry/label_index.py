@@ -1,0 +1,174 @@
+"""The label index: per-concept scores of every labelled model, for fast "best model for X".
+
+A (models x nodes) table of accuracy@1/@5 and mean own score, built from the registry's newest
+labelled version per model and cached on disk (numeric arrays + JSON, never a pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mll_registry.config import data_dir
+from mll_registry.mlflow_labels import LabelledVersion, Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConceptHit:
+    """One model's measured ability on one concept."""
+
+    name: str
+    version: int
+    model_ref: str
+    revision: str
+    acc1: float
+    acc5: float
+    mean_own: float
+    n_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        for k in ("acc1", "acc5", "mean_own"):
+            d[k] = round(float(d[k]), 4)
+        return d
+
+
+class LabelIndex:
+    """Per-concept scores of every labelled model (models x nodes), for fast queries.
+
+    Built from the registry's newest labelled version per model; cached on disk per (tracking
+    URI, graph version) together with the (name, version, run) list it was built from, and
+    rebuilt incrementally when that list changes. ``max_age`` seconds after a version check the
+    next query trusts the cache without asking MLflow again (0 = always check).
+    """
+
+    FORMAT = "mll-label-index/2"
+
+    def __init__(self, registry: Registry, graph_version: str, max_age: float = 30.0,
+                 label_hash: str | None = None) -> None:
+        self.registry = registry
+        self.graph_version = graph_version
+        self.label_hash = label_hash
+        self.max_age = max_age
+        key = hashlib.sha256(registry.uri.encode()).hexdigest()[:12]
+        self.path = (data_dir(registry.root) / "cache" / "label-index" /
+                     f"{key}-{graph_version}-{label_hash or 'any'}")
+        self.versions: list[LabelledVersion] = []
+        self.nodes: list[str] = []
+        self.acc1 = self.acc5 = self.own = np.zeros((0, 0), np.float32)
+        self.n_images = np.zeros(0, np.int64)
+        self.checked_at = 0.0
+        self.build_stats: dict[str, float] = {}
+
+    def _signature(self, versions: Sequence[LabelledVersion]) -> list[list[Any]]:
+        return [[v.name, v.version, v.run_id] for v in versions]
+
+    def refresh(self, force_check: bool = False) -> LabelIndex:
+        """Load from the disk cache; check the registry for new versions unless recently checked."""
+        if not self.versions and (self.path / "index.npz").is_file():
+            self._load()
+        if not force_check and self.versions and time.time() - self.checked_at < self.max_age:
+            return self
+        t0 = time.perf_counter()
+        current = self.registry.latest_per_model(self.graph_version, self.label_hash)
+        t1 = time.perf_counter()
+        if self._signature(current) != self._signature(self.versions) or not self.versions:
+            self._build(current)
+        self.checked_at = time.time()
+        self._save_meta()
+        self.build_stats["version_check_s"] = round(t1 - t0, 4)
+        return self
+
+    def _build(self, versions: list[LabelledVersion]) -> None:
+        t0 = time.perf_counter()
+        old = {(v.name, v.run_id): i for i, v in enumerate(self.versions)}
+        rows1, rows5, rows_own = [], [], []
+        nodes: list[str] | None = self.nodes or None
+        fetched = 0
+        for v in versions:
+            i = old.get((v.name, v.run_id))
+            if i is not None and nodes is not None:
+                rows1.append(self.acc1[i])
+                rows5.append(self.acc5[i])
+                rows_own.append(self.own[i])
+                continue
+            s = self.registry.download_summary(v)
+            fetched += 1
+            if nodes is None:
+                nodes = s["node_id"].tolist()
+                self.n_images = s["n_images"].to_numpy(np.int64)
+            s = s.set_index("node_id").reindex(nodes)
+            rows1.append(s["acc1"].to_numpy(np.float32))
+            rows5.append(s["acc5"].to_numpy(np.float32))
+            rows_own.append(s["mean_own"].to_numpy(np.float32))
+        self.nodes = nodes or []
+        n = len(self.nodes)
+        self.acc1 = np.stack(rows1) if rows1 else np.zeros((0, n), np.float32)
+        self.acc5 = np.stack(rows5) if rows5 else np.zeros((0, n), np.float32)
+        self.own = np.stack(rows_own) if rows_own else np.zeros((0, n), np.float32)
+        self.versions = versions
+        self._node_pos = {nd: i for i, nd in enumerate(self.nodes)}
+        self.path.mkdir(parents=True, exist_ok=True)
+        from mll_registry.fsutil import atomic_path
+
+        with atomic_path(self.path / "index.npz", suffix=".npz") as tmp:
+            np.savez(tmp, acc1=self.acc1, acc5=self.acc5, own=self.own, n_images=self.n_images)
+        self.build_stats.update(build_s=round(time.perf_counter() - t0, 3), fetched=fetched)
+
+    def _save_meta(self) -> None:
+        from mll_registry.fsutil import write_json
+
+        write_json(self.path / "versions.json", {
+            "format": self.FORMAT, "checked_at": self.checked_at, "nodes": self.nodes,
+            "versions": [v.to_dict() for v in self.versions]})
+
+    def _load(self) -> None:
+        """Read the disk cache: numeric arrays only (never a pickle), checked against the meta.
+
+        A cache that is not exactly what this code writes (damaged, planted, older format) is
+        deleted and rebuilt from the registry.
+        """
+        try:
+            meta = json.loads((self.path / "versions.json").read_text(encoding="utf-8"))
+            if meta.get("format") != self.FORMAT:
+                raise ValueError("older cache format")
+            with np.load(self.path / "index.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("acc1", "acc5", "own", "n_images")}
+            nodes = [str(n) for n in meta["nodes"]]
+            versions = [LabelledVersion(**v) for v in meta["versions"]]
+            shape = (len(versions), len(nodes))
+            if any(arrays[k].shape != shape or arrays[k].dtype.kind != "f"
+                   for k in ("acc1", "acc5", "own")) or arrays["n_images"].shape != (len(nodes),):
+                raise ValueError("arrays do not match the version and node lists")
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
+            log.warning("label index cache %s is unusable (%s); rebuilding it", self.path, exc)
+            for f in ("index.npz", "versions.json"):
+                (self.path / f).unlink(missing_ok=True)
+            return
+        self.acc1, self.acc5, self.own = arrays["acc1"], arrays["acc5"], arrays["own"]
+        self.n_images = arrays["n_images"]
+        self.nodes, self.versions = nodes, versions
+        self.checked_at = float(meta["checked_at"])
+        self._node_pos = {nd: i for i, nd in enumerate(self.nodes)}
+
+    def best(self, node_id: str, n: int = 5) -> list[ConceptHit]:
+        """Models ranked by accuracy@1 on ``node_id`` (then accuracy@5, then mean own score)."""
+        j = self._node_pos.get(node_id)
+        if j is None:
+            raise KeyError(node_id)
+        order = np.lexsort((-self.own[:, j], -self.acc5[:, j], -self.acc1[:, j]))[:n]
+        return [ConceptHit(self.versions[i].name, self.versions[i].version,
+                           self.versions[i].model_ref, self.versions[i].revision,
+                           float(self.acc1[i, j]), float(self.acc5[i, j]), float(self.own[i, j]),
+                           int(self.n_images[j])) for i in order]
+
+

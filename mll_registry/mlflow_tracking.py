@@ -1,0 +1,216 @@
+"""The MLflow connection and the runs the tool logs (selection, reuse, bench).
+
+``MLFLOW_TRACKING_URI`` points it at a server; with nothing set MLflow runs embedded:
+``sqlite:///<data>/mlflow.db`` with artifacts under ``<data>/mlartifacts``, initialised once under
+a file lock so that concurrent writers are safe. Every MLflow call goes through one retry policy
+(:mod:`mll_registry.retries`); an unreachable server ends in a :class:`RegistryError` that says
+what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from mll_registry.config import data_dir
+
+LABEL_EXPERIMENT = "mll-labels"
+SELECTION_EXPERIMENT = "mll-selection"
+BENCH_EXPERIMENT = "mll-bench"
+T = TypeVar("T")
+
+
+class RegistryError(RuntimeError):
+    """The registry is unreachable or inconsistent; the message says what to do."""
+
+
+# -- connection ----------------------------------------------------------------------------------
+def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded sqlite store in the data directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir(root) / 'mlflow.db'}"
+
+
+def _artifact_root(root: str | os.PathLike[str] | None = None) -> str:
+    return (data_dir(root) / "mlartifacts").as_uri()
+
+
+def _transient(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return any(s in str(exc) for s in ("Max retries", "Connection", "connect", "503", "502",
+                                            "504", "timed out"))
+    return isinstance(exc, ConnectionError | OSError)
+
+
+def retrying(fn: Callable[[], T], what: str, uri: str, tries: int = 4,
+             delay: float = 0.5) -> T:
+    """Call ``fn``, retrying connection failures with backoff; then a clear RegistryError."""
+    from mll_registry.retries import call_with_retries
+
+    def give_up(exc: BaseException) -> BaseException:
+        if not _transient(exc):
+            return exc
+        return RegistryError(
+            f"MLflow at {_safe_uri(uri)} is not reachable ({what} failed after {tries} tries: "
+            f"{str(exc)[:200]}). Start the server or fix MLFLOW_TRACKING_URI; nothing was "
+            "registered.")
+
+    return call_with_retries(fn, what, transient=_transient, give_up=give_up, tries=tries,
+                             base_delay=delay)
+
+
+def _safe_uri(uri: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", uri)  # never print credentials
+
+
+class Tracking:
+    """An MLflow client for one tracking URI (embedded sqlite by default, or a server)."""
+
+    def __init__(self, uri: str | None = None, root: str | os.PathLike[str] | None = None,
+                 tries: int = 4) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        from mlflow import MlflowClient
+
+        self.root = root
+        self.uri = uri or tracking_uri(root)
+        self.tries = tries
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri[len("sqlite:///"):])
+            from filelock import FileLock
+
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(db.with_suffix(".init.lock")):  # one migration, then many writers
+                self.client = MlflowClient(self.uri)
+                self.client.search_experiments(max_results=1)
+        else:
+            self.client = MlflowClient(self.uri)
+        self._exp: dict[str, str] = {}
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        return retrying(fn, what, self.uri, self.tries)
+
+    def experiment(self, name: str) -> str:
+        """Experiment id, created on first use (artifacts in the data dir when embedded)."""
+        if name not in self._exp:
+            exp = self.call(lambda: self.client.get_experiment_by_name(name), "get experiment")
+            if exp is None:
+                loc = _artifact_root(self.root) if self.uri.startswith("sqlite") else None
+                try:
+                    eid = self.call(lambda: self.client.create_experiment(
+                        name, artifact_location=loc), "create experiment")
+                except Exception:  # created concurrently by another writer
+                    exp = self.client.get_experiment_by_name(name)
+                    if exp is None:
+                        raise
+                    eid = exp.experiment_id
+            else:
+                eid = exp.experiment_id
+            self._exp[name] = eid
+        return self._exp[name]
+
+    @contextlib.contextmanager
+    def run(self, experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+        """A run that ends FINISHED when the block completes and FAILED when it raises."""
+        exp = self.experiment(experiment)
+        run = self.call(lambda: self.client.create_run(exp, run_name=run_name, tags=tags),
+                         "create run")
+        rid = str(run.info.run_id)
+        try:
+            yield rid
+            self.client.set_terminated(rid, "FINISHED")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(rid, "FAILED")
+            raise
+
+    def log_selection(self, task: Any, selection: Any, reuse: Any = None,
+                      links: list[str] | None = None,
+                      settings: dict[str, Any] | None = None) -> str:
+        """One run in ``mll-selection``: params, selection table, composition, metrics, tags.
+
+        ``links``: the model versions used (``name/version``), tagged on the run.
+        """
+        used = selection.selected_models()
+        links = links if links is not None else list(used)
+        with self.run(SELECTION_EXPERIMENT, f"select {task.name}", {
+                "mll.kind": "reuse" if reuse else "selection", "mll.task": task.name,
+                "mll.model_versions": ",".join(links)[:5000]}) as rid:
+            p = selection.params
+            params = {"task": task.name, "domain": task.domain, "task_type": task.task,
+                      "classes": len(task.classes), "k": p.get("k"), "alpha": p.get("alpha"),
+                      "metric": p.get("metric"), "top_n": p.get("top_n"),
+                      "caption_provider": p.get("caption_provider"),
+                      "embedding_model": p.get("embedding_model"),
+                      "graph_version": p.get("graph_version"),
+                      "models_considered": len(selection.models)}
+            for k, val in params.items():
+                self.client.log_param(rid, k, str(val))
+            if settings:
+                self.client.log_dict(rid, settings, "settings.json")
+            self.client.log_text(rid, json.dumps(selection.to_dict(), indent=2),
+                                 "selection.json")
+            rows = [{"class": c["class"], "rank": i + 1, "model": m["model"],
+                     "reuse": m["reuse"], "score": m["score"], "weak_match": c["weak_match"],
+                     "top_node": c["nodes"][0]["node"] if c["nodes"] else ""}
+                    for c in selection.per_class() for i, m in enumerate(c["models"])]
+            self.client.log_text(rid, pd.DataFrame(rows).to_csv(index=False), "selection.csv")
+            comp: dict[str, list[str]] = {}
+            for c in selection.per_class():
+                for m in c["models"]:
+                    comp.setdefault(m["model"], []).append(c["class"])
+            self.client.log_dict(rid, comp, "ensemble_composition.json")
+            self.client.log_metric(rid, "models_used", float(len(used)))
+            self.client.log_metric(rid, "weak_matches", float(len(selection.weak)))
+            if reuse is not None:
+                self.client.log_metric(rid, "top1", reuse.ensemble["top1"])
+                self.client.log_metric(rid, "top5", reuse.ensemble["top5"])
+                self.client.log_metric(rid, "images", float(reuse.n_images))
+                self.client.log_metric(rid, "images_per_s", float(reuse.images_per_s))
+                self.client.log_metric(rid, "forward_passes_per_image", float(len(used)))
+                for ci, acc in reuse.ensemble["per_class"].items():
+                    self.client.log_metric(rid, f"class_top1_{_metric_key(task.class_names[ci])}",
+                                           acc)
+                for m, acc in reuse.per_model.items():
+                    self.client.log_metric(rid, f"alone_top1_{_metric_key(m.rsplit('/', 1)[-1])}",
+                                           acc["top1"])
+                self.client.log_text(rid, json.dumps(reuse.to_dict(), indent=2), "reuse.json")
+        return rid
+
+
+    def log_bench(self, result: Any, markdown: str, plot_path: Path | None,
+                  settings: dict[str, Any] | None = None) -> str:
+        """The benchmark as one run in ``mll-bench`` (the same client as every other run)."""
+        with self.run(BENCH_EXPERIMENT, "bench", {"mll.kind": "bench"}) as rid:
+            cfg = result.config
+            params = {"alpha": cfg.alpha, "metric": cfg.metric, "top_n": cfg.top_n,
+                      "weighting": cfg.weighting, "models": len(result.models),
+                      "tasks": ",".join(r.task.name for r in result.runs)}
+            for k, val in params.items():
+                self.client.log_param(rid, k, str(val)[:6000])
+            for m, v in result.averages().items():
+                self.client.log_metric(rid, f"avg_top1_{_metric_key(m.lower())}", v)
+            for r in result.runs:
+                for m, v in r.top1.items():
+                    self.client.log_metric(rid, f"{_metric_key(r.task.name)}_top1_"
+                                                f"{_metric_key(m.lower())}", v)
+            if settings:
+                self.client.log_dict(rid, settings, "settings.json")
+            self.client.log_text(rid, markdown, "bench.md")
+            self.client.log_text(rid, json.dumps(result.to_dict(), indent=2), "bench.json")
+            if plot_path:
+                self.client.log_artifact(rid, str(plot_path))
+        return rid
+
+
+def _metric_key(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s)[:200]
+
+

@@ -1,0 +1,56 @@
+"""One retry policy for every remote call (MLflow, the Hub): tenacity, exponential backoff.
+
+Callers say what is transient for their service; everything else fails at once. After the last
+try the caller's ``give_up`` turns the error into a clear one-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def call_with_retries(fn: Callable[[], T], what: str, *, transient: Callable[[BaseException], bool],
+                      give_up: Callable[[BaseException], BaseException], tries: int = 4,
+                      base_delay: float = 0.5, max_delay: float = 8.0,
+                      sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``fn``; retry transient failures (``base_delay`` * 2^n, at most ``max_delay``).
+
+    Raises:
+        ``give_up(exc)`` for the last transient failure, or for any other failure; a failure
+        that ``give_up`` returns unchanged is re-raised as it was.
+    """
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        wait_exponential,
+    )
+
+    def before_sleep(state: object) -> None:
+        outcome = getattr(state, "outcome", None)
+        exc = outcome.exception() if outcome is not None else None
+        log.warning("%s: transient failure (%s), retry %d/%d", what, type(exc).__name__,
+                    getattr(state, "attempt_number", 0), tries - 1)
+
+    try:
+        for attempt in Retrying(stop=stop_after_attempt(tries), sleep=sleep,
+                                wait=wait_exponential(multiplier=base_delay, max=max_delay),
+                                retry=retry_if_exception(transient), before_sleep=before_sleep,
+                                reraise=True):
+            with attempt:
+                return fn()
+    except RetryError as exc:  # pragma: no cover - reraise=True re-raises the last error
+        raise give_up(exc) from exc
+    except Exception as exc:
+        err = give_up(exc)
+        if err is exc:
+            raise
+        raise err from exc
+    raise AssertionError("unreachable")  # pragma: no cover

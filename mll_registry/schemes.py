@@ -1,0 +1,142 @@
+"""The built-in model-reference schemes: ``hf-hub:``, ``local-dir:``, ``open_clip:``.
+
+Each is a :class:`mll_registry.model_refs.ModelScheme` registered in
+:data:`mll_registry.model_refs.SCHEMES` when this module is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from mll_registry.errors import ModelRefError, PickledWeightsRefused
+from mll_registry.model_refs import (
+    SCHEMES,
+    ModelRef,
+    ResolvedModel,
+    file_digest,
+    pick_weights,
+    read_config,
+)
+
+# ASCII only, as the Hub's own repo-id rule: non-ASCII names must not fold into another name
+_HF_RE = re.compile(r"^(?P<repo>[A-Za-z0-9_.\-]{1,96}/[A-Za-z0-9_.\-]{1,96})"
+                    r"(?:@(?P<rev>[A-Za-z0-9_.\-/]{1,200}))?$")
+
+
+class HfHubScheme:
+    """``hf-hub:ORG/NAME[@REVISION]``: a Hub repo (or ``HF_ENDPOINT``) in open_clip layout."""
+
+    def parse(self, rest: str, ref: str) -> ModelRef:
+        m = _HF_RE.match(rest)
+        if not m or "--" in m.group("repo") or ".." in m.group("repo"):
+            raise ModelRefError(
+                f"bad Hub reference {ref!r}: expected hf-hub:ORG/NAME[@REVISION] with ASCII "
+                "letters, digits, '-', '_' and '.' (no '--' or '..', as on the Hub)")
+        return ModelRef("hf-hub", m.group("repo"), m.group("rev"))
+
+    def resolve(self, ref: ModelRef, *, allow_pickle: bool,
+                cache_dir: str | os.PathLike[str] | None) -> ResolvedModel:
+        """Download through :class:`mll_registry.discovery.HfHubSource` (the one download path)."""
+        from mll_registry.discovery import HfHubSource
+
+        path, sha, weights = HfHubSource(cache_dir=cache_dir).fetch_files(
+            ref.name, ref.revision, allow_pickle=allow_pickle)
+        cfg = read_config(path, f"hf-hub:{ref.name}@{sha}")
+        return ResolvedModel(ref, path, path / weights, sha, cfg)
+
+    def build(self, res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
+        from mll_registry.model_loading import build_from_dir
+
+        return build_from_dir(res, device)
+
+    def registered_name(self, ref: ModelRef) -> str:
+        return "hf--" + ref.name.replace("/", "--")  # Hub ids hold no '--': one-to-one
+
+    def version_source(self, res: ResolvedModel) -> str:
+        return f"hf://{res.ref.name}@{res.revision}"
+
+
+class LocalDirScheme:
+    """``local-dir:PATH``: a directory in open_clip layout; its revision is the weights' digest."""
+
+    def parse(self, rest: str, ref: str) -> ModelRef:
+        return ModelRef("local-dir", str(Path(rest).expanduser().resolve()))
+
+    def resolve(self, ref: ModelRef, *, allow_pickle: bool,
+                cache_dir: str | os.PathLike[str] | None) -> ResolvedModel:
+        path = Path(ref.name)
+        if not path.is_dir():
+            raise ModelRefError(f"local-dir:{path}: no such directory")
+        cfg = read_config(path, f"local-dir:{path}")
+        files = sorted(p.name for p in path.iterdir() if p.is_file())
+        weights = path / pick_weights(files, f"local-dir:{path}", allow_pickle)
+        return ResolvedModel(ref, path, weights, "sha256:" + file_digest(weights)[:16], cfg)
+
+    def build(self, res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
+        from mll_registry.model_loading import build_from_dir
+
+        return build_from_dir(res, device)
+
+    def registered_name(self, ref: ModelRef) -> str:
+        """``local--<folder>--<hash of the absolute path>``: a folder named like a Hub repo, or
+        like another folder, cannot take over that model's name."""
+        folder = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(ref.name).name)[:80] or "root"
+        return f"local--{folder}--{hashlib.sha256(ref.name.encode()).hexdigest()[:12]}"
+
+    def version_source(self, res: ResolvedModel) -> str:
+        return f"local-dir:{res.ref.name}@{res.revision}"
+
+
+class OpenClipScheme:
+    """``open_clip:ARCH/PRETRAINED_TAG``: a built-in architecture with a pretrained tag."""
+
+    def parse(self, rest: str, ref: str) -> ModelRef:
+        arch, slash, tag = rest.partition("/")
+        if not slash or not arch or not tag:
+            raise ModelRefError(f"bad open_clip reference {ref!r}: expected open_clip:ARCH/TAG")
+        return ModelRef("open_clip", rest)
+
+    def resolve(self, ref: ModelRef, *, allow_pickle: bool,
+                cache_dir: str | os.PathLike[str] | None) -> ResolvedModel:
+        import open_clip
+        from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+        arch, tag = ref.name.split("/", 1)
+        if arch not in open_clip.list_models():
+            raise ModelRefError(f"open_clip:{ref.name}: unknown architecture {arch!r}")
+        pcfg = get_pretrained_cfg(arch, tag)
+        if not pcfg:
+            tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+            raise ModelRefError(f"open_clip:{ref.name}: unknown pretrained tag {tag!r}; known: {tags}")
+        file = Path(download_pretrained(pcfg, cache_dir=cache_dir))
+        if file.suffix != ".safetensors" and not allow_pickle:
+            raise PickledWeightsRefused(
+                f"open_clip:{ref.name} resolves to pickled weights ({file.name}); opt in with "
+                "--allow-pickle if you trust the source")
+        cfg = {"model_cfg": open_clip.get_model_config(arch), "preprocess_cfg": {}}
+        return ResolvedModel(ref, file.parent, file, "sha256:" + file_digest(file)[:16], cfg)
+
+    def build(self, res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
+        import open_clip
+
+        arch = res.ref.name.split("/")[0]
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=str(res.weights), device=device, weights_only=True)
+        return model, preprocess, open_clip.get_tokenizer(arch)
+
+    def registered_name(self, ref: ModelRef) -> str:
+        base = "open_clip--" + ref.name.replace("/", "--")
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", base)
+        return safe if safe == base else f"{safe}--{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+
+    def version_source(self, res: ResolvedModel) -> str:
+        return f"open_clip:{res.ref.name}@{res.revision}"
+
+
+SCHEMES.register("hf-hub", HfHubScheme())
+SCHEMES.register("local-dir", LocalDirScheme())
+SCHEMES.register("open_clip", OpenClipScheme())

@@ -1,0 +1,229 @@
+"""Settings: every default of the tool stated once, read from flags, environment and a file.
+
+Precedence, highest first (as pytest, ruff and mypy do it):
+
+1. explicit values (CLI flags, flow parameters, keyword arguments),
+2. environment variables ``MLL_<FIELD>`` (``MLL_ALPHA=0.8``, ``MLL_TEMPLATES='["a {}."]'``;
+   lists as JSON),
+3. a config file: ``mll.toml`` (top-level keys) or the ``[tool.mll]`` table of ``pyproject.toml``,
+   whichever is found first from the working directory upwards (``MLL_CONFIG`` names one),
+4. the defaults below.
+
+Every label, selection and bench result records the settings it used (:meth:`Settings.recorded`).
+The label-content fields (templates, text source, top-K) form the label's identity: their hash
+is part of the registry key (:meth:`Settings.label_hash`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MLL_"
+CONFIG_FILE = "mll.toml"
+#: bump when the label file format or its computation changes meaning (part of the label hash)
+LABEL_FORMAT = 1
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value or a config file is unreadable; the message names which."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunables with their defaults (the only place they are written).
+
+    Labelling (the first three define a label's identity):
+        templates: prompt templates over the node text, embeddings averaged.
+        text_source: ``lemma`` (the node's first lemma) or ``caption`` (the graph caption).
+        top_k: graph nodes kept per image in the compact label (64: same selection as dense
+            similarities on every demo (task, class) pair; benchmarks/results/label_compact.md).
+        batch_size, chunk_size: images per forward pass / per checkpointed chunk.
+    Selection:
+        k: models per class; alpha: reuse-metric weight of the class's own score; metric:
+        ``f1`` or ``precision``; top_n: graph nodes matched per class; embedder: sentence
+        embedding model; caption_provider: ``wordnet`` or ``openai`` (needs caption_url);
+        weak_similarity: best-node similarity under which a class is flagged a weak match.
+    Reuse:
+        prompts: class prompt templates; weighting: ``inverse_entropy``, ``entropy``, ``uniform``.
+    Where:
+        device: ``auto``, ``cpu``, ``cuda[:N]``; label_store: ``registry`` (MLflow) or
+        ``local`` (the data dir); data_dir: assets and caches (None: ``MLL_DATA_DIR`` or XDG).
+    """
+
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    text_source: str = "lemma"
+    top_k: int = 64
+    batch_size: int = 256
+    chunk_size: int = 2048
+    k: int = 1
+    alpha: float = 0.7
+    metric: str = "f1"
+    top_n: int = 5
+    embedder: str = "all-MiniLM-L6-v2"
+    caption_provider: str = "wordnet"
+    caption_url: str | None = None
+    weak_similarity: float = 0.35
+    prompts: tuple[str, ...] = ("a photo of a {}.",)
+    weighting: str = "inverse_entropy"
+    device: str = "auto"
+    label_store: str = "registry"
+    data_dir: str | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> origin
+
+    def __post_init__(self) -> None:
+        checks = {
+            "text_source": self.text_source in ("lemma", "caption"),
+            "templates": bool(self.templates) and all("{}" in t for t in self.templates),
+            "prompts": bool(self.prompts) and all("{}" in t for t in self.prompts),
+            "top_k": self.top_k >= 1, "batch_size": self.batch_size >= 1,
+            "chunk_size": self.chunk_size >= 1, "k": self.k >= 1, "top_n": self.top_n >= 1,
+            "alpha": 0.0 <= self.alpha <= 1.0, "metric": self.metric in ("f1", "precision"),
+            "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),
+            "label_store": bool(self.label_store),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            k = bad[0]
+            raise SettingsError(f"setting {k}={getattr(self, k)!r} is invalid "
+                                f"(from {self.sources.get(k, 'the arguments')}); see "
+                                "`mll settings` for the allowed values")
+
+    # -- identity and records ---------------------------------------------------------------
+    def label_identity(self) -> dict[str, Any]:
+        """What a label's content depends on (besides the model revision and graph version)."""
+        return label_identity(self.templates, self.text_source, self.top_k)
+
+    def label_hash(self) -> str:
+        """12 hex digits naming :meth:`label_identity` (registry key, label path, MLflow tag)."""
+        return label_identity_hash(self.templates, self.text_source, self.top_k)
+
+    def recorded(self) -> dict[str, Any]:
+        """Every setting as JSON-able values (logged with results)."""
+        return {f.name: (list(v) if isinstance(v, tuple) else v)
+                for f in fields(self) if f.name != "sources" for v in [getattr(self, f.name)]}
+
+    def replace(self, **overrides: Any) -> Settings:
+        """A copy with ``overrides`` applied; ``None`` values are ignored (an unset flag)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - {f.name for f in fields(self)}
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {sorted(unknown)}")
+        given = {k: _coerce(k, v, "arguments") for k, v in given.items()}
+        return dataclasses.replace(self, **given,
+                                   sources={**self.sources, **dict.fromkeys(given, "arguments")})
+
+
+def label_identity(templates: Any, text_source: str, top_k: int) -> dict[str, Any]:
+    """The label-content settings as a JSON-able dict (with the label format version)."""
+    return {"templates": list(templates), "text_source": text_source, "top_k": int(top_k),
+            "format": LABEL_FORMAT}
+
+
+def label_identity_hash(templates: Any, text_source: str, top_k: int) -> str:
+    """12 hex digits of :func:`label_identity`: part of every label's key."""
+    blob = json.dumps(label_identity(templates, text_source, top_k), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+DEFAULTS = Settings()
+_TYPES = {f.name: type(getattr(DEFAULTS, f.name)) for f in fields(Settings) if f.name != "sources"}
+_TYPES.update(caption_url=str, data_dir=str)
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    want = _TYPES[name]
+    try:
+        if want is tuple:
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip().startswith("[") else [value]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise TypeError("a list of strings")
+            return tuple(value)
+        if want is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if want is int and isinstance(value, float) and not value.is_integer():
+            raise TypeError("an integer")
+        if isinstance(value, bool) and want is not bool:
+            raise TypeError(want.__name__)
+        return want(value)
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"setting {name}={value!r} from {origin} is not "
+                            f"{want.__name__ if want is not tuple else 'a list of strings'} "
+                            f"({exc})") from exc
+
+
+def find_config(start: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest ``mll.toml`` or ``pyproject.toml`` with ``[tool.mll]``, and its table."""
+    if os.environ.get(ENV_PREFIX + "CONFIG"):
+        path = Path(os.environ[ENV_PREFIX + "CONFIG"]).expanduser()
+        return path, _read_table(path)
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / CONFIG_FILE).is_file():
+            return d / CONFIG_FILE, _read_table(d / CONFIG_FILE)
+        pp = d / "pyproject.toml"
+        if pp.is_file():
+            table = _read_table(pp)
+            if table:
+                return pp, table
+    return None
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path} is unreadable ({exc}); fix or remove it") from exc
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("mll", {})
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: the mll settings must be a table")
+    return data
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  env: Mapping[str, str] | None = None,
+                  start: str | os.PathLike[str] | None = None) -> Settings:
+    """Defaults < config file < ``MLL_*`` environment < ``overrides`` (None values skipped).
+
+    Raises:
+        SettingsError: an unknown key in the config file, or a value of the wrong type.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    found = find_config(start)
+    if found:
+        path, table = found
+        unknown = set(table) - set(_TYPES)
+        if unknown:
+            raise SettingsError(f"{path}: unknown mll setting(s) {sorted(unknown)}; known: "
+                                f"{', '.join(sorted(_TYPES))}")
+        for k, v in table.items():
+            values[k] = _coerce(k, v, str(path))
+            origin[k] = str(path)
+    for k in _TYPES:
+        if k == "data_dir":
+            continue  # MLL_DATA_DIR is read where the data dir is resolved (config.data_dir)
+        raw = env.get(ENV_PREFIX + k.upper())
+        if raw is not None and raw != "":
+            values[k] = _coerce(k, raw, f"${ENV_PREFIX}{k.upper()}")
+            origin[k] = f"${ENV_PREFIX}{k.upper()}"
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        if k not in _TYPES:
+            raise SettingsError(f"unknown setting {k!r}")
+        values[k] = _coerce(k, v, "arguments")
+        origin[k] = "arguments"
+    return Settings(**values, sources=origin)
