@@ -319,9 +319,10 @@ class App:
     def log_selection(self, sel: Selection, reuse: ReuseResult | None = None) -> str:
         """One MLflow run for a selection (and its measured reuse), linked to the versions used."""
         reg = self.registry()
-        links = reg.selection_links(sel.result.selected_models(), sel.graph.version)
+        links, model_ids = reg.selection_links(sel.result.selected_models(), sel.graph.version,
+                                               self.settings.label_hash())
         return reg.log_selection(sel.task, sel.result, reuse, links=links,
-                                 settings=self.settings.recorded())
+                                 settings=self.settings.recorded(), model_ids=model_ids)
 
     def reuse(self, task: Task | str | os.PathLike[str], data: str | os.PathLike[str] | None = None,
               graph: SemanticGraph | str | os.PathLike[str] | None = None, *,

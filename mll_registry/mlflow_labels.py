@@ -127,6 +127,7 @@ class LabelledVersion:
     source: str
     aliases: list[str] = field(default_factory=list)
     label_hash: str = ""
+    model_id: str = ""  # the MLflow logged model holding the label
 
     @property
     def model_source(self) -> str:
@@ -144,7 +145,8 @@ def _version_entry(v: Any) -> LabelledVersion:
                            graph_version=t.get("mll.graph_version", ""),
                            mean_acc1=float(t.get("mll.mean_acc1", "nan")), source=v.source,
                            aliases=list(getattr(v, "aliases", []) or []),
-                           label_hash=t.get("mll.label_hash", ""))
+                           label_hash=t.get("mll.label_hash", ""),
+                           model_id=t.get("mll.model_id", ""))
 
 
 class Registry(Tracking):
@@ -189,19 +191,26 @@ class Registry(Tracking):
             old = self.find_labelled(name, res.revision, label.graph_version, label.label_hash)
             if old is not None:
                 return _version_entry(old), False
-        run_id = self._log_label_run(res, label, label_dir, name)
-        entry = self._register_version(res, label, name, run_id, force)
+        run_id, model = self._log_label_run(res, label, label_dir, name)
+        entry = self._register_version(res, label, name, run_id, force, model)
         return entry, entry.run_id == run_id
 
     def _log_label_run(self, res: ResolvedModel, label: ModelLabel, label_dir: Path,
-                       name: str) -> str:
+                       name: str) -> tuple[str, tuple[str, str] | None]:
+        """The label run (started when the labelling started) and its MLflow logged model.
+
+        Returns (run id, logged-model id); the logged model holds the label files plus an
+        ``MLmodel`` whose pyfunc is the label reader (:mod:`mll_registry.label_pyfunc`).
+        """
         meta = label.meta
         head = label.headline()
+        took = float(meta.get("timings", {}).get("total") or 0.0)
+        tags = {"mll.kind": "label", "mll.model_ref": str(res.ref),
+                "mll.revision": res.revision, "mll.graph_version": label.graph_version,
+                "mll.registered_model": name, "mll.label_hash": label.label_hash,
+                **({"mll.linked_copy": "true"} if res.linked else {})}
         with self.run(LABEL_EXPERIMENT, f"{name}@{res.revision[:15]} on {label.graph_version}",
-                       {"mll.kind": "label", "mll.model_ref": str(res.ref),
-                        "mll.revision": res.revision, "mll.graph_version": label.graph_version,
-                        "mll.registered_model": name, "mll.label_hash": label.label_hash,
-                        **({"mll.linked_copy": "true"} if res.linked else {})}) as rid:
+                      tags, started=time.time() - took) as rid:
             cfg = meta.get("label_config", {})
             params = {"model_ref": str(res.ref), "revision": res.revision,
                       "architecture": meta.get("architecture"), "graph_version": label.graph_version,
@@ -224,10 +233,26 @@ class Registry(Tracking):
                 concept_plot(s, Path(tmp) / "concepts.png", title=name)
                 self.client.log_artifact(rid, str(Path(tmp) / "summary.csv"))
                 self.client.log_artifact(rid, str(Path(tmp) / "concepts.png"))
-        return rid
+            model = self._log_label_model(rid, name, label_dir, tags)
+        return rid, model
+
+    def _log_label_model(self, run_id: str, name: str, label_dir: Path,
+                         tags: dict[str, str]) -> tuple[str, str]:
+        """An MLflow logged model of the label (what ``models:/NAME@labeled`` resolves to)."""
+        from mll_registry.label_pyfunc import write_mlflow_model
+
+        exp = self.experiment(LABEL_EXPERIMENT)
+        lm = self.call(lambda: self.client.create_logged_model(
+            exp, name=re.sub(r"[^A-Za-z0-9_-]", "-", name)[:200], source_run_id=run_id,
+            tags=tags, model_type="mll-label"), "create logged model")
+        with tempfile.TemporaryDirectory() as tmp:
+            write_mlflow_model(label_dir, Path(tmp) / "model")
+            self.client.log_model_artifacts(lm.model_id, str(Path(tmp) / "model"))
+        self.client.finalize_logged_model(lm.model_id, "READY")
+        return str(lm.model_id), str(lm.artifact_location)
 
     def _register_version(self, res: ResolvedModel, label: ModelLabel, name: str, run_id: str,
-                          force: bool) -> LabelledVersion:
+                          force: bool, model: tuple[str, str] | None = None) -> LabelledVersion:
         """Create the version under a lease, settle races and stale leftovers, mark it ready.
 
         A version is created ``registering`` with a lease (owner = host:pid:start, expiry).
@@ -246,11 +271,15 @@ class Registry(Tracking):
                 raise
         head = label.headline()
         top = label.summary.sort_values("acc1", ascending=False).head(5)["node_id"].tolist()
-        v = self.call(lambda: self.client.create_model_version(
-            name, version_source(res), run_id=run_id, tags={
+        # models:/<logged model>: what models:/NAME@alias downloads (label files + MLmodel)
+        model_id = model[0] if model else None
+        source = f"models:/{model_id}" if model_id else f"runs:/{run_id}/label"
+        v = self.call(lambda: self._create_version(name, source, run_id, model_id, tags={
                 "mll.status": "registering", "mll.revision": res.revision,
                 "mll.graph_version": label.graph_version, "mll.model_ref": str(res.ref),
                 "mll.source": res.ref.source, "mll.label_hash": label.label_hash,
+                "mll.pinned_source": version_source(res),
+                **({"mll.model_id": model_id} if model_id else {}),
                 **lease_tags(self.lease_s)},
             description=f"MLL label of {res.ref} at {res.revision} on graph {label.graph_version}"),
             "create model version")
@@ -273,6 +302,16 @@ class Registry(Tracking):
                 self.client.delete_model_version(name, v.version)
             raise
         return _version_entry(self.client.get_model_version(name, v.version))
+
+    def _create_version(self, name: str, source: str, run_id: str, model_id: str | None,
+                        tags: dict[str, str], description: str) -> Any:
+        """create_model_version; MLflow's embedded store resolves a ``models:/`` source through
+        the process-wide tracking URI, so it is pointed at this registry for the call."""
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with _use_tracking_uri(self.uri):
+            return self.client.create_model_version(name, source, run_id=run_id, tags=tags,
+                                                    description=description, model_id=model_id)
 
     def _settle(self, name: str, mine: int, revision: str, graph_version: str,
                 label_hash: str) -> Any | None:
@@ -433,9 +472,9 @@ class Registry(Tracking):
                     self.client.create_registered_model(new, tags={
                         "mll.source": src, "mll.naming": NAMING})
                 for v in sorted(versions, key=lambda x: int(x.version)):
-                    self.client.create_model_version(new, v.source, run_id=v.run_id,
-                                                     tags=dict(v.tags or {}),
-                                                     description=v.description)
+                    self._create_version(new, v.source, v.run_id,
+                                         (v.tags or {}).get("mll.model_id"),
+                                         tags=dict(v.tags or {}), description=v.description)
                     self.client.delete_model_version(rm.name, v.version)
                 self._update_alias(new)
                 moved.append({"from": rm.name, "to": new, "versions": len(versions)})
@@ -492,7 +531,10 @@ class Registry(Tracking):
         return {v.model_ref: self.download_label(v)
                 for v in self.latest_per_model(graph_version, label_hash)}
 
-    def selection_links(self, refs: list[str], graph_version: str | None = None) -> list[str]:
-        """``name/version`` of the labelled versions behind ``refs`` (for selection runs)."""
-        versions = {v.model_ref: v for v in self.labelled_versions(graph_version)}
-        return [f"{versions[m].name}/{versions[m].version}" if m in versions else m for m in refs]
+    def selection_links(self, refs: list[str], graph_version: str | None = None,
+                        label_hash: str | None = None) -> tuple[list[str], list[str]]:
+        """(``name/version``, logged-model ids) of the versions behind ``refs`` (selection runs)."""
+        versions = {v.model_ref: v for v in self.latest_per_model(graph_version or "", label_hash)
+                    } if graph_version else {v.model_ref: v for v in self.labelled_versions()}
+        links = [f"{versions[m].name}/{versions[m].version}" if m in versions else m for m in refs]
+        return links, [versions[m].model_id for m in refs if m in versions and versions[m].model_id]

@@ -117,11 +117,17 @@ class Tracking:
         return self._exp[name]
 
     @contextlib.contextmanager
-    def run(self, experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
-        """A run that ends FINISHED when the block completes and FAILED when it raises."""
+    def run(self, experiment: str, run_name: str, tags: dict[str, str],
+            started: float | None = None) -> Iterator[str]:
+        """A run that ends FINISHED when the block completes and FAILED when it raises.
+
+        ``started`` (epoch seconds) backdates the start to when the work began, so the run's
+        duration covers the work and not only the logging.
+        """
         exp = self.experiment(experiment)
-        run = self.call(lambda: self.client.create_run(exp, run_name=run_name, tags=tags),
-                         "create run")
+        start_ms = int(started * 1000) if started else None
+        run = self.call(lambda: self.client.create_run(exp, run_name=run_name, tags=tags,
+                                                       start_time=start_ms), "create run")
         rid = str(run.info.run_id)
         try:
             yield rid
@@ -133,16 +139,24 @@ class Tracking:
 
     def log_selection(self, task: Any, selection: Any, reuse: Any = None,
                       links: list[str] | None = None,
-                      settings: dict[str, Any] | None = None) -> str:
+                      settings: dict[str, Any] | None = None,
+                      model_ids: list[str] | None = None) -> str:
         """One run in ``mll-selection``: params, selection table, composition, metrics, tags.
 
-        ``links``: the model versions used (``name/version``), tagged on the run.
+        ``links``: the model versions used (``name/version``), tagged on the run;
+        ``model_ids``: their MLflow logged models, logged as the run's model inputs (the run
+        page lists them, and each model links back to its versions).
         """
         used = selection.selected_models()
         links = links if links is not None else list(used)
         with self.run(SELECTION_EXPERIMENT, f"select {task.name}", {
                 "mll.kind": "reuse" if reuse else "selection", "mll.task": task.name,
                 "mll.model_versions": ",".join(links)[:5000]}) as rid:
+            if model_ids:
+                from mlflow.entities import LoggedModelInput
+
+                self.call(lambda: self.client.log_inputs(
+                    rid, models=[LoggedModelInput(m) for m in model_ids]), "log model inputs")
             p = selection.params
             params = {"task": task.name, "domain": task.domain, "task_type": task.task,
                       "classes": len(task.classes), "k": p.get("k"), "alpha": p.get("alpha"),

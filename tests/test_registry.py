@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import label_and_register
 
@@ -69,7 +70,8 @@ def test_label_run_version_tags_alias(registry: Registry, models: list[Path], gr
     res = resolve(ref)
     c = registry.client
     v = c.get_model_version(out["name"], str(out["version"]))
-    assert v.source == f"local-dir:{models[0]}@{res.revision}"
+    assert v.source == f"models:/{v.tags['mll.model_id']}"  # MLflow-native: the label model
+    assert v.tags["mll.pinned_source"] == f"local-dir:{models[0]}@{res.revision}"
     assert v.tags["mll.status"] == "ready" and v.tags["mll.graph_version"] == graph.version
     assert float(v.tags["mll.mean_acc1"]) == pytest.approx(out["mean_acc1"], abs=1e-4)
     assert int(c.get_model_version_by_alias(out["name"], ALIAS).version) == int(v.version)
@@ -182,8 +184,8 @@ def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp
     labels = {r: ModelLabel.load(p) for r, p in registry.list_labels(graph.version).items()}
     task = Task("pets", [TaskClass("dog"), TaskClass("cat")], domain="photo")
     sel = select(task, graph, labels, k=1, root=registry.root)
-    rid = registry.log_selection(task, sel, links=registry.selection_links(
-        sel.selected_models(), graph.version))
+    links, model_ids = registry.selection_links(sel.selected_models(), graph.version)
+    rid = registry.log_selection(task, sel, links=links, model_ids=model_ids)
     run = registry.client.get_run(rid)
     assert run.data.params["k"] == "1" and run.data.params["alpha"] == "0.7"
     assert run.data.params["embedding_model"] == "all-MiniLM-L6-v2"
@@ -194,6 +196,11 @@ def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp
     arts = {a.path for a in registry.client.list_artifacts(rid)}
     assert {"selection.json", "selection.csv", "ensemble_composition.json"} <= arts
     assert run.data.metrics["models_used"] == len(sel.selected_models())
+    # the versions used are the run's model inputs (MLflow logged models), one per model used
+    used = {registry.client.get_model_version(*link.split("/")).tags["mll.model_id"]
+            for link in links}
+    assert {m.model_id for m in run.inputs.model_inputs} == used
+    assert len(used) == len(sel.selected_models())
 
 
 def test_concept_resolution(graph) -> None:
@@ -224,3 +231,36 @@ def test_embedded_default_lives_in_data_dir(tmp_path: Path, monkeypatch: pytest.
     assert reg.client.get_experiment(eid).artifact_location.startswith(
         (tmp_path.resolve() / "mlartifacts").as_uri())
     assert np.isfinite(len(reg.labelled_versions()))
+
+
+def test_labels_are_mlflow_native(registry: Registry, graph, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`models:/NAME@labeled` downloads the label with MLflow's own API; pyfunc reads it."""
+    import mlflow
+
+    from mll_registry.label_format import ModelLabel
+
+    demo = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-animals"
+    ref = f"local-dir:{demo}"
+    out = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry)
+    name = registered_name(ref)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    mlflow.set_tracking_uri(registry.uri)
+    got = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{ALIAS}",
+                                                   dst_path=str(tmp_path / "dl")))
+    mine = ModelLabel.load(out["path"])
+    theirs = ModelLabel.load(got / "label")
+    assert theirs.meta["model_ref"] == ref and theirs.label_hash == mine.label_hash
+    assert np.array_equal(theirs.topk_idx, mine.topk_idx)
+    reader = mlflow.pyfunc.load_model(f"models:/{name}@{ALIAS}")
+    pred = reader.predict(pd.DataFrame({"concept": ["dog.n.01", "carnivore.n.01"]}))
+    want = mine.summary.set_index("node_id").loc[["dog.n.01", "carnivore.n.01"]]
+    assert pred["acc1"].tolist() == pytest.approx(want["acc1"].tolist())
+    assert pred["n_images"].tolist() == want["n_images"].tolist()
+    v = registry.client.get_model_version(name, str(out["version"]))
+    assert v.tags["mll.model_id"] and v.run_id == out["run_id"]
+    assert registry.client.get_logged_model(v.tags["mll.model_id"]).source_run_id == v.run_id
+    assert v.tags["mll.pinned_source"].startswith(f"local-dir:{demo}@sha256:")
+    run = registry.client.get_run(out["run_id"])  # the run's duration covers the labelling
+    took = mine.meta["timings"]["total"]
+    assert (run.info.end_time - run.info.start_time) / 1000 >= took * 0.9
