@@ -8,6 +8,7 @@ library's own defaults apply (embedded MLflow in the data directory, the public 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,3 +30,21 @@ def app(**overrides: object) -> App:
 
     clean_env()
     return App.configured(**overrides)
+
+
+def progress_logger(what: str, every: float = 2.0) -> Callable[[str, int, int], None]:
+    """A labelling progress callback that logs to the flow run (at most every ``every`` s)."""
+    import time
+
+    from prefect import get_run_logger
+
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - last[0] >= every:
+            last[0] = now
+            get_run_logger().info("%s: %s %d/%d", what, {"pixels": "decoding images",
+                                  "images": "encoding images"}.get(stage, stage), done, total)
+
+    return progress

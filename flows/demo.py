@@ -66,7 +66,7 @@ def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
             "oracle_top1": top1[oracle], "models": len(labels)}
 
 
-@flow(name="mll-demo", log_prints=True)
+@flow(name="mll-demo", log_prints=True, flow_run_name="mll demo")
 def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device) -> dict[str, Any]:
     """The whole embedded-default demo; returns the summary the CLI prints."""
     import yaml
@@ -96,5 +96,8 @@ def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device) -> dict[
                              "selected_models": sel["selection"]["selected_models"],
                              "classes": sel["selection"]["classes"], **base})
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    from prefect.runtime import flow_run
+
+    out["prefect_flow_run_id"] = str(flow_run.id) if flow_run.id else None
     return out
 

@@ -9,7 +9,7 @@ from prefect import flow, task
 from flows._settings import app, clean_env
 
 
-@task(retries=1, retry_delay_seconds=10)
+@task
 def build(sources: list[str], demo: bool, out: str | None, cap: int, seed: int) -> dict[str, Any]:
     from mll_registry.graph import GraphConfig
 
@@ -19,7 +19,7 @@ def build(sources: list[str], demo: bool, out: str | None, cap: int, seed: int) 
                              config=GraphConfig(cap=cap, seed=seed)).to_dict()
 
 
-@flow(name="build-graph", log_prints=True)
+@flow(name="build-graph", log_prints=True, flow_run_name="build graph")
 def build_graph(sources: list[str] | None = None, demo: bool = False, out: str | None = None,
                 cap: int = 75, seed: int = 0) -> dict[str, Any]:
     """Build a graph bundle; its content version decides which labels stay valid."""

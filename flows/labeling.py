@@ -9,16 +9,19 @@ subflows when run locally. Only paths and refs travel between tasks, never tenso
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import deployment
+from pydantic import Field
 
-from flows._settings import app, clean_env
+from flows._settings import app, clean_env, progress_logger
 from mll_registry.settings import DEFAULTS
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
+# Retries: one layer per remote service, in the library (mll_registry.retries: the Hub and
+# MLflow calls retry transient failures with backoff); tasks here do not retry on top of it.
+@task
 def discover(source: str, local_root: str | None, limit: int,
              watermark_path: str | None) -> list[dict[str, Any]]:
     """New models since the watermark, as refs (Hub listing is I/O: retried)."""
@@ -32,21 +35,21 @@ def unlabelled(models: list[dict[str, Any]], graph_path: str | None) -> list[dic
     return app().unlabelled(models, graph_path)
 
 
-@task(retries=2, retry_delay_seconds=[5, 30])
+@task
 def label_and_register_task(model_ref: str, graph_path: str | None, device: str,
                             force: bool) -> dict[str, Any]:
-    """Download, label and register one model (idempotent, so retries are safe)."""
+    """Download, label and register one model (idempotent: a rerun is safe)."""
     import os
 
     a = app(device=device)
-    out = a.label(model_ref, graph_path, force=force)
+    out = a.label(model_ref, graph_path, force=force, progress=progress_logger(model_ref))
     out["worker"] = os.environ.get("MLL_WORKER_NAME", "")
     if out.get("run_id") and out["worker"]:
         a.registry().client.set_tag(out["run_id"], "mll.worker", out["worker"])
     return out
 
 
-@task(retries=3, retry_delay_seconds=[5, 15, 60])
+@task
 def push_card_task(model_ref: str, label_path: str, create_pr: bool) -> dict[str, Any]:
     """Push the label section and table to the model's Hub card (a pull request by default)."""
     from mll_registry.cards import push_card
@@ -57,9 +60,16 @@ def push_card_task(model_ref: str, label_path: str, create_pr: bool) -> dict[str
     return push_card(ref.name, ModelLabel.load(label_path), create_pr=create_pr)
 
 
-@flow(name="label-model", log_prints=True)
-def label_model(model_ref: str, graph_path: str | None = None, device: str = DEFAULTS.device,
-                force: bool = False, push_card: bool = False) -> dict[str, Any]:
+@flow(name="label-model", log_prints=True, flow_run_name="label {model_ref}")
+def label_model(
+    model_ref: Annotated[str, Field(description="hf-hub:ORG/NAME[@REVISION], local-dir:PATH or "
+                                                "open_clip:ARCH/TAG")],
+    graph_path: Annotated[str | None, Field(description="Graph bundle (default: the demo "
+                                                        "graph)")] = None,
+    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
+    force: Annotated[bool, Field(description="Relabel even if registered")] = False,
+    push_card: Annotated[bool, Field(description="Open a card PR on the Hub")] = False,
+) -> dict[str, Any]:
     """Label one model on the graph and register it in MLflow; optionally push its card."""
     clean_env()
     out = label_and_register_task(model_ref, graph_path, device, force)
@@ -89,12 +99,20 @@ def _wait_all(run_ids: list[Any], timeout: float = 6 * 3600, poll: float = 2.0) 
     return [finished[r] for r in run_ids]
 
 
-@flow(name="label-new-models", log_prints=True)
-def label_new_models(source: str = "hf", local_root: str | None = None, limit: int = 100,
-                     graph_path: str | None = None, device: str = DEFAULTS.device,
-                     deployment_name: str = "label-model/label-model-gpu",
-                     watermark_path: str | None = None, push_card: bool = False
-                     ) -> dict[str, Any]:
+@flow(name="label-new-models", log_prints=True,
+      flow_run_name="label new models from {source}")
+def label_new_models(
+    source: Annotated[Literal["hf", "local"], Field(
+        description="hf: the Hub (or HF_ENDPOINT); local: a folder of ORG/NAME models")] = "hf",
+    local_root: Annotated[str | None, Field(description="The folder, for source=local")] = None,
+    limit: Annotated[int, Field(ge=1, le=10_000, description="Models per run")] = 100,
+    graph_path: Annotated[str | None, Field(description="Graph bundle")] = None,
+    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
+    deployment_name: Annotated[str, Field(
+        description="Deployment that labels one model")] = "label-model/label-model-gpu",
+    watermark_path: Annotated[str | None, Field(description="Watermark file")] = None,
+    push_card: Annotated[bool, Field(description="Open card PRs on the Hub")] = False,
+) -> dict[str, Any]:
     """Discover newly published models, skip the labelled ones, label the rest once each."""
     clean_env()
     log = get_run_logger()

@@ -22,7 +22,7 @@ def run_demo(application: Any, tasks: list[str] | None = None) -> dict[str, Any]
     for k, v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
                  "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-                 "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+                 "PREFECT_LOGGING_LEVEL": "INFO"}.items():
         os.environ.setdefault(k, v)
     Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser().mkdir(parents=True,
                                                                           exist_ok=True)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
+from pydantic import Field
 
 from flows._settings import app, clean_env
 from mll_registry.settings import DEFAULTS
@@ -22,11 +23,13 @@ from mll_registry.settings import DEFAULTS
 
 @task
 def run_selection(task_name: str, classes: list[str], domain: str, task_type: str, k: int,
-                  alpha: float, metric: str, top_n: int, graph_path: str | None) -> Any:
+                  alpha: float, metric: str, top_n: int, graph_path: str | None,
+                  unmatched: str) -> Any:
     from mll_registry.task import Task, TaskClass
 
     t = Task(task_name, [TaskClass(c) for c in classes], domain=domain, task=task_type)
-    return app(k=k, alpha=alpha, metric=metric, top_n=top_n).select(t, graph_path)
+    return app(k=k, alpha=alpha, metric=metric, top_n=top_n,
+               unmatched=unmatched).select(t, graph_path)
 
 
 def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -56,8 +59,8 @@ def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 
 # the same selection on the same data gives the same measurement: cached across flow runs
 # persisted results are JSON: a pickled result file would run code when read back
-@task(retries=1, retry_delay_seconds=10, cache_key_fn=_stable_key, persist_result=True,
-      result_serializer="json", cache_expiration=timedelta(days=7))
+@task(cache_key_fn=_stable_key, persist_result=True, result_serializer="json",
+      cache_expiration=timedelta(days=7))
 def evaluate_ensemble(sel: Any, data_path: str, device: str) -> dict[str, Any]:
     from mll_registry.reuse import evaluate
 
@@ -66,8 +69,8 @@ def evaluate_ensemble(sel: Any, data_path: str, device: str) -> dict[str, Any]:
                     device=s.device).to_json()
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15], cache_key_fn=_stable_key, persist_result=True,
-      result_serializer="json", cache_expiration=timedelta(days=7))
+@task(cache_key_fn=_stable_key, persist_result=True, result_serializer="json",
+      cache_expiration=timedelta(days=7))
 def log_run(sel: Any, reuse: Any) -> dict[str, str]:
     a = app()
     rid = a.log_selection(sel, reuse)
@@ -80,18 +83,39 @@ def log_run(sel: Any, reuse: Any) -> dict[str, str]:
     return {"run_id": rid, "link": link}
 
 
-@flow(name="select-models", log_prints=True)
-def select_models(task_name: str, classes: list[str], domain: str = "photo",
-                  task_type: str = "image classification", k: int = DEFAULTS.k,
-                  alpha: float = DEFAULTS.alpha, data_path: str | None = None,
-                  metric: str = DEFAULTS.metric, top_n: int = DEFAULTS.top_n,
-                  graph_path: str | None = None, device: str = DEFAULTS.device) -> dict[str, Any]:
+@flow(name="select-models", log_prints=True, flow_run_name="select {task_name}")
+def select_models(
+    task_name: Annotated[str, Field(description="Name of the task (run names, MLflow)")],
+    classes: Annotated[list[str], Field(
+        min_length=1, description="Class names, as you would write them")],
+    domain: Annotated[str, Field(
+        description='Words for "the {domain} of {class}", e.g. "pet photograph"')] = "photo",
+    task_type: Annotated[str, Field(description="e.g. image classification")] =
+        "image classification",
+    k: Annotated[int, Field(ge=1, le=20, description="Models per class")] = DEFAULTS.k,
+    alpha: Annotated[float, Field(
+        ge=0.0, le=1.0, description="Weight of the class's own score in the reuse metric")] =
+        DEFAULTS.alpha,
+    data_path: Annotated[str | None, Field(
+        description="Optional image folder, one sub-folder per class, to measure the "
+                    "ensemble")] = None,
+    metric: Annotated[Literal["f1", "precision"], Field(
+        description="Per-class score of a model")] = DEFAULTS.metric,
+    top_n: Annotated[int, Field(ge=1, le=50, description="Graph concepts matched per class")] =
+        DEFAULTS.top_n,
+    unmatched: Annotated[Literal["fallback", "drop", "fail"], Field(
+        description="Classes with no good match in the graph: best general models, leave "
+                    "them out, or fail")] = DEFAULTS.unmatched,
+    graph_path: Annotated[str | None, Field(description="Graph bundle (default: the demo "
+                                                        "graph)")] = None,
+    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
+) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given."""
     from mll_registry.reuse import ReuseResult
 
     clean_env()
     selection = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n,
-                              graph_path)
+                              graph_path, unmatched)
     reuse = (ReuseResult.from_json(evaluate_ensemble(selection, data_path, device))
              if data_path else None)
     logged = log_run(selection, reuse)
@@ -99,7 +123,9 @@ def select_models(task_name: str, classes: list[str], domain: str = "photo",
     rows = [{"class": c["class"], "models": ", ".join(m["model"].rsplit("/", 1)[-1]
                                                       for m in c["models"]),
              "reuse score": c["models"][0]["reuse"], "top node": c["nodes"][0]["node"],
-             "similarity": c["nodes"][0]["similarity"], "weak match": c["weak_match"]}
+             "similarity": c["nodes"][0]["similarity"],
+             "good match in the graph": "no: best general models" if c["fallback"] else
+             "no" if c["weak_match"] else "yes"}
             for c in sel.per_class()]
     key = re.sub(r"[^a-z0-9-]", "-", f"selection-{task_name}".lower())[:60]
     create_table_artifact(rows, key=key, description=f"MLL selection for {task_name} (k={k})")

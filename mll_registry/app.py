@@ -310,7 +310,11 @@ class App:
         s = self.settings
         res = select(t, g, self.labels(g, store), k=s.k, alpha=s.alpha, metric=s.metric,
                      top_n=s.top_n, embedder=self.embedder(), provider=self.caption_provider(),
-                     root=self.root)
+                     root=self.root, unmatched=s.unmatched, match_similarity=s.weak_similarity)
+        if res.dropped:  # the selection is for the classes left
+            import dataclasses
+
+            t = dataclasses.replace(t, classes=[c for c in t.classes if c.name not in res.dropped])
         sel = Selection(t, g, res)
         if log:
             sel.run_id = self.log_selection(sel)
@@ -429,4 +433,27 @@ class App:
 
         out["seconds"] = round(time.perf_counter() - t0, 1)
         out["mlflow_tracking_uri"] = tracking_uri(self.root)
+        out["links"] = self.demo_links(out)
         return out
+
+    def demo_links(self, out: dict[str, Any], mlflow_ui: str = "http://127.0.0.1:5000",
+                   prefect_ui: str = "http://127.0.0.1:4200") -> dict[str, dict[str, str]]:
+        """Deep links into the MLflow and Prefect UIs for what the demo made."""
+        from mll_registry.mlflow_tracking import LABEL_EXPERIMENT, SELECTION_EXPERIMENT
+
+        reg = self.registry()
+        base = reg.uri.rstrip("/") if reg.uri.startswith("http") else mlflow_ui
+        sel_exp = reg.experiment(SELECTION_EXPERIMENT)
+        mlflow = {"label runs": f"{base}/#/experiments/{reg.experiment(LABEL_EXPERIMENT)}/runs",
+                  "selection runs": f"{base}/#/experiments/{sel_exp}/runs"}
+        for t in out.get("tasks", []):
+            mlflow[f"selection run {t['task']}"] = (
+                f"{base}/#/experiments/{sel_exp}/runs/{t['mlflow_run_id']}")
+        versions = reg.labelled_versions(out.get("graph", {}).get("version"))
+        if versions:
+            v = versions[0]
+            mlflow[f"model version {v.name}"] = f"{base}/#/models/{v.name}/versions/{v.version}"
+        prefect = {"flow runs": f"{prefect_ui}/runs"}
+        if out.get("prefect_flow_run_id"):
+            prefect["this demo run"] = f"{prefect_ui}/runs/flow-run/{out['prefect_flow_run_id']}"
+        return {"mlflow": mlflow, "prefect": prefect}

@@ -103,17 +103,50 @@ def demo(
     if data_dir:
         os.environ["MLL_DATA_DIR"] = str(data_dir)
     a = _app(data_dir, device=device)
-    if not as_json:
-        console.print("MLL demo: assets, demo graph, labelling of the demo hub, selection + "
-                      "reuse on demo tasks (Prefect ephemeral mode, local MLflow)...")
+    console.print("MLL demo: assets, demo graph, labelling of the demo hub, selection + "
+                  "reuse on demo tasks (Prefect ephemeral mode, local MLflow)...")
     try:
-        out = a.demo(tasks or None)
+        with _heartbeat("mll demo"):
+            out = a.demo(tasks or None)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
     if as_json:
         _emit(out)
         return
     _print_demo(out)
+
+
+class _heartbeat:
+    """While a long call runs: a live status line on a terminal, else a line every 8 s (logs)."""
+
+    def __init__(self, what: str, every: float = 8.0) -> None:
+        import threading
+
+        self.what, self.every = what, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.status: Any = None
+
+    def _beat(self) -> None:
+        import time
+
+        t0 = time.monotonic()
+        while not self.stop.wait(self.every):
+            console.print(f"{self.what}: still working ({time.monotonic() - t0:.0f} s)",
+                          highlight=False)
+
+    def __enter__(self) -> _heartbeat:
+        if console.is_terminal:
+            self.status = console.status(f"{self.what}: working...")
+            self.status.__enter__()
+        else:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
 
 
 def _print_demo(out: dict[str, Any]) -> None:
@@ -140,11 +173,18 @@ def _print_demo(out: dict[str, Any]) -> None:
                   f"oracle ({short(t['oracle_model'])}) {t['oracle_top1']:.3f}   "
                   f"[MLflow run {t['mlflow_run_id']}]")
     uri = out["mlflow_tracking_uri"]
-    con.print("\n[bold]Where to look[/]")
-    con.print(f"  MLflow UI:  mlflow ui --backend-store-uri {uri} --port 5000   "
-              "-> http://127.0.0.1:5000 (experiments mll-labels, mll-selection; Models tab)")
-    con.print("  Prefect UI: prefect server start   -> http://127.0.0.1:4200 (flow runs "
-              "mll-demo, label-new-models, label-model, select-models; artifacts)")
+    links = out.get("links", {})
+    con.print("\n[bold]Where to look[/] (commands as set up by the README; `uv run` from the "
+              "checkout)")
+    if uri.startswith("http"):
+        con.print(f"  MLflow UI at {uri}")
+    else:
+        con.print(f"  MLflow UI:  uv run mlflow ui --backend-store-uri {uri} --port 5000")
+    for what, url in links.get("mlflow", {}).items():
+        con.print(f"    {what}: {url}", soft_wrap=True)
+    con.print("  Prefect UI: uv run prefect server start   (the demo's runs are in PREFECT_HOME)")
+    for what, url in links.get("prefect", {}).items():
+        con.print(f"    {what}: {url}", soft_wrap=True)
     con.print(f"  data directory: {ddir()}")
     con.print(f"[bold]total time[/]: {out['seconds']:.1f} s")
 
@@ -337,6 +377,9 @@ LabelsOpt = Annotated[str | None, typer.Option(
     "--labels", help="Label store: registry (MLflow), local (data dir) or a plugged one "
     f"[default: {DEFAULTS.label_store}].")]
 LogOpt = Annotated[bool, typer.Option("--log/--no-log", help="Log the run to MLflow.")]
+UnmatchedOpt = Annotated[str | None, typer.Option(
+    help="Classes with no good match in the graph: fallback (best general models), drop, or "
+         f"fail [default: {DEFAULTS.unmatched}].")]
 
 
 def _selection_app(data_dir: Path | None, k: int | None, alpha: float | None,
@@ -347,11 +390,19 @@ def _selection_app(data_dir: Path | None, k: int | None, alpha: float | None,
                 caption_provider="openai" if caption_url else None, label_store=labels, **more)
 
 
-def _warn_weak(weak: list[str]) -> None:
-    for cls in weak:
-        console.print(f"[yellow]warning:[/] class {cls!r} matches no graph concept well "
-                      "(best similarity below the threshold); its model choice is a weak guess",
-                      soft_wrap=True)
+def _warn_unmatched(res: Any) -> None:
+    for row in res.per_class():
+        if not row["weak_match"]:
+            continue
+        best = row["nodes"][0] if row["nodes"] else {"node": "-", "similarity": 0.0}
+        then = ("it gets the best general models" if row["fallback"] else
+                "its choice is a guess")
+        console.print(f"[yellow]warning:[/] class {row['class']!r} has no good match in the "
+                      f"graph (its name is no graph concept; closest {best['node']} at "
+                      f"{best['similarity']:.2f}): {then}", soft_wrap=True)
+    for cls in res.dropped:
+        console.print(f"[yellow]warning:[/] class {cls!r} has no good match in the graph and "
+                      "was dropped (--unmatched drop)", soft_wrap=True)
 
 
 @app.command("select")
@@ -365,17 +416,19 @@ def select_cmd(
     embedding_model: EmbOpt = None,
     caption_url: CapOpt = None,
     labels: LabelsOpt = None,
+    unmatched: UnmatchedOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select the best models per class of a task from their labels (no model is run)."""
-    a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels)
+    a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
+                       unmatched=unmatched)
     try:
         sel = a.select(task, graph, log=log)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
-    _warn_weak(sel.result.weak)
+    _warn_unmatched(sel.result)
     if as_json:
         _emit(sel.to_dict())
         return
@@ -406,18 +459,20 @@ def reuse_cmd(
     embedding_model: EmbOpt = None,
     caption_url: CapOpt = None,
     labels: LabelsOpt = None,
+    unmatched: UnmatchedOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select per class, run the entropy-weighted ensemble on labelled images, measure it."""
     a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
-                       weighting=weighting, prompts=prompt or None, device=device)
+                       weighting=weighting, prompts=prompt or None, device=device,
+                       unmatched=unmatched)
     try:
         r = a.reuse(task, data, graph, log=log)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
-    _warn_weak(r.selection.result.weak)
+    _warn_unmatched(r.selection.result)
     if as_json:
         _emit(r.to_dict())
         return

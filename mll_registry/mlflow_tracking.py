@@ -77,6 +77,9 @@ class Tracking:
     def __init__(self, uri: str | None = None, root: str | os.PathLike[str] | None = None,
                  tries: int = 4) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # one retry layer per service: ours (retrying); MLflow's own HTTP retries would multiply
+        # it (4 x 7 tries with backoff: a down server was reported after ~17 minutes)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         from mlflow import MlflowClient
 
         self.root = root

@@ -190,12 +190,15 @@ class SelectionResult:
     reuse: np.ndarray  # (M, C) reuse metric r
     score: np.ndarray  # (M, C) class score s (precision or F1)
     matched: dict[str, list[dict[str, object]]]
-    weak: list[str]
+    weak: list[str]  # unmatched classes: no good match in the graph
     params: dict[str, object]
+    general: np.ndarray | None = None  # model positions by general score (fallback order)
+    matched_by: dict[str, str] = dataclasses.field(default_factory=dict)
+    dropped: list[str] = dataclasses.field(default_factory=list)
 
     def with_k(self, k: int) -> SelectionResult:
         """The same selection keeping the top ``k`` models per class (reuse does not depend on k)."""
-        chosen = top_models(self.reuse, k)
+        chosen = choose(self.reuse, k, [self.classes.index(c) for c in self.weak], self.general)
         return dataclasses.replace(self, chosen=chosen,
                                    params={**self.params, "k": int(chosen.shape[1])})
 
@@ -208,6 +211,8 @@ class SelectionResult:
                             "score": round(float(self.score[m, c]), 4)} for m in self.chosen[c]],
                 "nodes": self.matched[cls],
                 "weak_match": cls in self.weak,
+                "matched_by": self.matched_by.get(cls, ""),
+                "fallback": cls in self.weak and self.general is not None,
             })
         return out
 
@@ -222,7 +227,7 @@ class SelectionResult:
     def to_dict(self) -> dict[str, object]:
         return {"task": self.task, "params": self.params, "models_considered": len(self.models),
                 "selected_models": self.selected_models(), "weak_matches": self.weak,
-                "classes": self.per_class()}
+                "unmatched": self.weak, "dropped": self.dropped, "classes": self.per_class()}
 
     def table(self) -> object:
         """A rich Table (rendered by the CLI)."""
@@ -237,22 +242,48 @@ class SelectionResult:
                                for m in row["models"])  # type: ignore[attr-defined]
             nodes = ", ".join(f"{n['node']} ({n['similarity']:.2f})"  # type: ignore[index]
                               for n in row["nodes"][:3])  # type: ignore[index]
-            flag = " [yellow](weak match)[/]" if row["weak_match"] else ""
+            flag = (" [yellow](no good match: best general model)[/]" if row["fallback"] else
+                    " [yellow](no good match)[/]" if row["weak_match"] else "")
             t.add_row(f"{row['class']}{flag}", models, nodes)
         return t
+
+
+def choose(r: np.ndarray, k: int, unmatched: Sequence[int] = (),
+           general: np.ndarray | None = None) -> np.ndarray:
+    """Top-k models per class by the reuse metric; unmatched classes get the ``general`` order."""
+    chosen = top_models(r, k)
+    if general is not None:
+        for c in unmatched:
+            chosen[c] = general[:chosen.shape[1]]
+    return chosen
+
+
+def general_order(labels: Sequence[ModelLabel]) -> np.ndarray:
+    """Model positions by general score (mean accuracy@1 over the graph), best first."""
+    score = np.array([float(lab.summary["acc1"].mean()) for lab in labels])
+    return np.argsort(-score, kind="stable")
 
 
 def select(task: object, graph: SemanticGraph, labels: dict[str, ModelLabel],
            k: int = DEFAULTS.k, alpha: float = DEFAULTS.alpha, metric: str = DEFAULTS.metric,
            top_n: int = DEFAULTS.top_n, embedder: object = None,
-           provider: object = None, root: object = None) -> SelectionResult:
+           provider: object = None, root: object = None,
+           unmatched: str = DEFAULTS.unmatched,
+           match_similarity: float = DEFAULTS.weak_similarity) -> SelectionResult:
     """Select the top-k models per class of ``task`` from their labels (no model is run).
 
+    Classes with no good match in the graph (:mod:`mll_registry.matching`) are handled by
+    ``unmatched``: ``fallback`` gives them the best general models, ``drop`` leaves them out of
+    the selection (``dropped``), ``fail`` raises.
+
     Raises:
-        SelectionError: no labels, or labels for another graph version.
+        SelectionError: no labels, labels for another graph version, unmatched classes with
+            ``unmatched="fail"``, or every class dropped.
     """
     from mll_registry.matching import match, node_similarity_report
 
+    if unmatched not in ("fallback", "drop", "fail"):
+        raise ValueError(f"unmatched must be fallback, drop or fail, got {unmatched!r}")
     if not labels:
         raise SelectionError("no labelled models: label some first (`mll label MODEL_REF`)")
     wrong = [r for r, lab in labels.items() if lab.graph_version != graph.version]
@@ -261,15 +292,33 @@ def select(task: object, graph: SemanticGraph, labels: dict[str, ModelLabel],
                              f"{graph.version}; relabel them on this graph")
     refs = sorted(labels)
     m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,  # type: ignore[arg-type]
-              root=root)  # type: ignore[arg-type]
+              low_similarity=match_similarity, root=root)  # type: ignore[arg-type]
+    dropped: list[str] = []
+    if m.weak and unmatched == "fail":
+        raise SelectionError(
+            f"no good match in graph {graph.version} for {m.weak}: their names resolve to no "
+            "graph concept and their descriptions are far from every node. Describe them "
+            "(classes: {name: description}), rename them, or choose --unmatched fallback/drop")
+    if m.weak and unmatched == "drop":
+        keep = [c for c in task.classes if c.name not in m.weak]  # type: ignore[attr-defined]
+        if not keep:
+            raise SelectionError(f"every class of the task has no good match in the graph: "
+                                 f"{m.weak}; nothing is left to select for")
+        dropped = list(m.weak)
+        task = dataclasses.replace(task, classes=keep)  # type: ignore[type-var]
+        m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,  # type: ignore[arg-type]
+                  low_similarity=match_similarity, root=root)  # type: ignore[arg-type]
+        m.weak = []
     rows = candidate_rows(graph, [labels[r] for r in refs], m.cand_nodes)
     pred = restricted_predictions(rows, len(graph.nodes))
     TP, FP, P = node_counts(rows, pred)
     s = class_scores(TP, FP, P, m.Z, metric)
     r = reuse_metric(s, alpha)
-    chosen = top_models(r, k)
+    general = general_order([labels[r] for r in refs]) if unmatched == "fallback" else None
+    chosen = choose(r, k, [m.classes.index(c) for c in m.weak], general)
     return SelectionResult(
         task=getattr(task, "name", "task"), classes=m.classes, models=refs, chosen=chosen,
         reuse=r, score=s, matched=node_similarity_report(m, graph), weak=m.weak,
         params={"k": int(chosen.shape[1]), "alpha": alpha, "metric": metric, **m.params,
-                "graph_version": graph.version})
+                "unmatched": unmatched, "graph_version": graph.version},
+        general=general, matched_by=m.matched_by, dropped=dropped)

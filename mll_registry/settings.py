@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ENV_PREFIX = "MLL_"
 CONFIG_FILE = "mll.toml"
@@ -50,7 +50,10 @@ class Settings:
         k: models per class; alpha: reuse-metric weight of the class's own score; metric:
         ``f1`` or ``precision``; top_n: graph nodes matched per class; embedder: sentence
         embedding model; caption_provider: ``wordnet`` or ``openai`` (needs caption_url);
-        weak_similarity: best-node similarity under which a class is flagged a weak match.
+        weak_similarity: a class whose name resolves to no graph node and whose best caption
+        similarity is below this has no good match (calibrated: benchmarks/results/unmatched.md);
+        unmatched: what selection does with such a class: ``fallback`` (the best general
+        models), ``drop`` (leave the class out) or ``fail``.
     Reuse:
         prompts: class prompt templates; weighting: ``inverse_entropy``, ``entropy``, ``uniform``.
     Where:
@@ -59,20 +62,21 @@ class Settings:
     """
 
     templates: tuple[str, ...] = ("a photo of a {}.",)
-    text_source: str = "lemma"
+    text_source: Literal["lemma", "caption"] = "lemma"
     top_k: int = 64
     batch_size: int = 256
     chunk_size: int = 2048
     k: int = 1
     alpha: float = 0.7
-    metric: str = "f1"
+    metric: Literal["f1", "precision"] = "f1"
     top_n: int = 5
     embedder: str = "all-MiniLM-L6-v2"
     caption_provider: str = "wordnet"
     caption_url: str | None = None
-    weak_similarity: float = 0.35
+    weak_similarity: float = 0.6
+    unmatched: Literal["fallback", "drop", "fail"] = "fallback"
     prompts: tuple[str, ...] = ("a photo of a {}.",)
-    weighting: str = "inverse_entropy"
+    weighting: Literal["inverse_entropy", "entropy", "uniform"] = "inverse_entropy"
     device: str = "auto"
     label_store: str = "registry"
     data_dir: str | None = None
@@ -87,6 +91,7 @@ class Settings:
             "chunk_size": self.chunk_size >= 1, "k": self.k >= 1, "top_n": self.top_n >= 1,
             "alpha": 0.0 <= self.alpha <= 1.0, "metric": self.metric in ("f1", "precision"),
             "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),
+            "unmatched": self.unmatched in ("fallback", "drop", "fail"),
             "label_store": bool(self.label_store),
         }
         bad = [k for k, ok in checks.items() if not ok]
