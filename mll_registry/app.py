@@ -361,15 +361,25 @@ class App:
                          label_hash=self.settings.label_hash()).refresh(force_check=refresh)
         return ConceptQuery(node, concept, others, g.version, idx.best(node, n))
 
-    def query_label(self, model: str, graph: str | os.PathLike[str] | None = None
+    def query_label(self, model: str,
+                    graph: SemanticGraph | str | os.PathLike[str] | None = None
                     ) -> tuple[LabelledVersion, Any] | None:
         """A model's newest registered label for the graph: (version, per-node summary)."""
-        g = self.graph(graph)
+        from mll_registry.mlflow_labels import _version_entry
+
+        g = self._graph_of(graph)
         reg = self.registry()
         v = reg.latest_for(model, g.version)
         if v is None:
             return None
+        # the single-version read carries the aliases (searches do not), as the UI shows them
+        v = _version_entry(reg.client.get_model_version(v.name, str(v.version)))
         return v, reg.download_summary(v)
+
+    def registered_ref(self, name: str) -> str | None:
+        """The MODEL_REF behind a registered model name (its newest labelled version)."""
+        v = self.registry().latest_for(name)
+        return v.model_ref if v is not None else None
 
     def latest_label_dir(self, model: str) -> Path | None:
         """The label directory of the newest registered version of ``model`` (any graph)."""

@@ -253,9 +253,12 @@ def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     for i, m in enumerate(METHODS):
         vals = [r.top1[m] for r in result.runs] + [av[m]]
         ax.bar(x + (i - len(METHODS) / 2 + 0.5) * w, vals, w, label=m)
-    ax.set_xticks(x, names)
+    ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right"
+                  if len(names) > 6 else "center", fontsize=8 if len(names) > 10 else 10)
     ax.set_ylabel("top-1 accuracy")
-    ax.set_title("demo tasks: selection methods")
+    ax.set_title(f"{len(result.runs)} task{'s' if len(result.runs) != 1 else ''} "
+                 f"({', '.join(n for n in names[:-1][:6])}{', ...' if len(names) > 7 else ''}): "
+                 "selection methods", fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     g = result.growth
     if g:

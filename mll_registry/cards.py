@@ -64,15 +64,39 @@ def _md_cell(value: Any) -> str:
 
 
 # -- what the card says ---------------------------------------------------------------------------
+def concept_words(node_id: str) -> tuple[str, str]:
+    """(word, gloss) of a graph node (a WordNet synset id); ("", "") when WordNet lacks it."""
+    try:
+        from mll_registry import wordnet as W
+
+        syn = W.synset(node_id)
+        return syn.lemmas()[0].name().replace("_", " "), str(syn.definition())
+    except Exception:  # noqa: BLE001 - a card without glosses beats no card
+        return "", ""
+
+
 def top_concepts(label: ModelLabel, top_k: int = 10) -> list[dict[str, Any]]:
-    """The ``top_k`` concepts by accuracy@1 (then @5, images, id: deterministic), with images."""
+    """The ``top_k`` concepts by accuracy@1 (then @5, images, id: deterministic), with images,
+    the concept's word and its WordNet gloss."""
     s = label.summary
     s = s[s["n_images"] > 0].dropna(subset=["acc1"])
     s = s.assign(_neg1=-s["acc1"], _neg5=-s["acc5"].fillna(0), _negn=-s["n_images"])
     s = s.sort_values(["_neg1", "_neg5", "_negn", "node_id"], kind="mergesort").head(top_k)
-    return [{"concept": str(r.node_id), "acc1": round(float(r.acc1), 4),
-             "acc5": round(float(r.acc5), 4) if not math.isnan(float(r.acc5)) else 0.0,
-             "images": int(r.n_images)} for r in s.itertuples()]
+    out = []
+    for r in s.itertuples():
+        word, gloss = concept_words(str(r.node_id))
+        out.append({"concept": str(r.node_id), "word": word, "gloss": gloss,
+                    "acc1": round(float(r.acc1), 4),
+                    "acc5": round(float(r.acc5), 4) if not math.isnan(float(r.acc5)) else 0.0,
+                    "images": int(r.n_images)})
+    return out
+
+
+def public_ref(ref: str) -> str:
+    """A MODEL_REF fit for a public card: a local folder is named, never its path."""
+    if ref.startswith("local-dir:"):
+        return "local-dir:" + Path(ref.split(":", 1)[1]).name
+    return ref
 
 
 def _facts(label: ModelLabel, top_k: int) -> dict[str, Any]:
@@ -81,8 +105,11 @@ def _facts(label: ModelLabel, top_k: int) -> dict[str, Any]:
     return {
         "graph_version": h["graph_version"], "nodes": h["nodes"], "images": h["images"],
         "mean_acc1": float(h["mean_acc1"]), "mean_acc5": float(h["mean_acc5"]),
-        "model_ref": str(label.meta.get("model_ref") or "?"),
-        "revision": label.meta.get("revision"),
+        "chance1": 1.0 / max(int(h["nodes"]), 1),
+        "chance5": min(5, int(h["nodes"])) / max(int(h["nodes"]), 1),
+        "model_ref": public_ref(str(label.meta.get("model_ref") or "?")),
+        "revision": public_ref(str(label.meta["revision"])) if label.meta.get("revision")
+        else None,
         "templates": list(cfg.get("templates") or []),
         "text_source": cfg.get("text_source", "lemma"),
         "k": int(label.meta.get("top_k") or cfg.get("top_k") or label.k),
@@ -111,10 +138,12 @@ def mll_metadata(label: ModelLabel, top_k: int = 10) -> dict[str, Any]:
     f = _facts(label, top_k)
     return {
         "graph_version": f["graph_version"], "mean_acc1": f["mean_acc1"],
-        "mean_acc5": f["mean_acc5"], "nodes": f["nodes"], "images": f["images"],
+        "mean_acc5": f["mean_acc5"], "chance_acc1": round(f["chance1"], 6),
+        "nodes": f["nodes"], "images": f["images"],
         "model_revision": f["revision"], "label_file": SUMMARY_PATH,
         "code_version": f["code_version"],
-        "top_concepts": [{"concept": c["concept"], "acc1": c["acc1"]} for c in f["top"]],
+        "top_concepts": [{"concept": c["concept"], "word": c["word"], "acc1": c["acc1"]}
+                         for c in f["top"]],
     }
 
 
@@ -258,6 +287,7 @@ def render_card(existing: str | None, label: ModelLabel, top_k: int = 10,
                         "fix it before adding the label") from exc
     current = current if isinstance(current, dict) else {}
     updates = {
+        **({} if current.get("pipeline_tag") else {"pipeline_tag": TASK_TYPE}),
         "mll": mll_metadata(label, top_k),
         "model-index": merge_model_index(current.get("model-index"),
                                          model_index_result(label, label_file_url), name),
@@ -274,7 +304,11 @@ def label_files(label: ModelLabel) -> dict[str, bytes]:
     cols = [c for c in ("node_id", "n_images", "acc1", "acc5", "mean_own")
             if c in label.summary.columns]
     csv = label.summary[cols].to_csv(index=False, float_format="%.6f", lineterminator="\n")
-    meta = json.dumps(label.meta, indent=2, sort_keys=True, default=str) + "\n"
+    public: dict[str, Any] = dict(label.meta)
+    for k in ("model_ref", "source", "revision"):
+        if k in public:
+            public[k] = public_ref(str(public[k]))
+    meta = json.dumps(public, indent=2, sort_keys=True, default=str) + "\n"
     return {SUMMARY_PATH: csv.encode("utf-8"), META_PATH: meta.encode("utf-8")}
 
 

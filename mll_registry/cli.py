@@ -280,7 +280,7 @@ def graph_build(
     _print_graph(summary)
 
 
-def _print_graph(summary: dict[str, Any]) -> None:
+def _print_graph(summary: dict[str, Any], verb: str = "written to") -> None:
     t = Table(title=f"graph {summary['version']}", show_header=False)
     for k in ("nodes", "folder_nodes", "hypernym_nodes", "edges", "images", "memberships", "cap"):
         t.add_row(k.replace("_", " "), str(summary[k]))
@@ -289,7 +289,7 @@ def _print_graph(summary: dict[str, Any]) -> None:
     for s, sk in summary.get("skipped", {}).items():
         t.add_row(f"skipped in {s}", ", ".join(f"{k}={v}" for k, v in sk.items()))
     console.print(t)
-    console.print(f"written to {summary.get('path')}")
+    console.print(f"{verb} {summary.get('path')}")
 
 
 @app.command()
@@ -492,6 +492,9 @@ def reuse_cmd(
 
 @app.command()
 def bench(
+    more: Annotated[list[Path] | None, typer.Argument(
+        help="More task YAML files (`--tasks a.yaml b.yaml` works too).",
+        show_default=False)] = None,
     tasks: Annotated[list[Path] | None, typer.Option(
         "--tasks", help="Task YAML files (default: the demo tasks).")] = None,
     graph: GraphOpt = None,
@@ -514,7 +517,8 @@ def bench(
             console.print(msg, highlight=False)
 
     try:
-        out = a.bench(tasks or (), graph, growth_orders=growth_orders, plot=plot,
+        out = a.bench([*(tasks or []), *(more or [])], graph, growth_orders=growth_orders,
+                      plot=plot,
                       markdown=markdown, log=log, say=say)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
@@ -532,6 +536,7 @@ def _mount_cards() -> None:
     from mll_registry import cli_card
 
     cli_card.LATEST_LABEL = lambda model_ref: _app().latest_label_dir(model_ref)
+    cli_card.REGISTERED = lambda name: _app().registered_ref(name)
     app.add_typer(cli_card.card_app, name="card")
 
 
@@ -641,7 +646,7 @@ def graph_info(path: Path, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit(summary)
     else:
-        _print_graph(summary)
+        _print_graph(summary, verb="bundle:")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,22 @@ console = Console(stderr=True)
 
 #: ``LATEST_LABEL(model_ref) -> label directory or None``, used when ``--label`` is not given.
 LATEST_LABEL: Callable[[str], Path | None] | None = None
+#: ``REGISTERED(name) -> MODEL_REF or None``: a registered model name to its model reference,
+#: so every command accepts the same ways of naming a model.
+REGISTERED: Callable[[str], str | None] | None = None
+
+
+def model_ref_of(model: str) -> str:
+    """A MODEL_REF, or the MODEL_REF of a registered model name (``hf--org--name``)."""
+    from mll_registry.cards import CardError
+
+    if ":" in model:
+        return model
+    ref = REGISTERED(model) if REGISTERED is not None else None
+    if ref is None:
+        raise CardError(f"{model} is neither a MODEL_REF (hf-hub:ORG/NAME, local-dir:PATH) nor a "
+                        "registered model with a label; see `mll query label` for names")
+    return ref
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 LabelOpt = Annotated[Path | None, typer.Option(
@@ -130,14 +146,15 @@ def push_for(model_ref: str, label: Path | None = None, direct: bool = False,
 
 @card_app.command("render")
 def render_cmd(
-    model_ref: Annotated[str, typer.Argument(help="hf-hub:ORG/NAME[@REV] or local-dir:PATH")],
+    model_ref: Annotated[str, typer.Argument(
+        help="hf-hub:ORG/NAME[@REV], local-dir:PATH or a registered model name")],
     label: LabelOpt = None,
     top: TopKOpt = 10,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the model card MODEL_REF would get: its README with the label section and metadata."""
     try:
-        out = render_for(model_ref, label, top, latest=LATEST_LABEL)
+        out = render_for(model_ref_of(model_ref), label, top, latest=LATEST_LABEL)
     except _known_errors() as exc:
         _fail(str(exc))
     if as_json:
@@ -150,7 +167,7 @@ def render_cmd(
 
 @card_app.command("push")
 def push_cmd(
-    model_ref: Annotated[str, typer.Argument(help="hf-hub:ORG/NAME")],
+    model_ref: Annotated[str, typer.Argument(help="hf-hub:ORG/NAME or its registered name")],
     label: LabelOpt = None,
     direct: Annotated[bool, typer.Option(
         "--direct", help="Commit to main instead of opening a pull request.")] = False,
@@ -164,7 +181,7 @@ def push_cmd(
     The token comes from HF_TOKEN (or `hf auth login`); it needs write access to the repo.
     """
     try:
-        out = push_for(model_ref, label, direct, dry_run, top, latest=LATEST_LABEL)
+        out = push_for(model_ref_of(model_ref), label, direct, dry_run, top, latest=LATEST_LABEL)
     except _known_errors() as exc:
         _fail(str(exc))
     if as_json:

@@ -121,17 +121,19 @@ def test_render_keeps_existing_text_and_metadata() -> None:
     mll = new["mll"]
     assert (mll["graph_version"], mll["nodes"], mll["images"]) == ("g-test-1", 6, 12)
     assert mll["mean_acc1"] == h["mean_acc1"] and mll["label_file"] == SUMMARY_PATH
-    assert mll["top_concepts"] == [{"concept": "dog.n.01", "acc1": 0.9},
-                                   {"concept": "car.n.01", "acc1": 0.75},
-                                   {"concept": "pipe|odd.n.01", "acc1": 0.6}]
+    assert mll["top_concepts"] == [{"concept": "dog.n.01", "word": "dog", "acc1": 0.9},
+                                   {"concept": "car.n.01", "word": "car", "acc1": 0.75},
+                                   {"concept": "pipe|odd.n.01", "word": "", "acc1": 0.6}]
     assert validate_card_metadata(out) == []  # what the Hub's validate-yaml accepts
 
 
 def test_section_content() -> None:
     sec = _section(render_card(None, make_label(), top_k=3))
     assert "## Model label (MLL Registry)" in sec
-    assert "| dog.n.01 | 0.900 | 1.000 | 3 |" in sec
-    assert "| pipe\\|odd.n.01 | 0.600 | 0.500 | 2 |" in sec  # table cells are escaped
+    assert ("| dog.n.01 | dog | a member of the genus Canis (probably descended from the common "
+            "wolf) that has been dom... | 0.900 | 1.000 | 3 |") in sec  # word + WordNet gloss
+    assert "accuracy@1 **" in sec and f"(chance: {1 / 6:.4f})" in sec  # 6 concepts
+    assert "| pipe\\|odd.n.01 |  |  | 0.600 | 0.500 | 2 |" in sec  # table cells are escaped
     assert "cat.n.01" not in sec  # only the top 3
     assert "`g-test-1`, 6 concepts, 12 images" in sec
     assert "`a photo of a {}.`, `a drawing of a {}.`" in sec and "K = 4" in sec
@@ -166,6 +168,10 @@ def test_new_card_and_unusual_cards() -> None:
     meta = front_matter(new)
     assert meta["library_name"] == "open_clip" and meta["model-index"][0]["name"] == "my-model"
     assert "# my-model" in new and validate_card_metadata(new) == []
+    assert meta["pipeline_tag"] == "zero-shot-image-classification"
+    assert "/x/" not in new and "local-dir:my-model" in new  # no local path in a public card
+    kept = render_card("---\npipeline_tag: image-classification\n---\n# m\n", make_label())
+    assert front_matter(kept)["pipeline_tag"] == "image-classification"  # the owner's stays
     plain = render_card("# Just text\n", make_label(), top_k=2)  # no front matter yet
     assert plain.split("---\n", 2)[2].startswith("# Just text\n\n" + START_MARKER)
     crlf = render_card(EXISTING.replace("\n", "\r\n"), make_label())
@@ -293,7 +299,7 @@ def test_cli_render_local_dir(tmp_path: Path) -> None:
     res = runner.invoke(card_app, ["render", f"local-dir:{model}", "--label", str(label_dir),
                                    "--top", "2"])
     assert res.exit_code == 0, res.output
-    assert BODY in res.stdout and "| dog.n.01 | 0.900 |" in res.stdout
+    assert BODY in res.stdout and "| 0.900 | 1.000 | 3 |" in res.stdout
     assert f"[`{SUMMARY_PATH}`]({SUMMARY_PATH})" in res.stdout
     res = runner.invoke(card_app, ["render", f"local-dir:{model}", "--label", str(label_dir),
                                    "--json"])
@@ -304,7 +310,7 @@ def test_cli_render_local_dir(tmp_path: Path) -> None:
         (["render", f"local-dir:{model}", "--label", str(other)], "is for local-dir:/elsewhere"),
         (["render", f"local-dir:{model}"], "pass --label PATH"),
         (["render", "open_clip:ViT-B-32/openai", "--label", str(label_dir)], "is for"),
-        (["render", "nonsense", "--label", str(label_dir)], "bad model reference"),
+        (["render", "nonsense", "--label", str(label_dir)], "neither a MODEL_REF"),
         (["push", f"local-dir:{model}", "--label", str(label_dir)], "only Hub models"),
         (["render", f"local-dir:{model}", "--label", str(tmp_path)], "not a model label"),
     ]:

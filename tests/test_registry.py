@@ -264,3 +264,33 @@ def test_labels_are_mlflow_native(registry: Registry, graph, tmp_path: Path,
     run = registry.client.get_run(out["run_id"])  # the run's duration covers the labelling
     took = mine.meta["timings"]["total"]
     assert (run.info.end_time - run.info.start_time) / 1000 >= took * 0.9
+
+
+def test_names_aliases_and_commands_agree(registry: Registry, graph, tmp_path: Path) -> None:
+    """A registered name works wherever a MODEL_REF does; query label reports the UI's aliases."""
+    from mll_registry import cli_card
+    from mll_registry.app import App
+    from mll_registry.settings import Settings
+
+    demo = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-food"
+    ref = f"local-dir:{demo}"
+    label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry)
+    a = App(Settings(top_k=4, device="cpu", data_dir=str(registry.root)), mlflow=registry)
+    name = registered_name(ref)
+    found = a.query_label(name, graph)  # by registered name
+    assert found is not None
+    v = found[0]
+    assert v.model_ref == ref
+    h = Settings(top_k=4).label_hash()
+    assert sorted(v.aliases) == sorted([ALIAS, f"{ALIAS}-{h}"])
+    assert sorted(registry.client.get_registered_model(name).aliases) == sorted(v.aliases)
+    assert a.query_label(ref, graph)[0].version == v.version  # by MODEL_REF: the same version
+    old = cli_card.REGISTERED
+    cli_card.REGISTERED = a.registered_ref
+    try:
+        assert cli_card.model_ref_of(name) == ref
+        assert cli_card.model_ref_of(ref) == ref
+        with pytest.raises(ValueError, match="neither a MODEL_REF"):
+            cli_card.model_ref_of("no-such-model")
+    finally:
+        cli_card.REGISTERED = old
