@@ -204,6 +204,8 @@ class App:
 
         g = self._graph_of(graph)
         cfg = self.label_config()
+        if ":" not in ref:  # a registered model name: its MODEL_REF (as every command accepts)
+            ref = self.registered_ref(ref) or ref
         res = resolve(ref, allow_pickle=allow_pickle)
         if same_as:
             res = link_copy(res, same_as)

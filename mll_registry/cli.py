@@ -469,7 +469,8 @@ def reuse_cmd(
                        weighting=weighting, prompts=prompt or None, device=device,
                        unmatched=unmatched)
     try:
-        r = a.reuse(task, data, graph, log=log)
+        with _heartbeat("mll reuse"):
+            r = a.reuse(task, data, graph, log=log)
     except _known_errors(with_value_errors=True) as exc:
         _fail(str(exc))
     _warn_unmatched(r.selection.result)
