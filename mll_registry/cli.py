@@ -179,10 +179,12 @@ def _print_demo(out: dict[str, Any]) -> None:
     if uri.startswith("http"):
         con.print(f"  MLflow UI at {uri}")
     else:
-        con.print(f"  MLflow UI:  uv run mlflow ui --backend-store-uri {uri} --port 5000")
+        con.print(f"  MLflow UI:  uv run mlflow ui --backend-store-uri {uri} --port 5000",
+                  soft_wrap=True)
     for what, url in links.get("mlflow", {}).items():
         con.print(f"    {what}: {url}", soft_wrap=True)
-    con.print("  Prefect UI: uv run prefect server start   (the demo's runs are in PREFECT_HOME)")
+    con.print("  Prefect UI: uv run prefect server start   (the demo's runs are in PREFECT_HOME)",
+              soft_wrap=True)
     for what, url in links.get("prefect", {}).items():
         con.print(f"    {what}: {url}", soft_wrap=True)
     con.print(f"  data directory: {ddir()}")
