@@ -26,6 +26,29 @@ class TaskError(ValueError):
     """A task file or task data folder is unusable; the message says what to fix."""
 
 
+MAX_TASK_BYTES = 1 << 20  # a task file is a few lines; anything larger is a mistake or an attack
+MAX_CLASSES = 10_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors/aliases: a task file needs none, and aliases allow "billion laughs"
+    files that expand to gigabytes in memory."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise TaskError(f"YAML aliases (*{event.anchor}) are not allowed in task files "
+                            f"(line {event.start_mark.line + 1}); write the values out")
+        return super().compose_node(parent, index)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TaskError(f"{what} must be a non-empty string, got {value!r}; quote it in the "
+                        "task file")
+    return value
+
+
 @dataclass(frozen=True)
 class TaskClass:
     """A class as the user wrote it, with an optional description of their own."""
@@ -67,14 +90,21 @@ class Task:
         if not isinstance(d, dict):
             raise TaskError("a task file must be a YAML mapping with name, domain, task, classes")
         raw = d.get("classes")
+        if isinstance(raw, dict | list) and len(raw) > MAX_CLASSES:
+            raise TaskError(f"the task has {len(raw)} classes; at most {MAX_CLASSES} are supported")
         if isinstance(raw, dict):
-            classes = [TaskClass(str(k), None if v is None else str(v)) for k, v in raw.items()]
+            classes = [TaskClass(_text(k, "a class name"),
+                                 None if v is None else _text(v, f"the description of {k!r}"))
+                       for k, v in raw.items()]
         elif isinstance(raw, list):
-            classes = [TaskClass(str(x)) for x in raw]
+            classes = [TaskClass(_text(x, f"class #{i + 1}")) for i, x in enumerate(raw)]
         elif raw is None:
             classes = []
         else:
             raise TaskError("`classes` must be a list of names or a mapping name -> description")
+        for key in ("name", "domain", "task"):
+            if d.get(key) is not None:
+                _text(d[key], f"`{key}`")
         data = d.get("data")
         data_path = None
         if data:
@@ -90,10 +120,17 @@ class Task:
         path = Path(path)
         if not path.is_file():
             raise TaskError(f"task file {path} not found")
+        if path.stat().st_size > MAX_TASK_BYTES:
+            raise TaskError(f"task file {path} is larger than {MAX_TASK_BYTES} bytes; a task "
+                            "file lists classes, it holds no data")
         try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise TaskError(f"task file {path} is not valid YAML: {exc}") from exc
+            d = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506
+        except TaskError as exc:
+            raise TaskError(f"task file {path}: {exc}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TaskError(f"task file {path} is not valid YAML ({first}); it must be a "
+                            "mapping with name, domain, task, classes") from exc
         t = cls.from_dict(d, base=path.parent)
         t.source = path
         return t

@@ -111,3 +111,28 @@ def test_offline_sentence_embeddings_rank_related_text_first() -> None:
     assert e.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ("- a\n- b\n", "YAML mapping"),
+    ("name: t\nclasses: [dog, null]\n", "class #2 must be a non-empty string"),
+    ("name: t\nclasses: [dog, [a, b]]\n", "class #2"),
+    ("name: t\nclasses: [dog, true]\n", "class #2"),
+    ("name: t\nclasses: {dog: [x]}\n", "description of 'dog'"),
+    ("name: [t]\nclasses: [dog]\n", "`name` must be"),
+    ("name: t\nclasses: !!python/object/apply:os.system ['touch /tmp/x']\n", "not valid YAML"),
+    ("a: &a [x, x, x]\nb: &b [*a, *a, *a]\nclasses: [dog]\n", "aliases"),
+    ("name: t\nclasses: [\n", "not valid YAML"),
+])
+def test_bad_task_files_are_refused_clearly(tmp_path: Path, content: str, match: str) -> None:
+    f = tmp_path / "task.yaml"
+    f.write_text(content)
+    with pytest.raises(TaskError, match=match):
+        Task.from_yaml(f)
+
+
+def test_huge_task_files_are_refused_before_parsing(tmp_path: Path) -> None:
+    f = tmp_path / "task.yaml"
+    f.write_text("name: t\nclasses:\n" + "".join(f"  - c{i}\n" for i in range(200_000)))
+    with pytest.raises(TaskError, match="larger than"):
+        Task.from_yaml(f)
