@@ -54,11 +54,13 @@ class LabelConfig:
     batch_size: int = DEFAULTS.batch_size
     chunk_size: int = DEFAULTS.chunk_size
     device: str = DEFAULTS.device
+    max_model_gb: float = DEFAULTS.max_model_gb
 
     @classmethod
     def from_settings(cls, s: Settings) -> LabelConfig:
         return cls(templates=s.templates, text_source=s.text_source, top_k=s.top_k,
-                   batch_size=s.batch_size, chunk_size=s.chunk_size, device=s.device)
+                   batch_size=s.batch_size, chunk_size=s.chunk_size, device=s.device,
+                   max_model_gb=s.max_model_gb)
 
     def label_hash(self) -> str:
         """The hash of the label-content settings (part of the label key)."""
@@ -398,7 +400,8 @@ def label_ref(
     from mll_registry.model_loading import load
 
     cfg = cfg or LabelConfig()
-    lm = load(ref, device=cfg.device, allow_pickle=allow_pickle)
+    lm = load(ref, device=cfg.device, allow_pickle=allow_pickle, max_model_gb=cfg.max_model_gb,
+              batch_size=cfg.batch_size)
     run = label_model(lm, graph, cfg, root=root, progress=progress)
     path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version,
                                                     cfg.label_hash(), root)

@@ -197,3 +197,63 @@ def check_tokenizer_config(tokenizer_config: Any, where: str) -> None:
     if cls is not None and not (isinstance(cls, str) and re.fullmatch(r"[A-Za-z0-9_]{1,80}", cls)):
         raise UnsafeModelError(f"{where}: tokenizer_config.json names tokenizer_class {cls!r}; "
                                "only a transformers class name (no module path) is accepted")
+
+
+def estimate_bytes(model_cfg: dict[str, Any], batch_size: int = 256) -> tuple[float, float]:
+    """(parameter bytes, activation bytes) an open_clip config would need in fp32, estimated
+    from the config alone, before anything is allocated.
+
+    Transformers: ``(4 + 2 mlp_ratio) w^2`` parameters per layer, embeddings and the
+    projection; activations for one labelling batch: the widest layer's hidden states plus the
+    attention matrix. ResNet image towers (ModifiedResNet): ``17 (w 2^i)^2`` per bottleneck of
+    stage i plus the attention pool over ``32 w`` channels; activations: a few tensors of the
+    first stage. timm towers are built-in architectures of known size and are not estimated.
+    Checked against open_clip's ViT-B-32, ViT-B-16, ViT-L-14, RN50 and RN101 (within 2 % of
+    their parameter counts): enough to refuse a config that would take a worker
+    down.
+    """
+    v, t = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    embed = float(model_cfg.get("embed_dim", 512))
+    size = v.get("image_size", 224)
+    side = float(max(size) if isinstance(size, list | tuple) else size)
+    params = acts = 0.0
+    if v.get("timm_model_name"):
+        pass
+    elif isinstance(v.get("layers"), list | tuple):
+        w = float(v.get("width", 64))
+        params += 17 * w * w * sum(float(n) * 4.0 ** i for i, n in enumerate(v["layers"]))
+        params += 4 * (32 * w) ** 2 + 32 * w * embed
+        acts += batch_size * (side / 2) ** 2 * w * 3
+    else:
+        w, layers = float(v.get("width", 768)), float(v.get("layers", 12))
+        seq = (side / float(v.get("patch_size", 16))) ** 2 + 1
+        heads = max(w / float(v.get("head_width", 64)), 1.0)
+        mlp = float(v.get("mlp_ratio", 4.0))
+        params += layers * (4 + 2 * mlp) * w * w + seq * w + 3 * v.get("patch_size", 16) ** 2 * w
+        params += w * embed
+        acts += batch_size * (seq * w * (2 + mlp) + heads * seq * seq)
+    w, layers = float(t.get("width", 512)), float(t.get("layers", 12))
+    ctx, vocab = float(t.get("context_length", 77)), float(t.get("vocab_size", 49408))
+    mlp = float(t.get("mlp_ratio", 4.0))
+    params += layers * (4 + 2 * mlp) * w * w + vocab * w + ctx * w + w * embed
+    acts += batch_size * (ctx * w * (2 + mlp) + float(t.get("heads", 8)) * ctx * ctx)
+    return params * 4.0, acts * 4.0
+
+
+def check_size(model_cfg: dict[str, Any], where: str, max_gb: float,
+               batch_size: int = 256) -> float:
+    """Refuse a config whose estimated fp32 parameters + one batch's activations exceed
+    ``max_gb`` (the ``max_model_gb`` setting). Returns the estimate in GB.
+
+    Raises:
+        UnsafeModelError: over the limit (nothing has been allocated).
+    """
+    p, a = estimate_bytes(model_cfg, batch_size)
+    gb = (p + a) / 1e9
+    if gb > max_gb:
+        raise UnsafeModelError(
+            f"{where}: building this model would need about {gb:,.1f} GB ({p / 1e9:,.1f} GB of "
+            f"parameters, {a / 1e9:,.1f} GB of activations at batch {batch_size}), over the "
+            f"limit of {max_gb:g} GB; refused before allocating anything. Raise max_model_gb "
+            "(MLL_MAX_MODEL_GB) if the model is genuine, or lower batch_size")
+    return gb

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mll_registry.errors import ModelRefError
-from mll_registry.model_config import check_tokenizer_config
+from mll_registry.model_config import check_size, check_tokenizer_config
 from mll_registry.model_refs import (
     CONFIG_NAME,
     SAFE_WEIGHTS,
@@ -26,6 +26,7 @@ from mll_registry.model_refs import (
     ResolvedModel,
     resolve,
 )
+from mll_registry.settings import DEFAULTS
 
 
 @dataclass
@@ -68,10 +69,18 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def load(ref: str | ModelRef | ResolvedModel, device: str = "auto", allow_pickle: bool = False,
-         cache_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
-    """Resolve and load a model (eval mode) with its eval preprocess and tokenizer."""
+def load(ref: str | ModelRef | ResolvedModel, device: str = DEFAULTS.device,
+         allow_pickle: bool = False, cache_dir: str | os.PathLike[str] | None = None,
+         max_model_gb: float = DEFAULTS.max_model_gb,
+         batch_size: int = DEFAULTS.batch_size) -> LoadedModel:
+    """Resolve and load a model (eval mode) with its eval preprocess and tokenizer.
+
+    The config's size is estimated first (:func:`mll_registry.model_config.check_size`): a model
+    over ``max_model_gb`` is refused before anything is allocated.
+    """
     res = ref if isinstance(ref, ResolvedModel) else resolve(ref, allow_pickle, cache_dir)
+    if res.config.get("model_cfg"):
+        check_size(res.config["model_cfg"], str(res.ref), max_model_gb, batch_size)
     dev = pick_device(device)
     model, preprocess, tokenizer = SCHEMES.get(res.ref.scheme).build(res, dev)
     model.eval()

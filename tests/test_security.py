@@ -363,3 +363,37 @@ def test_pickled_label_index_is_refused_and_rebuilt(registry, graph, tmp_path: P
     with np.load(fresh.path / "index.npz", allow_pickle=False) as z:  # rewritten, pickle-free
         assert {k: z[k].dtype.kind for k in z.files} == {
             "acc1": "f", "acc5": "f", "own": "f", "n_images": "i"}
+
+
+def test_absurd_config_is_refused_before_allocation(tmp_path: Path) -> None:
+    """A config whose estimate is ~100 GB is refused by load(), before open_clip builds it."""
+    import resource
+
+    from mll_registry.model_config import estimate_bytes
+
+    d = tmp_path / "huge" / "m"
+    shutil.copytree(DEMO / "vit-food", d)
+    cfg = json.loads((d / "open_clip_config.json").read_text())
+    cfg["model_cfg"]["vision_cfg"].update(width=13_000, layers=12, head_width=64)
+    (d / "open_clip_config.json").write_text(json.dumps(cfg))
+    params, acts = estimate_bytes(cfg["model_cfg"])
+    assert 80e9 < params + acts < 200e9  # the estimate this test is about: ~100 GB
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UnsafeModelError, match=r"about [0-9,.]+ GB .* over the limit of 16 GB"):
+        load(f"local-dir:{d}", device="cpu")
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    assert grew_mb < 500, grew_mb  # nothing near the model's size was allocated
+    # a genuine large model passes with a raised limit (only the estimate is checked here)
+    from mll_registry.model_config import check_size
+
+    assert check_size(cfg["model_cfg"], "m", max_gb=1e4) > 16
+
+
+def test_real_architectures_are_estimated_within_a_few_percent() -> None:
+    import open_clip
+
+    from mll_registry.model_config import estimate_bytes
+
+    for arch, real_m in (("ViT-B-32", 151.28), ("RN50", 102.01)):  # open_clip's own counts
+        est_m = estimate_bytes(open_clip.get_model_config(arch))[0] / 4 / 1e6
+        assert abs(est_m - real_m) / real_m < 0.03, (arch, est_m)
