@@ -358,9 +358,11 @@ class App:
         from mll_registry.label_index import LabelIndex
 
         g = self.graph(graph)
-        node, others = resolve_concept(concept, g.node_ids)
-        idx = LabelIndex(self.registry(), g.version,
-                         label_hash=self.settings.label_hash()).refresh(force_check=refresh)
+        node, others = resolve_concept(concept, g.node_ids, g.nodes)
+        # the registry (MLflow) is made only if the disk cache is stale
+        idx = LabelIndex(self.mlflow or self.registry, g.version,
+                         label_hash=self.settings.label_hash(),
+                         root=self.root).refresh(force_check=refresh)
         return ConceptQuery(node, concept, others, g.version, idx.best(node, n))
 
     def query_label(self, model: str,

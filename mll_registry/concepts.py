@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 _HEAD_SPLIT = re.compile(r"\s+(?:of|with|in|on|at|for|showing|from)\s+", re.IGNORECASE)
 
@@ -21,12 +22,39 @@ def head_noun(phrase: str) -> str:
     return words[-1] if words else phrase.strip()
 
 
-def resolve_concept(concept: str, node_ids: Sequence[str]) -> tuple[str, list[str]]:
+def _norm(word: str) -> str:
+    return re.sub(r"[\s_]+", " ", word.strip().lower())
+
+
+def _from_table(concept: str, nodes: Any) -> tuple[str, list[str]] | None:
+    """The graph's own node table answers ids, wnids and first lemmas without WordNet."""
+    ids = nodes["node_id"].tolist()
+    if concept in ids:
+        return concept, []
+    if "wnid" in nodes and concept in set(nodes["wnid"]):
+        return str(nodes.loc[nodes["wnid"] == concept, "node_id"].iloc[0]), []
+    if "lemma" in nodes:
+        hits = sorted(n for n, lem in zip(ids, nodes["lemma"], strict=True)
+                      if _norm(str(lem)) == _norm(concept))
+        if hits:  # in sense order (dog.n.01 before dog.n.03), as WordNet lists them
+            return hits[0], hits[1:]
+    return None
+
+
+def resolve_concept(concept: str, node_ids: Sequence[str],
+                    nodes: Any = None) -> tuple[str, list[str]]:
     """A synset id, a wnid, a word or a phrase -> (graph node, other graph senses of the word).
+
+    ``nodes`` (the graph's node table) lets ids, wnids and first lemmas resolve without loading
+    the WordNet reader (seconds); everything else goes through WordNet.
 
     Raises:
         KeyError: with a message naming what was tried.
     """
+    if nodes is not None:
+        hit = _from_table(concept, nodes)
+        if hit is not None:
+            return hit
     from mll_registry import wordnet as W
 
     present = set(node_ids)
@@ -47,9 +75,9 @@ def resolve_concept(concept: str, node_ids: Sequence[str]) -> tuple[str, list[st
     raise KeyError(f"no sense of {concept!r} is in this graph (senses: {tried[:6]})")
 
 
-def in_graph(name: str, node_ids: Sequence[str]) -> str | None:
+def in_graph(name: str, node_ids: Sequence[str], nodes: Any = None) -> str | None:
     """The graph node ``name`` resolves to by :func:`resolve_concept`, or None."""
     try:
-        return resolve_concept(name, node_ids)[0]
+        return resolve_concept(name, node_ids, nodes)[0]
     except KeyError:
         return None

@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mll_registry.config import data_dir
-from mll_registry.mlflow_labels import LabelledVersion, Registry
+from mll_registry.mlflow_labels import LabelledVersion, Registry  # noqa: F401 - types
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,23 @@ class LabelIndex:
 
     FORMAT = "mll-label-index/2"
 
-    def __init__(self, registry: Registry, graph_version: str, max_age: float = 30.0,
-                 label_hash: str | None = None) -> None:
-        self.registry = registry
+    def __init__(self, registry: Registry | Callable[[], Registry], graph_version: str,
+                 max_age: float = 30.0, label_hash: str | None = None, *,
+                 uri: str | None = None, root: str | os.PathLike[str] | None = None) -> None:
+        """``registry`` may be a factory: then MLflow is not touched (nor imported) while the
+        disk cache is fresh. ``uri``/``root`` name the cache when a factory is given."""
+        self._registry = registry
         self.graph_version = graph_version
         self.label_hash = label_hash
         self.max_age = max_age
-        key = hashlib.sha256(registry.uri.encode()).hexdigest()[:12]
-        self.path = (data_dir(registry.root) / "cache" / "label-index" /
+        if callable(registry) and not hasattr(registry, "uri"):
+            from mll_registry.mlflow_tracking import tracking_uri
+
+            uri, base = uri or tracking_uri(root), root
+        else:
+            uri, base = registry.uri, registry.root  # type: ignore[union-attr]
+        key = hashlib.sha256(uri.encode()).hexdigest()[:12]
+        self.path = (data_dir(base) / "cache" / "label-index" /
                      f"{key}-{graph_version}-{label_hash or 'any'}")
         self.versions: list[LabelledVersion] = []
         self.nodes: list[str] = []
@@ -68,6 +78,12 @@ class LabelIndex:
         self.n_images = np.zeros(0, np.int64)
         self.checked_at = 0.0
         self.build_stats: dict[str, float] = {}
+
+    @property
+    def registry(self) -> Registry:
+        if callable(self._registry) and not hasattr(self._registry, "uri"):
+            self._registry = self._registry()
+        return self._registry  # type: ignore[return-value]
 
     def _signature(self, versions: Sequence[LabelledVersion]) -> list[list[Any]]:
         return [[v.name, v.version, v.run_id] for v in versions]

@@ -268,7 +268,7 @@ def match(task: Task, graph: SemanticGraph, embedder: TextEmbedder | None = None
     from mll_registry.concepts import in_graph
 
     node_ids = graph.node_ids
-    matched_by = {c.name: "name" if in_graph(c.name, node_ids) else
+    matched_by = {c.name: "name" if in_graph(c.name, node_ids, graph.nodes) else
                   "similarity" if top_s[i, 0] >= low_similarity else "none"
                   for i, c in enumerate(task.classes)}
     weak = [c for c, how in matched_by.items() if how == "none"]

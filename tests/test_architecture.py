@@ -221,3 +221,20 @@ def test_label_identity_includes_the_label_settings(graph, tmp_path: Path) -> No
     assert int(c.get_model_version_by_alias(name, ALIAS).version) == max(want)
     # the local label path carries the hash too
     assert Path(first["path"]).name.endswith(Settings(top_k=4).label_hash())
+
+
+def test_concepts_in_the_node_table_resolve_without_wordnet() -> None:
+    """Ids, wnids and first lemmas come from the graph's own table: no nltk reader is loaded."""
+    code = (
+        "import pandas as pd, sys\n"
+        "from mll_registry.concepts import resolve_concept\n"
+        "nodes = pd.DataFrame({'node_id': ['dog.n.01', 'mouse.n.04', 'mouse.n.01'],\n"
+        "                      'wnid': ['n02084071', 'n03793489', 'n02330245'],\n"
+        "                      'lemma': ['dog', 'mouse', 'mouse']})\n"
+        "ids = nodes.node_id.tolist()\n"
+        "assert resolve_concept('dog.n.01', ids, nodes) == ('dog.n.01', [])\n"
+        "assert resolve_concept('n02084071', ids, nodes) == ('dog.n.01', [])\n"
+        "assert resolve_concept('Mouse', ids, nodes) == ('mouse.n.01', ['mouse.n.04'])\n")
+    mods = _modules_after(code)
+    assert not any(m.startswith("nltk") for m in mods)
+    assert not any(m == "mlflow" or m.startswith("mlflow.") for m in mods)

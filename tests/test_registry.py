@@ -172,6 +172,13 @@ def test_label_index_queries_and_invalidation(registry: Registry, models: list[P
     warm = LabelIndex(registry, graph.version, max_age=3600).refresh()
     assert "version_check_s" not in warm.build_stats and len(warm.versions) == n0 + 1
 
+    def no_mlflow() -> Registry:
+        raise AssertionError("a fresh disk cache must not touch MLflow")
+
+    lazy = LabelIndex(no_mlflow, graph.version, max_age=3600, uri=registry.uri,
+                      root=registry.root).refresh()
+    assert [h.model_ref for h in lazy.best("carnivore.n.01", n=100)] == want
+
 
 def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp_path: Path) -> None:
     from mll_registry.label_format import ModelLabel
