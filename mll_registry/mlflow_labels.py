@@ -296,6 +296,9 @@ class Registry(Tracking):
                            "mll.code_version": __version__}.items():
                 self.client.set_model_version_tag(name, v.version, k, str(val))
             self.client.set_model_version_tag(name, v.version, "mll.status", "ready")
+            for k in ("mll.lease_owner", "mll.lease_until"):  # the claim is over
+                with contextlib.suppress(Exception):
+                    self.client.delete_model_version_tag(name, v.version, k)
             self._update_alias(name)
         except BaseException:
             with contextlib.suppress(Exception):

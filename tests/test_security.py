@@ -307,6 +307,7 @@ def test_kill_during_registration_does_not_wedge(registry, graph, tmp_path: Path
     assert out["status"] == "labelled"
     versions = {int(v.version): v.tags["mll.status"] for v in registry.versions(name)}
     assert versions == {out["version"]: "ready"}  # the stale one is gone, ours is ready
+    assert not {"mll.lease_owner", "mll.lease_until"} & set(registry.versions(name)[0].tags)
     alias = registry.client.get_model_version_by_alias(name, ALIAS)
     assert int(alias.version) == out["version"]
     assert registry.latest_for(ref, graph.version).version == out["version"]
