@@ -279,7 +279,13 @@ class SemanticGraph:
         if not mf.is_file():
             raise GraphError(f"{path} is not a graph bundle (no manifest.json); "
                              "build one with `mll graph build`")
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(mf.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise GraphError(f"{mf} is damaged ({exc}); rebuild the bundle with "
+                             "`mll graph build` (`--demo` for the demo graph)") from exc
         if manifest.get("format") != FORMAT:
             raise GraphError(f"{path}: unsupported bundle format {manifest.get('format')!r}, "
                              f"expected {FORMAT!r}; rebuild it with `mll graph build`")
@@ -288,7 +294,12 @@ class SemanticGraph:
             f = path / f"{name}.parquet"
             if not f.is_file():
                 raise GraphError(f"{path}: missing {f.name}; the bundle is incomplete, rebuild it")
-            tables[name] = pd.read_parquet(f)
+            try:
+                tables[name] = pd.read_parquet(f)
+            except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a damaged file
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise GraphError(f"{f} is damaged ({first}); rebuild the bundle with "
+                                 "`mll graph build` (`--demo` for the demo graph)") from exc
         g = cls(**tables, manifest=manifest)
         if verify:
             actual = content_version(g.nodes, g.edges, g.images, g.members)

@@ -36,6 +36,27 @@ FORMAT = "mll-label/1"
 _ARRAYS = ("topk_idx", "topk_score", "member_score")
 
 
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def files_look_whole(path: Path) -> bool:
+    """Cheap check that a label directory's files are complete (headers and footers parse),
+    without reading the arrays: for caches, which are fetched again when this fails."""
+    try:
+        from pyarrow.parquet import read_metadata
+        from safetensors import safe_open
+
+        json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        with safe_open(str(path / "label.safetensors"), "np") as f:
+            f.metadata()
+        read_metadata(path / "summary.parquet")
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: not whole
+        return False
+
+
 class LabelError(ValueError):
     """A label file is missing, malformed, or for another graph version."""
 
@@ -118,21 +139,35 @@ class ModelLabel:
             if not (path / f).is_file():
                 raise LabelError(f"{path} is not a model label (missing {f}); label the model "
                                  "with `mll label MODEL_REF`")
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LabelError(f"{path}: meta.json is damaged ({exc}); relabel the model with "
+                             "`mll label MODEL_REF --force`") from exc
         if meta.get("format") != FORMAT:
             raise LabelError(f"{path}: label format {meta.get('format')!r}, expected {FORMAT!r}; "
                              "relabel the model")
-        with safe_open(str(path / "label.safetensors"), "np") as f:
-            header = f.metadata() or {}
+        try:
+            with safe_open(str(path / "label.safetensors"), "np") as f:
+                header = f.metadata() or {}
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise LabelError(f"{path}: label.safetensors is damaged ({_first(exc)}); relabel "
+                             "the model with `mll label MODEL_REF --force`") from exc
         if header.get("graph_version") != meta.get("graph_version"):
             raise LabelError(f"{path}: arrays and meta.json disagree on the graph version; relabel")
         if graph_version is not None and meta["graph_version"] != graph_version:
             raise LabelError(
                 f"{path} was computed on graph version {meta['graph_version']}, not {graph_version}; "
                 "labels are only valid for their graph: relabel the model on this graph")
-        arrays = load_file(str(path / "label.safetensors"))
-        lab = cls(**{k: arrays[k] for k in _ARRAYS}, summary=pd.read_parquet(
-            path / "summary.parquet"), meta=meta)
+        try:
+            arrays = load_file(str(path / "label.safetensors"))
+            summary = pd.read_parquet(path / "summary.parquet")
+            lab = cls(**{k: arrays[k] for k in _ARRAYS}, summary=summary, meta=meta)
+        except (Exception) as exc:  # noqa: BLE001 - truncated safetensors / parquet
+            raise LabelError(f"{path}: the label files are damaged ({_first(exc)}); relabel the "
+                             "model with `mll label MODEL_REF --force`") from exc
         lab.validate()
         return lab
 

@@ -159,7 +159,13 @@ def prepare_pixels(graph: SemanticGraph, pipe: PixelPipeline,
     """
     path = pixel_cache_path(graph, pipe, root)
     if path.is_file():
-        return np.load(path, mmap_mode="r"), False
+        try:  # a cache is verified before use: the right number of images, fully on disk
+            cached = np.load(path, mmap_mode="r")
+            if cached.shape[0] == len(graph.images) and cached.dtype == np.uint8:
+                return cached, False
+        except (ValueError, OSError, EOFError):
+            pass
+        path.unlink(missing_ok=True)  # damaged or stale: rebuilt below
     paths = graph.image_paths()
     first = pipe(paths[0])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,8 +332,13 @@ def label_model(
         f = work / f"chunk-{c:05d}.npy"
         lo, hi = c * cfg.chunk_size, min(n, (c + 1) * cfg.chunk_size)
         if f.is_file():
-            e = np.load(f)
-            if e.shape[0] == hi - lo:
+            try:  # a checkpoint is used only if it is whole: readable, right shape, finite
+                e = np.load(f)
+                whole = (e.ndim == 2 and e.shape[0] == hi - lo and e.dtype == np.float32
+                         and bool(np.isfinite(e).all()))
+            except (ValueError, OSError, EOFError):
+                whole = False
+            if whole:
                 embs.append(e)
                 reused += 1
                 if progress:

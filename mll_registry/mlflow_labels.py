@@ -487,11 +487,16 @@ class Registry(Tracking):
 
     def download_label(self, v: LabelledVersion) -> Path:
         """The label directory of a version (downloaded once into the data dir cache)."""
+        import shutil
+
         import mlflow
 
+        from mll_registry.label_format import files_look_whole
+
         dest = data_dir(self.root) / "cache" / "registry-labels" / v.run_id
-        if (dest / "label" / "meta.json").is_file():
+        if files_look_whole(dest / "label"):
             return dest / "label"
+        shutil.rmtree(dest, ignore_errors=True)  # absent, partial or damaged: fetch it again
         dest.mkdir(parents=True, exist_ok=True)
         self.call(lambda: mlflow.artifacts.download_artifacts(
             run_id=v.run_id, artifact_path="label", dst_path=str(dest),

@@ -1,0 +1,113 @@
+"""Damaged files on disk: caches repair themselves, bundles and labels say what to rebuild."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mll_registry.demo.archs import build_tiny
+from mll_registry.graph import GraphError, SampleDataset, SemanticGraph, build_graph
+from mll_registry.label_format import LabelError, ModelLabel, files_look_whole
+from mll_registry.labeller import (
+    LabelConfig,
+    PixelPipeline,
+    clear_checkpoints,
+    label_model,
+    pixel_cache_path,
+)
+from mll_registry.model_loading import load, save_open_clip_dir
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    model, cfg = build_tiny("tiny-vit", seed=5)
+    d = save_open_clip_dir(model, cfg, tmp_path_factory.mktemp("hub") / "tiny-vit")
+    return load(f"local-dir:{d}", device="cpu")
+
+
+@pytest.fixture()
+def graph(tree: Path):
+    return build_graph([SampleDataset("A", tree / "A"), SampleDataset("B", tree / "B")])[0]
+
+
+def _truncate(f: Path, keep: float = 0.5) -> None:
+    data = f.read_bytes()
+    f.write_bytes(data[: int(len(data) * keep)])
+
+
+def _same(a: ModelLabel, b: ModelLabel) -> None:
+    for k in ("topk_idx", "topk_score", "member_score"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert a.summary.equals(b.summary)
+
+
+def test_truncated_pixel_cache_is_rebuilt(tiny, graph) -> None:
+    cfg = LabelConfig(top_k=4)
+    first = label_model(tiny, graph, cfg)
+    cache = pixel_cache_path(graph, PixelPipeline.from_preprocess(tiny.preprocess))
+    _truncate(cache)
+    clear_checkpoints(tiny, graph)
+    again = label_model(tiny, graph, cfg)  # was: ValueError: mmap length is greater than file
+    assert again.pixels_built
+    _same(first.label, again.label)
+
+
+def test_truncated_checkpoint_is_recomputed_not_read(tiny, graph) -> None:
+    cfg = LabelConfig(top_k=4, batch_size=2, chunk_size=2)  # 6 images -> 3 chunks
+    clear_checkpoints(tiny, graph)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(chunk: int) -> None:
+        if chunk == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        label_model(tiny, graph, cfg, on_chunk=stop_after_two)
+    from mll_registry.labeller import _work_dir
+
+    chunk = _work_dir(tiny, graph, None) / "chunk-00001.npy"
+    _truncate(chunk, 0.8)  # a partial file left as if complete
+    resumed = label_model(tiny, graph, cfg)
+    assert (resumed.chunks_reused, resumed.chunks_computed) == (1, 2)
+    clear_checkpoints(tiny, graph)
+    _same(resumed.label, label_model(tiny, graph, cfg).label)
+
+
+@pytest.mark.parametrize("victim", ["label.safetensors", "summary.parquet", "meta.json"])
+def test_damaged_label_files_name_the_file_and_the_fix(tiny, graph, tmp_path: Path,
+                                                       victim: str) -> None:
+    path = label_model(tiny, graph, LabelConfig(top_k=4)).label.save(tmp_path / "label")
+    assert files_look_whole(path)
+    _truncate(path / victim)
+    assert not files_look_whole(path)
+    with pytest.raises(LabelError, match=r"damaged.*mll label MODEL_REF --force"):
+        ModelLabel.load(path)
+
+
+@pytest.mark.parametrize("victim", ["nodes.parquet", "members.parquet", "manifest.json"])
+def test_damaged_graph_bundle_names_the_file_and_the_fix(graph, tmp_path: Path,
+                                                         victim: str) -> None:
+    path = graph.save(tmp_path / "g")
+    _truncate(path / victim)
+    with pytest.raises(GraphError, match=rf"{victim} is damaged.*mll graph build"):
+        SemanticGraph.load(path)
+
+
+def test_damaged_cached_registry_label_is_fetched_again(tiny, graph, tmp_path: Path) -> None:
+    from conftest import label_and_register
+
+    from mll_registry.mlflow_labels import Registry
+
+    reg = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data")
+    label_and_register(f"local-dir:{tiny.resolved.path}", graph, LabelConfig(top_k=4, device="cpu"),
+                       reg)
+    (v,) = reg.latest_per_model(graph.version)
+    cached = reg.download_label(v)
+    want = ModelLabel.load(cached)
+    _truncate(cached / "label.safetensors")
+    again = reg.download_label(v)  # was: the damaged copy was used forever
+    _same(ModelLabel.load(again), want)
