@@ -111,3 +111,29 @@ def test_damaged_cached_registry_label_is_fetched_again(tiny, graph, tmp_path: P
     _truncate(cached / "label.safetensors")
     again = reg.download_label(v)  # was: the damaged copy was used forever
     _same(ModelLabel.load(again), want)
+
+
+def test_atomic_writes_fsync_the_file_then_its_directory(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from mll_registry import fsutil
+
+    synced: list[tuple[str, bool]] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        p = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((p, (tmp_path / "out.txt").exists()))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    fsutil.write_text(tmp_path / "out.txt", "hello")
+    (tmp_file, renamed_yet), (directory, renamed) = synced
+    assert Path(tmp_file).name.startswith(".out.txt.") and not renamed_yet  # data first
+    assert Path(directory) == tmp_path and renamed  # then the rename itself
+    synced.clear()
+    with fsutil.atomic_dir(tmp_path / "bundle") as d:
+        (d / "a.bin").write_bytes(b"x")
+    assert [Path(p).name for p, _ in synced][-1] == tmp_path.name  # the parent, last
+    assert any(Path(p).name == "a.bin" for p, _ in synced)
