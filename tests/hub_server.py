@@ -131,13 +131,18 @@ class HubRepo:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """What the server keeps of a request: never a header value or a body."""
+    """A request as received: every header and the body (for "where did the token go" checks).
+
+    :meth:`line` (what ``log_text`` shows) holds no header value and no body.
+    """
 
     method: str
     path: str  # path + query string, as sent
     status: int
     host: str
     had_auth: bool
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
     def line(self) -> str:
         return f"{self.method} {self.host} {self.path} -> {self.status} auth={self.had_auth}"
@@ -203,11 +208,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
+                    self._received = getattr(self, "_received", b"") + bytes(out)
                     return bytes(out)
                 out += self.rfile.read(size)
                 self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        data = self.rfile.read(n) if n else b""
+        self._received = getattr(self, "_received", b"") + data
+        return data
 
     def _send(self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None,
               content_type: str = "application/json") -> None:
@@ -215,7 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.requests.append(RequestRecord(
                 self.command, self.path, status, host, "authorization" in {
-                    k.lower() for k in self.headers}))
+                    k.lower() for k in self.headers}, dict(self.headers.items()),
+                getattr(self, "_received", b"")))
+        self._received = b""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for k, v in (headers or {}).items():
@@ -693,6 +703,15 @@ class HubHandle:
     def log_text(self) -> str:
         """Every recorded request as one line (for 'the token never appears' checks)."""
         return "\n".join(r.line() for r in self.requests)
+
+    def received_except_auth(self) -> str:
+        """Everything clients sent (paths, header values other than Authorization, bodies)."""
+        parts = []
+        for r in self.requests:
+            parts.append(r.path)
+            parts += [f"{k}: {v}" for k, v in r.headers.items() if k.lower() != "authorization"]
+            parts.append(r.body.decode("utf-8", "replace"))
+        return "\n".join(parts)
 
     def clear_log(self) -> None:
         with self._state.lock:
