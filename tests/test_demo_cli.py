@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing_demo_hub, missing_sources
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,11 +22,11 @@ def test_mll_demo_then_quick_second_run(tmp_path: Path, data_root: Path) -> None
     from mll_registry.demo.hub import demo_model_dirs
 
     if S.missing_sources():
-        pytest.skip("demo image sources not installed")
+        missing_sources()
     try:
         dirs = demo_model_dirs()
     except FileNotFoundError:
-        pytest.skip("demo hub not present")
+        missing_demo_hub()
     hub = tmp_path / "hub" / "mll-demo"
     for d in [d for d in dirs if d.name in ("vit-all-colour", "vit-animals")] or dirs[:2]:
         shutil.copytree(d, hub / d.name)

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
+from conftest import missing_sources
 from typer.testing import CliRunner
 
 from mll_registry import wordnet as W
@@ -40,7 +40,7 @@ def test_mapping_is_curated_and_unique() -> None:
 
 def test_every_concept_renders_in_every_style() -> None:
     if S.missing_sources():
-        pytest.skip(f"image sources not installed: {S.missing_sources()}")
+        missing_sources(str(S.missing_sources()))
     concepts = load_concepts()
     for style in S.ALL_STYLES:
         missing = [c.name for c in concepts if not S.available(c.codepoint, style)]
@@ -56,7 +56,7 @@ def test_sample_and_target_styles_are_disjoint() -> None:
 
 def test_render_and_augment_are_deterministic(tmp_path: Path) -> None:
     if S.missing_sources():
-        pytest.skip("image sources not installed")
+        missing_sources()
     img = S.render(0x1F436, "noto", 96)
     assert img.size == (96, 96) and img.mode == "RGB"
     assert img.getpixel((0, 0)) == (255, 255, 255)  # white background
@@ -81,7 +81,7 @@ def test_render_and_augment_are_deterministic(tmp_path: Path) -> None:
 
 def test_graph_build_demo_cli_twice_same_version() -> None:
     if S.missing_sources():
-        pytest.skip("image sources not installed")
+        missing_sources()
     runner = CliRunner()
     first = runner.invoke(app, ["graph", "build", "--demo", "--json"])
     assert first.exit_code == 0, first.output

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import missing_demo_hub
 from hub_server import HubHandle, open_clip_repo_files, start_hub, use_hub
 
 from mll_registry import model_refs as hubmod
@@ -224,7 +225,7 @@ def test_local_dir_source_and_watermark(tmp_path: Path) -> None:
 def test_local_dir_source_on_the_demo_hub() -> None:
     root = Path(__file__).resolve().parents[1] / "demo_hub"
     if not any(root.glob("*/*/open_clip_config.json")):
-        pytest.skip("no demo hub models yet")
+        missing_demo_hub()
     models = LocalDirHubSource(root).list_new(None, limit=100)
     assert models and all(m.ref.startswith("local-dir:") for m in models)
     assert all(m.repo_id.startswith("mll-demo/") and m.sha.startswith("sha256:")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import missing_demo_hub, missing_sources
 from typer.testing import CliRunner
 
 from mll_registry.cli import app
@@ -27,7 +28,7 @@ def _demo_models(n: int = 3) -> list[Path]:
     try:
         dirs = demo_model_dirs()
     except FileNotFoundError:
-        pytest.skip("demo hub not present")
+        missing_demo_hub()
     want = ["vit-all-colour", "vit-animals", "resnet-travel"]
     return ([d for d in dirs if d.name in want] + [d for d in dirs if d.name not in want])[:n]
 
@@ -35,7 +36,7 @@ def _demo_models(n: int = 3) -> list[Path]:
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if S.missing_sources():
-        pytest.skip("demo image sources not installed")
+        missing_sources()
     from mll_registry import wordnet as W
     from mll_registry.demo.data import ensure_demo_images, load_concepts
     from mll_registry.demo.tasks import ensure_demo_tasks

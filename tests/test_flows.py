@@ -21,14 +21,14 @@ def harness():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A small graph (tree fixture layout), two demo-hub models in an ORG/NAME folder."""
-    from conftest import write_png
+    from conftest import missing_demo_hub, write_png
 
     from mll_registry.demo.hub import demo_model_dirs
 
     try:
         dirs = demo_model_dirs()[:2]
     except FileNotFoundError:
-        pytest.skip("demo hub not present")
+        missing_demo_hub()
     tmp = tmp_path_factory.mktemp("flows")
     for i in range(4):
         write_png(tmp / "src" / "dog.n.01" / f"{i}.png", 10 + i)

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, write_png
+from conftest import free_port, missing_demo_hub, write_png
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path,
     try:
         dirs = demo_model_dirs()[:3]
     except FileNotFoundError:
-        pytest.skip("demo hub not present")
+        missing_demo_hub()
     hub = tmp_path / "hub" / "mll-demo"
     for d in dirs:
         shutil.copytree(d, hub / d.name)
