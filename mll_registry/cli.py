@@ -49,7 +49,7 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
     """Errors whose message is the whole story: print it, exit 2 (no traceback)."""
     from mll_registry.demo.sources import SourceMissing
     from mll_registry.discovery import HubSourceError
-    from mll_registry.errors import ModelRefError
+    from mll_registry.errors import ImageFileError, ModelRefError
     from mll_registry.graph import GraphError
     from mll_registry.label_format import LabelError
     from mll_registry.mlflow_tracking import RegistryError
@@ -61,7 +61,7 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
 
     known: tuple[type[Exception], ...] = (
         GraphError, WordNetUnavailable, SourceMissing, ModelRefError, LabelError, TaskError,
-        SelectionError, RegistryError, HubSourceError, PluginError, SettingsError)
+        SelectionError, RegistryError, HubSourceError, PluginError, SettingsError, ImageFileError)
     return (*known, ValueError) if with_value_errors else known
 
 

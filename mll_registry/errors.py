@@ -13,3 +13,32 @@ class PickledWeightsRefused(ModelRefError):
 
 class UnsafeModelError(ModelRefError):
     """A model's files ask for something an untrusted model may not do (run code, fetch elsewhere)."""
+
+
+class ImageFileError(ValueError):
+    """An image file cannot be used (not an image, truncated, or larger than the pixel limit)."""
+
+
+#: PIL's decompression-bomb limit, set deliberately (PIL's own default is 89 Mpx with a warning):
+#: no sample or task image needs more than 64 Mpx, and a bomb is refused before it is decoded
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+def open_image(path: object) -> object:
+    """``PIL.Image.open`` under the pixel limit, errors turned into :class:`ImageFileError`."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL's own check, as a backstop
+    try:
+        im = Image.open(path)  # type: ignore[arg-type]  # reads the header only
+        if im.width * im.height > MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{im.width}x{im.height}")
+        im.load()
+        return im
+    except Image.DecompressionBombError as exc:
+        raise ImageFileError(f"{path}: larger than {MAX_IMAGE_PIXELS:,} pixels (a decompression "
+                             "bomb, or a scan): shrink or remove it") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ImageFileError(f"{path}: not a readable image ({first}); replace or remove "
+                             "it") from exc

@@ -142,6 +142,9 @@ def _check_image(path: Path) -> str | None:
     """Decode ``path`` fully (so truncated files fail) and return its content digest, or None."""
     from PIL import Image
 
+    from mll_registry.errors import MAX_IMAGE_PIXELS
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # a bomb raises, and is skipped as unreadable
     try:
         data = path.read_bytes()
         import io

@@ -138,9 +138,14 @@ class PixelPipeline:
         return cls(T.Compose(steps[:cut]), mean, std, key)  # type: ignore[arg-type]
 
     def __call__(self, path: Path) -> np.ndarray:
-        from PIL import Image
+        """Decode one image (under the pixel limit) and run the PIL part of the preprocess.
 
-        with Image.open(path) as im:
+        Raises:
+            ImageFileError: not an image, truncated, or over the pixel limit.
+        """
+        from mll_registry.errors import open_image
+
+        with open_image(path) as im:  # type: ignore[attr-defined]
             return np.asarray(self.pil(im.convert("RGB")), dtype=np.uint8)
 
 

@@ -137,3 +137,29 @@ def test_atomic_writes_fsync_the_file_then_its_directory(tmp_path: Path,
         (d / "a.bin").write_bytes(b"x")
     assert [Path(p).name for p, _ in synced][-1] == tmp_path.name  # the parent, last
     assert any(Path(p).name == "a.bin" for p, _ in synced)
+
+
+def test_bad_task_images_are_named_not_tracebacks(tmp_path: Path) -> None:
+    """A text file named .png, a truncated PNG and a decompression bomb: one clear error each."""
+    from PIL import Image
+
+    from mll_registry.errors import ImageFileError
+    from mll_registry.labeller import PixelPipeline
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(good)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:60])
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(bomb)  # 81 Mpx, a few kB on disk
+    from torchvision import transforms as T
+
+    pipe = PixelPipeline.from_preprocess(T.Compose([T.Resize(16), T.ToTensor()]))
+    assert pipe(good).shape == (16, 16, 3)
+    for bad, why in ((text, "not a readable image"), (cut, "not a readable image"),
+                     (bomb, "larger than")):
+        with pytest.raises(ImageFileError, match=why) as info:
+            pipe(bad)
+        assert str(bad) in str(info.value)
