@@ -15,11 +15,26 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def budget_s() -> float:
+    """The configured total retry time of one call (``retry_budget_s``: MLL_RETRY_BUDGET_S,
+    mll.toml, default 60 s)."""
+    from mll_registry.settings import load_settings
+
+    try:
+        return load_settings().retry_budget_s
+    except ValueError:  # a bad config is reported by the command itself
+        from mll_registry.settings import DEFAULTS
+
+        return DEFAULTS.retry_budget_s
+
+
 def call_with_retries(fn: Callable[[], T], what: str, *, transient: Callable[[BaseException], bool],
                       give_up: Callable[[BaseException], BaseException], tries: int = 4,
                       base_delay: float = 0.5, max_delay: float = 8.0,
-                      sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call ``fn``; retry transient failures (``base_delay`` * 2^n, at most ``max_delay``).
+                      sleep: Callable[[float], None] = time.sleep,
+                      budget: float | None = None) -> T:
+    """Call ``fn``; retry transient failures (``base_delay`` * 2^n, at most ``max_delay``), at
+    most ``tries`` times and no longer than ``budget`` seconds in all (default :func:`budget_s`).
 
     Raises:
         ``give_up(exc)`` for the last transient failure, or for any other failure; a failure
@@ -30,8 +45,11 @@ def call_with_retries(fn: Callable[[], T], what: str, *, transient: Callable[[Ba
         Retrying,
         retry_if_exception,
         stop_after_attempt,
+        stop_after_delay,
         wait_exponential,
     )
+
+    limit = budget_s() if budget is None else budget
 
     def before_sleep(state: object) -> None:
         outcome = getattr(state, "outcome", None)
@@ -40,7 +58,8 @@ def call_with_retries(fn: Callable[[], T], what: str, *, transient: Callable[[Ba
                     getattr(state, "attempt_number", 0), tries - 1)
 
     try:
-        for attempt in Retrying(stop=stop_after_attempt(tries), sleep=sleep,
+        for attempt in Retrying(stop=stop_after_attempt(tries) | stop_after_delay(limit),
+                                sleep=sleep,
                                 wait=wait_exponential(multiplier=base_delay, max=max_delay),
                                 retry=retry_if_exception(transient), before_sleep=before_sleep,
                                 reraise=True):

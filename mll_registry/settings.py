@@ -59,7 +59,8 @@ class Settings:
     Where:
         device: ``auto``, ``cpu``, ``cuda[:N]``; max_model_gb: a model whose config needs more
         (estimated fp32 parameters + one batch's activations) is refused before allocation;
-        label_store: ``registry`` (MLflow) or
+        retry_budget_s: total seconds one remote call may spend retrying before its error
+        (a down server is reported within about this long); label_store: ``registry`` (MLflow) or
         ``local`` (the data dir); data_dir: assets and caches (None: ``MLL_DATA_DIR`` or XDG).
     """
 
@@ -81,6 +82,7 @@ class Settings:
     weighting: Literal["inverse_entropy", "entropy", "uniform"] = "inverse_entropy"
     device: str = "auto"
     max_model_gb: float = 16.0
+    retry_budget_s: float = 60.0
     label_store: str = "registry"
     data_dir: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> origin
@@ -92,7 +94,7 @@ class Settings:
             "prompts": bool(self.prompts) and all("{}" in t for t in self.prompts),
             "top_k": self.top_k >= 1, "batch_size": self.batch_size >= 1,
             "chunk_size": self.chunk_size >= 1, "k": self.k >= 1, "top_n": self.top_n >= 1,
-            "max_model_gb": self.max_model_gb > 0,
+            "max_model_gb": self.max_model_gb > 0, "retry_budget_s": self.retry_budget_s >= 0,
             "alpha": 0.0 <= self.alpha <= 1.0, "metric": self.metric in ("f1", "precision"),
             "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),
             "unmatched": self.unmatched in ("fallback", "drop", "fail"),

@@ -238,3 +238,30 @@ def test_concepts_in_the_node_table_resolve_without_wordnet() -> None:
     mods = _modules_after(code)
     assert not any(m.startswith("nltk") for m in mods)
     assert not any(m == "mlflow" or m.startswith("mlflow.") for m in mods)
+
+
+def test_retries_stop_at_the_try_count_or_the_time_budget() -> None:
+    from mll_registry.retries import call_with_retries
+
+    calls: list[float] = []
+    slept: list[float] = []
+
+    def down() -> None:
+        calls.append(1.0)
+        raise ConnectionError("refused")
+
+    def give_up(exc: BaseException) -> BaseException:
+        return RuntimeError(f"down after {len(calls)} tries")
+
+    with pytest.raises(RuntimeError, match="down after 4 tries"):
+        call_with_retries(down, "x", transient=lambda e: True, give_up=give_up, tries=4,
+                          base_delay=0.5, sleep=slept.append, budget=1e6)
+    assert slept == [0.5, 1.0, 2.0]  # exponential backoff between the 4 tries
+    calls.clear()
+    with pytest.raises(RuntimeError, match="down after 1 tries"):  # no time left: no retry
+        call_with_retries(down, "x", transient=lambda e: True, give_up=give_up, tries=4,
+                          sleep=slept.append, budget=0.0)
+    calls.clear()
+    with pytest.raises(ValueError, match="bad"):  # not transient: at once, as it was
+        call_with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), "x",
+                          transient=lambda e: False, give_up=lambda e: e, sleep=slept.append)

@@ -146,8 +146,12 @@ def test_bundle_roundtrip_and_tamper_detection(tree: Path, tmp_path: Path) -> No
 
 def test_relocate_keeps_version(tree: Path, tmp_path: Path) -> None:
     g, _ = build_graph(_sources(tree))
+    before = g.version
     shutil.copytree(tree / "A", tmp_path / "elsewhere")
     g.relocate({"A": tmp_path / "elsewhere"})
+    assert g.version == before  # the content did not change, so neither does the version
+    saved = SemanticGraph.load(g.save(tmp_path / "bundle"))
+    assert saved.version == before
     paths = g.image_paths()
     assert all(p.is_file() for p in paths)
     assert any(str(p).startswith(str(tmp_path / "elsewhere")) for p in paths)

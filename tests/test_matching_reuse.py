@@ -60,8 +60,13 @@ def test_ensemble_prediction_by_hand() -> None:
 def test_accuracy_metrics() -> None:
     scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
     acc = accuracy(scores, np.array([0, 1, 1, 2]))
-    assert acc["top1"] == 0.5 and acc["top5"] == 1.0
+    assert acc["top1"] == 0.5 and acc["top5"] == 1.0  # 3 classes: top-5 holds everything
     assert acc["per_class"] == {0: 1.0, 1: 0.5, 2: 0.0}
+    # with 7 classes top-5 can miss: image 0's target ranks 6th, image 1's 1st
+    wide = np.array([[0.30, 0.25, 0.20, 0.10, 0.08, 0.05, 0.02],
+                     [0.05, 0.60, 0.10, 0.10, 0.05, 0.05, 0.05]])
+    acc7 = accuracy(wide, np.array([5, 1]))
+    assert acc7["top1"] == 0.5 and acc7["top5"] == 0.5
 
 
 def test_task_yaml_forms_and_errors(tmp_path: Path) -> None:
