@@ -59,6 +59,21 @@ def write_text(target: str | os.PathLike[str], text: str) -> Path:
     return Path(target)
 
 
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON file holding an object.
+
+    Raises:
+        ValueError: not UTF-8, not JSON, or not an object (the message says which).
+    """
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc.reason})") from exc
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
 def write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     """Atomically write ``obj`` as indented, key-sorted JSON."""
     return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

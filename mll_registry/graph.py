@@ -40,7 +40,7 @@ import pandas as pd
 
 from mll_registry import __version__
 from mll_registry import wordnet as W
-from mll_registry.fsutil import atomic_dir
+from mll_registry.fsutil import atomic_dir, read_json_object
 
 FORMAT = "mll-graph/1"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -283,10 +283,8 @@ class SemanticGraph:
             raise GraphError(f"{path} is not a graph bundle (no manifest.json); "
                              "build one with `mll graph build`")
         try:
-            manifest = json.loads(mf.read_text(encoding="utf-8"))
-            if not isinstance(manifest, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
+            manifest = read_json_object(mf)
+        except ValueError as exc:
             raise GraphError(f"{mf} is damaged ({exc}); rebuild the bundle with "
                              "`mll graph build` (`--demo` for the demo graph)") from exc
         if manifest.get("format") != FORMAT:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mll_registry.fsutil import atomic_dir
+from mll_registry.fsutil import atomic_dir, read_json_object
 
 FORMAT = "mll-label/1"
 _ARRAYS = ("topk_idx", "topk_score", "member_score")
@@ -140,10 +140,8 @@ class ModelLabel:
                 raise LabelError(f"{path} is not a model label (missing {f}); label the model "
                                  "with `mll label MODEL_REF`")
         try:
-            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
+            meta = read_json_object(path / "meta.json")
+        except ValueError as exc:
             raise LabelError(f"{path}: meta.json is damaged ({exc}); relabel the model with "
                              "`mll label MODEL_REF --force`") from exc
         if meta.get("format") != FORMAT:
