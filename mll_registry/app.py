@@ -226,10 +226,10 @@ class App:
         stored = st.put(key, res, run.label, path, force=force)
         entry = stored.to_dict()
         if stored.name and stored.version is not None:  # the registry: its version entry
-            from mll_registry.mlflow_labels import Registry, _version_entry
+            from mll_registry.mlflow_labels import Registry, version_entry
 
             assert isinstance(st, Registry)
-            entry = _version_entry(st.client.get_model_version(stored.name, str(stored.version))
+            entry = version_entry(st.client.get_model_version(stored.name, str(stored.version))
                                    ).to_dict()
         return {"status": "labelled" if stored.created else "skipped", **settings, **entry,
                 **run.summary(path)}
@@ -238,13 +238,13 @@ class App:
         """What ``mll label`` reports about a stored label (registry: the version entry)."""
         from dataclasses import asdict
 
-        from mll_registry.mlflow_labels import Registry, _version_entry
+        from mll_registry.mlflow_labels import Registry, version_entry
         from mll_registry.model_refs import registered_name
 
         if isinstance(store, Registry):
             v = store.find_labelled(registered_name(key.source), key.revision, key.graph_version,
                                     key.label_hash)
-            return _version_entry(v).to_dict() if v is not None else None
+            return version_entry(v).to_dict() if v is not None else None
         path = store.get(key)
         return ({**asdict(key), "model_ref": model_ref, "path": str(path)}
                 if path is not None else None)
@@ -369,7 +369,7 @@ class App:
                     graph: SemanticGraph | str | os.PathLike[str] | None = None
                     ) -> tuple[LabelledVersion, Any] | None:
         """A model's newest registered label for the graph: (version, per-node summary)."""
-        from mll_registry.mlflow_labels import _version_entry
+        from mll_registry.mlflow_labels import version_entry
 
         g = self._graph_of(graph)
         reg = self.registry()
@@ -377,7 +377,7 @@ class App:
         if v is None:
             return None
         # the single-version read carries the aliases (searches do not), as the UI shows them
-        v = _version_entry(reg.client.get_model_version(v.name, str(v.version)))
+        v = version_entry(reg.client.get_model_version(v.name, str(v.version)))
         return v, reg.download_summary(v)
 
     def registered_ref(self, name: str) -> str | None:

@@ -138,7 +138,8 @@ class LabelledVersion:
         return dict(self.__dict__)
 
 
-def _version_entry(v: Any) -> LabelledVersion:
+def version_entry(v: Any) -> LabelledVersion:
+    """An MLflow ``ModelVersion`` as the :class:`LabelledVersion` the tool reports."""
     t = v.tags or {}
     return LabelledVersion(name=v.name, version=int(v.version), run_id=v.run_id or "",
                            model_ref=t.get("mll.model_ref", ""), revision=t.get("mll.revision", ""),
@@ -190,7 +191,7 @@ class Registry(Tracking):
         if not force:
             old = self.find_labelled(name, res.revision, label.graph_version, label.label_hash)
             if old is not None:
-                return _version_entry(old), False
+                return version_entry(old), False
         run_id, model = self._log_label_run(res, label, label_dir, name)
         entry = self._register_version(res, label, name, run_id, force, model)
         return entry, entry.run_id == run_id
@@ -289,7 +290,7 @@ class Registry(Tracking):
             if winner is not None:
                 self.client.delete_model_version(name, v.version)
                 self.client.set_tag(run_id, "mll.duplicate_of", f"{name}/{winner.version}")
-                return _version_entry(winner)
+                return version_entry(winner)
             for k, val in {"mll.mean_acc1": head["mean_acc1"], "mll.mean_acc5": head["mean_acc5"],
                            "mll.nodes": head["nodes"], "mll.top_concepts": ",".join(top),
                            "mll.label_artifact": f"runs:/{run_id}/label",
@@ -304,7 +305,7 @@ class Registry(Tracking):
             with contextlib.suppress(Exception):
                 self.client.delete_model_version(name, v.version)
             raise
-        return _version_entry(self.client.get_model_version(name, v.version))
+        return version_entry(self.client.get_model_version(name, v.version))
 
     def _create_version(self, name: str, source: str, run_id: str, model_id: str | None,
                         tags: dict[str, str], description: str) -> Any:
@@ -378,7 +379,7 @@ class Registry(Tracking):
 
         while True:
             page = page_at(token)
-            out += [_version_entry(v) for v in page]
+            out += [version_entry(v) for v in page]
             token = getattr(page, "token", None)
             if not token:
                 break
@@ -386,9 +387,9 @@ class Registry(Tracking):
             out = [v for v in out if v.graph_version == graph_version]
         return sorted(out, key=lambda v: (v.name, v.version))
 
-    def latest_per_model(self, graph_version: str,
+    def latest_per_model(self, graph_version: str | None,
                          label_hash: str | None = None) -> list[LabelledVersion]:
-        """The newest ready version per model source for ``graph_version``.
+        """The newest ready version per model source for ``graph_version`` (None: any graph).
 
         Grouped by the source each version records (not by registered name), so even versions
         registered under a shared legacy name by two different sources both stay visible.
@@ -526,7 +527,7 @@ class Registry(Tracking):
     def get(self, key: LabelKey) -> Path | None:
         v = self.find_labelled(registered_name(key.source), key.revision, key.graph_version,
                                key.label_hash)
-        return self.download_label(_version_entry(v)) if v is not None else None
+        return self.download_label(version_entry(v)) if v is not None else None
 
     def put(self, key: LabelKey, res: ResolvedModel, label: ModelLabel, label_dir: Path,
             force: bool = False) -> StoredLabel:
@@ -542,7 +543,6 @@ class Registry(Tracking):
     def selection_links(self, refs: list[str], graph_version: str | None = None,
                         label_hash: str | None = None) -> tuple[list[str], list[str]]:
         """(``name/version``, logged-model ids) of the versions behind ``refs`` (selection runs)."""
-        versions = {v.model_ref: v for v in self.latest_per_model(graph_version or "", label_hash)
-                    } if graph_version else {v.model_ref: v for v in self.labelled_versions()}
+        versions = {v.model_ref: v for v in self.latest_per_model(graph_version, label_hash)}
         links = [f"{versions[m].name}/{versions[m].version}" if m in versions else m for m in refs]
         return links, [versions[m].model_id for m in refs if m in versions and versions[m].model_id]

@@ -13,7 +13,6 @@ Python entry point in the group ``mll_registry.<port>`` of their own package::
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
@@ -61,7 +60,7 @@ class Plugins(Generic[T]):
 
         for ep in entry_points(group=f"mll_registry.{self.port}"):
             if ep.name not in self._items:
-                self._items[ep.name] = _lazy(ep.value)  # type: ignore[assignment]
+                self._items[ep.name] = _Lazy(ep.value)  # type: ignore[assignment]
 
     def get(self, name: str) -> T:
         """The implementation named ``name``.
@@ -100,18 +99,3 @@ class _Lazy:
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
         return obj
-
-
-def _lazy(target: str) -> _Lazy:
-    return _Lazy(target)
-
-
-def lazy(target: str) -> Callable[..., object]:
-    """A factory that imports ``module:attr`` only when called (keeps heavy imports out)."""
-
-    def factory(*args: object, **kwargs: object) -> object:
-        fn = _Lazy(target).resolve()
-        assert callable(fn)
-        return fn(*args, **kwargs)
-
-    return factory
