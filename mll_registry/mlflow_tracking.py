@@ -45,6 +45,11 @@ def _transient(exc: BaseException) -> bool:
     from mlflow.exceptions import MlflowException
 
     if isinstance(exc, MlflowException):
+        # an answer from the store is not a connection problem, whatever its text quotes
+        # (a concurrent "already exists" carries SQL and driver text)
+        if exc.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
+                              "INVALID_PARAMETER_VALUE") or "already exists" in str(exc):
+            return False
         return any(s in str(exc) for s in ("Max retries", "Connection", "connect", "503", "502",
                                             "504", "timed out"))
     return isinstance(exc, ConnectionError | OSError)

@@ -265,3 +265,17 @@ def test_retries_stop_at_the_try_count_or_the_time_budget() -> None:
     with pytest.raises(ValueError, match="bad"):  # not transient: at once, as it was
         call_with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), "x",
                           transient=lambda e: False, give_up=lambda e: e, sleep=slept.append)
+
+
+def test_store_answers_are_not_retried_as_connection_failures() -> None:
+    """A concurrent "already exists" whose text quotes driver/connection details is passed on
+    (the registration handles it), not retried and reported as an unreachable server."""
+    from mlflow.exceptions import MlflowException
+
+    from mll_registry.mlflow_tracking import _transient
+
+    race = MlflowException("Registered Model (name=m) already exists. (sqlite3.IntegrityError) "
+                           "... Connection rolled back", error_code="RESOURCE_ALREADY_EXISTS")
+    assert not _transient(race)
+    assert _transient(MlflowException("API request failed: Max retries exceeded"))
+    assert _transient(ConnectionError("refused"))
