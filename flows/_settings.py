@@ -44,7 +44,7 @@ def progress_logger(what: str, every: float = 2.0) -> Callable[[str, int, int], 
         now = time.monotonic()
         if done >= total or now - last[0] >= every:
             last[0] = now
-            get_run_logger().info("%s: %s %d/%d", what, {"pixels": "decoding images",
-                                  "images": "encoding images"}.get(stage, stage), done, total)
+            get_run_logger().info("%s: %s %d/%d", what, {"images": "encoding images"}.get(
+                stage, stage), done, total)
 
     return progress

@@ -25,20 +25,51 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
+    sweep_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp" + suffix,
+                               dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        _fsync(tmp_path)
+        fsync_path(tmp_path)
         os.replace(tmp_path, target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def _fsync(path: Path) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temps(target: Path) -> None:
+    """Remove what a killed writer of ``target`` left: temporaries named for ``target`` whose
+    process (the pid in the name) is gone. A live writer's temporary is left alone."""
+    import re
+
+    pat = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\..*\.tmp")
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for e in entries:
+        m = pat.match(e.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            if e.is_dir() and not e.is_symlink():
+                shutil.rmtree(e, ignore_errors=True)
+            else:
+                e.unlink(missing_ok=True)
+
+
+def fsync_path(path: Path) -> None:
     """Flush a file, or a directory's entries, to disk (no-op where the OS cannot)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -87,13 +118,15 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    sweep_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=target.parent))
     try:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
-                _fsync(f)
-        _fsync(tmp)
+                fsync_path(f)
+        fsync_path(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -101,7 +134,7 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

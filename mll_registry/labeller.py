@@ -1,27 +1,27 @@
 """Model labelling (docs/method.md §2): encode node texts and graph images, keep a compact label.
 
-Work is organised so that several models on one graph cost little more than their forward passes:
+Work is organised so that labelling costs little more than the model's forward passes, in bounded
+memory and disk whatever the graph size:
 
-* images are decoded and run through the PIL part of the preprocess **once per (graph version,
-  preprocess)**; the uint8 pixels are kept in a memory-mapped ``.npy`` cache and shared by every
-  model with the same preprocess (``ToTensor`` + ``Normalize`` run on the device, per batch);
+* graph images are streamed (:mod:`mll_registry.image_stream`): DataLoader workers decode and run
+  the PIL part of the preprocess ahead of the forward pass; ``ToTensor`` + ``Normalize`` run on
+  the device, per batch. With a ``pixel_cache_gb`` budget, decoded pixels are also kept in a
+  memory-mapped cache shared by every model with the same preprocess (an opt-in accelerator);
 * node texts are encoded once per model (templates averaged, configurable and recorded);
 * image embeddings are computed in fixed chunks, each checkpointed atomically, so an interrupted
   run resumes without recomputing finished chunks and ends with the identical label;
-* similarities, top-K, own-node scores and per-node accuracy are computed in blocks with torch.
+* similarities, top-K, own-node scores and per-node accuracy are computed chunk by chunk with
+  torch, reading the checkpoints memory-mapped.
 
-On CUDA, image and text encoding run under autocast (fp16); CPU runs fp32.
+On CUDA, image and text encoding run under autocast (fp16) and batches are pinned; CPU runs fp32.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-import types
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from mll_registry import __version__
 from mll_registry.config import data_dir
 from mll_registry.fsutil import atomic_path, write_json
 from mll_registry.graph import SemanticGraph
+from mll_registry.image_stream import PixelCache, PixelPipeline, chunk_batches, stream
 from mll_registry.label_format import ModelLabel
 from mll_registry.model_loading import LoadedModel
 from mll_registry.model_refs import ResolvedModel
@@ -55,12 +56,15 @@ class LabelConfig:
     chunk_size: int = DEFAULTS.chunk_size
     device: str = DEFAULTS.device
     max_model_gb: float = DEFAULTS.max_model_gb
+    decode_workers: int = DEFAULTS.decode_workers
+    pixel_cache_gb: float = DEFAULTS.pixel_cache_gb
 
     @classmethod
     def from_settings(cls, s: Settings) -> LabelConfig:
         return cls(templates=s.templates, text_source=s.text_source, top_k=s.top_k,
                    batch_size=s.batch_size, chunk_size=s.chunk_size, device=s.device,
-                   max_model_gb=s.max_model_gb)
+                   max_model_gb=s.max_model_gb, decode_workers=s.decode_workers,
+                   pixel_cache_gb=s.pixel_cache_gb)
 
     def label_hash(self) -> str:
         """The hash of the label-content settings (part of the label key)."""
@@ -73,6 +77,8 @@ class LabelConfig:
             raise ValueError("each template must contain '{}' where the node text goes")
         if self.top_k < 1 or self.batch_size < 1 or self.chunk_size < 1:
             raise ValueError("top_k, batch_size and chunk_size must be >= 1")
+        if self.decode_workers < 0 or self.pixel_cache_gb < 0:
+            raise ValueError("decode_workers and pixel_cache_gb must be >= 0")
 
 
 # -- text side ------------------------------------------------------------------------------------
@@ -109,136 +115,70 @@ def _autocast(device: str) -> Any:
     return contextlib.nullcontext()
 
 
-# -- pixels: decode once per (graph, preprocess) -------------------------------------------------
-@dataclass
-class PixelPipeline:
-    """An open_clip eval transform split into its PIL part and the tensor normalisation."""
-
-    pil: Callable[[Any], Any]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    key: str  # hash of the PIL part: which models can share prepared pixels
-
-    @classmethod
-    def from_preprocess(cls, preprocess: Any) -> PixelPipeline:
-        from torchvision import transforms as T
-
-        steps = list(getattr(preprocess, "transforms", [preprocess]))
-        try:
-            cut = next(i for i, t in enumerate(steps) if isinstance(t, T.ToTensor))
-        except StopIteration:
-            raise ValueError("preprocess has no ToTensor step; cannot split it") from None
-        norm = next((t for t in steps[cut:] if isinstance(t, T.Normalize)), None)
-        mean = tuple(norm.mean) if norm else (0.0, 0.0, 0.0)
-        std = tuple(norm.std) if norm else (1.0, 1.0, 1.0)
-        # repr() of torchvision transforms names their parameters; plain functions by name
-        parts = [t.__qualname__ if isinstance(t, types.FunctionType) else repr(t)
-                 for t in steps[:cut]]
-        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
-        return cls(T.Compose(steps[:cut]), mean, std, key)  # type: ignore[arg-type]
-
-    def __call__(self, path: Path) -> np.ndarray:
-        """Decode one image (under the pixel limit) and run the PIL part of the preprocess.
-
-        Raises:
-            ImageFileError: not an image, truncated, or over the pixel limit.
-        """
-        from mll_registry.errors import open_image
-
-        with open_image(path) as im:  # type: ignore[attr-defined]
-            return np.asarray(self.pil(im.convert("RGB")), dtype=np.uint8)
-
-
-def pixel_cache_path(graph: SemanticGraph, pipe: PixelPipeline,
-                     root: str | os.PathLike[str] | None = None) -> Path:
-    return data_dir(root) / "cache" / "pixels" / f"{graph.version}-{pipe.key}.npy"
-
-
-def prepare_pixels(graph: SemanticGraph, pipe: PixelPipeline,
-                   root: str | os.PathLike[str] | None = None, workers: int = 4,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, bool]:
-    """Decoded + PIL-preprocessed uint8 pixels (n, H, W, 3), memory-mapped; built on first use.
-
-    Returns:
-        (pixels, built_now)
-    """
-    path = pixel_cache_path(graph, pipe, root)
-    if path.is_file():
-        try:  # a cache is verified before use: the right number of images, fully on disk
-            cached = np.load(path, mmap_mode="r")
-            if cached.shape[0] == len(graph.images) and cached.dtype == np.uint8:
-                return cached, False
-        except (ValueError, OSError, EOFError):
-            pass
-        path.unlink(missing_ok=True)  # damaged or stale: rebuilt below
-    paths = graph.image_paths()
-    first = pipe(paths[0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(paths), *first.shape))
-        step = 256
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i in range(0, len(paths), step):
-                block = list(pool.map(pipe, paths[i:i + step]))
-                arr[i:i + len(block)] = np.stack(block)
-                if progress:
-                    progress(i + len(block), len(paths))
-        arr.flush()
-        del arr
-    return np.load(path, mmap_mode="r"), True
-
-
 # -- image side -----------------------------------------------------------------------------------
+def encode_batch(lm: LoadedModel, x: Any, norm: tuple[Any, Any]) -> Any:
+    """Normalised image embeddings (B, d) fp32 on the CPU for a uint8 (B, H, W, 3) tensor."""
+    import torch
+
+    scale, bias = norm
+    if lm.device.startswith("cuda"):
+        x = (x if x.is_pinned() else x.pin_memory()).to(lm.device, non_blocking=True)
+    with torch.inference_mode(), _autocast(lm.device):
+        x = torch.addcmul(bias, x.permute(0, 3, 1, 2).float(), scale)  # ToTensor + Normalize
+        return lm.model.encode_image(x, normalize=True).float().cpu()
+
+
 def encode_pixels(lm: LoadedModel, pixels: np.ndarray, pipe: PixelPipeline,
                   batch_size: int) -> np.ndarray:
-    """Normalised image embeddings (n, d) fp32 for uint8 pixels (n, H, W, 3)."""
+    """Normalised image embeddings (n, d) fp32 for decoded uint8 pixels (n, H, W, 3) in memory."""
     import warnings
 
     import torch
 
-    dev = lm.device
-    # (x/255 - mean)/std == x * scale + bias: one fused pass after the uint8 -> float conversion
-    scale = 1.0 / (torch.tensor(pipe.std, device=dev).view(1, 3, 1, 1) * 255.0)
-    bias = -torch.tensor(pipe.mean, device=dev).view(1, 3, 1, 1) / torch.tensor(
-        pipe.std, device=dev).view(1, 3, 1, 1)
+    norm = pipe.normaliser(lm.device)
     out = []
-    with torch.inference_mode(), _autocast(dev), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # a read-only memmap view is fine: .float() makes a new tensor, nothing writes into it
         warnings.simplefilter("ignore", UserWarning)
         for i in range(0, len(pixels), batch_size):
-            x = torch.from_numpy(pixels[i:i + batch_size])
-            if dev.startswith("cuda"):
-                x = x.pin_memory().to(dev, non_blocking=True)
-            x = torch.addcmul(bias, x.permute(0, 3, 1, 2).float(), scale)  # ToTensor+Normalize
-            out.append(lm.model.encode_image(x, normalize=True).float().cpu())
-    return torch.cat(out).numpy()
+            out.append(encode_batch(lm, torch.from_numpy(pixels[i:i + batch_size]), norm))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 # -- compact label from embeddings ---------------------------------------------------------------
-def compact_label(img_emb: np.ndarray, txt_emb: np.ndarray, graph: SemanticGraph, top_k: int,
-                  block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+def compact_label(img_emb: np.ndarray | Sequence[np.ndarray], txt_emb: np.ndarray,
+                  graph: SemanticGraph, top_k: int, block: int = 2048,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
     """Top-K nodes per image, exact member scores, and the per-node summary.
+
+    ``img_emb`` is one (n, d) array or its consecutive row blocks (e.g. memory-mapped chunk
+    checkpoints: only one block is in memory at a time).
 
     Returns:
         (topk_idx, topk_score fp16, member_score fp16, summary)
     """
     import torch
 
+    if isinstance(img_emb, np.ndarray):
+        blocks = [img_emb[i:i + block] for i in range(0, len(img_emb), block)]
+    else:
+        blocks = list(img_emb)
+    n_img = sum(len(b) for b in blocks)
+    starts = np.cumsum([0] + [len(b) for b in blocks])
     n_nodes = txt_emb.shape[0]
     k = min(top_k, n_nodes)
     T = torch.from_numpy(np.ascontiguousarray(txt_emb, dtype=np.float32))
     m_node, m_img = graph.member_arrays()
     order = np.argsort(m_img, kind="stable")
-    bounds = np.searchsorted(m_img[order], np.arange(0, len(img_emb) + block, block))
+    bounds = np.searchsorted(m_img[order], starts)
     idx_dtype = np.uint16 if n_nodes < 2**16 else np.int32
-    topk_idx = np.empty((len(img_emb), k), idx_dtype)
-    topk_score = np.empty((len(img_emb), k), np.float16)
+    topk_idx = np.empty((n_img, k), idx_dtype)
+    topk_score = np.empty((n_img, k), np.float16)
     member = np.empty(len(m_img), np.float32)
     kth = np.empty((len(m_img), 2), np.float32)  # the row image's 1st and 5th best scores
     k5 = min(5, n_nodes) - 1
-    for b, start in enumerate(range(0, len(img_emb), block)):
-        S = torch.from_numpy(np.ascontiguousarray(img_emb[start:start + block], np.float32)) @ T.T
+    for b, (start, emb) in enumerate(zip(starts, blocks, strict=False)):
+        S = torch.from_numpy(np.array(emb, np.float32)) @ T.T  # a copy: chunks may be read-only
         val, ix = torch.topk(S, max(k, k5 + 1), dim=1)
         topk_idx[start:start + len(S)] = ix[:, :k].numpy().astype(idx_dtype)
         topk_score[start:start + len(S)] = val[:, :k].numpy().astype(np.float16)
@@ -278,6 +218,7 @@ class LabelRun:
     chunks_reused: int
     pixels_built: bool
     seconds: dict[str, float]
+    pixel_source: str = "stream"  # stream | cache (read the raw-pixel cache) | stream+cache (built it)
 
     def summary(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """What ``mll label`` prints: the label's headline, where it went, timings, size."""
@@ -288,6 +229,86 @@ class LabelRun:
 def _work_dir(lm: LoadedModel, graph: SemanticGraph, root: Any) -> Path:
     rev = lm.resolved.revision.replace(":", "-")[:24]
     return data_dir(root) / "work" / "labeling" / lm.resolved.ref.key / f"{graph.version}-{rev}"
+
+
+def _whole_checkpoint(f: Path, rows: int) -> bool:
+    """A checkpoint is used only if it is whole: readable, the right shape, finite."""
+    if not f.is_file():
+        return False
+    try:
+        e = np.load(f, mmap_mode="r")
+        return bool(e.ndim == 2 and e.shape[0] == rows and e.dtype == np.float32
+                    and np.isfinite(e).all())
+    except (ValueError, OSError, EOFError):
+        return False
+
+
+def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, cfg: LabelConfig,
+                   root: Any, bounds: list[tuple[int, int]], todo: list[int], ckpt: list[Path],
+                   n: int, progress: Callable[[str, int, int], None] | None,
+                   on_chunk: Callable[[int], None] | None) -> tuple[str, bool]:
+    """Encode the ``todo`` chunks and checkpoint each; returns (pixel source, cache built).
+
+    Pixels come from the raw-pixel cache when one is complete, else from the decoding stream;
+    with a ``pixel_cache_gb`` budget that the graph fits, the stream also fills the cache (every
+    chunk is then decoded, finished ones are not encoded again).
+    """
+    import warnings
+
+    import torch
+
+    cache = PixelCache(graph.version, n, pipe, cfg.pixel_cache_gb, root)
+    cached = cache.open() if cfg.pixel_cache_gb > 0 else None
+    norm = pipe.normaliser(lm.device)
+    done_rows = n - sum(bounds[c][1] - bounds[c][0] for c in todo)
+
+    def finish(c: int, parts: list[Any]) -> None:
+        nonlocal done_rows
+        with atomic_path(ckpt[c], suffix=".npy") as tmp:
+            np.save(tmp, torch.cat(parts).numpy())
+        done_rows += bounds[c][1] - bounds[c][0]
+        if progress:
+            progress("images", done_rows, n)
+        if on_chunk:
+            on_chunk(c)
+
+    if cached is not None:
+        with warnings.catch_warnings():  # read-only memmap: .float() copies, nothing writes
+            warnings.simplefilter("ignore", UserWarning)
+            for c in todo:
+                lo, hi = bounds[c]
+                finish(c, [encode_batch(lm, torch.from_numpy(cached[i:min(i + cfg.batch_size, hi)]),
+                                        norm) for i in range(lo, hi, cfg.batch_size)])
+        return "cache", False
+    if not todo:
+        return "stream", False
+    paths = graph.image_paths()
+    writer = None
+    if cfg.pixel_cache_gb > 0:
+        shape = pipe(paths[0]).shape
+        writer = cache.writer(shape) if cache.fits(shape) else None
+    chunks = range(len(bounds)) if writer is not None else todo
+    want = set(todo)
+    c_of = np.repeat(np.arange(len(bounds)), [hi - lo for lo, hi in bounds])
+    parts: list[Any] = []
+    try:
+        for idx, x in stream(paths, pipe, chunk_batches([bounds[c] for c in chunks],
+                                                        cfg.batch_size),
+                             cfg.decode_workers, lm.device):
+            if writer is not None:
+                writer[idx[0]:idx[-1] + 1] = x.numpy()
+            c = int(c_of[idx[0]])
+            if c not in want:
+                continue
+            parts.append(encode_batch(lm, x, norm))
+            if idx[-1] + 1 == bounds[c][1]:
+                finish(c, parts)
+                parts = []
+        if writer is not None:
+            cache.publish()
+    finally:
+        cache.discard()
+    return ("stream+cache" if writer is not None else "stream"), writer is not None
 
 
 def label_model(
@@ -305,7 +326,7 @@ def label_model(
         graph: the semantic graph (its version is recorded in the label).
         cfg: labelling parameters.
         root: data directory (caches and checkpoints).
-        progress: ``progress(stage, done, total)`` for ``pixels`` and ``images``.
+        progress: ``progress("images", done, total)`` as chunks finish.
         on_chunk: called after each chunk is checkpointed (tests inject interruptions here).
     """
     import torch
@@ -313,10 +334,6 @@ def label_model(
     cfg = cfg or LabelConfig()
     t0 = time.perf_counter()
     pipe = PixelPipeline.from_preprocess(lm.preprocess)
-    pixels, built = prepare_pixels(
-        graph, pipe, root, progress=(lambda d, t: progress("pixels", d, t)) if progress else None)
-    t_pix = time.perf_counter()
-
     texts = node_texts(graph, cfg)
     txt = encode_texts(lm, texts).cpu().numpy()
     t_txt = time.perf_counter()
@@ -330,42 +347,25 @@ def label_model(
         for old in work.glob("chunk-*.npy"):  # checkpoints from other settings are not reused
             old.unlink()
     write_json(sf, state)
-    n = len(pixels)
-    n_chunks = (n + cfg.chunk_size - 1) // cfg.chunk_size
-    embs, computed, reused = [], 0, 0
-    for c in range(n_chunks):
-        f = work / f"chunk-{c:05d}.npy"
-        lo, hi = c * cfg.chunk_size, min(n, (c + 1) * cfg.chunk_size)
-        if f.is_file():
-            try:  # a checkpoint is used only if it is whole: readable, right shape, finite
-                e = np.load(f)
-                whole = (e.ndim == 2 and e.shape[0] == hi - lo and e.dtype == np.float32
-                         and bool(np.isfinite(e).all()))
-            except (ValueError, OSError, EOFError):
-                whole = False
-            if whole:
-                embs.append(e)
-                reused += 1
-                if progress:
-                    progress("images", hi, n)
-                continue
-        e = encode_pixels(lm, pixels[lo:hi], pipe, cfg.batch_size)
-        with atomic_path(f, suffix=".npy") as tmp:
-            np.save(tmp, e)
-        embs.append(e)
-        computed += 1
-        if progress:
-            progress("images", hi, n)
-        if on_chunk:
-            on_chunk(c)
-    img = np.concatenate(embs) if embs else np.zeros((0, txt.shape[1]), np.float32)
-    t_img = time.perf_counter()
+    n = len(graph.images)
+    bounds = [(lo, min(n, lo + cfg.chunk_size)) for lo in range(0, n, cfg.chunk_size)]
+    ckpt = [work / f"chunk-{c:05d}.npy" for c in range(len(bounds))]
+    done = {c for c, (lo, hi) in enumerate(bounds) if _whole_checkpoint(ckpt[c], hi - lo)}
+    todo = [c for c in range(len(bounds)) if c not in done]
+    if progress and done:
+        progress("images", sum(bounds[c][1] - bounds[c][0] for c in done), n)
 
+    pixels, built = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n,
+                                   progress, on_chunk)
+    t_img = time.perf_counter()
+    # chunk embeddings memory-mapped from their checkpoints: one block in memory at a time
+    img = [np.load(f, mmap_mode="r") for f in ckpt]
+    if not img:
+        img = [np.zeros((0, txt.shape[1]), np.float32)]
     topk_idx, topk_score, member, summary = compact_label(img, txt, graph, cfg.top_k)
     t_end = time.perf_counter()
-    seconds = {"pixels": round(t_pix - t0, 3), "text": round(t_txt - t_pix, 3),
-               "images": round(t_img - t_txt, 3), "compact": round(t_end - t_img, 3),
-               "total": round(t_end - t0, 3)}
+    seconds = {"text": round(t_txt - t0, 3), "images": round(t_img - t_txt, 3),
+               "compact": round(t_end - t_img, 3), "total": round(t_end - t0, 3)}
     meta = {
         "model_ref": str(lm.resolved.ref), "revision": lm.resolved.revision,
         "source": lm.resolved.ref.source, "label_hash": cfg.label_hash(),
@@ -380,7 +380,7 @@ def label_model(
     label = ModelLabel(topk_idx, topk_score, member, summary, meta)
     label.validate(n_images=len(graph.images), n_nodes=len(graph.nodes),
                    n_members=len(graph.members))
-    return LabelRun(label, n_chunks, computed, reused, built, seconds)
+    return LabelRun(label, len(bounds), len(todo), len(done), built, seconds, pixels)
 
 
 def default_label_path(lm_ref_key: str, graph_version: str, label_hash: str,

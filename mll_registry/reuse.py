@@ -112,7 +112,8 @@ class ProbCache:
             return self.probs[ref]
         import torch
 
-        from mll_registry.labeller import PixelPipeline, encode_pixels, encode_texts
+        from mll_registry.image_stream import PixelPipeline
+        from mll_registry.labeller import encode_pixels, encode_texts
 
         lm = load(ref)
         pipe = PixelPipeline.from_preprocess(lm.preprocess)

@@ -46,6 +46,11 @@ class Settings:
         top_k: graph nodes kept per image in the compact label (64: same selection as dense
             similarities on every demo (task, class) pair; benchmarks/results/label_compact.md).
         batch_size, chunk_size: images per forward pass / per checkpointed chunk.
+        decode_workers: DataLoader processes decoding graph images ahead of the forward pass
+            (0: decode in the labelling process, no overlap).
+        pixel_cache_gb: budget of the optional raw-pixel cache (decoded pixels shared by the
+            models with one preprocess on one graph; larger than the encoded images, so off
+            by default: 0). Used only when the whole graph fits the budget.
     Selection:
         k: models per class; alpha: reuse-metric weight of the class's own score; metric:
         ``f1`` or ``precision``; top_n: graph nodes matched per class; embedder: sentence
@@ -69,6 +74,8 @@ class Settings:
     top_k: int = 64
     batch_size: int = 256
     chunk_size: int = 2048
+    decode_workers: int = 2
+    pixel_cache_gb: float = 0.0
     k: int = 1
     alpha: float = 0.7
     metric: Literal["f1", "precision"] = "f1"
@@ -93,7 +100,9 @@ class Settings:
             "templates": bool(self.templates) and all("{}" in t for t in self.templates),
             "prompts": bool(self.prompts) and all("{}" in t for t in self.prompts),
             "top_k": self.top_k >= 1, "batch_size": self.batch_size >= 1,
-            "chunk_size": self.chunk_size >= 1, "k": self.k >= 1, "top_n": self.top_n >= 1,
+            "chunk_size": self.chunk_size >= 1,
+            "decode_workers": self.decode_workers >= 0, "pixel_cache_gb": self.pixel_cache_gb >= 0,
+            "k": self.k >= 1, "top_n": self.top_n >= 1,
             "max_model_gb": self.max_model_gb > 0, "retry_budget_s": self.retry_budget_s >= 0,
             "alpha": 0.0 <= self.alpha <= 1.0, "metric": self.metric in ("f1", "precision"),
             "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),

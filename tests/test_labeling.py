@@ -73,6 +73,10 @@ def test_label_matches_direct_computation(tiny_dir: Path, graph, data_root: Path
         rows = graph.members[graph.members["node_id"] == node]["image_id"].to_numpy()
         want = np.mean(S[rows].argmax(1) == pos[node])
         assert s.loc[node, "acc1"] == pytest.approx(want)
+        # accuracy@5: the own node among the 5 best = fewer than 5 nodes score strictly higher
+        higher = (S[rows] > S[rows, pos[node]][:, None]).sum(1)
+        assert s.loc[node, "acc5"] == pytest.approx(np.mean(higher < 5))
+        assert s.loc[node, "acc5"] >= s.loc[node, "acc1"]
         assert s.loc[node, "mean_own"] == pytest.approx(S[rows, pos[node]].mean(), abs=1e-5)
     meta = lab.meta
     assert meta["graph_version"] == graph.version and meta["label_config"]["top_k"] == 5
@@ -184,3 +188,72 @@ def test_model_ref_parse(ref: str, scheme: str, name: str, rev: str | None) -> N
 def test_model_ref_parse_errors(bad: str) -> None:
     with pytest.raises(ModelRefError):
         ModelRef.parse(bad)
+
+
+def test_pixel_sources_give_the_same_label_and_the_cache_is_opt_in(tiny_dir: Path, graph,
+                                                                   data_root: Path) -> None:
+    """Decoding in DataLoader workers, in-process, into the raw-pixel cache and from it: one label.
+    The cache exists only when given a budget the graph fits, and only once complete."""
+    from mll_registry.image_stream import PixelPipeline, pixel_cache_path
+    from mll_registry.labeller import clear_checkpoints
+
+    lm = load(f"local-dir:{tiny_dir}", device="cpu")
+    cache = pixel_cache_path(graph.version, PixelPipeline.from_preprocess(lm.preprocess))
+    cache.unlink(missing_ok=True)  # another test's cache for the same graph and preprocess
+    runs = {}
+    for name, kw in (("workers", {"decode_workers": 2}), ("inline", {"decode_workers": 0}),
+                     ("too-small", {"pixel_cache_gb": 1e-9}), ("build", {"pixel_cache_gb": 1.0}),
+                     ("read", {"pixel_cache_gb": 1.0})):
+        clear_checkpoints(lm, graph)
+        runs[name] = label_model(lm, graph, LabelConfig(top_k=4, batch_size=2, chunk_size=4, **kw))
+        if name in ("workers", "inline", "too-small"):
+            assert not cache.exists() and runs[name].pixel_source == "stream"
+    assert runs["build"].pixel_source == "stream+cache" and runs["build"].pixels_built
+    assert runs["read"].pixel_source == "cache" and not runs["read"].pixels_built
+    side = lm.model.visual.image_size
+    side = side[0] if isinstance(side, list | tuple) else side
+    assert np.load(cache, mmap_mode="r").shape == (len(graph.images), side, side, 3)
+    for name in ("inline", "too-small", "build", "read"):
+        for k in ("topk_idx", "topk_score", "member_score"):
+            np.testing.assert_array_equal(getattr(runs[name].label, k),
+                                          getattr(runs["workers"].label, k), err_msg=name)
+
+
+def test_a_crash_while_building_the_pixel_cache_leaves_no_cache(tiny_dir: Path, graph,
+                                                                data_root: Path) -> None:
+    from mll_registry.image_stream import PixelPipeline, pixel_cache_path
+    from mll_registry.labeller import clear_checkpoints
+
+    lm = load(f"local-dir:{tiny_dir}", device="cpu")
+    cache = pixel_cache_path(graph.version, PixelPipeline.from_preprocess(lm.preprocess))
+    cfg = LabelConfig(top_k=4, batch_size=2, chunk_size=2, pixel_cache_gb=1.0)
+    clear_checkpoints(lm, graph)
+    cache.unlink(missing_ok=True)
+
+    class Crash(Exception):
+        pass
+
+    def crash(chunk: int) -> None:
+        if chunk == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        label_model(lm, graph, cfg, on_chunk=crash)
+    assert not cache.exists() and not list(cache.parent.glob("*.tmp"))  # nothing half-written
+    resumed = label_model(lm, graph, cfg)  # finished chunks reused, the cache completed
+    assert (resumed.chunks_reused, resumed.chunks_computed) == (2, 1)
+    assert resumed.pixel_source == "stream+cache" and cache.is_file()
+
+
+def test_device_cuda_without_cuda_is_one_clear_line(tiny_dir: Path, graph, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mll_registry.cli import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on every CI machine
+    bundle = graph.save(tmp_path / "g")
+    res = CliRunner().invoke(app, ["label", f"local-dir:{tiny_dir}", "--graph", str(bundle),
+                                   "--out", str(tmp_path / "label"), "--device", "cuda"])
+    assert res.exit_code == 2, res.output
+    assert "CUDA is not available" in res.output and "Traceback" not in res.output

@@ -106,7 +106,7 @@ def train(spec: ModelSpec, concepts: Sequence[Concept], out_dir: str | Path,
 
     from mll_registry import wordnet as W
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.labeller import PixelPipeline
+    from mll_registry.image_stream import PixelPipeline
     from mll_registry.model_loading import save_open_clip_dir
 
     t0 = time.perf_counter()
