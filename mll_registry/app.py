@@ -40,6 +40,10 @@ Progress = Callable[[str, int, int], None]
 #: imports Prefect itself, it asks for the orchestrator by name.
 ORCHESTRATORS: Plugins[Callable[..., dict[str, Any]]] = Plugins("orchestrators")
 
+#: the demo's 10 models share one preprocess on an 8,704-image graph (107 MB of decoded pixels):
+#: ``mll demo`` and ``mll bench`` turn the raw-pixel cache on unless the user set a budget
+DEMO_PIXEL_CACHE_GB = 1.0
+
 
 @dataclass
 class GraphBuild:
@@ -284,21 +288,41 @@ class App:
             m["ref"]) for m in found if m.get("created_at")])
 
     # -- selection and reuse -------------------------------------------------------------------
-    def labels(self, graph: SemanticGraph, store: str | None = None) -> dict[str, Any]:
-        """The labels selection uses: the newest per model for this graph and label settings."""
-        from mll_registry.label_stores import load_labels
+    def labels(self, graph: SemanticGraph, store: str | None = None, *,
+               mapped: bool = False) -> dict[str, Any]:
+        """The labels selection uses: the newest per model for this graph and label settings.
+
+        ``mapped`` opens them memory-mapped (selection reads only its candidate rows) instead
+        of reading and validating every array.
+        """
+        from mll_registry.label_stores import load_labels, open_labels
         from mll_registry.selection import SelectionError
 
-        st = self.label_store(store)
         h = self.settings.label_hash()
-        paths = st.list_labels(graph.version, h)
-        if not paths and st.list_labels(graph.version, None):
+        if (store or self.settings.label_store) == "registry":
+            paths = self._registry_label_dirs(graph.version, h)
+        else:
+            paths = self.label_store(store).list_labels(graph.version, h)
+        if not paths and self.label_store(store).list_labels(graph.version, None):
             raise SelectionError(
                 f"no labels with the configured label settings (hash {h}) for graph "
                 f"{graph.version}, but labels with other settings exist: label the models with "
                 "these settings, set the same templates/top_k, or run `mll registry migrate` "
                 "for a registry written by mll-registry 0.1")
+        if mapped:
+            return open_labels(paths, graph.version, len(graph.images), len(graph.members))
         return load_labels(paths, graph.version)
+
+    def _registry_label_dirs(self, graph_version: str, label_hash: str) -> dict[str, Path]:
+        """Model ref -> label dir of the registry's newest label per model, listed through the
+        label index and read from the download cache: no MLflow client while both are fresh."""
+        from mll_registry.label_index import LabelIndex
+        from mll_registry.mlflow_labels import cached_label_dir
+
+        idx = LabelIndex(self.mlflow or self.registry, graph_version, label_hash=label_hash,
+                         root=self.root).refresh()
+        return {v.model_ref: cached_label_dir(v, self.root) or self.registry().download_label(v)
+                for v in idx.versions}
 
     def select(self, task: Task | str | os.PathLike[str],
                graph: SemanticGraph | str | os.PathLike[str] | None = None, *,
@@ -310,7 +334,7 @@ class App:
         t = task if isinstance(task, Task) else Task.from_yaml(task)
         g = self._graph_of(graph)
         s = self.settings
-        res = select(t, g, self.labels(g, store), k=s.k, alpha=s.alpha, metric=s.metric,
+        res = select(t, g, self.labels(g, store, mapped=True), k=s.k, alpha=s.alpha, metric=s.metric,
                      top_n=s.top_n, embedder=self.embedder(), provider=self.caption_provider(),
                      root=self.root, unmatched=s.unmatched, match_similarity=s.weak_similarity)
         if res.dropped:  # the selection is for the classes left
@@ -366,12 +390,23 @@ class App:
         return ConceptQuery(node, concept, others, g.version, idx.best(node, n))
 
     def query_label(self, model: str,
-                    graph: SemanticGraph | str | os.PathLike[str] | None = None
-                    ) -> tuple[LabelledVersion, Any] | None:
-        """A model's newest registered label for the graph: (version, per-node summary)."""
+                    graph: SemanticGraph | str | os.PathLike[str] | None = None,
+                    refresh: bool = False) -> tuple[LabelledVersion, Any] | None:
+        """A model's newest registered label for the graph: (version, per-node summary).
+
+        Answered from the label index (no MLflow client while its disk cache is fresh); a model
+        labelled only with other label settings is looked up in the registry itself.
+        """
+        from mll_registry.label_index import LabelIndex
         from mll_registry.mlflow_labels import version_entry
 
         g = self._graph_of(graph)
+        idx = LabelIndex(self.mlflow or self.registry, g.version,
+                         label_hash=self.settings.label_hash(),
+                         root=self.root).refresh(force_check=refresh)
+        found = idx.summary_of(model)
+        if found is not None:
+            return found
         reg = self.registry()
         v = reg.latest_for(model, g.version)
         if v is None:
@@ -412,9 +447,14 @@ class App:
 
             task_list = [Task.from_yaml(p) for p in ensure_demo_tasks(self.root)]
         if graph is None:
+            import dataclasses
+
             from mll_registry.demo.hub import ensure_demo_labels
 
-            paths = ensure_demo_labels(g, self.label_config(), self.root, log=say)
+            lcfg = self.label_config()
+            if "pixel_cache_gb" not in self.settings.sources:
+                lcfg = dataclasses.replace(lcfg, pixel_cache_gb=DEMO_PIXEL_CACHE_GB)
+            paths = ensure_demo_labels(g, lcfg, self.root, log=say)
         else:
             paths = LocalLabelStore(self.root).list_labels(g.version, self.settings.label_hash())
         labels = load_labels(paths, g.version)
@@ -442,7 +482,15 @@ class App:
              ) -> dict[str, Any]:
         """The embedded-default demo end to end, run by ``orchestrator`` (see ORCHESTRATORS)."""
         t0 = time.perf_counter()
-        out = ORCHESTRATORS.get(orchestrator)(self, list(tasks) if tasks else None)
+        env = "MLL_PIXEL_CACHE_GB"  # the flows read their settings from the environment
+        unset = "pixel_cache_gb" not in self.settings.sources and env not in os.environ
+        if unset:
+            os.environ[env] = str(DEMO_PIXEL_CACHE_GB)
+        try:
+            out = ORCHESTRATORS.get(orchestrator)(self, list(tasks) if tasks else None)
+        finally:
+            if unset:
+                os.environ.pop(env, None)
         from mll_registry.mlflow_tracking import tracking_uri
 
         out["seconds"] = round(time.perf_counter() - t0, 1)

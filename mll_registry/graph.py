@@ -14,8 +14,9 @@ The result is saved as a *graph bundle*, a directory with four parquet tables an
     members.parquet  node_id, image_id, own     (which images represent which node)
     manifest.json    version, config, sources (name -> root), counts, build report
 
-The version is a hash of content only (node ids, captions, edges, and which image *content*
-represents which node), so moving the image folders keeps it and changing one image changes it.
+The version is a hash of content only (node ids, lemmas and captions, edges, which image *content*
+represents which node, in the order labels store them), so moving the image folders keeps it and
+changing one image or one lemma changes it.
 A label is valid only for the graph version it was computed on.
 
 Large folders are streamed: listing keeps file names only, and only the images drawn for a node are
@@ -42,7 +43,7 @@ from mll_registry import __version__
 from mll_registry import wordnet as W
 from mll_registry.fsutil import atomic_dir, read_json_object
 
-FORMAT = "mll-graph/1"
+FORMAT = "mll-graph/2"  # 2: lemmas and table order in the version
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_CAPTION = "{lemma} which is {definition}"
 _TABLES = ("nodes", "edges", "images", "members")
@@ -275,8 +276,10 @@ class SemanticGraph:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], verify: bool = True) -> SemanticGraph:
-        """Read a bundle; with ``verify`` the tables must hash to the manifest's version."""
+    def load(cls, path: str | os.PathLike[str], verify: bool = True,
+             root: str | os.PathLike[str] | None = None) -> SemanticGraph:
+        """Read a bundle; with ``verify`` the tables must hash to the manifest's version (once
+        per set of files: a stamp in the data dir ``root`` remembers a verified bundle)."""
         path = Path(path)
         mf = path / "manifest.json"
         if not mf.is_file():
@@ -303,25 +306,56 @@ class SemanticGraph:
                                  "`mll graph build` (`--demo` for the demo graph)") from exc
         g = cls(**tables, manifest=manifest)
         if verify:
-            actual = content_version(g.nodes, g.edges, g.images, g.members)
-            if actual != g.version:
-                raise GraphError(f"{path}: tables hash to {actual} but the manifest says "
-                                 f"{g.version}; the bundle was modified, rebuild it")
+            stamp = _verified_stamp(path, g.version, root)
+            if stamp is None or not stamp.is_file():
+                actual = content_version(g.nodes, g.edges, g.images, g.members)
+                if actual != g.version:
+                    raise GraphError(f"{path}: tables hash to {actual} but the manifest says "
+                                     f"{g.version}; the bundle was modified, rebuild it")
+                if stamp is not None:
+                    stamp.parent.mkdir(parents=True, exist_ok=True)
+                    stamp.touch()
         return g
+
+
+def _verified_stamp(path: Path, version: str,
+                    root: str | os.PathLike[str] | None) -> Path | None:
+    """A cache entry saying "these exact files hashed to ``version``": keyed by each file's
+    size, modification time and inode, so any rewrite of the bundle is verified again. Hashing
+    a 750,000-image graph takes seconds; every later load of the same files skips it."""
+    from mll_registry.config import data_dir
+
+    try:
+        stats = [(f, st.st_size, st.st_mtime_ns, st.st_ino) for f in
+                 (*(f"{n}.parquet" for n in _TABLES), "manifest.json")
+                 for st in [(path / f).stat()]]
+        base = data_dir(root)
+    except OSError:
+        return None
+    key = hashlib.sha256(json.dumps([str(path.resolve()), stats]).encode()).hexdigest()[:24]
+    return base / "cache" / "graph-verified" / f"{version}-{key}"
 
 
 def content_version(nodes: pd.DataFrame, edges: pd.DataFrame, images: pd.DataFrame,
                     members: pd.DataFrame) -> str:
-    """Hash of what a label depends on: node ids + captions, edges, node -> image content."""
+    """Hash of everything a label depends on.
+
+    Nodes in table order with their lemma (the default label text) and caption (labels' columns
+    follow the node order), the edges, images in table order by content digest (labels' rows
+    follow it; paths and roots are not included, so moving folders keeps the version), and the
+    memberships in table order (the member scores follow it).
+    """
     h = hashlib.sha256(FORMAT.encode())
-    for nid, cap in sorted(zip(nodes["node_id"], nodes["caption"], strict=True)):
-        h.update(f"N\t{nid}\t{cap}\n".encode())
-    for p, c in sorted(zip(edges["parent"], edges["child"], strict=True)):
-        h.update(f"E\t{p}\t{c}\n".encode())
-    digest = images["digest"].to_numpy()
-    pairs = sorted(zip(members["node_id"], digest[members["image_id"].to_numpy()], strict=True))
-    for nid, d in pairs:
-        h.update(f"M\t{nid}\t{d}\n".encode())
+    lemma = nodes["lemma"] if "lemma" in nodes else pd.Series("", index=nodes.index)
+    h.update("".join(f"N\t{n}\t{lem}\t{c}\n" for n, lem, c in zip(
+        nodes["node_id"], lemma, nodes["caption"], strict=True)).encode())
+    h.update("".join(f"E\t{p}\t{c}\n" for p, c in sorted(zip(
+        edges["parent"], edges["child"], strict=True))).encode())
+    if len(images):
+        h.update(("I\t" + images["digest"].astype(str) + "\n").str.cat().encode())
+    if len(members):
+        h.update(("M\t" + members["node_id"].astype(str) + "\t" +
+                  members["image_id"].astype(str) + "\n").str.cat().encode())
     return h.hexdigest()[:16]
 
 

@@ -21,6 +21,7 @@ On disk a label is a directory (written atomically, validated on read)::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,6 +35,28 @@ from mll_registry.fsutil import atomic_dir, read_json_object
 
 FORMAT = "mll-label/1"
 _ARRAYS = ("topk_idx", "topk_score", "member_score")
+_CHECKED = ("label.safetensors", "summary.parquet")  # sha256 recorded in meta.json
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def checksum_mismatch(path: str | os.PathLike[str], meta: dict[str, Any] | None = None
+                      ) -> str | None:
+    """The first label file whose sha256 differs from meta.json's record, else None (labels
+    written before checksums were recorded have none to check)."""
+    path = Path(path)
+    if meta is None:
+        meta = read_json_object(path / "meta.json")
+    sums = meta.get("checksums") or {}
+    for f in _CHECKED:
+        if f in sums and (not (path / f).is_file() or _sha256(path / f) != sums[f]):
+            return f
+    return None
 
 
 def _first(exc: BaseException) -> str:
@@ -119,9 +142,10 @@ class ModelLabel:
                       str(tmp / "label.safetensors"),
                       metadata={"format": FORMAT, "graph_version": self.graph_version})
             self.summary.to_parquet(tmp / "summary.parquet", index=False)
+            sums = {f: _sha256(tmp / f) for f in _CHECKED}
             (tmp / "meta.json").write_text(
-                json.dumps({**self.meta, "format": FORMAT}, indent=2, sort_keys=True, default=str)
-                + "\n", encoding="utf-8")
+                json.dumps({**self.meta, "format": FORMAT, "checksums": sums}, indent=2,
+                           sort_keys=True, default=str) + "\n", encoding="utf-8")
         return path
 
     @classmethod
@@ -159,6 +183,10 @@ class ModelLabel:
             raise LabelError(
                 f"{path} was computed on graph version {meta['graph_version']}, not {graph_version}; "
                 "labels are only valid for their graph: relabel the model on this graph")
+        bad = checksum_mismatch(path, meta)
+        if bad:
+            raise LabelError(f"{path}: {bad} does not match its checksum in meta.json (damaged "
+                             "or modified); relabel the model with `mll label MODEL_REF --force`")
         try:
             arrays = load_file(str(path / "label.safetensors"))
             summary = pd.read_parquet(path / "summary.parquet")
@@ -182,3 +210,109 @@ class ModelLabel:
                                 (n_members, len(self.member_score), "memberships")):
             if want is not None and want != got:
                 raise LabelError(f"label has {got} {what}, graph has {want}; relabel the model")
+
+
+_DTYPES = {"U16": np.uint16, "I32": np.int32, "I64": np.int64, "F16": np.float16,
+           "F32": np.float32}
+
+
+def mapped_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays of a safetensors file memory-mapped (nothing read until used), and its
+    metadata. Offsets and sizes are checked against the file: a truncated file is refused.
+
+    Raises:
+        LabelError: not a safetensors file, truncated, or an unexpected dtype.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n <= 0 or n > min(size - 8, 100 << 20):
+            raise LabelError(f"{path}: not a safetensors file (header length {n})")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as exc:
+            raise LabelError(f"{path}: damaged safetensors header ({exc})") from exc
+    meta = header.pop("__metadata__", {}) or {}
+    out = {}
+    for name, spec in header.items():
+        dtype = _DTYPES.get(spec.get("dtype"))
+        lo, hi = (int(v) for v in spec["data_offsets"])
+        shape = tuple(int(v) for v in spec["shape"])
+        if dtype is None:
+            raise LabelError(f"{path}: {name} has unsupported dtype {spec.get('dtype')!r}")
+        if hi - lo != int(np.prod(shape)) * np.dtype(dtype).itemsize or 8 + n + hi > size:
+            raise LabelError(f"{path}: {name} is truncated or inconsistent with its header; "
+                             "fetch or relabel the model")
+        out[name] = (np.memmap(path, dtype=dtype, mode="r", offset=8 + n + lo, shape=shape)
+                     if hi > lo else np.zeros(shape, dtype))
+    return out, meta
+
+
+@dataclass
+class MappedLabel:
+    """A label opened for selection: arrays memory-mapped, summary read on first use.
+
+    Selection reads only the rows of a task's candidate images, so opening 1,000 labels costs
+    their headers, not their arrays (benchmarks/results/selection.md). Same attributes as
+    :class:`ModelLabel` for what selection uses.
+    """
+
+    path: Path
+    topk_idx: np.ndarray
+    member_score: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def graph_version(self) -> str:
+        return str(self.meta["graph_version"])
+
+    @functools.cached_property
+    def summary(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "summary.parquet")
+
+    def load(self) -> ModelLabel:
+        """The whole label, read and validated."""
+        return ModelLabel.load(self.path, self.graph_version)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], graph_version: str | None = None,
+             n_images: int | None = None, n_members: int | None = None) -> MappedLabel:
+        """Open a label directory; shapes are checked against the graph's sizes when given.
+
+        Raises:
+            LabelError: missing or damaged files, another graph version, wrong shapes.
+        """
+        path = Path(path)
+        try:
+            meta = read_json_object(path / "meta.json")
+        except (OSError, ValueError) as exc:
+            raise LabelError(f"{path}: meta.json is missing or damaged ({_first(exc)}); relabel "
+                             "the model with `mll label MODEL_REF --force`") from exc
+        if meta.get("format") != FORMAT:
+            raise LabelError(f"{path}: label format {meta.get('format')!r}, expected {FORMAT!r}; "
+                             "relabel the model")
+        if graph_version is not None and meta.get("graph_version") != graph_version:
+            raise LabelError(
+                f"{path} was computed on graph version {meta.get('graph_version')}, not "
+                f"{graph_version}; labels are only valid for their graph: relabel the model")
+        try:
+            arrays, header = mapped_arrays(path / "label.safetensors")
+        except OSError as exc:
+            raise LabelError(f"{path}: label.safetensors is missing ({_first(exc)}); relabel "
+                             "the model with `mll label MODEL_REF --force`") from exc
+        if header.get("graph_version") != meta.get("graph_version"):
+            raise LabelError(f"{path}: arrays and meta.json disagree on the graph version; relabel")
+        missing = [k for k in _ARRAYS if k not in arrays]
+        if missing:
+            raise LabelError(f"{path}: label.safetensors lacks {missing}; relabel the model")
+        idx, member = arrays["topk_idx"], arrays["member_score"]
+        if idx.ndim != 2 or idx.dtype not in (np.uint16, np.int32) or member.ndim != 1:
+            raise LabelError(f"{path}: malformed arrays (topk_idx {idx.dtype}{idx.shape}); "
+                             "relabel the model")
+        for want, got, what in ((n_images, idx.shape[0], "images"),
+                                (n_members, len(member), "memberships")):
+            if want is not None and want != got:
+                raise LabelError(f"{path}: label has {got} {what}, graph has {want}; relabel")
+        return cls(path, idx, member, meta)

@@ -13,14 +13,32 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mll_registry.config import data_dir
 from mll_registry.mlflow_labels import LabelledVersion, Registry  # noqa: F401 - types
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
+
+
+def mark_stale(root: str | os.PathLike[str] | None, graph_version: str) -> None:
+    """Make this data dir's label indexes of ``graph_version`` check the registry on their next
+    use (called when a version is registered from here; other machines' registrations are seen
+    within ``max_age``)."""
+    from mll_registry.fsutil import write_json
+
+    for meta in (data_dir(root) / "cache" / "label-index").glob(f"*-{graph_version}-*/versions.json"):
+        try:
+            d = json.loads(meta.read_text(encoding="utf-8"))
+            if isinstance(d, dict) and d.get("checked_at"):
+                write_json(meta, {**d, "checked_at": 0.0})
+        except (OSError, ValueError):
+            meta.unlink(missing_ok=True)  # unreadable: the index rebuilds it
 
 
 @dataclass
@@ -188,3 +206,22 @@ class LabelIndex:
                            int(self.n_images[j])) for i in order]
 
 
+
+    def summary_of(self, model: str) -> tuple[LabelledVersion, pd.DataFrame] | None:
+        """A model's per-node figures from the index: its newest indexed version (a MODEL_REF is
+        matched by source, as :meth:`Registry.latest_for` does, else a registered name)."""
+        import pandas as pd
+
+        from mll_registry.model_refs import ModelRef
+
+        if ":" in model:
+            src = ModelRef.parse(model).source
+            hits = [i for i, v in enumerate(self.versions) if v.model_source == src]
+        else:
+            hits = [i for i, v in enumerate(self.versions) if v.name == model]
+        if not hits:
+            return None
+        i = max(hits, key=lambda j: self.versions[j].version)
+        return self.versions[i], pd.DataFrame({
+            "node_id": self.nodes, "n_images": self.n_images, "acc1": self.acc1[i],
+            "acc5": self.acc5[i], "mean_own": self.own[i]})

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mll_registry.config import data_dir
-from mll_registry.label_format import ModelLabel
+from mll_registry.label_format import MappedLabel, ModelLabel
 from mll_registry.model_refs import ModelRef, ResolvedModel
 from mll_registry.plugins import Plugins
 
@@ -130,3 +130,10 @@ LABEL_STORES.register("registry", _registry_store)
 def load_labels(paths: dict[str, Path], graph_version: str) -> dict[str, ModelLabel]:
     """Load and validate labels (each must be for ``graph_version``)."""
     return {ref: ModelLabel.load(p, graph_version=graph_version) for ref, p in paths.items()}
+
+
+def open_labels(paths: dict[str, Path], graph_version: str, n_images: int | None = None,
+                n_members: int | None = None) -> dict[str, MappedLabel]:
+    """Open labels for selection, memory-mapped (each must be for ``graph_version``)."""
+    return {ref: MappedLabel.open(p, graph_version, n_images, n_members)
+            for ref, p in paths.items()}

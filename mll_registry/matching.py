@@ -211,6 +211,61 @@ def class_embeddings(descriptions: Sequence[Sequence[str]], embedder: TextEmbedd
     return np.stack(out).astype(np.float32)
 
 
+def graph_nodes_of(names: Sequence[str], graph: SemanticGraph,
+                   root: str | os.PathLike[str] | None = None) -> dict[str, str | None]:
+    """The graph node each class name resolves to (:func:`~mll_registry.concepts.in_graph`), or
+    None; cached per graph version, as names outside the node table need the WordNet reader."""
+    from mll_registry.concepts import in_graph
+    from mll_registry.fsutil import write_json
+
+    path = data_dir(root) / "cache" / "text" / f"names-{graph.version}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        cached = cached if isinstance(cached, dict) else {}
+    except (OSError, ValueError):
+        cached = {}
+    missing = [n for n in names if n not in cached]
+    for n in missing:
+        cached[n] = in_graph(n, graph.node_ids, graph.nodes)
+    if missing:
+        write_json(path, cached)
+    return {n: (str(cached[n]) if cached[n] else None) for n in names}
+
+
+def describe_and_embed(task: Task, provider: CaptionProvider, embedder: TextEmbedder,
+                       root: str | os.PathLike[str] | None = None,
+                       ) -> tuple[list[list[str]], np.ndarray]:
+    """The classes' descriptions and embeddings, cached per (classes, domain, provider and its
+    parameters, embedder): a repeated selection loads neither WordNet nor the sentence model,
+    and an LLM provider is not asked twice for the same task."""
+    import dataclasses
+
+    params: dict[str, Any] = (dataclasses.asdict(provider)  # type: ignore[arg-type]
+                              if dataclasses.is_dataclass(provider) else {})
+    blob = json.dumps([provider.name, params, embedder.key, task.domain, task.task,
+                       [[c.name, c.description] for c in task.classes]], sort_keys=True,
+                      default=str)
+    base = data_dir(root) / "cache" / "text" / "classes"
+    key = hashlib.sha256(blob.encode()).hexdigest()[:24]
+    emb_path, desc_path = base / f"{key}.npy", base / f"{key}.json"
+    try:
+        descriptions = json.loads(desc_path.read_text(encoding="utf-8"))
+        emb = np.load(emb_path, allow_pickle=False)
+        if (isinstance(descriptions, list) and len(descriptions) == len(task.classes)
+                and emb.shape[0] == len(task.classes) and emb.dtype == np.float32):
+            return [list(map(str, d)) for d in descriptions], emb
+    except (OSError, ValueError):
+        pass  # absent or damaged: computed again below
+    descriptions = [provider.describe(c, task) for c in task.classes]
+    emb = class_embeddings(descriptions, embedder)
+    with atomic_path(emb_path, suffix=".npy") as tmp:
+        np.save(tmp, emb)
+    from mll_registry.fsutil import write_json
+
+    write_json(desc_path, descriptions)  # written last: its presence means both are whole
+    return descriptions, emb
+
+
 @dataclass
 class Matching:
     """A task matched to the graph.
@@ -260,15 +315,12 @@ def match(task: Task, graph: SemanticGraph, embedder: TextEmbedder | None = None
     """Describe, embed and match every class of ``task`` to its top-n graph nodes."""
     embedder = embedder or Embedder()
     provider = provider or WordNetCaptions()
-    descriptions = [provider.describe(c, task) for c in task.classes]
-    C = class_embeddings(descriptions, embedder)
+    descriptions, C = describe_and_embed(task, provider, embedder, root)
     N = node_embeddings(graph, embedder, root)
     sims = C @ N.T
     top, top_s, cand, Z = transfer_matrix(sims, top_n)
-    from mll_registry.concepts import in_graph
-
-    node_ids = graph.node_ids
-    matched_by = {c.name: "name" if in_graph(c.name, node_ids, graph.nodes) else
+    in_graph = graph_nodes_of([c.name for c in task.classes], graph, root)
+    matched_by = {c.name: "name" if in_graph[c.name] else
                   "similarity" if top_s[i, 0] >= low_similarity else "none"
                   for i, c in enumerate(task.classes)}
     weak = [c for c, how in matched_by.items() if how == "none"]

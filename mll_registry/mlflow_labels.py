@@ -138,6 +138,24 @@ class LabelledVersion:
         return dict(self.__dict__)
 
 
+def cached_label_dir(v: LabelledVersion, root: str | os.PathLike[str] | None = None,
+                     verify: bool = False) -> Path | None:
+    """The version's label directory if a whole copy is in the data dir's cache (no MLflow).
+
+    Whole = every file's header and footer parse; with ``verify`` also every file's checksum
+    (reads the files: for full loads, which read them anyway).
+    """
+    from mll_registry.label_format import checksum_mismatch, files_look_whole
+
+    dest = data_dir(root) / "cache" / "registry-labels" / v.run_id / "label"
+    if not files_look_whole(dest):
+        return None
+    try:
+        return None if verify and checksum_mismatch(dest) else dest
+    except (OSError, ValueError):
+        return None
+
+
 def version_entry(v: Any) -> LabelledVersion:
     """An MLflow ``ModelVersion`` as the :class:`LabelledVersion` the tool reports."""
     t = v.tags or {}
@@ -301,6 +319,9 @@ class Registry(Tracking):
                 with contextlib.suppress(Exception):
                     self.client.delete_model_version_tag(name, v.version, k)
             self._update_alias(name)
+            from mll_registry.label_index import mark_stale
+
+            mark_stale(self.root, label.graph_version)  # the next query or selection sees it
         except BaseException:
             with contextlib.suppress(Exception):
                 self.client.delete_model_version(name, v.version)
@@ -488,20 +509,26 @@ class Registry(Tracking):
 
     def download_label(self, v: LabelledVersion) -> Path:
         """The label directory of a version (downloaded once into the data dir cache)."""
-        import shutil
-
+        cached = cached_label_dir(v, self.root, verify=True)
+        if cached is not None:
+            return cached
         import mlflow
 
-        from mll_registry.label_format import files_look_whole
+        from mll_registry.fsutil import atomic_dir
+        from mll_registry.label_format import LabelError, checksum_mismatch
 
         dest = data_dir(self.root) / "cache" / "registry-labels" / v.run_id
-        if files_look_whole(dest / "label"):
-            return dest / "label"
-        shutil.rmtree(dest, ignore_errors=True)  # absent, partial or damaged: fetch it again
-        dest.mkdir(parents=True, exist_ok=True)
-        self.call(lambda: mlflow.artifacts.download_artifacts(
-            run_id=v.run_id, artifact_path="label", dst_path=str(dest),
-            tracking_uri=self.uri), "download label")
+        # absent, partial or damaged: fetched again into a temporary directory, checked against
+        # the checksums its meta.json records, then swapped in (never read half-downloaded)
+        with atomic_dir(dest) as tmp:
+            self.call(lambda: mlflow.artifacts.download_artifacts(
+                run_id=v.run_id, artifact_path="label", dst_path=str(tmp),
+                tracking_uri=self.uri), "download label")
+            bad = checksum_mismatch(tmp / "label")
+            if bad:
+                raise LabelError(f"the label artifact of {v.name} version {v.version} (run "
+                                 f"{v.run_id}) fails its checksum ({bad}): the artifact store "
+                                 "holds a damaged copy; relabel with `mll label --force`")
         return dest / "label"
 
     def download_summary(self, v: LabelledVersion) -> pd.DataFrame:

@@ -24,16 +24,32 @@ dense computation on the demo tasks it agrees less (benchmarks/results/label_com
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from mll_registry.graph import SemanticGraph
-from mll_registry.label_format import ModelLabel
 from mll_registry.settings import DEFAULTS
 
 EPS = 1e-8
+#: models whose candidate rows are held at once (bounds selection memory at hub scale)
+MODEL_BLOCK = 32
+
+
+class LabelRows(Protocol):
+    """What selection reads from a label: a :class:`~mll_registry.label_format.ModelLabel`
+    or a memory-mapped :class:`~mll_registry.label_format.MappedLabel`."""
+
+    topk_idx: np.ndarray
+    member_score: np.ndarray
+
+    @property
+    def graph_version(self) -> str: ...
+
+    @property
+    def summary(self) -> Any: ...
 
 
 class SelectionError(ValueError):
@@ -65,23 +81,71 @@ class CandidateRows:
         return int(self.topk_idx.shape[0])
 
 
-def candidate_rows(graph: SemanticGraph, labels: Sequence[ModelLabel],
-                   cand_nodes: np.ndarray) -> CandidateRows:
-    """Gather, for all models, the label rows of the images of ``cand_nodes``."""
+@dataclass
+class CandidateSet:
+    """The model-independent part of :class:`CandidateRows`: which rows a task needs."""
+
+    cand_nodes: np.ndarray
+    img_ids: np.ndarray
+    rows: np.ndarray  # membership rows (graph.members positions) of candidate nodes
+    row_img: np.ndarray
+    row_cand: np.ndarray
+
+
+def candidate_set(graph: SemanticGraph, cand_nodes: np.ndarray) -> CandidateSet:
+    """The images and membership rows of ``cand_nodes`` (sorted: reads go forward on disk)."""
     cand_nodes = np.asarray(cand_nodes, np.int64)
     m_node, m_img = graph.member_arrays()
     cand_of = np.full(len(graph.nodes), -1, np.int64)
     cand_of[cand_nodes] = np.arange(len(cand_nodes))
     rows = np.flatnonzero(cand_of[m_node] >= 0)
     img_ids, row_img = np.unique(m_img[rows], return_inverse=True)
+    return CandidateSet(cand_nodes, img_ids, rows, row_img.astype(np.int64), cand_of[m_node[rows]])
+
+
+def gather(cs: CandidateSet, labels: Sequence[LabelRows], workers: int = 8) -> CandidateRows:
+    """Read the candidate rows of each label (threads: memory-mapped labels read in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(lab: LabelRows) -> tuple[np.ndarray, np.ndarray]:
+        return (np.take(lab.topk_idx, cs.img_ids, axis=0),
+                np.asarray(lab.member_score[cs.rows], np.float32))
+
+    if len(labels) > 1 and workers > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(labels))) as pool:
+            got = list(pool.map(one, labels))
+    else:
+        got = [one(lab) for lab in labels]
+    k = labels[0].topk_idx.shape[1] if labels else 0
     return CandidateRows(
-        cand_nodes=cand_nodes,
-        img_ids=img_ids,
-        row_img=row_img.astype(np.int64),
-        row_cand=cand_of[m_node[rows]],
-        topk_idx=np.stack([np.take(lab.topk_idx, img_ids, axis=0) for lab in labels]),
-        member_score=np.stack([lab.member_score[rows].astype(np.float32) for lab in labels]),
-    )
+        cand_nodes=cs.cand_nodes, img_ids=cs.img_ids, row_img=cs.row_img, row_cand=cs.row_cand,
+        topk_idx=np.stack([g[0] for g in got]) if got else np.zeros((0, len(cs.img_ids), k),
+                                                                     np.int64),
+        member_score=np.stack([g[1] for g in got]) if got else np.zeros((0, len(cs.rows))))
+
+
+def candidate_rows(graph: SemanticGraph, labels: Sequence[LabelRows],
+                   cand_nodes: np.ndarray) -> CandidateRows:
+    """Gather, for all models, the label rows of the images of ``cand_nodes``."""
+    return gather(candidate_set(graph, cand_nodes), labels)
+
+
+def count_all(graph: SemanticGraph, labels: Sequence[LabelRows], cand_nodes: np.ndarray,
+              fallback: str = "none", block: int = MODEL_BLOCK,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TP (M, V), FP (M, V) and P (V,) for every model, ``block`` models at a time: memory is
+    bounded by one block's candidate rows however many models there are."""
+    cs = candidate_set(graph, cand_nodes)
+    tps, fps = [], []
+    P = np.bincount(cs.row_cand, minlength=len(cs.cand_nodes)).astype(np.float64)
+    for i in range(0, len(labels), block):
+        rows = gather(cs, labels[i:i + block])
+        TP, FP, P = node_counts(rows, restricted_predictions(rows, len(graph.nodes), fallback))
+        tps.append(TP)
+        fps.append(FP)
+    V = len(cs.cand_nodes)
+    return (np.concatenate(tps) if tps else np.zeros((0, V)),
+            np.concatenate(fps) if fps else np.zeros((0, V)), P)
 
 
 def restricted_predictions(rows: CandidateRows, n_nodes: int,
@@ -96,11 +160,13 @@ def restricted_predictions(rows: CandidateRows, n_nodes: int,
     lookup = np.full(n_nodes + 1, -1, np.int64)  # +1: a sentinel index never matches
     lookup[rows.cand_nodes] = np.arange(len(rows.cand_nodes))
     M, U, K = rows.topk_idx.shape
-    pred = lookup.take(rows.topk_idx[:, :, 0])  # rank 0 settles most images
+    # mode="clip": an index beyond the graph (a damaged label) lands on the sentinel, never
+    # on a candidate
+    pred = lookup.take(rows.topk_idx[:, :, 0], mode="clip")  # rank 0 settles most images
     flat = np.flatnonzero(pred < 0)
     mm, uu = np.divmod(flat, U)
     if len(flat):  # the rest: the first candidate in the image's top-K
-        C = lookup.take(rows.topk_idx[mm, uu])  # (n, K)
+        C = lookup.take(rows.topk_idx[mm, uu], mode="clip")  # (n, K)
         hit = C >= 0
         j = hit.argmax(1)
         found = hit[np.arange(len(j)), j]
@@ -258,13 +324,13 @@ def choose(r: np.ndarray, k: int, unmatched: Sequence[int] = (),
     return chosen
 
 
-def general_order(labels: Sequence[ModelLabel]) -> np.ndarray:
+def general_order(labels: Sequence[LabelRows]) -> np.ndarray:
     """Model positions by general score (mean accuracy@1 over the graph), best first."""
     score = np.array([float(lab.summary["acc1"].mean()) for lab in labels])
     return np.argsort(-score, kind="stable")
 
 
-def select(task: object, graph: SemanticGraph, labels: dict[str, ModelLabel],
+def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
            k: int = DEFAULTS.k, alpha: float = DEFAULTS.alpha, metric: str = DEFAULTS.metric,
            top_n: int = DEFAULTS.top_n, embedder: object = None,
            provider: object = None, root: object = None,
@@ -309,12 +375,12 @@ def select(task: object, graph: SemanticGraph, labels: dict[str, ModelLabel],
         m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,  # type: ignore[arg-type]
                   low_similarity=match_similarity, root=root)  # type: ignore[arg-type]
         m.weak = []
-    rows = candidate_rows(graph, [labels[r] for r in refs], m.cand_nodes)
-    pred = restricted_predictions(rows, len(graph.nodes))
-    TP, FP, P = node_counts(rows, pred)
+    TP, FP, P = count_all(graph, [labels[r] for r in refs], m.cand_nodes)
     s = class_scores(TP, FP, P, m.Z, metric)
     r = reuse_metric(s, alpha)
-    general = general_order([labels[r] for r in refs]) if unmatched == "fallback" else None
+    # the general order reads every label's summary: only when a class needs the fallback
+    general = (general_order([labels[r] for r in refs])
+               if unmatched == "fallback" and m.weak else None)
     chosen = choose(r, k, [m.classes.index(c) for c in m.weak], general)
     return SelectionResult(
         task=getattr(task, "name", "task"), classes=m.classes, models=refs, chosen=chosen,

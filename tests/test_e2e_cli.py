@@ -144,3 +144,41 @@ def test_weak_match_is_flagged(labelled: list[dict], small_world: dict[str, Path
     out = json.loads(res.stdout)
     assert out["weak_matches"] == ["quantum chromodynamics"]
     assert [c["weak_match"] for c in out["classes"]] == [False, True]
+
+
+def test_warm_queries_and_selection_load_neither_mlflow_nor_wordnet_nor_the_text_model(
+        labelled: list[dict], small_world: dict[str, Path]) -> None:
+    """Second time round, `query best`, `query label` and `select` answer from the label index,
+    the label download cache and the text caches: the same answers as the first (cold) process,
+    without importing MLflow, nltk or sentence-transformers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from mll_registry.app import App\n"
+        "a = App.configured()\n"
+        f"g = a.graph({str(small_world['graph'])!r})\n"
+        f"best = [h.name for h in a.query_best('dog.n.01', graph={str(small_world['graph'])!r})"
+        ".models]\n"
+        "v, summary = a.query_label(best[0], g)\n"
+        f"sel = a.select({str(small_world['pets'])!r}, g)\n"
+        "if sys.argv[1:] == ['cold']:  # the index was checked just now: fresh for the warm run\n"
+        f"    a.query_best('dog.n.01', graph={str(small_world['graph'])!r}, refresh=True)\n"
+        "print(json.dumps({'best': best, 'label': [v.name, v.version, "
+        "round(float(summary['acc1'].mean()), 6)], 'chosen': sel.result.chosen.tolist(), "
+        "'models': sel.result.models, 'modules': sorted(sys.modules)}))\n")
+
+    def run(*args: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    cold, warm = run("cold"), run()
+    for k in ("best", "label", "chosen", "models"):
+        assert warm[k] == cold[k], k
+    assert len(cold["best"]) == len(labelled)
+    heavy = [m for m in warm["modules"]
+             if m.split(".")[0] in ("mlflow", "nltk", "sentence_transformers", "transformers")]
+    assert heavy == []
+    assert any(m.startswith("mlflow") for m in cold["modules"])  # the cold path did use it

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_png
@@ -88,12 +89,16 @@ def test_seeded_draw_is_deterministic(tree: Path) -> None:
 def test_version_follows_content_only(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     v0 = build_graph(_sources(tree))[0].version
     assert build_graph(_sources(tree))[0].version == v0
-    # moving the whole dataset elsewhere and renaming a file: same content, same version
+    # moving the whole dataset elsewhere: same content, same version
     moved = tmp_path_factory.mktemp("moved")
     shutil.copytree(tree / "A", moved / "A")
     shutil.copytree(tree / "B", moved / "B")
-    (moved / "A" / "dog.n.01" / "0.png").rename(moved / "A" / "dog.n.01" / "renamed.png")
     assert build_graph(_sources(moved))[0].version == v0
+    # renaming a file moves its image to another row of every label: a new version (labels
+    # computed on the old order would describe the wrong images)
+    (moved / "A" / "dog.n.01" / "0.png").rename(moved / "A" / "dog.n.01" / "renamed.png")
+    assert build_graph(_sources(moved))[0].version != v0
+    (moved / "A" / "dog.n.01" / "renamed.png").rename(moved / "A" / "dog.n.01" / "0.png")
     # one image's pixels change: new version
     write_png(moved / "A" / "dog.n.01" / "1.png", 200)
     assert build_graph(_sources(moved))[0].version != v0
@@ -162,3 +167,50 @@ def test_relocate_keeps_version(tree: Path, tmp_path: Path) -> None:
 def test_parse_dataset_spec(tmp_path: Path) -> None:
     assert SampleDataset.parse(f"sketch={tmp_path}") == SampleDataset("sketch", tmp_path)
     assert SampleDataset.parse(str(tmp_path)).name == tmp_path.name
+
+
+def test_a_verified_bundle_is_not_hashed_again_until_its_files_change(
+        tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mll_registry import graph as G
+
+    g, _ = build_graph(_sources(tree))
+    out = g.save(tmp_path / "bundle")
+    calls: list[int] = []
+    real = G.content_version
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(G, "content_version", counting)
+    root = tmp_path / "data"
+    SemanticGraph.load(out, root=root)
+    SemanticGraph.load(out, root=root)
+    assert len(calls) == 1  # the second load trusted the stamp of the same files
+    nodes = pd.read_parquet(out / "nodes.parquet")
+    nodes.loc[0, "caption"] = "tampered"
+    nodes.to_parquet(out / "nodes.parquet", index=False)
+    with pytest.raises(GraphError, match="modified"):
+        SemanticGraph.load(out, root=root)  # rewritten files: verified again, and refused
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("edit", ["lemma", "node order", "image order"])
+def test_everything_a_label_depends_on_is_in_the_version(tree: Path, edit: str) -> None:
+    """A lemma is the default label text; node and image order are the label's column and row
+    order: changing any of them must change the version (labels are only valid for it)."""
+    from mll_registry.graph import content_version
+
+    g, _ = build_graph(_sources(tree))
+    nodes, images, members = g.nodes.copy(), g.images.copy(), g.members.copy()
+    if edit == "lemma":
+        nodes.loc[0, "lemma"] = nodes.loc[0, "lemma"] + "s"
+    elif edit == "node order":
+        nodes = nodes.iloc[::-1].reset_index(drop=True)
+    else:  # the same images under swapped ids, memberships following them
+        swap = {0: 1, 1: 0}
+        images = images.iloc[[1, 0, *range(2, len(images))]].reset_index(drop=True)
+        images["image_id"] = np.arange(len(images))
+        members["image_id"] = members["image_id"].map(lambda i: swap.get(i, i))
+    assert content_version(g.nodes, g.edges, g.images, g.members) == g.version
+    assert content_version(nodes, g.edges, images, members) != g.version

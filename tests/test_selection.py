@@ -131,3 +131,66 @@ def test_with_k_keeps_the_top_k_of_the_same_reuse_matrix() -> None:
     assert s2.chosen.tolist() == [[1, 2], [0, 2]]
     assert s2.params == {"k": 2, "alpha": 0.7} and s1.params["k"] == 1
     assert s2.selected_models() == ["m1", "m2", "m0"]
+
+
+def test_blockwise_counts_equal_the_whole_and_the_hand_counts() -> None:
+    """count_all reads MODEL_BLOCK models at a time; any block size gives the hand counts."""
+    from mll_registry.selection import count_all
+
+    for block in (1, 2, 64):
+        TP, FP, P = count_all(G, [M1, M2], np.array([A, B]), block=block)
+        assert TP.tolist() == [[1, 1], [2, 2]] and FP.tolist() == [[0, 1], [0, 0]]
+        assert P.tolist() == [2, 2]
+
+
+def test_memory_mapped_labels_select_exactly_as_loaded_ones(tmp_path) -> None:
+    """A label saved to disk and opened memory-mapped gives the same counts as in memory, and an
+    out-of-range node index (a damaged label) is never taken for a candidate."""
+    from mll_registry.label_format import MappedLabel
+    from mll_registry.selection import count_all
+
+    mapped = []
+    for i, lab in enumerate((M1, M2)):
+        path = lab.save(tmp_path / f"m{i}")
+        mapped.append(MappedLabel.open(path, "v", n_images=4, n_members=4))
+        assert isinstance(mapped[-1].topk_idx, np.memmap)
+        np.testing.assert_array_equal(mapped[-1].topk_idx, lab.topk_idx)
+    got = count_all(G, mapped, np.array([A, B]))
+    want = count_all(G, [M1, M2], np.array([A, B]))
+    for g_, w_ in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g_, w_)
+    bad = _label([[9999, A], [B, A], [B, C], [C, D]], [0.5, 0.1, 0.9, 0.4])  # 9999: no node
+    pred = restricted_predictions(candidate_rows(G, [bad], np.array([A, B])), n_nodes=4)
+    assert pred.tolist() == [[0, 1, 1, -1]]  # image 0: the first real candidate, a
+
+
+def test_mapped_label_refuses_truncated_files_and_wrong_shapes(tmp_path) -> None:
+    from mll_registry.label_format import LabelError, MappedLabel
+
+    path = M1.save(tmp_path / "m")
+    with pytest.raises(LabelError, match="graph has 5"):
+        MappedLabel.open(path, "v", n_images=5)
+    with pytest.raises(LabelError, match="not v2"):
+        MappedLabel.open(path, "v2")
+    f = path / "label.safetensors"
+    f.write_bytes(f.read_bytes()[:-3])
+    with pytest.raises(LabelError, match="truncated"):
+        MappedLabel.open(path, "v")
+
+
+def test_scores_of_a_class_with_no_images_and_no_predictions_are_zero_not_nan() -> None:
+    zero = np.zeros((2, 2))
+    for metric in ("f1", "precision"):
+        s = class_scores(zero, zero, np.zeros(2), Z, metric)
+        assert np.isfinite(s).all() and (s == 0).all(), metric
+
+
+def test_labels_for_another_graph_version_are_refused_by_name() -> None:
+    from mll_registry.selection import SelectionError, select
+    from mll_registry.task import Task, TaskClass
+
+    other = _label([[A, B]] * 4, [0.5] * 4)
+    other.meta["graph_version"] = "w"
+    task = Task(name="t", classes=[TaskClass("a"), TaskClass("b")])
+    with pytest.raises(SelectionError, match=r"\['m2'\] are for another graph version than v"):
+        select(task, G, {"m1": M1, "m2": other})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +13,13 @@ from mll_registry.demo.data import ensure_demo_images
 from mll_registry.graph import (
     BuildReport,
     GraphConfig,
+    GraphError,
     SampleDataset,
     SemanticGraph,
     build_and_save,
 )
+
+log = logging.getLogger(__name__)
 
 
 def demo_graph_path(root: str | os.PathLike[str] | None = None) -> Path:
@@ -42,8 +46,11 @@ def load_graph(path: str | os.PathLike[str] | None = None,
                root: str | os.PathLike[str] | None = None) -> SemanticGraph:
     """Load the graph bundle at ``path``, or the demo graph (built on first use)."""
     if path:
-        return SemanticGraph.load(path)
+        return SemanticGraph.load(path, root=root)
     demo = demo_graph_path(root)
     if (demo / "manifest.json").is_file():
-        return SemanticGraph.load(demo)
+        try:
+            return SemanticGraph.load(demo, root=root)
+        except GraphError as exc:  # an older bundle format or a damaged bundle: the demo's own
+            log.warning("rebuilding the demo graph: %s", exc)  # graph is rebuilt, not an error
     return build_demo_graph(root)[0]
