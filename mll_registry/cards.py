@@ -378,7 +378,8 @@ def push_card(repo_id: str, label: ModelLabel, token: str | None = None, create_
         raise CardError("no Hub token: set HF_TOKEN to a token with write access to "
                         f"{repo_id} (or log in with `hf auth login`)")
     api = HfApi(endpoint=endpoint, token=tok)
-    from mll_registry.discovery import HubSourceError, describe_error, with_retries
+    from mll_registry.discovery import HubSourceError, describe_error, is_transient, with_retries
+    from mll_registry.retries import call_with_retries
 
     for attempt in (1, 2):
         try:
@@ -391,9 +392,13 @@ def push_card(repo_id: str, label: ModelLabel, token: str | None = None, create_
             card = render_card(existing, label, top_k, label_url, name)
             ops = [CommitOperationAdd("README.md", card.encode("utf-8")),
                    *[CommitOperationAdd(p, b) for p, b in files.items()]]
-            ci = api.create_commit(repo_id, ops, commit_message=message,
-                                   commit_description=description, create_pr=create_pr,
-                                   parent_commit=parent, revision=revision)
+            # 429 and 5xx are retried (the parent-commit precondition makes a repeated commit
+            # safe: at worst it answers 412 and the card is rendered again); the rest raise as is
+            ci = call_with_retries(
+                functools.partial(api.create_commit, repo_id, ops, commit_message=message,
+                                  commit_description=description, create_pr=create_pr,
+                                  parent_commit=parent, revision=revision),
+                f"commit to hf-hub:{repo_id}", transient=is_transient, give_up=lambda e: e)
         except CardError:
             raise
         except HubSourceError as exc:

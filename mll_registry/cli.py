@@ -336,8 +336,7 @@ def label(
             def progress(stage: str, done: int, total: int) -> None:
                 if stage not in tasks:
                     tasks[stage] = prog.add_task(
-                        {"pixels": "decoding images", "images": "encoding images"}[stage],
-                        total=total)
+                        {"images": "encoding images"}.get(stage, stage), total=total)
                 prog.update(tasks[stage], completed=done)
 
             summary = a.label(model_ref, graph, force=force, allow_pickle=allow_pickle,
@@ -652,5 +651,31 @@ def graph_info(path: Path, as_json: JsonOpt = False) -> None:
         _print_graph(summary, verb="bundle:")
 
 
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "File too large")
+
+
+def run() -> None:
+    """The ``mll`` entry point: the Typer app, with a full disk reported in one line (exit 2).
+
+    Every write goes through a temporary name that is removed when the write fails, so a full
+    disk leaves the previous state; the message says what to do.
+    """
+    import errno
+
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - only a full disk is handled here; the rest re-raised
+        full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                or any(m in str(exc) for m in _DISK_FULL))
+        if not full:
+            raise
+        where = getattr(exc, "filename", None)
+        Console(stderr=True).print(
+            f"error: the disk is full{f' (writing {where})' if where else ''}: free some space or "
+            "point MLL_DATA_DIR at a larger disk, then run the command again (nothing partial "
+            "was kept; finished chunks resume)", soft_wrap=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    run()

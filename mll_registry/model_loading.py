@@ -115,7 +115,13 @@ def build_from_dir(res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
             image_interpolation=pp.get("interpolation"), image_resize_mode=pp.get("resize_mode"))
     finally:
         quiet.setLevel(level)
-    load_checkpoint(model, str(res.weights), device=device, weights_only=True)
+    try:
+        load_checkpoint(model, str(res.weights), device=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - safetensors / torch raise their own error types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelRefError(
+            f"{res.ref}: the weights file {res.weights.name} is damaged or does not match the "
+            f"model config ({first}); download or save the model again") from exc
     model.float()  # fp16-stored weights run in fp32 on CPU (autocast handles CUDA)
     return model, preprocess, build_tokenizer(res.path, cfg["model_cfg"]["text_cfg"], res.ref)
 

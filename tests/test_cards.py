@@ -388,3 +388,40 @@ def test_discover_label_and_push_a_real_model(tree: Path, tmp_path: Path,
         assert list(table["node_id"]) == graph.node_ids
         assert front_matter(readme)["mll"]["graph_version"] == graph.version
         assert hub.files("org/tiny")["README.md"].decode() == EXISTING  # main unchanged
+
+
+def test_push_rides_out_a_5xx_and_a_429(hub: HubHandle) -> None:
+    """The Hub answers the repo-info read with 503 and the commit with 429 once each: the push
+    retries both and commits once."""
+    hub.clear_log()
+    hub.fail_next("GET", r"^/api/models/org/m", 503)
+    hub.fail_next("POST", r"/commit/", 429, retry_after=1)
+    out = push_card("org/m", _label_for(hub), create_pr=False)
+    assert out["status"] == "committed"
+    codes = [(r.method, r.status) for r in hub.requests]
+    assert ("GET", 503) in codes and ("POST", 429) in codes
+    assert ("POST", 200) in codes
+    assert START_MARKER in hub.files("org/m")["README.md"].decode()
+
+
+def test_push_gives_up_clearly_when_main_keeps_moving(hub: HubHandle,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Main moves between every read and commit: after the one re-render, a second 412 is a
+    one-line CardError (no traceback, no token), and nothing was committed by us."""
+    real = cards.fetch_readme
+    n = [0]
+
+    def always_racing(repo_id: str, revision: str | None = None, *a: object) -> str | None:
+        text = real(repo_id, revision, *a)  # type: ignore[arg-type]
+        n[0] += 1
+        files = hub.files("org/m")
+        files["README.md"] = files["README.md"] + f"\nEdit {n[0]}.\n".encode()
+        hub.add_repo("org/m", files, message=f"concurrent edit {n[0]}")
+        return text
+
+    monkeypatch.setattr(cards, "fetch_readme", always_racing)
+    with pytest.raises(CardError, match="keeps changing while the card is pushed") as info:
+        push_card("org/m", _label_for(hub), create_pr=False)
+    assert TOKEN not in str(info.value)
+    assert sum(1 for r in hub.requests if r.status == 412) == 2
+    assert START_MARKER not in hub.files("org/m")["README.md"].decode()

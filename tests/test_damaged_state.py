@@ -9,14 +9,9 @@ import pytest
 
 from mll_registry.demo.archs import build_tiny
 from mll_registry.graph import GraphError, SampleDataset, SemanticGraph, build_graph
+from mll_registry.image_stream import PixelPipeline, pixel_cache_path
 from mll_registry.label_format import LabelError, ModelLabel, files_look_whole
-from mll_registry.labeller import (
-    LabelConfig,
-    PixelPipeline,
-    clear_checkpoints,
-    label_model,
-    pixel_cache_path,
-)
+from mll_registry.labeller import LabelConfig, clear_checkpoints, label_model
 from mll_registry.model_loading import load, save_open_clip_dir
 
 
@@ -44,13 +39,15 @@ def _same(a: ModelLabel, b: ModelLabel) -> None:
 
 
 def test_truncated_pixel_cache_is_rebuilt(tiny, graph) -> None:
-    cfg = LabelConfig(top_k=4)
+    cfg = LabelConfig(top_k=4, pixel_cache_gb=1.0)
+    clear_checkpoints(tiny, graph)
     first = label_model(tiny, graph, cfg)
-    cache = pixel_cache_path(graph, PixelPipeline.from_preprocess(tiny.preprocess))
+    cache = pixel_cache_path(graph.version, PixelPipeline.from_preprocess(tiny.preprocess))
+    assert first.pixel_source in ("stream+cache", "cache") and cache.is_file()
     _truncate(cache)
     clear_checkpoints(tiny, graph)
     again = label_model(tiny, graph, cfg)  # was: ValueError: mmap length is greater than file
-    assert again.pixels_built
+    assert again.pixels_built and again.pixel_source == "stream+cache"
     _same(first.label, again.label)
 
 
@@ -111,6 +108,30 @@ def test_damaged_cached_registry_label_is_fetched_again(tiny, graph, tmp_path: P
     _truncate(cached / "label.safetensors")
     again = reg.download_label(v)  # was: the damaged copy was used forever
     _same(ModelLabel.load(again), want)
+    _scribble(again / "label.safetensors")  # same size, headers intact: only the sums tell
+    with pytest.raises(LabelError, match="does not match its checksum"):
+        ModelLabel.load(again)
+    _same(ModelLabel.load(reg.download_label(v)), want)  # was: accepted silently
+
+
+def _scribble(f: Path) -> None:
+    """Overwrite bytes in the middle of the arrays, keeping the size and the header."""
+    data = bytearray(f.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little") if f.suffix == ".safetensors" else 0
+    mid = (start + len(data)) // 2
+    data[mid:mid + 16] = bytes((b + 1) % 256 for b in data[mid:mid + 16])
+    f.write_bytes(bytes(data))
+
+
+def test_scribbled_label_is_refused_by_its_checksum(tiny, graph, tmp_path: Path) -> None:
+    path = label_model(tiny, graph, LabelConfig(top_k=4)).label.save(tmp_path / "label")
+    ModelLabel.load(path)
+    for f in ("label.safetensors", "summary.parquet"):
+        original = (path / f).read_bytes()
+        _scribble(path / f)
+        with pytest.raises(LabelError, match=f"{f} does not match its checksum"):
+            ModelLabel.load(path)
+        (path / f).write_bytes(original)
 
 
 def test_atomic_writes_fsync_the_file_then_its_directory(tmp_path: Path,
@@ -163,3 +184,53 @@ def test_bad_task_images_are_named_not_tracebacks(tmp_path: Path) -> None:
         with pytest.raises(ImageFileError, match=why) as info:
             pipe(bad)
         assert str(bad) in str(info.value)
+
+
+def test_atomic_dir_keeps_the_old_content_when_writing_fails(tmp_path: Path) -> None:
+    from mll_registry.fsutil import atomic_dir
+
+    target = tmp_path / "bundle"
+    with atomic_dir(target) as d:
+        (d / "a.txt").write_text("old")
+
+    class Crash(Exception):
+        pass
+
+    with pytest.raises(Crash), atomic_dir(target) as d:
+        (d / "a.txt").write_text("half-")
+        raise Crash
+    assert (target / "a.txt").read_text() == "old"  # the reader still sees the whole old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no temporary left
+
+
+def test_label_for_another_graph_size_is_refused(tiny, graph, tmp_path: Path) -> None:
+    lab = label_model(tiny, graph, LabelConfig(top_k=4)).label
+    with pytest.raises(LabelError, match=f"label has {len(graph.images)} images, graph has"):
+        lab.validate(n_images=len(graph.images) + 1)
+    with pytest.raises(LabelError, match="memberships"):
+        lab.validate(n_members=len(graph.members) - 1)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other architecture"])
+def test_damaged_model_weights_are_one_clear_error(graph, tmp_path: Path, damage: str) -> None:
+    from typer.testing import CliRunner
+
+    from mll_registry.cli import app
+    from mll_registry.errors import ModelRefError
+
+    model, cfg = build_tiny("tiny-vit", seed=2)
+    d = save_open_clip_dir(model, cfg, tmp_path / "m")
+    w = d / "open_clip_model.safetensors"
+    if damage == "truncated":
+        _truncate(w)
+    else:  # a well-formed file holding another model's tensors
+        other, ocfg = build_tiny("tiny-resnet", seed=2)
+        w.write_bytes((save_open_clip_dir(other, ocfg, tmp_path / "o") /
+                       "open_clip_model.safetensors").read_bytes())
+    with pytest.raises(ModelRefError, match="is damaged or does not match the model config"):
+        load(f"local-dir:{d}", device="cpu")
+    bundle = graph.save(tmp_path / "g")
+    res = CliRunner().invoke(app, ["label", f"local-dir:{d}", "--graph", str(bundle), "--out",
+                                   str(tmp_path / "label")])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "open_clip_model.safetensors is damaged" in res.output

@@ -141,3 +141,80 @@ def test_huge_task_files_are_refused_before_parsing(tmp_path: Path) -> None:
     f.write_text("name: t\nclasses:\n" + "".join(f"  - c{i}\n" for i in range(200_000)))
     with pytest.raises(TaskError, match="larger than"):
         Task.from_yaml(f)
+
+
+class _FakeEmbedder:
+    """Deterministic embeddings (a hash of the text), counting how often it is asked."""
+
+    name = "fake"
+    key = "fake"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, texts, batch_size: int = 128) -> np.ndarray:
+        import hashlib
+
+        self.calls += 1
+        rows = [np.frombuffer(hashlib.sha256(t.encode()).digest(), np.uint8)[:8].astype(np.float32)
+                for t in texts]
+        e = np.stack(rows) + 1.0
+        return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_openai_compatible_provider_on_a_loopback_server(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real httpx client against a local /chat/completions server: descriptions parsed from
+    its answer, the key sent only as a bearer header, an error status named; a repeated task is
+    answered from the description cache without asking the server again."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from mll_registry.matching import OpenAICompatibleCaptions, describe_and_embed
+
+    seen: list[dict] = []
+    status = [200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                         "body": body})
+            answer = {"choices": [{"message": {"content": "1. a furry pet\n- a barking animal\n\n"}}]}
+            data = json.dumps(answer).encode()
+            self.send_response(status[0])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+        provider = OpenAICompatibleCaptions(url, n=5)
+        task = Task(name="pets", classes=[TaskClass("dog"), TaskClass("cat", "a small feline")])
+        got = provider.describe(task.classes[1], task)
+        assert got == ["a furry pet", "a barking animal", "cat, a small feline"]
+        assert seen[0]["path"] == "/v1/chat/completions"
+        assert seen[0]["auth"] == "Bearer sk-test-secret"
+        assert "sk-test-secret" not in json.dumps(seen[0]["body"])
+        assert "cat" in seen[0]["body"]["messages"][0]["content"]
+        emb = _FakeEmbedder()
+        d1, e1 = describe_and_embed(task, provider, emb, root=tmp_path)
+        asked = len(seen)
+        d2, e2 = describe_and_embed(task, provider, emb, root=tmp_path)
+        assert len(seen) == asked and emb.calls == 1  # the cache answered
+        assert d1 == d2 and np.array_equal(e1, e2)
+        assert not any(b"sk-test-secret" in f.read_bytes() for f in tmp_path.rglob("*")
+                       if f.is_file())
+        status[0] = 500
+        with pytest.raises(RuntimeError, match="answered HTTP 500"):
+            provider.describe(task.classes[0], task)
+    finally:
+        server.shutdown()

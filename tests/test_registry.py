@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +89,8 @@ def test_label_run_version_tags_alias(registry: Registry, models: list[Path], gr
     again = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry,
                                root=registry.root)
     assert again["status"] == "skipped" and again["version"] == out["version"]
+    # ... found before any work: nothing was computed (a full relabel reports its timings)
+    assert again["reason"] == "already labelled with these settings" and "seconds" not in again
     assert len(registry.versions(out["name"])) == 1
     # forced: a new version, and the alias moves to it
     forced = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry,
@@ -98,32 +99,47 @@ def test_label_run_version_tags_alias(registry: Registry, models: list[Path], gr
     assert int(c.get_model_version_by_alias(out["name"], ALIAS).version) == forced["version"]
 
 
+def _register_after_barrier(uri: str, root: str, ref: str, label_dir: str, barrier, out) -> None:
+    """A separate process: open the registry, wait until every process is ready, register."""
+    try:
+        from mll_registry.label_format import ModelLabel
+
+        reg = Registry(uri, root=root)
+        res, lab = resolve(ref), ModelLabel.load(label_dir)
+        barrier.wait(timeout=120)
+        v = reg.register_label(res, lab, Path(label_dir))[0]
+        out.put(("ok", v.version))
+    except Exception as exc:  # pragma: no cover - shown on failure
+        out.put(("error", repr(exc)))
+
+
 def test_concurrent_registration_leaves_one_version(registry: Registry, models: list[Path],
                                                     graph) -> None:
+    """Four processes register the same label at the same moment (a barrier releases them
+    together): one ready version, and every process reports that same version."""
+    import multiprocessing as mp
+
     res = resolve(f"local-dir:{models[1]}")
     from mll_registry.model_loading import load
 
     lab = label_model(load(res, device="cpu"), graph, LabelConfig(top_k=4)).label
     path = lab.save(Path(registry.root or ".") / "lab")
-    results: list = []
-    errors: list = []
-
-    def go() -> None:
-        try:
-            results.append(Registry(registry.uri, root=registry.root).register_label(res, lab, path))
-        except Exception as exc:  # pragma: no cover - shown on failure
-            errors.append(exc)
-
-    threads = [threading.Thread(target=go) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    ctx = mp.get_context("spawn")
+    n = 4
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_register_after_barrier,
+                         args=(registry.uri, str(registry.root), str(res.ref), str(path),
+                               barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert [r for r in results if r[0] != "ok"] == []
     name = registered_name(res.ref)
     ready = [v for v in registry.versions(name) if v.tags.get("mll.status") == "ready"]
     assert len(ready) == 1
-    assert {r[0].version for r in results} == {int(ready[0].version)}
+    assert {r[1] for r in results} == {int(ready[0].version)}
 
 
 def test_failed_labelling_leaves_nothing_registered(registry: Registry, models: list[Path],

@@ -1,0 +1,240 @@
+"""Mutation check: deliberate bugs in the core, each of which the named tests must catch.
+
+Each mutation is a small semantic change (a flipped sign, a skipped check, a logged secret)
+applied to a temporary copy of the project; the tests that guard that behaviour run against the
+copy (``PYTHONPATH`` puts it first) and must fail. The report lists caught and survived; the
+exit status is 1 if any survived, or if a mutation no longer applies (the code it targets
+changed: update the list with it).
+
+    uv run python scripts/mutations.py [--only ID ...] [--list] [--fast]
+
+``--fast`` skips mutations whose guard is a slow test. CI runs the whole list
+(``scripts/bootstrap.sh test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    what: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    slow: bool = False
+
+
+M = Mutation
+MUTATIONS: tuple[Mutation, ...] = (
+    # -- secret handling ---------------------------------------------------------------------
+    M("token-logged", "the Hub token written through logging", "mll_registry/discovery.py",
+      "        self._token = token\n",
+      "        self._token = token\n        import logging\n"
+      "        logging.getLogger('mll_registry').debug('hub token %s', token or os.environ.get("
+      "'HF_TOKEN'))\n",
+      ("tests/test_secrets.py",), slow=True),
+    # -- atomic writes -----------------------------------------------------------------------
+    M("atomic-path-in-place", "atomic_path writes straight into the target",
+      "mll_registry/fsutil.py", "    tmp_path = Path(tmp)\n",
+      "    tmp_path = target\n    os.unlink(tmp)\n",
+      ("tests/test_damaged_state.py::test_atomic_writes_fsync_the_file_then_its_directory",)),
+    M("atomic-dir-in-place", "atomic_dir fills the target directory in place",
+      "mll_registry/fsutil.py",
+      '    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", '
+      'dir=target.parent))\n    try:\n        yield tmp\n',
+      "    target.mkdir(parents=True, exist_ok=True)\n    tmp = target\n    try:\n"
+      "        yield tmp\n        return\n",
+      ("tests/test_damaged_state.py::test_atomic_dir_keeps_the_old_content_when_writing_fails",)),
+    # -- selection ---------------------------------------------------------------------------
+    M("select-version-check", "select() accepts labels of another graph version",
+      "mll_registry/selection.py", "    if wrong:\n        raise SelectionError(",
+      "    if False:\n        raise SelectionError(",
+      ("tests/test_selection.py::test_labels_for_another_graph_version_are_refused_by_name",)),
+    M("f1-eps", "the eps in the F1 denominator removed", "mll_registry/selection.py",
+      "        return 2 * tp / (2 * tp + fp + p[None, :] + eps)",
+      "        return 2 * tp / (2 * tp + fp + p[None, :])", ("tests/test_selection.py",)),
+    M("rank0-only", "restricted argmax looks at each image's top-1 only",
+      "mll_registry/selection.py", "    if len(flat):  # the rest", "    if False:  # the rest",
+      ("tests/test_selection.py",)),
+    M("fp-counts-members", "predicting a node an image belongs to counts as a false positive",
+      "mll_registry/selection.py",
+      "    wrong = ~np.isin(keys, member_keys) & (pred >= 0)",
+      "    wrong = pred >= 0", ("tests/test_selection.py",)),
+    M("alpha-swapped", "the reuse metric weighs the mean, not the class score, by alpha",
+      "mll_registry/selection.py",
+      "    return alpha * scores + (1 - alpha) * scores.mean(axis=1, keepdims=True)",
+      "    return (1 - alpha) * scores + alpha * scores.mean(axis=1, keepdims=True)",
+      ("tests/test_selection.py",)),
+    M("top-models-ascending", "the worst models are chosen", "mll_registry/selection.py",
+      '    return np.argsort(-r, axis=0, kind="stable")[:k].T',
+      '    return np.argsort(r, axis=0, kind="stable")[:k].T', ("tests/test_selection.py",)),
+    M("blocks-drop-last", "block-wise counting skips the last block of models",
+      "mll_registry/selection.py", "    for i in range(0, len(labels), block):",
+      "    for i in range(0, max(len(labels) - block, 1), block):",
+      ("tests/test_selection.py::test_blockwise_counts_equal_the_whole_and_the_hand_counts",)),
+    M("damaged-index-unbounded", "an out-of-range node index (damaged label) crashes selection",
+      "mll_registry/selection.py", 'pred = lookup.take(rows.topk_idx[:, :, 0], mode="clip")',
+      "pred = lookup.take(rows.topk_idx[:, :, 0])",
+      ("tests/test_selection.py::test_memory_mapped_labels_select_exactly_as_loaded_ones",)),
+    # -- reuse -------------------------------------------------------------------------------
+    M("entropy-weight-flipped", "confident models weigh less in the ensemble",
+      "mll_registry/reuse.py", "        return 1.0 / (H + eps)", "        return H + eps",
+      ("tests/test_matching_reuse.py",)),
+    # -- labelling ---------------------------------------------------------------------------
+    M("acc5-off-by-one", "accuracy@5 counts the 4 best nodes", "mll_registry/labeller.py",
+      "    k5 = min(5, n_nodes) - 1", "    k5 = min(5, n_nodes) - 2",
+      ("tests/test_labeling.py::test_label_matches_direct_computation",)),
+    M("member-score-column", "member scores read from the wrong node column",
+      "mll_registry/labeller.py",
+      "        member[rows] = S[li, torch.from_numpy(m_node[rows])].numpy()",
+      "        member[rows] = S[li, 0].numpy()",
+      ("tests/test_labeling.py::test_label_matches_direct_computation",)),
+    M("normalise-sign", "the pixel normalisation subtracts the mean twice",
+      "mll_registry/image_stream.py", "        return 1.0 / (std * 255.0), -mean / std",
+      "        return 1.0 / (std * 255.0), -2 * mean / std",
+      ("tests/test_labeling.py::test_label_matches_direct_computation",)),
+    M("checkpoint-trusted", "any chunk checkpoint file is used, whole or not",
+      "mll_registry/labeller.py", "    if not f.is_file():\n        return False\n",
+      "    return f.is_file()\n",
+      ("tests/test_damaged_state.py::test_truncated_checkpoint_is_recomputed_not_read",)),
+    M("cache-published-early", "the raw-pixel cache is published before it is complete",
+      "mll_registry/labeller.py",
+      "        writer = cache.writer(shape) if cache.fits(shape) else None",
+      "        writer = cache.writer(shape) if cache.fits(shape) else None\n"
+      "        if writer is not None:\n            cache.publish()\n"
+      "            writer = cache.writer(shape)",
+      ("tests/test_labeling.py::test_a_crash_while_building_the_pixel_cache_leaves_no_cache",)),
+    # -- registry idempotency ----------------------------------------------------------------
+    M("no-precheck", "label() relabels before finding the stored label", "mll_registry/app.py",
+      "        if not force:\n            old = self._stored(st, key, str(res.ref))",
+      "        if False:\n            old = self._stored(st, key, str(res.ref))",
+      ("tests/test_registry.py::test_label_run_version_tags_alias",), slow=True),
+    # -- label files and graph bundles -------------------------------------------------------
+    M("label-shape-unchecked", "a label for another number of images is accepted",
+      "mll_registry/label_format.py",
+      '                raise LabelError(f"label has {got} {what}, graph has {want}; relabel the '
+      'model")', "                pass",
+      ("tests/test_damaged_state.py::test_label_for_another_graph_size_is_refused",)),
+    M("checksum-unchecked", "a label whose bytes changed is loaded", "mll_registry/label_format.py",
+      "        bad = checksum_mismatch(path, meta)\n        if bad:",
+      "        bad = checksum_mismatch(path, meta)\n        if False:",
+      ("tests/test_damaged_state.py::test_scribbled_label_is_refused_by_its_checksum",)),
+    M("mapped-truncation-unchecked", "a truncated label file is memory-mapped anyway",
+      "mll_registry/label_format.py",
+      "        if hi - lo != int(np.prod(shape)) * np.dtype(dtype).itemsize or 8 + n + hi > size:",
+      "        if hi - lo != int(np.prod(shape)) * np.dtype(dtype).itemsize:",
+      ("tests/test_selection.py::test_mapped_label_refuses_truncated_files_and_wrong_shapes",)),
+    M("version-ignores-captions", "the graph version does not cover node captions",
+      "mll_registry/graph.py", 'h.update("".join(f"N\\t{n}\\t{lem}\\t{c}\\n" for',
+      'h.update("".join(f"N\\t{n}\\t{lem}\\n" for',
+      ("tests/test_graph.py::test_bundle_roundtrip_and_tamper_detection",)),
+    M("version-ignores-lemmas", "a node's lemma (the default label text) is not in the version",
+      "mll_registry/graph.py", 'h.update("".join(f"N\\t{n}\\t{lem}\\t{c}\\n" for',
+      'h.update("".join(f"N\\t{n}\\t{c}\\n" for',
+      ("tests/test_graph.py::test_everything_a_label_depends_on_is_in_the_version",)),
+    M("stamp-ignores-changes", "a verified-bundle stamp survives a rewrite of the files",
+      "mll_registry/graph.py", "        stats = [(f, st.st_size, st.st_mtime_ns, st.st_ino) for f in",
+      "        stats = [(f, 0, 0, 0) for f in",
+      ("tests/test_graph.py::test_a_verified_bundle_is_not_hashed_again_until_its_files_change",)),
+    M("warm-select-starts-mlflow", "selection asks MLflow for labels the caches already hold",
+      "mll_registry/app.py",
+      "        return {v.model_ref: cached_label_dir(v, self.root) or self.registry().download_label(v)",
+      "        return {v.model_ref: self.registry().download_label(v)",
+      ("tests/test_e2e_cli.py::test_warm_queries_and_selection_load_neither_mlflow_nor_wordnet_nor"
+       "_the_text_model",), slow=True),
+    # -- untrusted input ---------------------------------------------------------------------
+    M("config-unknown-keys", "unknown model-config keys are ignored instead of refused",
+      "mll_registry/model_config.py",
+      "        if check is None:\n            raise UnsafeModelError(",
+      "        if check is None:\n            continue\n            raise UnsafeModelError(",
+      ("tests/test_security.py",), slow=True),
+    M("pickle-without-opt-in", "pickled weights load without --allow-pickle",
+      "mll_registry/model_refs.py", "        if allow_pickle:\n            return pickled[0]",
+      "        if True:\n            return pickled[0]",
+      ("tests/test_labeling.py::test_pickled_weights_refused_unless_opted_in",)),
+    M("pixel-limit-raised", "decompression bombs are decoded", "mll_registry/errors.py",
+      "MAX_IMAGE_PIXELS = 64 * 1024 * 1024", "MAX_IMAGE_PIXELS = 64 * 1024 * 1024 * 1024",
+      ("tests/test_damaged_state.py::test_bad_task_images_are_named_not_tracebacks",)),
+    M("non-string-classes", "task classes that are not strings are accepted as text",
+      "mll_registry/task.py", "    if not isinstance(value, str) or not value.strip():",
+      "    if not str(value).strip():", ("tests/test_matching_reuse.py",)),
+    M("label-hash-ignores-templates", "two template sets share a label key",
+      "mll_registry/settings.py", '    return {"templates": list(templates),',
+      '    return {"templates": [],',
+      ("tests/test_architecture.py::test_label_hash_depends_only_on_label_content",)),
+    M("retry-budget-ignored", "a down server is retried past the time budget",
+      "mll_registry/retries.py",
+      "stop=stop_after_attempt(tries) | stop_after_delay(limit)",
+      "stop=stop_after_attempt(tries)",
+      ("tests/test_architecture.py::test_retries_stop_at_the_try_count_or_the_time_budget",)),
+)
+
+
+def apply(copy: Path, m: Mutation) -> str:
+    f = copy / m.file
+    text = f.read_text(encoding="utf-8")
+    n = text.count(m.old)
+    if n != 1:
+        raise SystemExit(f"mutation {m.id}: the target text occurs {n} times in {m.file} (needs "
+                         "exactly 1): the code changed; update scripts/mutations.py")
+    f.write_text(text.replace(m.old, m.new), encoding="utf-8")
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--fast", action="store_true", help="skip mutations guarded by slow tests")
+    args = ap.parse_args()
+    chosen = [m for m in MUTATIONS if (args.only is None or m.id in args.only)
+              and not (args.fast and m.slow)]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:32} {m.what}  [{', '.join(m.tests)}]")
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix="mll-mutations-"))
+    try:
+        for d in ("mll_registry", "flows", "tests"):
+            shutil.copytree(ROOT / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__"))
+        for f in ("pyproject.toml", "prefect.yaml"):
+            shutil.copy2(ROOT / f, tmp / f)
+        (tmp / "demo_hub").symlink_to(ROOT / "demo_hub")
+        env = {**os.environ, "PYTHONPATH": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+        results = []
+        for m in chosen:
+            original = apply(tmp, m)
+            t0 = time.perf_counter()
+            p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                                "no:cacheprovider", "-m", "slow or not slow", *m.tests],
+                               cwd=tmp, env=env, capture_output=True, text=True)
+            (tmp / m.file).write_text(original, encoding="utf-8")
+            # exit 1: tests failed (caught); 0: all passed (survived); else: could not run
+            status = {0: "SURVIVED", 1: "caught"}.get(p.returncode, f"ERROR rc={p.returncode}")
+            results.append((m, status))
+            print(f"{status:9} {m.id:32} {time.perf_counter() - t0:6.1f} s  {m.what}", flush=True)
+            if status.startswith("ERROR"):
+                print(p.stdout[-1500:] + p.stderr[-1500:])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    caught = sum(s == "caught" for _, s in results)
+    print(f"\n{caught}/{len(results)} mutations caught")
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
