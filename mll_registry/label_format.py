@@ -250,6 +250,25 @@ def mapped_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], 
     return out, meta
 
 
+def _read_runs(fd: int, base: int, row_bytes: int, rows: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = file row rows[i]`` for sorted ``rows``: one positioned read per run of
+    consecutive rows (a task's candidate images are mostly whole nodes: long runs)."""
+    if not len(rows):
+        return
+    cut = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], cut]).tolist()
+    ends = np.concatenate([cut, [len(rows)]]).tolist()
+    flat = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    for s0, e0 in zip(starts, ends, strict=True):
+        buf = flat[s0 * row_bytes:e0 * row_bytes]
+        off, done = base + int(rows[s0]) * row_bytes, 0
+        while done < len(buf):
+            got = os.preadv(fd, [buf[done:]], off + done)
+            if got <= 0:
+                raise LabelError(f"label file ended early at byte {off + done}; fetch or relabel")
+            done += got
+
+
 @dataclass
 class MappedLabel:
     """A label opened for selection: arrays memory-mapped, summary read on first use.
@@ -263,6 +282,22 @@ class MappedLabel:
     topk_idx: np.ndarray
     member_score: np.ndarray
     meta: dict[str, Any]
+
+    def read_rows(self, name: str, rows: np.ndarray, out: np.ndarray) -> None:
+        """Read rows ``rows`` (sorted) of array ``name`` into ``out`` (C-contiguous) with
+        positioned reads: no page of the file is mapped into the process (a memory map would
+        count every touched page, and its read-ahead, in the resident set)."""
+        arr = getattr(self, name)
+        if not isinstance(arr, np.memmap):
+            out[...] = np.take(arr, rows, axis=0)
+            return
+        if out.dtype != arr.dtype or out.shape != (len(rows), *arr.shape[1:]):
+            raise ValueError(f"out must be {arr.dtype}{(len(rows), *arr.shape[1:])}")
+        fd = os.open(self.path / "label.safetensors", os.O_RDONLY)
+        try:
+            _read_runs(fd, int(arr.offset), int(arr.strides[0]), np.asarray(rows, np.int64), out)
+        finally:
+            os.close(fd)
 
     @property
     def graph_version(self) -> str:

@@ -34,8 +34,11 @@ from mll_registry.graph import SemanticGraph
 from mll_registry.settings import DEFAULTS
 
 EPS = 1e-8
-#: models whose candidate rows are held at once (bounds selection memory at hub scale)
+#: models whose counts are taken at once (bounds selection memory at hub scale)
 MODEL_BLOCK = 32
+#: threads reading and scanning labels: reads of cold labels overlap (4: 21 s cold, 7 s warm;
+#: 2: 28 s, 6.4 s; 8 contend for the GIL: 11 s warm; benchmarks/results/selection_disk.md)
+SELECT_WORKERS = 4
 
 
 class LabelRows(Protocol):
@@ -75,6 +78,7 @@ class CandidateRows:
     row_cand: np.ndarray
     topk_idx: np.ndarray
     member_score: np.ndarray
+    member_keys: np.ndarray | None = None  # see CandidateSet (computed here when None)
 
     @property
     def n_models(self) -> int:
@@ -90,6 +94,7 @@ class CandidateSet:
     rows: np.ndarray  # membership rows (graph.members positions) of candidate nodes
     row_img: np.ndarray
     row_cand: np.ndarray
+    member_keys: np.ndarray  # sorted image * V + candidate of every membership row
 
 
 def candidate_set(graph: SemanticGraph, cand_nodes: np.ndarray) -> CandidateSet:
@@ -100,28 +105,38 @@ def candidate_set(graph: SemanticGraph, cand_nodes: np.ndarray) -> CandidateSet:
     cand_of[cand_nodes] = np.arange(len(cand_nodes))
     rows = np.flatnonzero(cand_of[m_node] >= 0)
     img_ids, row_img = np.unique(m_img[rows], return_inverse=True)
-    return CandidateSet(cand_nodes, img_ids, rows, row_img.astype(np.int64), cand_of[m_node[rows]])
+    row_img = row_img.astype(np.int64)
+    row_cand = cand_of[m_node[rows]]
+    keys = np.unique(row_img * len(cand_nodes) + row_cand)
+    return CandidateSet(cand_nodes, img_ids, rows, row_img, row_cand, keys)
 
 
-def gather(cs: CandidateSet, labels: Sequence[LabelRows], workers: int = 8) -> CandidateRows:
-    """Read the candidate rows of each label (threads: memory-mapped labels read in parallel)."""
-    from concurrent.futures import ThreadPoolExecutor
+def gather(cs: CandidateSet, labels: Sequence[LabelRows], members: bool = True) -> CandidateRows:
+    """Read the candidate rows of each label (``members``: the member scores too).
 
-    def one(lab: LabelRows) -> tuple[np.ndarray, np.ndarray]:
-        return (np.take(lab.topk_idx, cs.img_ids, axis=0),
-                np.asarray(lab.member_score[cs.rows], np.float32))
-
-    if len(labels) > 1 and workers > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(labels))) as pool:
-            got = list(pool.map(one, labels))
-    else:
-        got = [one(lab) for lab in labels]
+    A label on disk (:class:`~mll_registry.label_format.MappedLabel`) is read with one
+    positioned read per run of consecutive rows (a task's candidate images are mostly whole
+    nodes: long runs); nothing else of the file is read.
+    """
     k = labels[0].topk_idx.shape[1] if labels else 0
-    return CandidateRows(
-        cand_nodes=cs.cand_nodes, img_ids=cs.img_ids, row_img=cs.row_img, row_cand=cs.row_cand,
-        topk_idx=np.stack([g[0] for g in got]) if got else np.zeros((0, len(cs.img_ids), k),
-                                                                     np.int64),
-        member_score=np.stack([g[1] for g in got]) if got else np.zeros((0, len(cs.rows))))
+    dtype = labels[0].topk_idx.dtype if labels else np.uint16
+    topk = np.empty((len(labels), len(cs.img_ids), k), dtype)
+    member = np.empty((len(labels), len(cs.rows) if members else 0), np.float32)
+    for i, lab in enumerate(labels):
+        read = getattr(lab, "read_rows", None)
+        if read is not None and lab.topk_idx.dtype == dtype:  # a label on disk: read the rows
+            read("topk_idx", cs.img_ids, topk[i])
+            if members:
+                ms = np.empty(len(cs.rows), lab.member_score.dtype)
+                read("member_score", cs.rows, ms)
+                member[i] = ms
+        else:
+            topk[i] = np.take(lab.topk_idx, cs.img_ids, axis=0)
+            if members:
+                member[i] = lab.member_score[cs.rows]
+    return CandidateRows(cand_nodes=cs.cand_nodes, img_ids=cs.img_ids, row_img=cs.row_img,
+                         row_cand=cs.row_cand, topk_idx=topk, member_score=member,
+                         member_keys=cs.member_keys)
 
 
 def candidate_rows(graph: SemanticGraph, labels: Sequence[LabelRows],
@@ -131,21 +146,67 @@ def candidate_rows(graph: SemanticGraph, labels: Sequence[LabelRows],
 
 
 def count_all(graph: SemanticGraph, labels: Sequence[LabelRows], cand_nodes: np.ndarray,
-              fallback: str = "none", block: int = MODEL_BLOCK,
+              fallback: str = "none", block: int = MODEL_BLOCK, workers: int = SELECT_WORKERS,
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TP (M, V), FP (M, V) and P (V,) for every model, ``block`` models at a time: memory is
-    bounded by one block's candidate rows however many models there are."""
+    """TP (M, V), FP (M, V) and P (V,) for every model.
+
+    Each model's candidate rows are read and reduced to its restricted predictions (U,) in one
+    step (``workers`` threads: numpy releases the GIL): only ``workers`` labels' rows are in
+    memory at a time, scanned while they are still in the CPU cache. The counts are then taken
+    ``block`` models at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if fallback not in ("none", "members"):
+        raise ValueError(f"fallback must be 'none' or 'members', got {fallback!r}")
     cs = candidate_set(graph, cand_nodes)
-    tps, fps = [], []
-    P = np.bincount(cs.row_cand, minlength=len(cs.cand_nodes)).astype(np.float64)
+    lookup, is_cand = _candidate_lookup(cs.cand_nodes, len(graph.nodes))
+    pred = np.empty((len(labels), len(cs.img_ids)), lookup.dtype)
+
+    def one(i: int) -> None:
+        rows = gather(cs, [labels[i]], members=fallback == "members")
+        pred[i] = (_first_candidates(rows.topk_idx[0], lookup, is_cand) if fallback == "none"
+                   else restricted_predictions(rows, len(graph.nodes), fallback)[0])
+
+    if len(labels) > 1 and workers > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(labels))) as pool:
+            list(pool.map(one, range(len(labels))))
+    else:
+        for i in range(len(labels)):
+            one(i)
+    V = len(cs.cand_nodes)
+    P = np.bincount(cs.row_cand, minlength=V).astype(np.float64)
+    tps, fps = [np.zeros((0, V))], [np.zeros((0, V))]
     for i in range(0, len(labels), block):
-        rows = gather(cs, labels[i:i + block])
-        TP, FP, P = node_counts(rows, restricted_predictions(rows, len(graph.nodes), fallback))
+        TP, FP, P = node_counts(cs, pred[i:i + block])
         tps.append(TP)
         fps.append(FP)
-    V = len(cs.cand_nodes)
-    return (np.concatenate(tps) if tps else np.zeros((0, V)),
-            np.concatenate(fps) if fps else np.zeros((0, V)), P)
+    return np.concatenate(tps), np.concatenate(fps), P
+
+
+def _candidate_lookup(cand_nodes: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """node -> candidate position (-1: not a candidate), and its boolean mask; one extra
+    entry is a sentinel for indices beyond the graph (a damaged label), never a candidate."""
+    V = len(cand_nodes)
+    lookup: np.ndarray = np.full(n_nodes + 1, -1, np.int32 if V < 2**31 else np.int64)
+    lookup[cand_nodes] = np.arange(V)
+    return lookup, np.greater_equal(lookup, 0)
+
+
+def _first_candidates(idx: np.ndarray, lookup: np.ndarray, is_cand: np.ndarray) -> np.ndarray:
+    """(U,) the first candidate in each image's top-K (U, K), as a candidate position, or -1."""
+    if idx.dtype.kind == "i":  # signed indices read unsigned: negatives land on the sentinel
+        idx = idx.view(np.dtype(f"u{idx.dtype.itemsize}"))
+    pred = lookup.take(idx[:, 0], mode="clip")  # rank 0 settles most images
+    miss = np.flatnonzero(pred < 0)
+    if len(miss):
+        T = idx[miss]  # (n, K)
+        hit = is_cand.take(T, mode="clip")  # 1 byte per entry
+        j = hit.argmax(1)
+        ar = np.arange(len(j))
+        found = hit[ar, j]
+        pred[miss[found]] = lookup[T[ar, j][found]]
+    return pred
 
 
 def restricted_predictions(rows: CandidateRows, n_nodes: int,
@@ -157,21 +218,11 @@ def restricted_predictions(rows: CandidateRows, n_nodes: int,
     """
     if fallback not in ("none", "members"):
         raise ValueError(f"fallback must be 'none' or 'members', got {fallback!r}")
-    lookup = np.full(n_nodes + 1, -1, np.int64)  # +1: a sentinel index never matches
-    lookup[rows.cand_nodes] = np.arange(len(rows.cand_nodes))
+    lookup, is_cand = _candidate_lookup(rows.cand_nodes, n_nodes)
     M, U, K = rows.topk_idx.shape
-    # mode="clip": an index beyond the graph (a damaged label) lands on the sentinel, never
-    # on a candidate
-    pred = lookup.take(rows.topk_idx[:, :, 0], mode="clip")  # rank 0 settles most images
-    flat = np.flatnonzero(pred < 0)
-    mm, uu = np.divmod(flat, U)
-    if len(flat):  # the rest: the first candidate in the image's top-K
-        C = lookup.take(rows.topk_idx[mm, uu], mode="clip")  # (n, K)
-        hit = C >= 0
-        j = hit.argmax(1)
-        found = hit[np.arange(len(j)), j]
-        pred.flat[flat[found]] = C[np.arange(len(j)), j][found]
-        mm, uu = mm[~found], uu[~found]
+    pred = np.stack([_first_candidates(rows.topk_idx[m], lookup, is_cand) for m in range(M)]
+                    ) if M else np.zeros((0, U), lookup.dtype)
+    mm, uu = np.nonzero(pred < 0)
     if len(mm) and fallback == "members":
         pad = _rows_by_image(rows.row_img, U)  # (U, R_max) row indices, -1 = none
         r = pad[uu]  # (n, R_max)
@@ -198,7 +249,8 @@ def dense_predictions(dense: Sequence[np.ndarray], rows: CandidateRows) -> np.nd
     return np.stack([np.argmax(S[np.ix_(rows.img_ids, rows.cand_nodes)], axis=1) for S in dense])
 
 
-def node_counts(rows: CandidateRows, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def node_counts(rows: CandidateRows | CandidateSet, pred: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per model and candidate node: TP (M, V), FP (M, V), P (V,)."""
     M, U = pred.shape
     V = len(rows.cand_nodes)
@@ -209,9 +261,12 @@ def node_counts(rows: CandidateRows, pred: np.ndarray) -> tuple[np.ndarray, np.n
     TP = np.bincount((m_idx * V + rows.row_cand[None, :])[tp_hits], minlength=M * V)
     # FP: an image predicted as a candidate it is not a member of (counted once per image);
     # pred -1 (no candidate in the top-K) is a false positive for nobody
-    member_keys = np.unique(rows.row_img * V + rows.row_cand)
+    member_keys = (rows.member_keys if rows.member_keys is not None
+                   else np.unique(rows.row_img * V + rows.row_cand))
     keys = np.arange(U)[None, :] * V + pred
-    wrong = ~np.isin(keys, member_keys) & (pred >= 0)
+    at = np.minimum(np.searchsorted(member_keys, keys), max(len(member_keys) - 1, 0))
+    is_member = (member_keys[at] == keys) if len(member_keys) else np.zeros(keys.shape, bool)
+    wrong = ~is_member & (pred >= 0)
     fp_m = np.broadcast_to(np.arange(M)[:, None], pred.shape)[wrong]
     FP = np.bincount(fp_m * V + pred[wrong], minlength=M * V)
     return TP.reshape(M, V).astype(np.float64), FP.reshape(M, V).astype(np.float64), P

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -147,6 +148,34 @@ def test_compact_topk_agrees_with_dense(graph) -> None:
     mn = graph.members["node_id"].map(pos).to_numpy()
     np.testing.assert_allclose(member, dense[graph.members["image_id"], mn], atol=1e-2)
     assert summary["n_images"].sum() == len(graph.members)
+
+
+def test_per_node_accuracy_at_1_and_5_over_many_ranks(graph) -> None:
+    """Random embeddings put images' own nodes at every rank: acc@1 and acc@5 per node equal
+    a direct count of "fewer than r nodes score higher" (a rank-4 own node counts for acc@5)."""
+    from mll_registry.graph import SemanticGraph
+
+    rng = np.random.default_rng(3)
+    n_nodes, n_img = 12, 600
+    nodes = pd.DataFrame({"node_id": [f"n{i}" for i in range(n_nodes)],
+                          "caption": [f"c{i}" for i in range(n_nodes)]})
+    own = rng.integers(0, n_nodes, n_img)
+    images = pd.DataFrame({"image_id": np.arange(n_img), "source": "s", "relpath": "",
+                           "node_id": "", "digest": ""})
+    members = pd.DataFrame({"node_id": nodes["node_id"].to_numpy()[own],
+                            "image_id": np.arange(n_img), "own": True})
+    g = SemanticGraph(nodes, pd.DataFrame({"parent": [], "child": []}), images, members,
+                      {"version": "v", "sources": {"s": "/"}, "config": {"cap": 75}})
+    img = rng.normal(size=(n_img, 8)).astype(np.float32)
+    txt = rng.normal(size=(n_nodes, 8)).astype(np.float32)
+    S = img @ txt.T
+    rank = (S[np.arange(n_img), own][:, None] < S).sum(1)
+    assert set(np.unique(rank)) >= {0, 3, 4, 5}  # the test covers the boundary ranks
+    summary = compact_label(img, txt, g, top_k=8, block=64)[3]
+    for v in range(n_nodes):
+        mine = own == v
+        assert summary.loc[v, "acc1"] == pytest.approx(np.mean(rank[mine] < 1))
+        assert summary.loc[v, "acc5"] == pytest.approx(np.mean(rank[mine] < 5))
 
 
 def test_pickled_weights_refused_unless_opted_in(tmp_path: Path) -> None:
