@@ -112,13 +112,41 @@ class OpenClipScheme:
         if not pcfg:
             tags = [t for a, t in open_clip.list_pretrained() if a == arch]
             raise ModelRefError(f"open_clip:{ref.name}: unknown pretrained tag {tag!r}; known: {tags}")
-        file = Path(download_pretrained(pcfg, cache_dir=cache_dir))
-        if file.suffix != ".safetensors" and not allow_pickle:
-            raise PickledWeightsRefused(
-                f"open_clip:{ref.name} resolves to pickled weights ({file.name}); opt in with "
-                "--allow-pickle if you trust the source")
+        file = self._weights(ref, pcfg, allow_pickle, cache_dir, download_pretrained)
         cfg = {"model_cfg": open_clip.get_model_config(arch), "preprocess_cfg": {}}
         return ResolvedModel(ref, file.parent, file, "sha256:" + file_digest(file)[:16], cfg)
+
+    @staticmethod
+    def _weights(ref: ModelRef, pcfg: dict[str, Any], allow_pickle: bool,
+                 cache_dir: str | os.PathLike[str] | None, download: Any) -> Path:
+        """The tag's safetensors file from its Hub repo; pickled weights (a URL, or a repo
+        without safetensors) only with ``allow_pickle``, and refused before any download."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        refuse = PickledWeightsRefused(
+            f"open_clip:{ref.name} has only pickled weights; opt in with --allow-pickle if you "
+            "trust the source")
+        repo = str(pcfg.get("hf_hub") or "").strip("/")
+        try:
+            if repo:
+                try:
+                    return Path(hf_hub_download(repo, "open_clip_model.safetensors",
+                                                cache_dir=cache_dir))
+                except EntryNotFoundError:
+                    if not allow_pickle:
+                        raise refuse from None
+            elif not allow_pickle:
+                raise refuse
+            return Path(download(pcfg, cache_dir=cache_dir))
+        except ModelRefError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network, offline mode, missing cache entry
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise ModelRefError(
+                f"open_clip:{ref.name}: its weights could not be fetched ({first}). Offline, "
+                "the Hub cache must already hold them (download once online, or label a local "
+                "copy with local-dir:PATH)") from exc
 
     def build(self, res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
         import open_clip

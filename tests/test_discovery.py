@@ -242,3 +242,25 @@ def test_watermark_file_errors_are_clear(tmp_path: Path) -> None:
     wm = Watermark(tmp_path / "ok.json")
     assert wm.load() is None and wm.set(T0 + timedelta(days=1)) == T0 + timedelta(days=1)
     assert wm.set(T0) == T0 and wm.load() == T0  # an explicit set may move it back
+
+
+def test_open_clip_refs_take_safetensors_and_refuse_pickles_before_downloading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``open_clip:ARCH/TAG`` is fetched from the tag's Hub repo as safetensors; a repo with only
+    pickled weights is refused without downloading them; a Hub that cannot be reached is one
+    clear error naming the way out."""
+    from mll_registry.errors import ModelRefError, PickledWeightsRefused
+    from mll_registry.model_refs import resolve
+
+    hub = start_hub({"timm/vit_base_patch32_clip_224.openai": {
+        "open_clip_pytorch_model.bin": b"\x80\x04pickled", "README.md": b"# openai"}})
+    try:
+        use_hub(monkeypatch, hub, cache_dir=tmp_path / "hf")
+        with pytest.raises(PickledWeightsRefused, match="--allow-pickle"):
+            resolve("open_clip:ViT-B-32/openai", cache_dir=tmp_path / "hf")
+        assert not any(".bin" in r.path for r in hub.requests)  # nothing pickled was fetched
+        assert any("open_clip_model.safetensors" in r.path for r in hub.requests)
+    finally:
+        hub.stop()
+    with pytest.raises(ModelRefError, match="could not be fetched.*local-dir:PATH"):
+        resolve("open_clip:ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path / "hf")
