@@ -292,7 +292,7 @@ class App:
                mapped: bool = False) -> dict[str, Any]:
         """The labels selection uses: the newest per model for this graph and label settings.
 
-        ``mapped`` opens them memory-mapped (selection reads only its candidate rows) instead
+        ``mapped`` opens them by their headers (selection reads only its candidate rows) instead
         of reading and validating every array.
         """
         from mll_registry.label_stores import load_labels, open_labels

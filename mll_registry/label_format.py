@@ -271,10 +271,12 @@ def _read_runs(fd: int, base: int, row_bytes: int, rows: np.ndarray, out: np.nda
 
 @dataclass
 class MappedLabel:
-    """A label opened for selection: arrays memory-mapped, summary read on first use.
+    """A label opened for selection: its header checked, nothing of its arrays read, summary
+    read on first use.
 
-    Selection reads only the rows of a task's candidate images, so opening 1,000 labels costs
-    their headers, not their arrays (benchmarks/results/selection.md). Same attributes as
+    The arrays are exposed as read-only memory maps (shapes, dtypes, file offsets; usable as
+    arrays), and :meth:`read_rows` reads just a task's candidate rows, so opening 1,000 labels
+    costs their headers (benchmarks/results/selection_disk.md). Same attributes as
     :class:`ModelLabel` for what selection uses.
     """
 

@@ -134,6 +134,6 @@ def load_labels(paths: dict[str, Path], graph_version: str) -> dict[str, ModelLa
 
 def open_labels(paths: dict[str, Path], graph_version: str, n_images: int | None = None,
                 n_members: int | None = None) -> dict[str, MappedLabel]:
-    """Open labels for selection, memory-mapped (each must be for ``graph_version``)."""
+    """Open labels for selection by their headers (each must be for ``graph_version``)."""
     return {ref: MappedLabel.open(p, graph_version, n_images, n_members)
             for ref, p in paths.items()}
