@@ -144,6 +144,12 @@ class LabelIndex:
             rows1.append(s["acc1"].to_numpy(np.float32))
             rows5.append(s["acc5"].to_numpy(np.float32))
             rows_own.append(s["mean_own"].to_numpy(np.float32))
+        if versions:  # aliases move with every registration: read them on every rebuild
+            import dataclasses
+
+            aliases = self.registry.aliases_by_version()
+            versions = [dataclasses.replace(v, aliases=aliases.get((v.name, v.version), []))
+                        for v in versions]
         self.nodes = nodes or []
         n = len(self.nodes)
         self.acc1 = np.stack(rows1) if rows1 else np.zeros((0, n), np.float32)

@@ -21,6 +21,7 @@ process (dead owner or expired lease) is removed by the next registration of the
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -407,6 +408,22 @@ class Registry(Tracking):
         if graph_version:
             out = [v for v in out if v.graph_version == graph_version]
         return sorted(out, key=lambda v: (v.name, v.version))
+
+    def aliases_by_version(self) -> dict[tuple[str, int], list[str]]:
+        """(name, version) -> its aliases, for every registered model (one paged search: the
+        version searches do not return aliases)."""
+        out: dict[tuple[str, int], list[str]] = {}
+        token: str | None = None
+        while True:
+            page = self.call(functools.partial(self.client.search_registered_models,
+                                               max_results=1000, page_token=token),
+                             "search registered models")
+            for rm in page:
+                for alias, version in (getattr(rm, "aliases", None) or {}).items():
+                    out.setdefault((rm.name, int(version)), []).append(str(alias))
+            token = getattr(page, "token", None)
+            if not token:
+                return {k: sorted(v) for k, v in out.items()}
 
     def latest_per_model(self, graph_version: str | None,
                          label_hash: str | None = None) -> list[LabelledVersion]:

@@ -132,7 +132,7 @@ class OpenClipScheme:
             if repo:
                 try:
                     return Path(hf_hub_download(repo, "open_clip_model.safetensors",
-                                                cache_dir=cache_dir))
+                                                cache_dir=str(cache_dir) if cache_dir else None))
                 except EntryNotFoundError:
                     if not allow_pickle:
                         raise refuse from None
