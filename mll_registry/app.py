@@ -24,7 +24,7 @@ from mll_registry.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from mll_registry.graph import BuildReport, GraphConfig, SemanticGraph
-    from mll_registry.label_index import ConceptHit
+    from mll_registry.label_index import ConceptHit, LabelIndex
     from mll_registry.label_stores import LabelStore
     from mll_registry.labeller import LabelConfig
     from mll_registry.matching import CaptionProvider, TextEmbedder
@@ -316,11 +316,9 @@ class App:
     def _registry_label_dirs(self, graph_version: str, label_hash: str) -> dict[str, Path]:
         """Model ref -> label dir of the registry's newest label per model, listed through the
         label index and read from the download cache: no MLflow client while both are fresh."""
-        from mll_registry.label_index import LabelIndex
         from mll_registry.mlflow_labels import cached_label_dir
 
-        idx = LabelIndex(self.mlflow or self.registry, graph_version, label_hash=label_hash,
-                         root=self.root).refresh()
+        idx = self.label_index(graph_version, label_hash)
         return {v.model_ref: cached_label_dir(v, self.root) or self.registry().download_label(v)
                 for v in idx.versions}
 
@@ -379,15 +377,21 @@ class App:
             KeyError: the concept is not in the graph (the message says what was tried).
         """
         from mll_registry.concepts import resolve_concept
-        from mll_registry.label_index import LabelIndex
 
         g = self.graph(graph)
         node, others = resolve_concept(concept, g.node_ids, g.nodes)
-        # the registry (MLflow) is made only if the disk cache is stale
-        idx = LabelIndex(self.mlflow or self.registry, g.version,
-                         label_hash=self.settings.label_hash(),
-                         root=self.root).refresh(force_check=refresh)
+        idx = self.label_index(g.version, refresh=refresh)
         return ConceptQuery(node, concept, others, g.version, idx.best(node, n))
+
+    def label_index(self, graph_version: str, label_hash: str | None = None,
+                    refresh: bool = False) -> LabelIndex:
+        """The label index of a graph version (default: the configured label settings), fresh:
+        the registry (MLflow) is made only when its disk cache is stale or ``refresh``."""
+        from mll_registry.label_index import LabelIndex
+
+        return LabelIndex(self.mlflow or self.registry, graph_version,
+                          label_hash=label_hash or self.settings.label_hash(),
+                          root=self.root).refresh(force_check=refresh)
 
     def query_label(self, model: str,
                     graph: SemanticGraph | str | os.PathLike[str] | None = None,
@@ -397,14 +401,10 @@ class App:
         Answered from the label index (no MLflow client while its disk cache is fresh); a model
         labelled only with other label settings is looked up in the registry itself.
         """
-        from mll_registry.label_index import LabelIndex
         from mll_registry.mlflow_labels import version_entry
 
         g = self._graph_of(graph)
-        idx = LabelIndex(self.mlflow or self.registry, g.version,
-                         label_hash=self.settings.label_hash(),
-                         root=self.root).refresh(force_check=refresh)
-        found = idx.summary_of(model)
+        found = self.label_index(g.version, refresh=refresh).summary_of(model)
         if found is not None:
             return found
         reg = self.registry()
