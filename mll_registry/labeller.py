@@ -216,9 +216,13 @@ class LabelRun:
     chunks_total: int
     chunks_computed: int
     chunks_reused: int
-    pixels_built: bool
     seconds: dict[str, float]
     pixel_source: str = "stream"  # stream | cache (read the raw-pixel cache) | stream+cache (built it)
+
+    @property
+    def pixels_built(self) -> bool:
+        """Whether this run built the raw-pixel cache."""
+        return self.pixel_source == "stream+cache"
 
     def summary(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """What ``mll label`` prints: the label's headline, where it went, timings, size."""
@@ -246,8 +250,8 @@ def _whole_checkpoint(f: Path, rows: int) -> bool:
 def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, cfg: LabelConfig,
                    root: Any, bounds: list[tuple[int, int]], todo: list[int], ckpt: list[Path],
                    n: int, progress: Callable[[str, int, int], None] | None,
-                   on_chunk: Callable[[int], None] | None) -> tuple[str, bool]:
-    """Encode the ``todo`` chunks and checkpoint each; returns (pixel source, cache built).
+                   on_chunk: Callable[[int], None] | None) -> str:
+    """Encode the ``todo`` chunks and checkpoint each; returns where the pixels came from.
 
     Pixels come from the raw-pixel cache when one is complete, else from the decoding stream;
     with a ``pixel_cache_gb`` budget that the graph fits, the stream also fills the cache (every
@@ -279,9 +283,9 @@ def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, c
                 lo, hi = bounds[c]
                 finish(c, [encode_batch(lm, torch.from_numpy(cached[i:min(i + cfg.batch_size, hi)]),
                                         norm) for i in range(lo, hi, cfg.batch_size)])
-        return "cache", False
+        return "cache"
     if not todo:
-        return "stream", False
+        return "stream"
     paths = graph.image_paths()
     writer = None
     if cfg.pixel_cache_gb > 0:
@@ -308,7 +312,7 @@ def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, c
             cache.publish()
     finally:
         cache.discard()
-    return ("stream+cache" if writer is not None else "stream"), writer is not None
+    return "stream+cache" if writer is not None else "stream"
 
 
 def label_model(
@@ -355,7 +359,7 @@ def label_model(
     if progress and done:
         progress("images", sum(bounds[c][1] - bounds[c][0] for c in done), n)
 
-    pixels, built = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n,
+    pixels = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n,
                                    progress, on_chunk)
     t_img = time.perf_counter()
     # chunk embeddings memory-mapped from their checkpoints: one block in memory at a time
@@ -380,7 +384,7 @@ def label_model(
     label = ModelLabel(topk_idx, topk_score, member, summary, meta)
     label.validate(n_images=len(graph.images), n_nodes=len(graph.nodes),
                    n_members=len(graph.members))
-    return LabelRun(label, len(bounds), len(todo), len(done), built, seconds, pixels)
+    return LabelRun(label, len(bounds), len(todo), len(done), seconds, pixels)
 
 
 def default_label_path(lm_ref_key: str, graph_version: str, label_hash: str,
