@@ -44,7 +44,7 @@ else
 fi
 # compiled bytecode at install time: with PYTHONDONTWRITEBYTECODE=1 (CI, containers) every
 # command would otherwise recompile its dependencies' sources
-UV_COMPILE_BYTECODE=1 "${UV[@]}" sync --frozen --quiet
+UV_COMPILE_BYTECODE=1 "${UV[@]}" sync --frozen --quiet --all-extras
 
 # 3. The job.
 case "$job" in
