@@ -1,0 +1,371 @@
+"""The production stack for tests, brought up by the same scripts a team runs (deploy/*.sh).
+
+PostgreSQL (databases `mlflow` and `prefect`) and an S3 server (moto) as backing services, then
+`mlflow server` on PostgreSQL with proxied S3 artifacts, a Prefect server on PostgreSQL, the
+work pools and every deployment of prefect.yaml. Everything listens on free ports of 127.0.0.1;
+state lives in a tmp dir; teardown stops every process (workers first, PostgreSQL last).
+
+Not a test module: import the fixture factory and helpers from a test module::
+
+    from production_stack import production_stack_fixture
+
+    production_stack = production_stack_fixture()          # session-scoped fixture
+
+    def test_x(production_stack, tmp_path):
+        client = mlflow.MlflowClient(production_stack.mlflow_uri)
+        proc = production_stack.start_worker("cpu", tmp_path / "w")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+STARTUP_TIMEOUT_S = 240.0  # per phase; on this 2-core box the whole stack takes well under that
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log_tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+class StackError(RuntimeError):
+    """A service died or did not become ready; the message holds the tail of its log."""
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    log_file: IO[str]
+    stop_signal: int = signal.SIGTERM
+    signals: int = 1           # how many times to send stop_signal before SIGKILL
+    group: bool = True         # signal the whole process group, not only the leader
+    started: float = field(default_factory=time.monotonic)
+
+    def died(self) -> StackError | None:
+        if self.proc.poll() is None:
+            return None
+        return StackError(f"{self.name} exited with {self.proc.returncode}; "
+                          f"tail of {self.log}:\n{log_tail(self.log)}")
+
+
+def _signal(svc: Service, sig: int) -> None:
+    try:
+        if svc.group:
+            os.killpg(svc.proc.pid, sig)
+        else:
+            os.kill(svc.proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_services(services: list[Service], wait_s: float = 15.0) -> None:
+    """Stop several services at once: their stop signal (repeated as configured), then SIGKILL
+    for whatever is left of their process groups."""
+    for round_ in range(max((s.signals for s in services), default=0)):
+        pending = [s for s in services if s.proc.poll() is None and round_ < s.signals]
+        for s in pending:
+            _signal(s, s.stop_signal)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(s.proc.poll() is None for s in pending):
+            time.sleep(0.2)
+    for s in services:
+        if s.proc.poll() is None:
+            _signal(s, signal.SIGKILL)
+            s.proc.wait(10)
+        # children that outlived their leader (uvicorn workers, flow runs)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(s.proc.pid, signal.SIGKILL)
+        s.log_file.close()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _stripped_environ() -> dict[str, str]:
+    """The test process's environment without anything that would point a service elsewhere."""
+    drop = ("PREFECT_", "MLFLOW_", "MLL_", "PG", "S3_", "WORKER_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    for k in list(env):
+        if k.startswith("AWS_") and k != "AWS_CA_BUNDLE":
+            del env[k]
+    return env
+
+
+class ProductionStack:
+    """Ports, URIs, environments and the running services. ``start()`` brings it up."""
+
+    def __init__(self, root: Path, *, bucket: str = "mll-test",
+                 hf_endpoint: str = "https://huggingface.co") -> None:
+        self.root = root
+        self.bucket = bucket
+        self.pg_port, self.s3_port = free_port(), free_port()
+        self.mlflow_port, self.prefect_port = free_port(), free_port()
+        self.pg_user, self.pg_password = "mll", "mll-test-password"
+        # the server runs as an unprivileged user: its data dir cannot sit under pytest's
+        # private tmp root (/tmp/pytest-of-root is 0700), so it gets its own dir under /tmp
+        self.pg_data = Path(tempfile.mkdtemp(prefix="mll-pg-")) / "data"
+        self.pg_data.parent.chmod(0o711)  # mkdtemp makes it 0700
+        self._aws = {"AWS_ACCESS_KEY_ID": "mll-test", "AWS_SECRET_ACCESS_KEY": "mll-test-secret",
+                     "AWS_DEFAULT_REGION": "us-east-1"}
+        self.services: list[Service] = []
+        self.workers: list[Service] = []
+        self.startup_s: dict[str, float] = {}
+        base = _stripped_environ()
+        base.update(MLL_REPO=str(ROOT), MLL_VENV=sys.prefix, DO_NOT_TRACK="true",
+                    MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                    HF_HUB_DISABLE_TELEMETRY="1", PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="false")
+        self._base = base
+        # what a client or a worker needs (no S3 credentials: artifacts are proxied)
+        self.env: dict[str, str] = {
+            **base,
+            "PREFECT_API_URL": self.prefect_api_url,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLL_DATA_DIR": str(root / "mll-data"),
+            "HF_HOME": str(root / "hf-home"),
+            "HF_ENDPOINT": hf_endpoint,
+        }
+
+    # ---- addresses -------------------------------------------------------------------------
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def artifacts_destination(self) -> str:
+        return f"s3://{self.bucket}/mlflow"
+
+    def db_uri(self, database: str, driver: str = "postgresql") -> str:
+        return (f"{driver}://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/"
+                f"{database}")
+
+    # ---- clients ---------------------------------------------------------------------------
+    def s3_client(self) -> Any:
+        """A boto3 S3 client on the stack's object store (credentials passed, not in os.environ)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint,
+                            aws_access_key_id=self._aws["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self._aws["AWS_SECRET_ACCESS_KEY"],
+                            region_name=self._aws["AWS_DEFAULT_REGION"])
+
+    def pg_connect(self, database: str = "mlflow") -> Any:
+        """A psycopg2 connection (autocommit) to one of the stack's databases."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user=self.pg_user,
+                                password=self.pg_password, dbname=database, connect_timeout=3)
+        conn.autocommit = True
+        return conn
+
+    def prefect_api(self, path: str, body: dict | None = None) -> Any:
+        """POST (with ``body``) or GET ``{PREFECT_API_URL}{path}``; the decoded JSON."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.prefect_api_url + path, data=data,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def pool_workers(self, pool: str) -> list[dict]:
+        return list(self.prefect_api(f"/work_pools/{pool}/workers/filter", {}))
+
+    # ---- processes -------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], *, cwd: Path = ROOT,
+               stop_signal: int = signal.SIGTERM, signals: int = 1, group: bool = True) -> Service:
+        log = self.root / f"{name}.log"
+        f = open(log, "w")  # noqa: SIM115 - lives as long as the service
+        proc = subprocess.Popen(["bash", *args], cwd=cwd, env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        return Service(name, proc, log, f, stop_signal, signals, group)
+
+    def _script(self, name: str, args: list[str], env: dict[str, str],
+                timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Run a deploy script to completion (log to a file); raise with its log tail."""
+        log = self.root / f"{name}.log"
+        t0 = time.monotonic()
+        with open(log, "w") as f:
+            try:
+                r = subprocess.run(["bash", *args], cwd=ROOT, env=env, stdout=f,
+                                   stderr=subprocess.STDOUT, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise StackError(f"{name} took over {timeout} s; tail of {log}:\n"
+                                 f"{log_tail(log)}") from None
+        if r.returncode != 0:
+            raise StackError(f"{name} failed with {r.returncode}; tail of {log}:\n{log_tail(log)}")
+        self.startup_s[name] = time.monotonic() - t0
+
+    def _wait(self, checks: dict[str, tuple[Service, Callable[[], bool]]],
+              timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Poll services started together until each is ready; record each one's start-up time."""
+        pending = dict(checks)
+        deadline = time.monotonic() + timeout
+        while pending:
+            for name, (svc, ready) in list(pending.items()):
+                if err := svc.died():
+                    raise err
+                ok = False
+                try:
+                    ok = ready()
+                except Exception:  # noqa: BLE001 - not ready yet
+                    ok = False
+                if ok:
+                    self.startup_s[name] = time.monotonic() - svc.started
+                    del pending[name]
+            if pending and time.monotonic() > deadline:
+                name, (svc, _) = next(iter(pending.items()))
+                raise StackError(f"{name} not ready after {timeout} s; tail of {svc.log}:\n"
+                                 f"{log_tail(svc.log)}")
+            time.sleep(0.3)
+
+    def start(self) -> ProductionStack:
+        t0 = time.monotonic()
+        base = self._base
+        pg_env = {**base, "PG_DATA": str(self.pg_data), "PG_HOST": "127.0.0.1",
+                  "PG_PORT": str(self.pg_port), "PG_USER": self.pg_user,
+                  "PG_PASSWORD": self.pg_password}
+        s3_env = {**base, "S3_HOST": "127.0.0.1", "S3_PORT": str(self.s3_port)}
+        # PostgreSQL's postmaster alone gets SIGINT (fast shutdown, as `pg_ctl stop -m fast`)
+        pg = self._spawn("postgres", [str(DEPLOY / "backing-services.sh"), "postgres"], pg_env,
+                         stop_signal=signal.SIGINT, group=False)
+        self.services.append(pg)
+        s3 = self._spawn("s3", [str(DEPLOY / "backing-services.sh"), "s3"], s3_env)
+        self.services.append(s3)
+        self._wait({"postgres": (pg, lambda: self.pg_connect("prefect").close() is None),
+                    "s3": (s3, lambda: "Buckets" in self.s3_client().list_buckets())})
+        self._script("s3-bucket", [str(DEPLOY / "backing-services.sh"), "bucket"],
+                     {**base, **self._aws, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+                      "S3_BUCKET": self.bucket})
+
+        mlflow_env = {**base, **self._aws, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+                      "MLFLOW_BACKEND_STORE_URI": self.db_uri("mlflow"),
+                      "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
+                      "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.mlflow_port),
+                      "MLFLOW_WORKERS": "1"}
+        prefect_env = {**base, "PREFECT_HOME": str(self.root / "prefect-server-home"),
+                       "PREFECT_API_DATABASE_CONNECTION_URL": self.db_uri("prefect",
+                                                                          "postgresql+asyncpg"),
+                       "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                       "PREFECT_SERVER_API_PORT": str(self.prefect_port)}
+        mlflow = self._spawn("mlflow", [str(DEPLOY / "mlflow-server.sh")], mlflow_env)
+        self.services.append(mlflow)
+        prefect = self._spawn("prefect", [str(DEPLOY / "prefect-server.sh")], prefect_env)
+        self.services.append(prefect)
+        self._wait({"mlflow": (mlflow, lambda: _http_ok(self.mlflow_uri + "/health")),
+                    "prefect": (prefect, lambda: _http_ok(self.prefect_api_url + "/health"))})
+        self._script("prefect-deploy", [str(DEPLOY / "prefect-deploy.sh")],
+                     {**self.env, "PREFECT_HOME": str(self.root / "prefect-deploy-home")})
+        self.startup_s["total"] = time.monotonic() - t0
+        return self
+
+    def start_worker(self, pool: str, workdir: Path, name: str | None = None,
+                     limit: int | None = None, extra_env: dict[str, str] | None = None
+                     ) -> subprocess.Popen:
+        """Start `deploy/worker.sh` for ``pool`` in ``workdir`` (log: ``<root>/worker-NAME.log``);
+        stopped at teardown, or earlier by ``stop_worker``."""
+        name = name or f"{pool}-{len(self.workers) + 1}"
+        env = {**self.env, "WORKER_POOL": pool, "MLL_WORKER_NAME": name,
+               "WORKER_DIR": str(workdir),
+               "PREFECT_HOME": str(self.root / f"prefect-home-{name}"), **(extra_env or {})}
+        if limit is not None:
+            env["WORKER_LIMIT"] = str(limit)
+        svc = self._spawn(f"worker-{name}", [str(DEPLOY / "worker.sh")], env, cwd=ROOT,
+                          stop_signal=signal.SIGINT, signals=2)
+        self.workers.append(svc)
+        return svc.proc
+
+    def stop_worker(self, proc: subprocess.Popen) -> None:
+        svc = next(s for s in self.workers if s.proc is proc)
+        stop_services([svc])
+        self.workers.remove(svc)
+
+    def stop(self) -> None:
+        """Workers, then the servers, then PostgreSQL; then remove PostgreSQL's data dir."""
+        try:
+            stop_services(self.workers, wait_s=10)
+            self.workers.clear()
+            pg = [s for s in self.services if s.name == "postgres"]
+            stop_services([s for s in self.services if s.name != "postgres"])
+            stop_services(pg, wait_s=30)
+            self.services.clear()
+        finally:
+            shutil.rmtree(self.pg_data.parent, ignore_errors=True)
+
+    def __enter__(self) -> ProductionStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def postgres_available() -> str | None:
+    """None when deploy/backing-services.sh can run PostgreSQL here, else why not."""
+    if (PG_BIN / "postgres").exists():
+        return None if os.geteuid() != 0 or shutil.which("setpriv") else "setpriv missing"
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        return None  # the script installs the package
+    return f"PostgreSQL server binaries (PG_BIN={PG_BIN})"
+
+
+def production_stack_fixture(scope: str = "session", **kwargs: Any) -> Any:
+    """A pytest fixture (default: session-scoped) yielding a started ``ProductionStack``.
+    Assign it to a name in a test module or conftest: ``production_stack = production_stack_fixture()``.
+    ``kwargs`` go to ``ProductionStack``."""
+
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionStack]:
+        if why := postgres_available():
+            from conftest import missing_asset
+
+            missing_asset(why, "bash scripts/bootstrap.sh env (as root it installs postgresql)")
+        with ProductionStack(tmp_path_factory.mktemp("production-stack"), **kwargs) as stack:
+            print("\nproduction stack start-up (s): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in stack.startup_s.items()))
+            yield stack
+
+    return production_stack

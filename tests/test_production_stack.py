@@ -1,0 +1,223 @@
+"""The production stack, for real: PostgreSQL + S3 (moto) + `mlflow server` + Prefect server +
+pools, deployments and a worker, all started by the deploy/ scripts (tests/production_stack.py).
+
+MLflow finding recorded here (3.17.2, SQL store, so PostgreSQL and SQLite alike):
+`search_model_versions` returns each version's tags but always an empty `aliases` list
+(mlflow/mlflow#9783, closed with a docs warning; fix proposed in #22841). `get_model_version`,
+`get_model_version_by_alias` and the registered models of `search_registered_models` carry them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from production_stack import DEPLOY, ROOT, ProductionStack, production_stack_fixture
+
+production_stack = production_stack_fixture()
+
+MODEL = "prod-stack-demo"
+CORE_DEPLOYMENTS = {  # flow name / deployment name: pool, for the deployments the README names
+    "label-new-models/label-new-models-hourly": "cpu",
+    "label-model/label-model-gpu": "gpu",
+    "label-model/label-model-cpu": "cpu",
+    "select-models/select-models": "cpu",
+    "build-graph/build-graph": "cpu",
+}
+
+
+def expected_deployments() -> dict[str, str]:
+    """`flow name/deployment name` -> work pool, for every deployment in prefect.yaml (the flow
+    name read from the entrypoint's ``@flow(name=...)``)."""
+    out = {}
+    for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+        path, func = d["entrypoint"].split(":")
+        source = (ROOT / path).read_text()
+        before = source[:source.index(f"def {func}(")]
+        flow = re.findall(r'@flow\(\s*name="([^"]+)"', before)[-1]
+        out[f"{flow}/{d['name']}"] = d["work_pool"]["name"]
+    return out
+
+
+@pytest.fixture()
+def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """This process holds no S3 credentials or endpoint: artifacts must go through MLflow."""
+    for k in list(os.environ):
+        if k.startswith("AWS_") or k == "MLFLOW_S3_ENDPOINT_URL":
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+
+@pytest.mark.slow
+def test_stack_starts_in_time(production_stack: ProductionStack) -> None:
+    print("start-up (s):", {k: round(v, 1) for k, v in production_stack.startup_s.items()})
+    assert production_stack.startup_s["total"] < 120, production_stack.startup_s
+
+
+@pytest.mark.slow
+def test_mlflow_registry_on_postgres(production_stack: ProductionStack, no_aws: None) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(production_stack.mlflow_uri)
+    exp = client.create_experiment("prod-stack-registry")
+    run = client.create_run(exp)
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(MODEL, tags={"mll.kind": "label"})
+    tags = {"mll.status": "ready", "mll.graph_version": "g-123"}
+    mv = client.create_model_version(MODEL, source=f"runs:/{run.info.run_id}/label",
+                                     run_id=run.info.run_id, tags=tags)
+    client.set_registered_model_alias(MODEL, "labeled", mv.version)
+
+    found = client.search_model_versions(
+        filter_string=f"name = '{MODEL}' and tags.`mll.status` = 'ready'")
+    assert [v.version for v in found] == [mv.version]
+    assert found[0].tags == tags
+    # known MLflow behaviour (module docstring): search results carry no aliases
+    assert found[0].aliases == [], "MLflow now returns aliases from search_model_versions"
+    assert client.search_model_versions(
+        filter_string=f"name = '{MODEL}' and tags.`mll.graph_version` LIKE 'g-9%'") == []
+    assert client.get_model_version(MODEL, mv.version).aliases == ["labeled"]
+    assert client.get_model_version_by_alias(MODEL, "labeled").version == mv.version
+    (rm,) = client.search_registered_models(filter_string=f"name = '{MODEL}'")
+    assert rm.aliases == {"labeled": mv.version}
+
+    with production_stack.pg_connect("mlflow") as conn, conn.cursor() as cur:
+        cur.execute("SELECT version, source, run_id FROM model_versions WHERE name = %s",
+                    (MODEL,))
+        assert cur.fetchall() == [(int(mv.version), f"runs:/{run.info.run_id}/label",
+                                   run.info.run_id)]
+        cur.execute("SELECT key, value FROM model_version_tags WHERE name = %s AND version = %s",
+                    (MODEL, int(mv.version)))
+        assert dict(cur.fetchall()) == tags
+        cur.execute("SELECT alias, version FROM registered_model_aliases WHERE name = %s",
+                    (MODEL,))
+        assert cur.fetchall() == [("labeled", int(mv.version))]
+
+
+@pytest.mark.slow
+def test_artifacts_proxied_to_s3(production_stack: ProductionStack, no_aws: None,
+                                 tmp_path: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(production_stack.mlflow_uri)
+    exp = client.create_experiment("prod-stack-artifacts")
+    run = client.create_run(exp)
+    payload = os.urandom(70_000) + b"end"
+    src = tmp_path / "label.bin"
+    src.write_bytes(payload)
+    client.log_artifact(run.info.run_id, str(src), artifact_path="label")
+    client.set_terminated(run.info.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
+
+    s3 = production_stack.s3_client()
+    listed = s3.list_objects_v2(Bucket=production_stack.bucket,
+                                Prefix=f"mlflow/{exp}/{run.info.run_id}/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    key = f"mlflow/{exp}/{run.info.run_id}/artifacts/label/label.bin"
+    assert keys == [key]
+    body = s3.get_object(Bucket=production_stack.bucket, Key=key)["Body"].read()
+    assert body == payload
+    back = client.download_artifacts(run.info.run_id, "label/label.bin", str(tmp_path / "dl"))
+    assert Path(back).read_bytes() == payload
+
+
+def _prefect_client(stack: ProductionStack):  # noqa: ANN202
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api=stack.prefect_api_url)
+
+
+@pytest.mark.slow
+def test_prefect_pools_and_deployments(production_stack: ProductionStack) -> None:
+    expected = expected_deployments()
+    assert CORE_DEPLOYMENTS.items() <= expected.items()
+
+    with _prefect_client(production_stack) as client:
+        pools = {p.name: p.type for p in client.read_work_pools()}
+        assert pools == {"gpu": "process", "cpu": "process"}
+        deployments = client.read_deployments()
+        flows = {f.id: f.name for f in client.read_flows()}
+    got = {f"{flows[d.flow_id]}/{d.name}": d for d in deployments}
+    assert {k: d.work_pool_name for k, d in got.items()} == expected
+    hourly = got["label-new-models/label-new-models-hourly"]
+    assert [s.schedule.cron for s in hourly.schedules] == ["0 * * * *"]
+    # deployed from the checkout: process workers run flows from it
+    assert all(str(ROOT) in str(d.pull_steps) for d in got.values())
+
+    with production_stack.pg_connect("prefect") as conn, conn.cursor() as cur:
+        cur.execute("SELECT name FROM deployment ORDER BY name")
+        assert [r[0] for r in cur.fetchall()] == sorted(d.split("/")[1] for d in got)
+        cur.execute("SELECT name, type FROM work_pool WHERE name IN ('gpu', 'cpu') ORDER BY name")
+        assert cur.fetchall() == [("cpu", "process"), ("gpu", "process")]
+
+
+@pytest.mark.slow
+def test_worker_polls_from_empty_dir(production_stack: ProductionStack, tmp_path: Path) -> None:
+    workdir = tmp_path / "worker-cpu"
+    workdir.mkdir()
+    # S3 credentials in the caller's environment must not reach the worker (worker.sh drops them)
+    leak = {"AWS_ACCESS_KEY_ID": "leak", "AWS_SECRET_ACCESS_KEY": "leak",
+            "MLFLOW_S3_ENDPOINT_URL": production_stack.s3_endpoint}
+    proc = production_stack.start_worker("cpu", workdir, name="test-cpu-1", extra_env=leak)
+    t0 = time.monotonic()
+    workers: list[dict] = []
+    while time.monotonic() - t0 < 90 and not workers:
+        assert proc.poll() is None, (production_stack.root / "worker-test-cpu-1.log").read_text()
+        workers = [w for w in production_stack.pool_workers("cpu") if w["name"] == "test-cpu-1"]
+        time.sleep(1)
+    print(f"worker polling after {time.monotonic() - t0:.1f} s")
+    assert workers and workers[0]["status"] == "ONLINE", workers
+    assert production_stack.pool_workers("gpu") == []
+
+    # the exec'd `prefect worker` process: its working directory and the environment it hands
+    # to flow runs (no S3 credentials)
+    assert Path(os.readlink(f"/proc/{proc.pid}/cwd")) == workdir
+    raw = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+    env = dict(e.decode().split("=", 1) for e in raw if b"=" in e)
+    for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLL_DATA_DIR", "HF_HOME", "HF_ENDPOINT"):
+        assert env[k] == production_stack.env[k], k
+    assert env["MLL_WORKER_NAME"] == "test-cpu-1"
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "MLFLOW_S3_ENDPOINT_URL"} & env.keys()
+
+    production_stack.stop_worker(proc)
+    assert proc.returncode is not None
+
+
+# ---- fast checks of the scripts themselves (no servers) --------------------------------------
+
+def _script_vars(text: str) -> set[str]:
+    found = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", text))
+    for names in re.findall(r"^\s*need_var ([A-Z0-9_ ]+)$", text, re.MULTILINE):
+        found |= set(names.split())
+    return found
+
+
+def test_env_example_documents_every_variable() -> None:
+    used: set[str] = set()
+    for script in DEPLOY.glob("*.sh"):
+        used |= _script_vars(script.read_text())
+    used -= {"PATH", "BASH_SOURCE", "DEPLOY_DIR"}
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (DEPLOY / "env.example").read_text(),
+                                re.MULTILINE))
+    assert used - documented == set()
+
+
+@pytest.mark.parametrize(("script", "var"), [("mlflow-server.sh", "MLFLOW_BACKEND_STORE_URI"),
+                                             ("prefect-server.sh",
+                                              "PREFECT_API_DATABASE_CONNECTION_URL"),
+                                             ("prefect-deploy.sh", "PREFECT_API_URL"),
+                                             ("worker.sh", "WORKER_POOL")])
+def test_scripts_name_a_missing_variable(script: str, var: str) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "MLFLOW_", "WORKER_", "PG_"))}
+    r = subprocess.run(["bash", str(DEPLOY / script)], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2
+    assert var in r.stderr and "deploy/env.example" in r.stderr, r.stderr
