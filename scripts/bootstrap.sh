@@ -13,9 +13,9 @@ export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_HUB_DISABLE_TELEMETRY=1
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-# 1. System packages: WordNet 3.0 dict files, the demo's emoji image sources, and chromium for
-#    the UI screenshot test (Debian/Ubuntu).
-pkgs="wordnet-base wordnet-sense-index fonts-noto-color-emoji fonts-symbola ruby-gemojione chromium"
+# 1. System packages: WordNet 3.0 dict files, the demo's emoji image sources, chromium for
+#    the UI screenshot test, and PostgreSQL for the production-stack test (deploy/; Debian/Ubuntu).
+pkgs="wordnet-base wordnet-sense-index fonts-noto-color-emoji fonts-symbola ruby-gemojione chromium postgresql"
 missing=""
 if command -v dpkg-query >/dev/null; then
   for p in $pkgs; do
