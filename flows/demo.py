@@ -81,7 +81,7 @@ def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device) -> dict[
     graph = ensure_graph()
     graph_path = str(demo_graph_path())
     labelled = label_new_models(source="local", local_root=str(demo_hub_dir()),
-                                graph_path=graph_path, device=device)
+                                graph=graph_path, device=device)
     out: dict[str, Any] = {"graph": graph, "labelling": {k: labelled[k] for k in
                                                         ("found", "labelled")}, "tasks": []}
     for name in tasks or list(DEMO_TASKS):
@@ -89,7 +89,7 @@ def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device) -> dict[
         spec = yaml.safe_load(f.read_text())
         sel = select_models(task_name=name, classes=spec["classes"], domain=spec["domain"],
                             task_type=spec["task"], data_path=spec["data"],
-                            graph_path=graph_path, device=device)
+                            graph=graph_path, device=device)
         base = baselines(str(f), graph_path)
         out["tasks"].append({"task": name, "mlflow_run_id": sel["mlflow_run_id"],
                              "ensemble_top1": sel["reuse"]["ensemble"]["top1"],

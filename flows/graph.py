@@ -1,4 +1,6 @@
-"""The graph flow: build (or rebuild) a semantic graph bundle from sample datasets."""
+"""The graph flows: build a semantic graph bundle from sample datasets; publish one to the registry
+(tables and sample-image shards in the tracking server's artifact store) so workers that share no
+disk fetch it by version."""
 
 from __future__ import annotations
 
@@ -28,3 +30,14 @@ def build_graph(sources: list[str] | None = None, demo: bool = False, out: str |
     print(f"graph {summary['version']}: {summary['nodes']} nodes, {summary['images']} images "
           f"-> {summary['path']}")
     return summary
+
+
+@flow(name="publish-graph", log_prints=True, flow_run_name="publish graph {bundle}")
+def publish_graph(bundle: str = "demo", default: bool = False) -> dict[str, Any]:
+    """Publish a graph bundle (a directory this worker can read, or `demo`) by version."""
+    clean_env()
+    out = app().publish_graph(bundle, default=default)
+    print(f"graph {out['graph_version']}: {'published' if out['created'] else 'already published'}"
+          f", registry version {out['registry_version']}, {out['images']} images in "
+          f"{out['shards']} shard(s){' (default)' if out['default'] else ''}")
+    return out

@@ -1,9 +1,11 @@
 """Labelling flows: discover new open_clip models, label each once, register it, push its card.
 
-``label-new-models`` runs on a schedule: it lists models published since the last watermark, skips
-those already labelled for this graph, and fans out one ``label-model`` run per model through
-``run_deployment`` (to the GPU work pool) when it runs as a deployment, or runs them in-process as
-subflows when run locally. Only paths and refs travel between tasks, never tensors.
+``label-new-models`` runs on a schedule: page after page, it lists the models published since the
+watermark (kept in the tracking server), skips those already labelled for this graph, fans out one
+``label-model`` run per model through ``run_deployment`` (to the GPU work pool) when it runs as a
+deployment (in-process subflows when run locally), and records the page: the watermark moves on and
+the failures are kept for the next runs. Only refs and versions travel between tasks, never tensors
+or paths: a worker gets the graph by version from the registry.
 """
 
 from __future__ import annotations
@@ -16,33 +18,57 @@ from prefect.runtime import deployment
 from pydantic import Field
 
 from flows._settings import app, clean_env, progress_logger
+from mll_registry.graph_store import is_graph_version
 from mll_registry.settings import DEFAULTS
+
+GraphParam = Annotated[str, Field(
+    description="Graph: a published graph version, `default` (the registry's default graph) or a "
+                "bundle directory the worker can read")]
 
 
 # Retries: one layer per remote service, in the library (mll_registry.retries: the Hub and
 # MLflow calls retry transient failures with backoff); tasks here do not retry on top of it.
 @task
-def discover(source: str, local_root: str | None, limit: int,
-             watermark_path: str | None) -> list[dict[str, Any]]:
-    """New models since the watermark, as refs (Hub listing is I/O: retried)."""
-    return app().discover(source, local_root=local_root, limit=limit,
-                          watermark_path=watermark_path)
+def graph_version(graph: str) -> str:
+    """The graph version every page and worker of this run uses (fetched and cached here)."""
+    return app().graph(graph).version
 
 
 @task
-def unlabelled(models: list[dict[str, Any]], graph_path: str | None) -> list[dict[str, Any]]:
+def discovery_state(source: str, local_root: str | None, graph: str) -> dict[str, Any]:
+    """Where discovery of the source for the graph stands (in the tracking server, shared by
+    every worker)."""
+    return app().discovery_state(source, local_root, graph)
+
+
+@task
+def discover(source: str, local_root: str | None, page_size: int, state: dict[str, Any],
+             retry_failed: bool) -> list[dict[str, Any]]:
+    """The next page of new models after the watermark (and the failed ones to retry)."""
+    return app().discover(source, local_root, page_size, state, retry_failed=retry_failed)
+
+
+@task
+def unlabelled(models: list[dict[str, Any]], graph: str) -> list[dict[str, Any]]:
     """Drop the models whose label key (revision, graph, settings) is already registered."""
-    return app().unlabelled(models, graph_path)
+    return app().unlabelled(models, graph)
 
 
 @task
-def label_and_register_task(model_ref: str, graph_path: str | None, device: str,
+def record_page(state: dict[str, Any], page: list[dict[str, Any]], errors: dict[str, str],
+                labelled: int) -> dict[str, Any]:
+    """Move the watermark past the page and keep its failures for the next runs."""
+    return app().record_discovery(state, page, errors, labelled)
+
+
+@task
+def label_and_register_task(model_ref: str, graph: str, device: str,
                             force: bool) -> dict[str, Any]:
     """Download, label and register one model (idempotent: a rerun is safe)."""
     import os
 
     a = app(device=device)
-    out = a.label(model_ref, graph_path, force=force, progress=progress_logger(model_ref))
+    out = a.label(model_ref, graph, force=force, progress=progress_logger(model_ref))
     out["worker"] = os.environ.get("MLL_WORKER_NAME", "")
     if out.get("run_id") and out["worker"]:
         a.registry().client.set_tag(out["run_id"], "mll.worker", out["worker"])
@@ -64,15 +90,14 @@ def push_card_task(model_ref: str, label_path: str, create_pr: bool) -> dict[str
 def label_model(
     model_ref: Annotated[str, Field(description="hf-hub:ORG/NAME[@REVISION], local-dir:PATH or "
                                                 "open_clip:ARCH/TAG")],
-    graph_path: Annotated[str | None, Field(description="Graph bundle (default: the demo "
-                                                        "graph)")] = None,
+    graph: GraphParam = "default",
     device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
     force: Annotated[bool, Field(description="Relabel even if registered")] = False,
     push_card: Annotated[bool, Field(description="Open a card PR on the Hub")] = False,
 ) -> dict[str, Any]:
     """Label one model on the graph and register it in MLflow; optionally push its card."""
     clean_env()
-    out = label_and_register_task(model_ref, graph_path, device, force)
+    out = label_and_register_task(model_ref, graph, device, force)
     get_run_logger().info("%s: %s (version %s)", model_ref, out["status"], out.get("version"))
     if push_card and model_ref.startswith("hf-hub:") and out["status"] == "labelled":
         out["card"] = push_card_task(model_ref, out["path"], create_pr=True)
@@ -99,42 +124,74 @@ def _wait_all(run_ids: list[Any], timeout: float = 6 * 3600, poll: float = 2.0) 
     return [finished[r] for r in run_ids]
 
 
-@flow(name="label-new-models", log_prints=True,
-      flow_run_name="label new models from {source}")
-def label_new_models(
-    source: Annotated[Literal["hf", "local"], Field(
-        description="hf: the Hub (or HF_ENDPOINT); local: a folder of ORG/NAME models")] = "hf",
-    local_root: Annotated[str | None, Field(description="The folder, for source=local")] = None,
-    limit: Annotated[int, Field(ge=1, le=10_000, description="Models per run")] = 100,
-    graph_path: Annotated[str | None, Field(description="Graph bundle")] = None,
-    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
-    deployment_name: Annotated[str, Field(
-        description="Deployment that labels one model")] = "label-model/label-model-gpu",
-    watermark_path: Annotated[str | None, Field(description="Watermark file")] = None,
-    push_card: Annotated[bool, Field(description="Open card PRs on the Hub")] = False,
-) -> dict[str, Any]:
-    """Discover newly published models, skip the labelled ones, label the rest once each."""
-    clean_env()
-    log = get_run_logger()
-    found = discover(source, local_root, limit, watermark_path)
-    todo = unlabelled(found, graph_path)
-    log.info("%d new models, %d to label", len(found), len(todo))
-    params = [{"model_ref": m["ref"], "graph_path": graph_path, "device": device,
-               "push_card": push_card} for m in todo]
-    if deployment.id is not None and todo:  # a deployment: fan out to the work pool
+def _label_page(params: list[dict[str, Any]], deployment_name: str) -> dict[str, str]:
+    """Label a page of models, one ``label-model`` run each; returns ref -> error of failures."""
+    if not params:
+        return {}
+    if deployment.id is not None:  # a deployment: fan out to the work pool
         from prefect.deployments import run_deployment
 
         runs = [run_deployment(deployment_name, parameters=p, timeout=0,
                                flow_run_name=f"label {p['model_ref'].rsplit('/', 1)[-1]}")
                 for p in params]
         done = _wait_all([r.id for r in runs])  # type: ignore[union-attr]  # sync call
-        states = {str(r.name): r.state.type.value if r.state else "?" for r in done}
-        failed = [n for n, s in states.items() if s != "COMPLETED"]
-        if failed:
-            raise RuntimeError(f"label-model failed for {failed}")
-        results: list[Any] = list(states.items())
-    else:  # local: in-process subflows
-        results = [label_model(**p) for p in params]
-    if watermark_path and found:
-        app().advance_watermark(watermark_path, found)
-    return {"found": len(found), "labelled": len(todo), "results": results}
+        return {p["model_ref"]: f"{fr.state.type.value if fr.state else '?'}: "
+                                f"{(fr.state.message if fr.state else '') or ''}"[:500]
+                for p, fr in zip(params, done, strict=True)
+                if fr.state is None or not fr.state.is_completed()}
+    errors = {}  # local: in-process subflows
+    for p in params:
+        state = label_model(**p, return_state=True)
+        if not state.is_completed():
+            errors[p["model_ref"]] = f"{state.type.value}: {state.message or ''}"[:500]
+    return errors
+
+
+@flow(name="label-new-models", log_prints=True,
+      flow_run_name="label new models from {source}")
+def label_new_models(
+    source: Annotated[Literal["hf", "local"], Field(
+        description="hf: the Hub (or HF_ENDPOINT); local: a folder of ORG/NAME models")] = "hf",
+    local_root: Annotated[str | None, Field(description="The folder, for source=local")] = None,
+    page_size: Annotated[int, Field(ge=1, le=10_000, description=(
+        "Models listed, labelled and recorded per page"))] = DEFAULTS.discovery_page_size,
+    max_pages: Annotated[int, Field(ge=1, description="Pages per run at most")] = 1000,
+    graph: GraphParam = "default",
+    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
+    deployment_name: Annotated[str, Field(
+        description="Deployment that labels one model")] = "label-model/label-model-gpu",
+    push_card: Annotated[bool, Field(description="Open card PRs on the Hub")] = False,
+) -> dict[str, Any]:
+    """Label every model published since the last run, a page at a time, each once.
+
+    The watermark and the failed models live in the tracking server: every page moves the
+    watermark; a model that fails is reported and retried by the next runs.
+    """
+    clean_env()
+    log = get_run_logger()
+    version = graph_version(graph)
+    # `default` is pinned to the version it names now (the pointer may move during the run)
+    spec = version if is_graph_version(graph) else graph
+    state = discovery_state(source, local_root, version)
+    found = labelled = 0
+    failed: dict[str, str] = {}
+    for n in range(max_pages):
+        page = discover(source, local_root, page_size, state, retry_failed=n == 0)
+        if not page:
+            break
+        todo = unlabelled(page, spec)
+        errors = _label_page([{"model_ref": m["ref"], "graph": spec, "device": device,
+                               "push_card": push_card} for m in todo], deployment_name)
+        state = record_page(state, page, errors, len(todo) - len(errors))
+        found += len(page)
+        labelled += len(todo) - len(errors)
+        failed.update(errors)
+        log.info("page %d: %d models, %d labelled, %d failed; watermark %s", n + 1, len(page),
+                 len(todo) - len(errors), len(errors), state["watermark"])
+    out = {"graph_version": version, "found": found, "labelled": labelled,
+           "failed": failed, "given_up": state.get("given_up", []),
+           "watermark": state["watermark"]}
+    if failed:  # recorded first: the next runs retry them; the run shows red
+        raise RuntimeError(f"{len(failed)} of {found} models failed to label and will be "
+                           f"retried by the next runs: {sorted(failed)[:10]}")
+    return out

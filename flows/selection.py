@@ -23,13 +23,13 @@ from mll_registry.settings import DEFAULTS
 
 @task
 def run_selection(task_name: str, classes: list[str], domain: str, task_type: str, k: int,
-                  alpha: float, metric: str, top_n: int, graph_path: str | None,
+                  alpha: float, metric: str, top_n: int, graph: str,
                   unmatched: str) -> Any:
     from mll_registry.task import Task, TaskClass
 
     t = Task(task_name, [TaskClass(c) for c in classes], domain=domain, task=task_type)
     return app(k=k, alpha=alpha, metric=metric, top_n=top_n,
-               unmatched=unmatched).select(t, graph_path)
+               unmatched=unmatched).select(t, graph)
 
 
 def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -106,8 +106,9 @@ def select_models(
     unmatched: Annotated[Literal["fallback", "drop", "fail"], Field(
         description="Classes with no good match in the graph: best general models, leave "
                     "them out, or fail")] = DEFAULTS.unmatched,
-    graph_path: Annotated[str | None, Field(description="Graph bundle (default: the demo "
-                                                        "graph)")] = None,
+    graph: Annotated[str, Field(
+        description="Graph: a published graph version, `default` (the registry's default graph) "
+                    "or a bundle directory the worker can read")] = "default",
     device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
 ) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given."""
@@ -115,7 +116,7 @@ def select_models(
 
     clean_env()
     selection = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n,
-                              graph_path, unmatched)
+                              graph, unmatched)
     reuse = (ReuseResult.from_json(evaluate_ensemble(selection, data_path, device))
              if data_path else None)
     logged = log_run(selection, reuse)

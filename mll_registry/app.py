@@ -24,6 +24,7 @@ from mll_registry.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from mll_registry.graph import BuildReport, GraphConfig, SemanticGraph
+    from mll_registry.graph_store import GraphStore, PublishedGraph
     from mll_registry.label_index import ConceptHit, LabelIndex
     from mll_registry.label_stores import LabelStore
     from mll_registry.labeller import LabelConfig
@@ -119,11 +120,27 @@ class App:
     def root(self) -> str | None:
         return self.settings.data_dir
 
-    def graph(self, path: str | os.PathLike[str] | None = None) -> SemanticGraph:
-        """The graph bundle at ``path``, or the demo graph (built on first use)."""
+    def graph(self, spec: str | os.PathLike[str] | None = None) -> SemanticGraph:
+        """The graph ``spec`` names: a bundle directory, a published graph version or
+        ``default`` (fetched from the registry once, then cached by version), or ``demo``.
+        None is the demo graph (built on first use): the flows never pass None."""
         from mll_registry.demo.graph import load_graph
 
-        return load_graph(path, self.root)
+        s = str(spec) if spec is not None else None
+        if s in (None, "demo"):
+            return load_graph(None, self.root)
+        assert s is not None
+        from mll_registry.graph_store import is_graph_version
+
+        if is_graph_version(s) and not Path(s).exists():
+            return self.graph_store().fetch(s)[0]
+        return load_graph(s, self.root)
+
+    def graph_store(self) -> GraphStore:
+        """Published graphs in the registry's tracking server (a version's cache first)."""
+        from mll_registry.graph_store import GraphStore
+
+        return GraphStore(self.mlflow or self.registry, self.root)
 
     def _graph_of(self, graph: SemanticGraph | str | os.PathLike[str] | None) -> SemanticGraph:
         from mll_registry.graph import SemanticGraph
@@ -189,6 +206,27 @@ class App:
         g, rep = build_and_save(sets, path, config, progress=progress)
         return GraphBuild(g, rep, path)
 
+    def publish_graph(self, bundle: str | os.PathLike[str] | None = None, *,
+                      default: bool = False,
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Publish a graph bundle (default: the demo graph) and its sample images to the
+        registry's artifact store, so any worker can fetch it by version."""
+        from mll_registry.demo.graph import demo_graph_path
+
+        path = Path(bundle) if bundle is not None and str(bundle) != "demo" else None
+        g = self.graph(path)
+        pub, created = self.graph_store().publish(g, path or demo_graph_path(self.root),
+                                                  default=default, progress=progress)
+        return {**pub.to_dict(), "created": created}
+
+    def graphs(self) -> list[PublishedGraph]:
+        """The published graphs, newest first (``default`` marks the default graph)."""
+        return self.graph_store().list()
+
+    def set_default_graph(self, graph_version: str) -> PublishedGraph:
+        """Make a published graph version the one the flows use when given none."""
+        return self.graph_store().set_default(graph_version)
+
     # -- labelling -----------------------------------------------------------------------------
     def label(self, ref: str, graph: SemanticGraph | str | os.PathLike[str] | None = None, *,
               force: bool = False, allow_pickle: bool = False, same_as: str | None = None,
@@ -253,16 +291,51 @@ class App:
         return ({**asdict(key), "model_ref": model_ref, "path": str(path)}
                 if path is not None else None)
 
-    def discover(self, source: str, local_root: str | None = None, limit: int = 100,
-                 watermark_path: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-        """New models since the watermark as plain dicts (ref, revision, repo_id, created_at)."""
-        from mll_registry.discovery import HUB_SOURCES, Watermark
+    def _hub_source(self, source: str, local_root: str | None) -> Any:
+        from mll_registry.discovery import HUB_SOURCES
 
-        src = HUB_SOURCES.get(source)(local_root=local_root)
-        since = Watermark(watermark_path).load() if watermark_path else None
-        return [{"ref": m.ref, "revision": m.sha, "repo_id": m.repo_id,
+        return HUB_SOURCES.get(source)(local_root=local_root)
+
+    def discovery_state(self, source: str, local_root: str | None = None,
+                        graph_version: str = "") -> dict[str, Any]:
+        """Where discovery of ``source`` for a graph version stands (watermark, failed models),
+        read from the tracking server: every worker sees the same state. A new graph version
+        starts its own watermark (its labels are new work)."""
+        from mll_registry.discovery_state import DiscoveryLog
+
+        key = self._hub_source(source, local_root).key + (f"@{graph_version}" if graph_version
+                                                          else "")
+        return DiscoveryLog(self.registry()).load(key).to_dict()
+
+    def discover(self, source: str, local_root: str | None = None, page_size: int | None = None,
+                 state: dict[str, Any] | None = None, *,
+                 retry_failed: bool = False) -> list[dict[str, Any]]:
+        """The next page of new models after the state's watermark (oldest first, at most
+        ``page_size`` plus ties), and with ``retry_failed`` the failed models still to retry.
+        Without a state: the newest ``page_size`` models (a first look)."""
+        from mll_registry.discovery_state import DiscoveryState
+
+        st = DiscoveryState.from_dict(state) if state else None
+        src = self._hub_source(source, local_root)
+        retries = st.retries(self.settings.discovery_attempts) if st and retry_failed else []
+        seen = {m["ref"] for m in retries}
+        page = [{"ref": m.ref, "revision": m.sha, "repo_id": m.repo_id,
                  "created_at": m.created_at.isoformat()}
-                for m in src.list_new(since=since, limit=limit)]
+                for m in src.list_new(since=st.since() if st else None,
+                                      limit=page_size or self.settings.discovery_page_size)]
+        return retries + [m for m in page if m["ref"] not in seen]
+
+    def record_discovery(self, state: dict[str, Any], page: Sequence[dict[str, Any]],
+                         errors: dict[str, str], labelled: int) -> dict[str, Any]:
+        """Record a processed page in the tracking server: the watermark moves past it, failed
+        models are kept for the next runs. Returns the new state."""
+        from mll_registry.discovery_state import DiscoveryLog, DiscoveryState
+
+        st = DiscoveryState.from_dict(state)
+        st.record(page, errors)
+        DiscoveryLog(self.registry()).save(st, page, errors, labelled,
+                                           self.settings.discovery_attempts)
+        return {**st.to_dict(), "given_up": st.given_up(self.settings.discovery_attempts)}
 
     def unlabelled(self, models: Sequence[dict[str, Any]],
                    graph: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

@@ -32,7 +32,9 @@ console = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", envvar="MLL_DATA_DIR", help="Data directory for assets and bundles.")]
-GraphOpt = Annotated[Path | None, typer.Option(help="Graph bundle (default: the demo graph).")]
+GraphOpt = Annotated[str | None, typer.Option(
+    help="Graph: a bundle directory, a published graph version, `default` (the registry's default "
+         "graph) or `demo` [default: demo].")]
 DeviceOpt = Annotated[str | None, typer.Option(help=f"auto, cpu or cuda[:N] [default: {DEFAULTS.device}].")]
 
 
@@ -637,9 +639,76 @@ def registry_migrate(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> N
     console.print(f"{len(moved)} registered model(s) or version(s) updated")
 
 
+@graph_app.command("publish")
+def graph_publish(
+    bundle: Annotated[str, typer.Argument(help="Graph bundle directory, or `demo`.")] = "demo",
+    default: Annotated[bool, typer.Option(
+        "--default", help="Make it the default graph (what the flows use when given none).")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a graph and its sample images to the tracking server's artifact store."""
+    from rich.progress import Progress
+
+    a = _app(data_dir)
+    try:
+        with Progress(console=console, transient=True, disable=as_json) as prog:
+            task = prog.add_task("packing sample images", total=None)
+            out = a.publish_graph(bundle, default=default,
+                                  progress=lambda d, t: prog.update(task, completed=d, total=t))
+    except _known_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(out)
+        return
+    verb = "published" if out["created"] else "already published"
+    console.print(f"graph {out['graph_version']} {verb}: registry version "
+                  f"{out['registry_version']}, {out['images']} images in {out['shards']} shard(s) "
+                  f"({out['bytes'] / 1e6:.1f} MB), run {out['run_id']}"
+                  + (" [bold](default)[/]" if out["default"] else ""))
+
+
+@graph_app.command("list")
+def graph_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """The graphs published in the registry (the default one marked)."""
+    try:
+        graphs = _app(data_dir).graphs()
+    except _known_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit([g.to_dict() for g in graphs])
+        return
+    if not graphs:
+        console.print("no published graphs: `mll graph publish PATH --default` adds one")
+        return
+    t = Table(title="published graphs")
+    for c in ("graph version", "default", "nodes", "images", "sources", "MB", "published"):
+        t.add_column(c)
+    for g in graphs:
+        t.add_row(g.graph_version, "yes" if g.default else "", str(g.nodes), str(g.images),
+                  ", ".join(g.sources), f"{g.bytes / 1e6:.1f}", g.published_at)
+    console.print(t)
+
+
+@graph_app.command("default")
+def graph_default(
+    version: Annotated[str, typer.Argument(help="A published graph version.")],
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make a published graph the default one (what the flows use when given none)."""
+    try:
+        g = _app(data_dir).set_default_graph(version)
+    except _known_errors() as exc:
+        _fail(str(exc))
+    console.print(f"default graph: {g.graph_version} (registry version {g.registry_version})")
+
+
 @graph_app.command("info")
-def graph_info(path: Path, as_json: JsonOpt = False) -> None:
-    """Show a graph bundle's summary (verifies its version)."""
+def graph_info(path: Annotated[str, typer.Argument(
+        help="A bundle directory, a published graph version, `default` or `demo`.")],
+        as_json: JsonOpt = False) -> None:
+    """Show a graph's summary (verifies its version)."""
     try:
         g = _app().graph(path)
     except _known_errors() as exc:

@@ -127,11 +127,15 @@ def stream(paths: Sequence[Path], pipe: PixelPipeline, batches: Sequence[Sequenc
     """Yield ``(indices, uint8 (B, H, W, 3) tensor)`` per batch, in order, decoded ahead.
 
     ``workers`` = 0 decodes in this process (no overlap). On CUDA the batches are pinned.
+    A single batch is decoded in this process too: there is nothing to overlap it with, and
+    starting worker processes costs more than decoding it.
     """
     from torch.utils.data import DataLoader
 
     if not batches:
         return
+    if len(batches) == 1:
+        workers = 0
     loader: DataLoader[Any] = DataLoader(
         DecodedImages(paths, pipe), batch_sampler=batches, num_workers=workers,  # type: ignore[arg-type]
         pin_memory=device.startswith("cuda"), worker_init_fn=_worker_init if workers else None,

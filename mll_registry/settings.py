@@ -67,6 +67,10 @@ class Settings:
         retry_budget_s: total seconds one remote call may spend retrying before its error
         (a down server is reported within about this long); label_store: ``registry`` (MLflow) or
         ``local`` (the data dir); data_dir: assets and caches (None: ``MLL_DATA_DIR`` or XDG).
+    Discovery (scheduled labelling of new Hub models):
+        discovery_page_size: models listed, labelled and recorded per page (the watermark moves
+        after each page; the Hub's listing page size); discovery_attempts: scheduled runs that try
+        a model that fails to label before it is reported as given up.
     """
 
     templates: tuple[str, ...] = ("a photo of a {}.",)
@@ -92,6 +96,8 @@ class Settings:
     retry_budget_s: float = 60.0
     label_store: str = "registry"
     data_dir: str | None = None
+    discovery_page_size: int = 100
+    discovery_attempts: int = 3
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> origin
 
     def __post_init__(self) -> None:
@@ -108,6 +114,8 @@ class Settings:
             "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),
             "unmatched": self.unmatched in ("fallback", "drop", "fail"),
             "label_store": bool(self.label_store),
+            "discovery_page_size": self.discovery_page_size >= 1,
+            "discovery_attempts": self.discovery_attempts >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -182,6 +182,29 @@ MUTATIONS: tuple[Mutation, ...] = (
       "stop=stop_after_attempt(tries) | stop_after_delay(limit)",
       "stop=stop_after_attempt(tries)",
       ("tests/test_architecture.py::test_retries_stop_at_the_try_count_or_the_time_budget",)),
+    # -- published graphs and discovery (production) ---------------------------------------
+    M("graph-shard-unchecked", "a fetched shard is used without checking its sha256",
+      "mll_registry/graph_store.py", "    if h.hexdigest() != sha256:\n",
+      "    if False:\n",
+      ("tests/test_graph_store.py::test_a_damaged_shard_in_the_store_is_refused_and_nothing_is_cached",)),
+    M("graph-image-unchecked", "publishing packs an image that changed since the build",
+      "mll_registry/graph_store.py",
+      "        if hashlib.blake2b(data, digest_size=16).hexdigest() != digest:\n"
+      "            raise GraphError(f\"sample image {paths[row]} changed",
+      "        if False:\n            raise GraphError(f\"sample image {paths[row]} changed",
+      ("tests/test_graph_store.py::test_a_changed_image_is_refused_at_publish",)),
+    M("default-graph-is-demo", "a missing default graph falls back to the demo graph",
+      "mll_registry/app.py", '        if s in (None, "demo"):\n',
+      '        if s in (None, "demo", "default"):\n',
+      ("tests/test_graph_store.py::test_no_default_graph_is_a_clear_error",)),
+    M("watermark-stuck", "a recorded page does not move the watermark",
+      "mll_registry/discovery_state.py", "            self.watermark = newest.isoformat()\n",
+      "            pass\n",
+      ("tests/test_discovery.py::test_discovery_state_moves_the_watermark_and_keeps_failures_for_retry",)),
+    M("failures-forgotten", "a model that failed to label is not kept for retry",
+      "mll_registry/discovery_state.py", "            if ref in errors:\n",
+      "            if False:\n",
+      ("tests/test_discovery.py::test_discovery_state_moves_the_watermark_and_keeps_failures_for_retry",)),
 )
 
 

@@ -114,7 +114,7 @@ from conftest_free import build_small_graph
 from flows.labeling import label_model
 g = build_small_graph(Path({str(work)!r}))
 out = label_model(model_ref="local-dir:{ROOT / 'demo_hub' / 'mll-demo' / args.model}",
-                  graph_path=str(g), device="cpu", return_state=True)
+                  graph=str(g), device="cpu", return_state=True)
 from prefect.runtime import flow_run
 res = out.result()
 print("RESULT " + json.dumps({{"flow_run_id": str(out.state_details.flow_run_id),

@@ -264,3 +264,49 @@ def test_open_clip_refs_take_safetensors_and_refuse_pickles_before_downloading(
         hub.stop()
     with pytest.raises(ModelRefError, match="could not be fetched.*local-dir:PATH"):
         resolve("open_clip:ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path / "hf")
+
+
+# -- the shared discovery state (tracking server) --------------------------------------------------
+def _m(repo: str, minutes: int) -> dict:
+    return {"ref": f"hf-hub:{repo}@{'0' * 40}", "revision": "0" * 40, "repo_id": repo,
+            "created_at": (T0 + timedelta(minutes=minutes)).isoformat()}
+
+
+def test_discovery_state_moves_the_watermark_and_keeps_failures_for_retry() -> None:
+    from mll_registry.discovery_state import DiscoveryState
+
+    st = DiscoveryState("src")
+    page = [_m("o/a", 1), _m("o/b", 2), _m("o/c", 2)]
+    st.record(page, {page[0]["ref"]: "boom"})
+    assert st.since() == T0 + timedelta(minutes=2)  # past the whole page, failures included
+    assert st.at_watermark == ["o/b", "o/c"]
+    assert [m["repo_id"] for m in st.retries(3)] == ["o/a"]
+    assert st.failed[page[0]["ref"]]["attempts"] == 1 and st.failed[page[0]["ref"]]["error"]
+    # retried and failed twice more: given up (reported), no longer retried
+    for _ in range(2):
+        st.record(st.retries(3), {page[0]["ref"]: "boom again"})
+    assert st.retries(3) == [] and [f["repo_id"] for f in st.given_up(3)] == ["o/a"]
+    assert st.since() == T0 + timedelta(minutes=2)  # retries never move the watermark back
+    # a retry that succeeds is dropped from the failures
+    st2 = DiscoveryState.from_dict(st.to_dict())
+    st2.record([page[0]], {})
+    assert st2.failed == {} and st2.since() == T0 + timedelta(minutes=2)
+
+
+def test_discovery_state_round_trips_through_the_tracking_server(tmp_path: Path) -> None:
+    from mll_registry.discovery_state import DiscoveryLog, DiscoveryState
+    from mll_registry.mlflow_tracking import Tracking
+
+    log = DiscoveryLog(Tracking(f"sqlite:///{tmp_path / 'm.db'}", root=tmp_path))
+    assert log.load("src").watermark is None
+    st = DiscoveryState("src")
+    page = [_m("o/a", 1), _m("o/b", 5)]
+    st.record(page, {page[1]["ref"]: "HTTP 503"})
+    log.save(st, page, {page[1]["ref"]: "HTTP 503"}, labelled=1, max_attempts=3)
+    other = DiscoveryState("other")
+    other.record([_m("o/z", 9)], {})
+    log.save(other, [], {}, labelled=0, max_attempts=3)
+    back = log.load("src")  # a fresh reader (another worker) sees the same state
+    assert back.since() == T0 + timedelta(minutes=5)
+    assert list(back.failed) == [page[1]["ref"]] and back.failed[page[1]["ref"]]["attempts"] == 1
+    assert log.load("other").since() == T0 + timedelta(minutes=9)

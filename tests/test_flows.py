@@ -54,7 +54,7 @@ def labelled(world: dict[str, Path], graph: dict) -> dict:
     mp.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
     try:
         yield label_new_models(source="local", local_root=str(world["hub"]),
-                               graph_path=graph["path"], device="cpu")
+                               graph=graph["path"], device="cpu")
     finally:
         mp.undo()
 
@@ -74,11 +74,10 @@ def test_label_new_models_local_labels_each_once(world: dict[str, Path], graph: 
     monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
     g = graph
     first = labelled
-    assert first["found"] == 2 and first["labelled"] == 2
-    assert {r["status"] for r in first["results"]} == {"labelled"}
+    assert first["found"] == 2 and first["labelled"] == 2 and first["failed"] == {}
     again = label_new_models(source="local", local_root=str(world["hub"]),
-                             graph_path=g["path"], device="cpu")
-    assert again["found"] == 2 and again["labelled"] == 0  # already registered: a no-op
+                             graph=g["path"], device="cpu")
+    assert again["found"] == 0 and again["labelled"] == 0  # past the watermark: a no-op
     versions = Registry().labelled_versions(g["version"])
     assert sorted(v.name for v in versions) == sorted(
         registered_name(f"local-dir:{p}") for p in (world["hub"] / "mll-demo").iterdir())
@@ -98,7 +97,7 @@ def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], label
     for c in ("dog", "cat"):
         shutil.copytree(pets / c, data / c)
     out = select_models(task_name="dogs-and-cats", classes=["dog", "cat"], domain="cartoon emoji",
-                        k=1, data_path=str(data), graph_path=str(world["tmp"] / "graph"),
+                        k=1, data_path=str(data), graph=str(world["tmp"] / "graph"),
                         device="cpu")
     run = Registry().client.get_run(out["mlflow_run_id"])
     assert run.data.params["task"] == "dogs-and-cats" and run.data.params["k"] == "1"

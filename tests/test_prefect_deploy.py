@@ -120,7 +120,7 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path,
         start([str(BIN / "prefect"), "worker", "start", "--pool", "cpu", "--name", "wc"], "wc")
         cli("deployment", "run", "label-new-models/label-new-models-hourly",
             "--param", "source=local", "--param", f"local_root={tmp_path / 'hub'}",
-            "--param", f"graph_path={graph['path']}", "--param", "device=cpu",
+            "--param", f"graph={graph['path']}", "--param", "device=cpu",
             "--watch", "--watch-timeout", "900", timeout=960)
         reg = Registry(f"sqlite:///{data / 'mlflow.db'}", root=data)
         versions = reg.labelled_versions(graph["version"])
@@ -140,7 +140,7 @@ def test_deploy_workers_label_once_and_select(tmp_path: Path,
         cli("deployment", "run", "select-models/select-models",
             "--param", "task_name=deployed-pets", "--param", 'classes=["dog", "cat"]',
             "--param", "domain=cartoon emoji", "--param", f"data_path={data_dir}",
-            "--param", f"graph_path={graph['path']}", "--param", "device=cpu",
+            "--param", f"graph={graph['path']}", "--param", "device=cpu",
             "--watch", "--watch-timeout", "600", timeout=660)
         runs = reg.client.search_runs([reg.experiment("mll-selection")],
                                       "params.task = 'deployed-pets'")

@@ -1,0 +1,155 @@
+"""Scheduled discovery never misses a model: the `label-new-models` flow against a loopback Hub.
+
+The watermark and the failed models live in the tracking server (MLflow), not in a local file;
+the flow pages through everything published since the last run. The models are real open_clip
+models (tiny, seeded random init: labelling here is about bookkeeping, not accuracy).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import write_png
+from hub_server import start_hub, use_hub
+
+pytestmark = pytest.mark.slow
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    from mll_registry.demo.archs import build_tiny
+    from mll_registry.graph import SampleDataset, build_and_save
+    from mll_registry.model_loading import save_open_clip_dir
+
+    tmp = tmp_path_factory.mktemp("discovery-flow")
+    for i in range(2):
+        write_png(tmp / "src" / "dog.n.01" / f"{i}.png", 10 + i)
+        write_png(tmp / "src" / "n02121808" / f"{i}.png", 60 + i)
+    g, _ = build_and_save([SampleDataset("toy", tmp / "src")], tmp / "graph")
+    model, cfg = build_tiny("tiny-vit", seed=11)
+    d = save_open_clip_dir(model, cfg, tmp / "tiny")
+    files = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    files["README.md"] = b"---\nlibrary_name: open_clip\ntags: [clip]\n---\n# tiny\n"
+    return {"tmp": tmp, "graph": g, "bundle": str(tmp / "graph"), "files": files}
+
+
+def _registered(graph_version: str) -> dict[str, int]:
+    """repo id -> number of ready label versions, read from MLflow directly."""
+    from mlflow import MlflowClient
+
+    from mll_registry.mlflow_tracking import tracking_uri
+
+    out: dict[str, int] = {}
+    for v in MlflowClient(tracking_uri()).search_model_versions(
+            "tag.`mll.status` = 'ready'", max_results=10_000):
+        if v.tags.get("mll.graph_version") == graph_version:
+            repo = v.tags["mll.model_ref"].split(":", 1)[1].split("@")[0]
+            out[repo] = out.get(repo, 0) + 1
+    return out
+
+
+def test_a_burst_of_250_models_is_labelled_each_once_across_pages(world, tmp_path, monkeypatch):
+    from flows.labeling import label_new_models
+
+    monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    hub = start_hub({f"org/first-{i}": world["files"] for i in range(3)},
+                    created_at={f"org/first-{i}": T0 + timedelta(minutes=i) for i in range(3)},
+                    page_size=100)
+    try:
+        use_hub(monkeypatch, hub, cache_dir=tmp_path / "hf-cache")
+        run = dict(source="hf", graph=world["bundle"], device="cpu", page_size=100)
+        first = label_new_models(**run)
+        assert (first["found"], first["labelled"]) == (3, 3)
+        # 250 models published between two runs, more than two pages of 100
+        burst = {f"org/burst-{i:03d}": T0 + timedelta(hours=1, seconds=i) for i in range(250)}
+        for repo, t in burst.items():
+            hub.add_repo(repo, world["files"], created_at=t)
+        second = label_new_models(**run)
+        assert (second["found"], second["labelled"], second["failed"]) == (250, 250, {})
+        counts = _registered(world["graph"].version)
+        assert set(counts) == {f"org/first-{i}" for i in range(3)} | set(burst)
+        assert set(counts.values()) == {1}  # each model once
+        listings = [r for r in hub.requests if r.path.startswith("/api/models?")
+                    or r.path == "/api/models"]
+        assert listings, "the flow listed nothing"
+        third = label_new_models(**run)
+        assert (third["found"], third["labelled"]) == (0, 0)
+        assert _registered(world["graph"].version) == counts
+    finally:
+        hub.stop()
+
+
+def test_a_model_that_fails_is_reported_then_retried_by_the_next_run(world, tmp_path,
+                                                                     monkeypatch):
+    from flows.labeling import label_new_models
+    from mll_registry.app import App
+
+    monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLL_RETRY_BUDGET_S", "1")
+    hub = start_hub({"org/seed": world["files"]}, created_at={"org/seed": T0}, page_size=100)
+    repos = {"org/ok": T0 + timedelta(minutes=1), "org/flaky": T0 + timedelta(minutes=2),
+             "org/later": T0 + timedelta(minutes=3)}
+    try:
+        use_hub(monkeypatch, hub, cache_dir=tmp_path / "hf-cache")
+        run = dict(source="hf", graph=world["bundle"], device="cpu", page_size=2)
+        assert label_new_models(**run)["labelled"] == 1  # the first run sets the watermark
+        for r, t in repos.items():
+            hub.add_repo(r, world["files"], created_at=t)
+        hub.fail_next("*", r"^/api/models/org/flaky(/revision/.*)?$", status=503, times=1000)
+        with pytest.raises(Exception, match="1 of 3 models failed.*org/flaky"):
+            label_new_models(**run)
+        st = App.configured().discovery_state("hf", None, world["graph"].version)
+        assert [f["repo_id"] for f in st["failed"].values()] == ["org/flaky"]
+        assert st["failed"][next(iter(st["failed"]))]["attempts"] == 1
+        # the watermark moved past all three: the failure is kept, not the page held back
+        assert datetime.fromisoformat(st["watermark"]) == repos["org/later"]
+        assert set(_registered(world["graph"].version)) == {"org/seed", "org/ok", "org/later"}
+        hub._state.faults.clear()
+        again = label_new_models(**run)
+        assert (again["found"], again["labelled"], again["failed"]) == (1, 1, {})
+        st = App.configured().discovery_state("hf", None, world["graph"].version)
+        assert st["failed"] == {}
+        assert set(_registered(world["graph"].version).values()) == {1}
+        assert set(_registered(world["graph"].version)) == {"org/seed", *repos}
+    finally:
+        hub.stop()
+
+
+def test_flows_never_fall_back_to_the_demo_graph(tmp_path, monkeypatch):
+    from flows.labeling import label_model
+    from flows.selection import select_models
+
+    monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    for state in (label_model(model_ref="local-dir:/nonexistent", return_state=True),
+                  select_models(task_name="t", classes=["dog", "cat"], return_state=True)):
+        assert state.is_failed()
+        with pytest.raises(Exception, match="no default graph.*mll graph publish"):
+            state.result()
+    assert not (tmp_path / "data" / "graphs" / "demo").exists()
+    assert not (tmp_path / "data" / "demo").exists()
+
+
+def test_the_hourly_deployment_is_wired_to_discovery():
+    import yaml
+
+    spec = yaml.safe_load(Path("prefect.yaml").read_text())
+    d = next(x for x in spec["deployments"] if x["name"] == "label-new-models-hourly")
+    assert d["entrypoint"] == "flows/labeling.py:label_new_models"
+    assert d["schedules"][0]["cron"] == "0 * * * *"
+    assert "watermark_path" not in d["parameters"] and "limit" not in d["parameters"]
+    assert d["parameters"].get("graph", "default") == "default"
