@@ -197,7 +197,7 @@ class GraphStore:
         """Every published graph, newest first (one registry version per graph version)."""
         default = self._default_version()
         out = [_entry(v, default) for v in self._versions()
-               if (v.tags or {}).get("mll.status") == "ready"]
+               if (v.tags or {}).get("mll.published") == "true"]
         return sorted(out, key=lambda g: -g.registry_version)
 
     def find(self, spec: str) -> PublishedGraph | None:
@@ -251,7 +251,8 @@ class GraphStore:
                 self.client.log_metric(rid, "bytes", float(size))
                 self.client.log_metric(rid, "seconds", round(time.time() - t0, 3))
         shutil.rmtree(stage, ignore_errors=True)
-        mv = self._register(rid, {**tags, "mll.status": "ready"})
+        # not `mll.status`: that tag marks label versions, which the label queries search for
+        mv = self._register(rid, {**tags, "mll.published": "true"})
         created = mv is not None
         if default:
             return self.set_default(graph.version), created

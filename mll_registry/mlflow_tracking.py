@@ -85,6 +85,9 @@ class Tracking:
         # one retry layer per service: ours (retrying); MLflow's own HTTP retries would multiply
         # it (4 x 7 tries with backoff: a down server was reported after ~17 minutes)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        # against a server MLflow prints "View run ... at: URL" to stdout when a run ends, which
+        # would corrupt `--json` output (the runs' links are in the results instead)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
         self.root = root

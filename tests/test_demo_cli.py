@@ -77,7 +77,7 @@ def test_mll_demo_then_quick_second_run(tmp_path: Path, data_root: Path) -> None
     assert first["links"]["prefect"]["this demo run"].endswith(first["prefect_flow_run_id"])
 
     second, t2, _ = run()
-    assert second["labelling"] == {"found": 2, "labelled": 0}  # nothing relabelled
+    assert second["labelling"] == {"found": 0, "labelled": 0}  # past the watermark: nothing new
     assert second["tasks"][0]["mlflow_run_id"] == task["mlflow_run_id"]  # cached, not re-logged
     assert second["tasks"][0]["ensemble_top1"] == task["ensemble_top1"]
     assert t2 < t1

@@ -69,6 +69,9 @@ def test_publishing_twice_is_one_registry_entry_and_list_shows_the_default(built
     assert a.graphs()[0].default
     versions = a.registry().client.search_model_versions(f"name='{GRAPH_MODEL}'")
     assert len(versions) == 1 and versions[0].tags["mll.graph_version"] == g.version
+    # a published graph is no label: label queries and selection do not see it
+    assert a.registry().labelled_versions() == []
+    assert a.registry().labelled_versions(g.version) == []
 
 
 def test_no_default_graph_is_a_clear_error(tmp_path, monkeypatch):

@@ -168,6 +168,7 @@ def test_the_hourly_deployment_labels_each_model_once_on_workers_that_share_noth
     versions = [v for v in client.search_model_versions("tag.`mll.status` = 'ready'",
                                                         max_results=1000)
                 if v.tags.get("mll.graph_version") == version]
+    assert all(v.tags.get("mll.model_ref") for v in versions), "a non-label version is listed"
     repos = sorted(v.tags["mll.model_ref"].split(":", 1)[1].split("@")[0] for v in versions
                    if v.tags["mll.model_ref"].startswith("hf-hub:"))
     assert repos == prod["repos"]
