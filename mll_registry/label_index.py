@@ -116,7 +116,20 @@ class LabelIndex:
         current = self.registry.latest_per_model(self.graph_version, self.label_hash)
         t1 = time.perf_counter()
         if self._signature(current) != self._signature(self.versions) or not self.versions:
-            self._build(current)
+            from filelock import FileLock
+
+            # one builder per data dir: concurrent queries (threads, processes) wait for it and
+            # read what it wrote, instead of each downloading every summary again
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.path.parent / f"{self.path.name}.lock")):
+                if (self.path / "index.npz").is_file():
+                    self._load()
+                if self._signature(current) != self._signature(self.versions) or not self.versions:
+                    self._build(current)
+                self.checked_at = time.time()
+                self._save_meta()
+            self.build_stats["version_check_s"] = round(t1 - t0, 4)
+            return self
         self.checked_at = time.time()
         self._save_meta()
         self.build_stats["version_check_s"] = round(t1 - t0, 4)

@@ -550,18 +550,26 @@ class Registry(Tracking):
 
     def download_summary(self, v: LabelledVersion) -> pd.DataFrame:
         """The per-node summary table of a version (cached by run id)."""
+        import shutil
+        import tempfile
+
         import mlflow
 
         dest = data_dir(self.root) / "cache" / "registry-summaries" / v.run_id
         f = dest / "summary.parquet"
         if not f.is_file():
             dest.mkdir(parents=True, exist_ok=True)
-            self.call(lambda: mlflow.artifacts.download_artifacts(
-                run_id=v.run_id, artifact_path="label/summary.parquet", dst_path=str(dest),
-                tracking_uri=self.uri), "download summary")
-            got = dest / "label" / "summary.parquet"
-            if got.is_file():
+            # a private download, renamed into place whole: concurrent readers of this data dir
+            # (threads, processes) never see a half-written file, and a killed one leaves none
+            tmp = Path(tempfile.mkdtemp(prefix=f".summary.{os.getpid()}.", suffix=".tmp",
+                                        dir=dest))
+            try:
+                got = self.call(lambda: mlflow.artifacts.download_artifacts(
+                    run_id=v.run_id, artifact_path="label/summary.parquet", dst_path=str(tmp),
+                    tracking_uri=self.uri), "download summary")
                 os.replace(got, f)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         return pd.read_parquet(f)
 
     # -- the LabelStore port -----------------------------------------------------------------
