@@ -33,6 +33,17 @@ DIFFERENT, SAME = 8, 4
 QUERIES = 50
 
 
+def status_counts(access_log: Path) -> dict[str, int]:
+    """HTTP status classes in the MLflow server's access log (uvicorn lines)."""
+    import re
+
+    out: dict[str, int] = {}
+    for m in re.finditer(r'HTTP/1\.[01]" (\d)\d\d', access_log.read_text(errors="replace")):
+        k = f"{m.group(1)}xx"
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
 def make_models(out: Path, n: int) -> list[Path]:
     """``n`` small real open_clip models (seeded random init: this measures bookkeeping)."""
     from mll_registry.demo.archs import build_tiny
@@ -138,6 +149,7 @@ def main() -> None:
             App(Settings(data_dir=str(work / "pub"))).publish_graph(work / "bundle",
                                                                     default=True)
             out = run_load(stack.mlflow_uri, g.version, work / "load")
+            out["server_answers"] = status_counts(stack.root / "mlflow.log")
     failed = [r for r in out["results"] if r["rc"] != 0]
     one = all(n == 1 for n in out["versions_per_key"].values())
     print(json.dumps({k: v for k, v in out.items() if k not in ("results", "latency_s",
@@ -151,13 +163,14 @@ def main() -> None:
                 "concurrent `mll label` processes; queries: 50 concurrent "
                 "`App.query_best(refresh=True)` threads.\n\n"
                 "| date | machine | registrations ok | label keys / versions | 12 registrations "
-                "wall s | cold query s | query p50 s | query p95 s | 50 queries wall s |\n"
-                "|---|---|---|---|---|---|---|---|---|\n",
+                "wall s | cold query s | query p50 s | query p95 s | 50 queries wall s | "
+                "MLflow server answers |\n"
+                "|---|---|---|---|---|---|---|---|---|---|\n",
                 [f"{stamp()} | {len(out['results']) - len(failed)}/{len(out['results'])} | "
                  f"{len(out['versions_per_key'])} / {sum(out['versions_per_key'].values())} | "
                  f"{out['register_s']:.1f} | {out['cold_query_s']:.2f} | {out['p50_s']:.2f} | "
-                 f"{out['p95_s']:.2f} | "
-                 f"{out['query_wall_s']:.1f}"])
+                 f"{out['p95_s']:.2f} | {out['query_wall_s']:.1f} | "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(out["server_answers"].items()))])
 
 
 if __name__ == "__main__":
