@@ -83,6 +83,14 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, hex (read in blocks: any size)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def write_text(target: str | os.PathLike[str], text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``target``."""
     with atomic_path(target) as tmp:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mll_registry.config import data_dir
+from mll_registry.fsutil import sha256_file
 from mll_registry.graph import GraphError, SemanticGraph
 
 if TYPE_CHECKING:
@@ -116,13 +117,10 @@ def pack_shards(graph: SemanticGraph, out: Path, shard_bytes: int = SHARD_BYTES,
             return
         state["writer"].close()
         tmp: Path = state["file"]
-        h = hashlib.sha256()
-        with open(tmp, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        name = f"{h.hexdigest()}.tar"
+        digest = sha256_file(tmp)
+        name = f"{digest}.tar"
         os.replace(tmp, out / name)
-        shards.append({"name": name, "sha256": h.hexdigest(), "bytes": (out / name).stat().st_size,
+        shards.append({"name": name, "sha256": digest, "bytes": (out / name).stat().st_size,
                        "images": state["keys"]})
         state.update(writer=None, file=None, size=0, keys=0)
 
@@ -382,11 +380,7 @@ class GraphStore:
 
 def _extract(shard: Path, sha256: str, targets: dict[str, list[Path]], version: str) -> None:
     """Check a shard's sha256, then write each image it holds (checked by digest) to its paths."""
-    h = hashlib.sha256()
-    with open(shard, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != sha256:
+    if sha256_file(shard) != sha256:
         raise GraphError(f"shard {shard.name} of published graph {version} fails its sha256 "
                          "(the artifact store holds a damaged copy); republish the graph")
     with tarfile.open(shard, "r:") as tar:

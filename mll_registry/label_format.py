@@ -31,18 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mll_registry.fsutil import atomic_dir, read_json_object
+from mll_registry.fsutil import atomic_dir, read_json_object, sha256_file
 
 FORMAT = "mll-label/1"
 _ARRAYS = ("topk_idx", "topk_score", "member_score")
 _CHECKED = ("label.safetensors", "summary.parquet")  # sha256 recorded in meta.json
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def checksum_mismatch(path: str | os.PathLike[str], meta: dict[str, Any] | None = None
@@ -54,7 +47,7 @@ def checksum_mismatch(path: str | os.PathLike[str], meta: dict[str, Any] | None 
         meta = read_json_object(path / "meta.json")
     sums = meta.get("checksums") or {}
     for f in _CHECKED:
-        if f in sums and (not (path / f).is_file() or _sha256(path / f) != sums[f]):
+        if f in sums and (not (path / f).is_file() or sha256_file(path / f) != sums[f]):
             return f
     return None
 
@@ -142,7 +135,7 @@ class ModelLabel:
                       str(tmp / "label.safetensors"),
                       metadata={"format": FORMAT, "graph_version": self.graph_version})
             self.summary.to_parquet(tmp / "summary.parquet", index=False)
-            sums = {f: _sha256(tmp / f) for f in _CHECKED}
+            sums = {f: sha256_file(tmp / f) for f in _CHECKED}
             (tmp / "meta.json").write_text(
                 json.dumps({**self.meta, "format": FORMAT, "checksums": sums}, indent=2,
                            sort_keys=True, default=str) + "\n", encoding="utf-8")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mll_registry.errors import ModelRefError, PickledWeightsRefused, UnsafeModelError
+from mll_registry.fsutil import sha256_file as file_digest  # noqa: F401 - for schemes/plugins
 from mll_registry.model_config import validate_config
 from mll_registry.plugins import Plugins
 
@@ -164,14 +165,6 @@ def source_of(model_ref: str) -> str:
         return ModelRef.parse(model_ref).source
     except ValueError:
         return ""
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pick_weights(files: list[str], where: str, allow_pickle: bool) -> str:

@@ -184,7 +184,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       ("tests/test_architecture.py::test_retries_stop_at_the_try_count_or_the_time_budget",)),
     # -- published graphs and discovery (production) ---------------------------------------
     M("graph-shard-unchecked", "a fetched shard is used without checking its sha256",
-      "mll_registry/graph_store.py", "    if h.hexdigest() != sha256:\n",
+      "mll_registry/graph_store.py", "    if sha256_file(shard) != sha256:\n",
       "    if False:\n",
       ("tests/test_graph_store.py::test_a_damaged_shard_in_the_store_is_refused_and_nothing_is_cached",)),
     M("graph-image-unchecked", "publishing packs an image that changed since the build",
