@@ -35,10 +35,10 @@ def graph_version(graph: str) -> str:
 
 
 @task
-def discovery_state(source: str, local_root: str | None, graph: str) -> dict[str, Any]:
-    """Where discovery of the source for the graph stands (in the tracking server, shared by
-    every worker)."""
-    return app().discovery_state(source, local_root, graph)
+def discovery_state(source: str, local_root: str | None, version: str) -> dict[str, Any]:
+    """Where discovery of the source for the graph version stands (in the tracking server,
+    shared by every worker)."""
+    return app().discovery_state(source, local_root, version)
 
 
 @task

@@ -349,17 +349,6 @@ class App:
         return [m for m in models if reg.find_labelled(
             registered_name(source_of(m["ref"])), m["revision"], g.version, h) is None]
 
-    def advance_watermark(self, watermark_path: str | os.PathLike[str],
-                          found: Sequence[dict[str, Any]]) -> None:
-        """Move the watermark past ``found`` (after they were processed)."""
-        from datetime import datetime
-
-        from mll_registry.discovery import HubModel, Watermark
-
-        Watermark(watermark_path).advance([HubModel(
-            m["repo_id"], m["revision"], datetime.fromisoformat(m["created_at"]), None, (),
-            m["ref"]) for m in found if m.get("created_at")])
-
     # -- selection and reuse -------------------------------------------------------------------
     def labels(self, graph: SemanticGraph, store: str | None = None, *,
                mapped: bool = False) -> dict[str, Any]:
