@@ -251,8 +251,9 @@ class Registry(Tracking):
                 s.sort_values("acc1", ascending=False).to_csv(Path(tmp) / "summary.csv",
                                                               index=False)
                 concept_plot(s, Path(tmp) / "concepts.png", title=name)
-                self.client.log_artifact(rid, str(Path(tmp) / "summary.csv"))
-                self.client.log_artifact(rid, str(Path(tmp) / "concepts.png"))
+                for name in ("summary.csv", "concepts.png"):  # uploads retried like every call
+                    self.call(functools.partial(self.client.log_artifact, rid,
+                                                str(Path(tmp) / name)), f"upload {name}")
             model = self._log_label_model(rid, name, label_dir, tags)
         return rid, model
 
