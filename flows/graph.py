@@ -41,3 +41,32 @@ def publish_graph(bundle: str = "demo", default: bool = False) -> dict[str, Any]
           f", registry version {out['registry_version']}, {out['images']} images in "
           f"{out['shards']} shard(s){' (default)' if out['default'] else ''}")
     return out
+
+
+@task(task_run_name="label {model_ref} on {graph_version}")
+def label_on(model_ref: str, graph_version: str) -> dict[str, Any]:
+    """Label one model on the child graph (incrementally, from its label on the parent)."""
+    return app().label(model_ref, graph_version)
+
+
+@flow(name="extend-graph", log_prints=True, flow_run_name="extend graph {base}")
+def extend_graph(base: str = "default", sources: list[str] | None = None, demo: bool = False,
+                 default: bool = False, relabel: bool = True) -> dict[str, Any]:
+    """Grow graph ``base`` with new sample sources (NAME=PATH on this worker; ``demo``: the demo's
+    extension concepts), publish the child, and (``relabel``) label every model labelled on
+    the parent on the child: incrementally, only new images and node texts are encoded."""
+    clean_env()
+    out = app().extend_graph(base, sources or [], demo=demo, publish=True, default=default)
+    d = out["delta"]
+    print(f"graph {out['version']} (child of {out['parent']}): +{d['n_added_nodes']} nodes, "
+          f"+{d['added_images']} images; published{' as the default' if default else ''}")
+    labelled = []
+    if relabel:
+        for ref in app().labelled_models(out["parent"]):
+            r = label_on(ref, out["version"])
+            inc = r.get("incremental") or {}
+            print(f"{ref}: {r['status']}, {r.get('images_encoded', 0)} images encoded"
+                  + (f", {inc.get('images_reused')} reused" if inc else ""))
+            labelled.append({k: r.get(k) for k in ("model", "status", "images_encoded",
+                                                  "incremental", "name", "version")})
+    return {**out, "labelled": labelled}

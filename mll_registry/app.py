@@ -12,6 +12,7 @@ name in their port tables (:data:`~mll_registry.model_refs.SCHEMES`,
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,9 +23,13 @@ from typing import TYPE_CHECKING, Any
 from mll_registry.plugins import Plugins
 from mll_registry.settings import Settings, load_settings
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from mll_registry.graph import BuildReport, GraphConfig, SemanticGraph
     from mll_registry.graph_store import GraphStore, PublishedGraph
+    from mll_registry.graph_lineage import GraphDelta
+    from mll_registry.label_embeddings import LabelEmbeddings
     from mll_registry.label_index import ConceptHit, LabelIndex
     from mll_registry.label_stores import LabelStore
     from mll_registry.labeller import LabelConfig
@@ -219,6 +224,48 @@ class App:
                                                   default=default, progress=progress)
         return {**pub.to_dict(), "created": created}
 
+    def extend_graph(self, base: str | os.PathLike[str], sources: Sequence[str] = (), *,
+                     demo: bool = False, out: str | os.PathLike[str] | None = None,
+                     publish: bool = False, default: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Grow graph ``base`` (a bundle, version, ``default`` or ``demo``) with new sample
+        sources ``NAME=PATH`` (``demo``: the demo's 60 extension concepts) into a child bundle;
+        with ``publish`` it is published too (``default``: as the default graph)."""
+        from mll_registry.config import graphs_dir
+        from mll_registry.graph import SampleDataset
+        from mll_registry.graph_lineage import extend_and_save
+
+        sets = [SampleDataset.parse(s) for s in sources]
+        if demo:
+            from mll_registry.demo.graph import demo_extension_sources
+
+            sets += demo_extension_sources(self.root)
+        parent = self.graph(base)
+        path = Path(out) if out else graphs_dir(self.root) / (
+            f"{parent.version}+" + "-".join(s.name for s in sets))
+        child, report, delta = extend_and_save(parent, sets, path, progress)
+        out_d: dict[str, Any] = {**child.summary(), "parent": parent.version, "path": str(path),
+                                 "seconds": report.seconds, "delta": delta.to_dict(full=False)}
+        if publish:
+            out_d["published"] = self.publish_graph(path, default=default)
+        return out_d
+
+    def labelled_models(self, graph_version: str, store: str | None = None) -> list[str]:
+        """Model refs the label store holds a label of on ``graph_version`` (current settings)."""
+        from mll_registry.mlflow_labels import Registry
+
+        st = self.label_store(store)
+        label_hash = self.label_config().label_hash()
+        if isinstance(st, Registry):  # the registry's tags: no label is downloaded
+            return sorted({v.model_ref for v in st.latest_per_model(graph_version, label_hash)})
+        return sorted(st.list_labels(graph_version, label_hash))
+
+    def graph_diff(self, a: str | os.PathLike[str], b: str | os.PathLike[str]) -> GraphDelta:
+        """What changed from graph ``a`` to graph ``b`` (nodes by id, images by content)."""
+        from mll_registry.graph_lineage import diff_graphs
+
+        return diff_graphs(self.graph(a), self.graph(b))
+
     def graphs(self) -> list[PublishedGraph]:
         """The published graphs, newest first (``default`` marks the default graph)."""
         return self.graph_store().list()
@@ -231,11 +278,13 @@ class App:
     def label(self, ref: str, graph: SemanticGraph | str | os.PathLike[str] | None = None, *,
               force: bool = False, allow_pickle: bool = False, same_as: str | None = None,
               store: str | None = None, out: str | os.PathLike[str] | None = None,
-              progress: Progress | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, full: bool = False) -> dict[str, Any]:
         """Resolve, label (unless the store has this label key) and store one model.
 
         ``same_as`` registers a local copy under a Hub model after checking its bytes. ``out``
-        writes the label files there and stores nothing.
+        writes the label files there and stores nothing. On a graph extended from one the model
+        is labelled on, the label is computed incrementally from that label's embeddings (the
+        ``incremental`` setting; ``full`` labels in full).
 
         Returns a summary with ``status`` = ``labelled`` (stored by this call) or ``skipped``
         (the store had it); the version reported is ready and selectable.
@@ -253,18 +302,21 @@ class App:
             res = link_copy(res, same_as)
         key = LabelKey.of(res, g.version, cfg.label_hash())
         settings = {"label_hash": key.label_hash, "label_settings": self.settings.label_identity()}
-        if out is not None:
-            run, path = label_ref(res, g, cfg, out=out, root=self.root,
-                                  allow_pickle=allow_pickle, progress=progress)
-            return {"status": "labelled", **settings, **run.summary(path)}
         st = self.label_store(store)
+        incremental = self.settings.incremental and not full
+        if out is not None:
+            reuse = self.parent_embeddings(st, key, g) if incremental else None
+            run, path = label_ref(res, g, cfg, out=out, root=self.root,
+                                  allow_pickle=allow_pickle, progress=progress, reuse=reuse)
+            return {"status": "labelled", **settings, **run.summary(path)}
         if not force:
             old = self._stored(st, key, str(res.ref))
             if old is not None:
                 return {"status": "skipped", "reason": "already labelled with these settings",
                         **settings, **old}
+        reuse = self.parent_embeddings(st, key, g) if incremental else None
         run, path = label_ref(res, g, cfg, root=self.root, allow_pickle=allow_pickle,
-                              progress=progress)
+                              progress=progress, reuse=reuse)
         stored = st.put(key, res, run.label, path, force=force)
         entry = stored.to_dict()
         if stored.name and stored.version is not None:  # the registry: its version entry
@@ -275,6 +327,27 @@ class App:
                                    ).to_dict()
         return {"status": "labelled" if stored.created else "skipped", **settings, **entry,
                 **run.summary(path)}
+
+    def parent_embeddings(self, store: LabelStore, key: Any,
+                          graph: SemanticGraph) -> LabelEmbeddings | None:
+        """The stored embeddings of this model's label on the nearest ancestor of ``graph``
+        (its parent first) that has them, or None (the label is then computed in full)."""
+        from dataclasses import replace
+
+        from mll_registry.label_embeddings import EmbeddingsError, LabelEmbeddings
+
+        lineage = graph.manifest.get("lineage") or {}
+        versions = lineage.get("ancestors") or ([lineage["parent"]] if lineage.get("parent") else [])
+        for version in versions:
+            find = getattr(store, "embeddings", None)  # a plug-in store may not keep them
+            path = find(replace(key, graph_version=version)) if find else None
+            if path is None:
+                continue
+            try:
+                return LabelEmbeddings.open(path)
+            except EmbeddingsError as exc:
+                log.warning("not reusing %s: %s", path, exc)
+        return None
 
     def _stored(self, store: LabelStore, key: Any, model_ref: str) -> dict[str, Any] | None:
         """What ``mll label`` reports about a stored label (registry: the version entry)."""

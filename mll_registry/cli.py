@@ -53,6 +53,7 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
     from mll_registry.discovery import HubSourceError
     from mll_registry.errors import ImageFileError, ModelRefError
     from mll_registry.graph import GraphError
+    from mll_registry.label_embeddings import EmbeddingsError
     from mll_registry.label_format import LabelError
     from mll_registry.mlflow_tracking import RegistryError
     from mll_registry.plugins import PluginError
@@ -63,7 +64,8 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
 
     known: tuple[type[Exception], ...] = (
         GraphError, WordNetUnavailable, SourceMissing, ModelRefError, LabelError, TaskError,
-        SelectionError, RegistryError, HubSourceError, PluginError, SettingsError, ImageFileError)
+        SelectionError, RegistryError, HubSourceError, PluginError, SettingsError, ImageFileError,
+        EmbeddingsError)
     return (*known, ValueError) if with_value_errors else known
 
 
@@ -321,6 +323,9 @@ def label(
     same_as: Annotated[str | None, typer.Option(
         "--same-as", help="Register a local copy under this Hub model (hf-hub:ORG/NAME[@REV]) "
         "after checking it is the Hub's bytes.")] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Label in full even on a graph extended from one the model is labelled "
+        "on (by default only the new images and node texts are encoded).")] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -343,7 +348,7 @@ def label(
 
             summary = a.label(model_ref, graph, force=force, allow_pickle=allow_pickle,
                               same_as=same_as, store=None if register else "local", out=out,
-                              progress=progress)
+                              progress=progress, full=full)
     except _known_errors() as exc:
         _fail(str(exc))
     if as_json:
@@ -356,10 +361,14 @@ def label(
                       f"with these settings: {where} (use --force to relabel)")
         return
     t = Table(title=f"label of {summary['model']}", show_header=False)
-    for k in ("revision", "graph_version", "label_hash", "nodes", "images", "mean_acc1",
-              "mean_acc5", "images_per_s", "bytes_per_image", "name", "version"):
+    for k in ("revision", "graph_version", "label_hash", "nodes", "images", "images_encoded",
+              "mean_acc1", "mean_acc5", "images_per_s", "bytes_per_image", "name", "version"):
         if k in summary:
             t.add_row(k.replace("_", " "), str(summary[k]))
+    inc = summary.get("incremental")
+    if inc:
+        t.add_row("incremental from", f"graph {inc['from_graph']}: {inc['images_reused']} images "
+                  f"and {inc['texts_reused']} node texts reused")
     console.print(t)
     console.print(f"written to {summary['path']}")
 
@@ -669,6 +678,79 @@ def graph_publish(
                   + (" [bold](default)[/]" if out["default"] else ""))
 
 
+@graph_app.command("extend")
+def graph_extend(
+    base: Annotated[str, typer.Argument(
+        help="The parent: a bundle directory, a published graph version, `default` or `demo`.")],
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", "-s", help="New sample dataset NAME=PATH (repeatable).")] = None,
+    demo: Annotated[bool, typer.Option(
+        "--demo", help="Add the demo's 60 extension concepts (Noto and Symbola renders).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Child bundle directory to write.")] = None,
+    publish: Annotated[bool, typer.Option(
+        "--publish", help="Publish the child to the registry's artifact store.")] = False,
+    default: Annotated[bool, typer.Option(
+        "--default", help="With --publish: make the child the default graph.")] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Grow a graph with new sample sources into a child version that records its parent.
+
+    The parent's nodes keep their images, so labels on the child are computed incrementally.
+    """
+    from rich.progress import Progress
+
+    if not demo and not source:
+        _fail("give at least one --source NAME=PATH, or --demo")
+    a = _app(data_dir)
+    try:
+        with Progress(console=console, transient=True, disable=as_json) as prog:
+            task = prog.add_task("drawing node images", total=None)
+            out_d = a.extend_graph(base, source or [], demo=demo, out=out, publish=publish,
+                                   default=default,
+                                   progress=lambda d, t: prog.update(task, completed=d, total=t))
+    except _known_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(out_d)
+        return
+    _print_graph(out_d)
+    d = out_d["delta"]
+    console.print(f"child of {out_d['parent']}: +{d['n_added_nodes']} nodes, "
+                  f"+{d['added_images']} images, {d['n_changed_nodes']} parent nodes gained "
+                  f"images (sources {', '.join(d['added_sources'])})")
+    if "published" in out_d:
+        p = out_d["published"]
+        console.print(f"published: registry version {p['registry_version']}"
+                      + (" [bold](default)[/]" if p["default"] else ""))
+
+
+@graph_app.command("diff")
+def graph_diff(
+    a_spec: Annotated[str, typer.Argument(
+        metavar="A", help="A graph: bundle directory, published version, `default` or `demo`.")],
+    b_spec: Annotated[str, typer.Argument(metavar="B", help="Another graph, the same ways.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed from graph A to graph B: nodes by id, images by content."""
+    try:
+        delta = _app().graph_diff(a_spec, b_spec)
+    except _known_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit(delta.to_dict(full=True))
+        return
+    console.print(f"{delta.parent} -> {delta.child}: {delta.headline()}")
+    for what in ("added_nodes", "removed_nodes", "changed_nodes"):
+        nodes = getattr(delta, what)
+        if nodes:
+            more = f" (+{len(nodes) - 10} more)" if len(nodes) > 10 else ""
+            console.print(f"{what.replace('_', ' ')}: {', '.join(nodes[:10])}{more}")
+    for what in ("added_sources", "removed_sources"):
+        if getattr(delta, what):
+            console.print(f"{what.replace('_', ' ')}: {', '.join(getattr(delta, what))}")
+
+
 @graph_app.command("list")
 def graph_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """The graphs published in the registry (the default one marked)."""
@@ -683,10 +765,12 @@ def graph_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
         console.print("no published graphs: `mll graph publish PATH --default` adds one")
         return
     t = Table(title="published graphs")
-    for c in ("graph version", "default", "nodes", "images", "sources", "MB", "published"):
+    for c in ("graph version", "default", "parent", "nodes", "images", "sources", "MB",
+              "published"):
         t.add_column(c)
     for g in graphs:
-        t.add_row(g.graph_version, "yes" if g.default else "", str(g.nodes), str(g.images),
+        t.add_row(g.graph_version, "yes" if g.default else "",
+                  f"{g.parent} ({g.delta})" if g.parent else "", str(g.nodes), str(g.images),
                   ", ".join(g.sources), f"{g.bytes / 1e6:.1f}", g.published_at)
     console.print(t)
 

@@ -68,6 +68,8 @@ class PublishedGraph:
     bytes: int
     published_at: str
     default: bool = False
+    parent: str = ""  # the graph version it was extended from (graph lineage)
+    delta: str = ""  # what the extension added, e.g. "+119 nodes, +944 images"
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -84,7 +86,8 @@ def _entry(v: Any, default_version: str | None) -> PublishedGraph:
         shards=int(t.get("mll.shards", 0)), bytes=int(t.get("mll.bytes", 0)),
         published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                    time.gmtime(int(v.creation_timestamp or 0) / 1000)),
-        default=str(v.version) == default_version)
+        default=str(v.version) == default_version, parent=t.get("mll.parent_graph", ""),
+        delta=t.get("mll.delta", ""))
 
 
 # -- packing ---------------------------------------------------------------------------------------
@@ -241,6 +244,12 @@ class GraphStore:
                     "mll.nodes": str(s["nodes"]), "mll.images": str(s["images"]),
                     "mll.sources": ",".join(sorted(s["images_per_source"])),
                     "mll.shards": str(len(index["shards"])), "mll.bytes": str(size)}
+            lineage = graph.manifest.get("lineage") or {}
+            if lineage.get("parent"):
+                from mll_registry.graph_lineage import GraphDelta
+
+                tags["mll.parent_graph"] = str(lineage["parent"])
+                tags["mll.delta"] = GraphDelta(**lineage["delta"]).headline()
             with self.tracking.run(GRAPH_EXPERIMENT, f"graph {graph.version}", tags,
                                    started=t0) as rid:
                 self.tracking.call(lambda: self.client.log_artifacts(rid, str(tmp), "graph"),

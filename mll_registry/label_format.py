@@ -205,7 +205,7 @@ class ModelLabel:
                 raise LabelError(f"label has {got} {what}, graph has {want}; relabel the model")
 
 
-_DTYPES = {"U16": np.uint16, "I32": np.int32, "I64": np.int64, "F16": np.float16,
+_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I32": np.int32, "I64": np.int64, "F16": np.float16,
            "F32": np.float32}
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from mll_registry.config import data_dir
+from mll_registry.label_embeddings import embeddings_path
 from mll_registry.label_format import MappedLabel, ModelLabel
 from mll_registry.model_refs import ModelRef, ResolvedModel
 from mll_registry.plugins import Plugins
@@ -68,6 +70,11 @@ class LabelStore(Protocol):
         """Model ref -> label directory of the newest label per model for ``graph_version``."""
         ...
 
+    def embeddings(self, key: LabelKey) -> Path | None:
+        """The stored embeddings file of the label ``key`` (:mod:`mll_registry.label_embeddings`),
+        or None when the label or its embeddings are not there."""
+        ...
+
 
 class LocalLabelStore:
     """Labels under ``<data>/labels/<model key>/<graph version>-<label hash>/``."""
@@ -105,7 +112,18 @@ class LocalLabelStore:
         if not force and self.has(key):
             return StoredLabel(key, str(res.ref), dest, created=False)
         label.save(dest)
+        emb = embeddings_path(label_dir)
+        if emb.is_file():
+            from mll_registry.fsutil import atomic_path
+
+            with atomic_path(embeddings_path(dest), suffix=".safetensors") as tmp:
+                shutil.copyfile(emb, tmp)
         return StoredLabel(key, str(res.ref), dest, created=True)
+
+    def embeddings(self, key: LabelKey) -> Path | None:
+        path = self.get(key)
+        emb = embeddings_path(path) if path is not None else None
+        return emb if emb is not None and emb.is_file() else None
 
     def list_labels(self, graph_version: str, label_hash: str | None = None) -> dict[str, Path]:
         out: dict[str, Path] = {}

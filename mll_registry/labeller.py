@@ -34,6 +34,14 @@ from mll_registry.config import data_dir
 from mll_registry.fsutil import atomic_path, write_json
 from mll_registry.graph import SemanticGraph
 from mll_registry.image_stream import PixelCache, PixelPipeline, chunk_batches, stream
+from mll_registry.label_embeddings import (
+    LabelEmbeddings,
+    digest_bytes,
+    embeddings_path,
+    row_index,
+    text_keys,
+    write_embeddings,
+)
 from mll_registry.label_format import ModelLabel
 from mll_registry.model_loading import LoadedModel
 from mll_registry.model_refs import ResolvedModel
@@ -218,6 +226,8 @@ class LabelRun:
     chunks_reused: int
     seconds: dict[str, float]
     pixel_source: str = "stream"  # stream | cache (read the raw-pixel cache) | stream+cache (built it)
+    embeddings: Path | None = None  # the fp16 embeddings file (moved beside the label)
+    images_encoded: int = 0  # images this run put through the image tower
 
     @property
     def pixels_built(self) -> bool:
@@ -227,7 +237,10 @@ class LabelRun:
     def summary(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """What ``mll label`` prints: the label's headline, where it went, timings, size."""
         return {**self.label.headline(), "path": str(path), "seconds": self.seconds,
-                "bytes_per_image": round(self.label.bytes_per_image(), 1)}
+                "bytes_per_image": round(self.label.bytes_per_image(), 1),
+                "images_encoded": self.images_encoded,
+                "incremental": self.label.meta.get("incremental"),
+                "embeddings": str(self.embeddings) if self.embeddings else None}
 
 
 def _work_dir(lm: LoadedModel, graph: SemanticGraph, root: Any) -> Path:
@@ -315,6 +328,56 @@ def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, c
     return "stream+cache" if writer is not None else "stream"
 
 
+def embeddings_identity(lm: LoadedModel, pipe: PixelPipeline, cfg: LabelConfig) -> dict[str, Any]:
+    """What stored embeddings must match to be reused for ``lm``: same weights, same pixels,
+    same prompts settings."""
+    return {"revision": lm.resolved.revision, "pixels_key": pipe.key,
+            "label_hash": cfg.label_hash()}
+
+
+def _encode_rows(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, cfg: LabelConfig,
+                 rows: np.ndarray, progress: Callable[[str, int, int], None] | None) -> np.ndarray:
+    """Embeddings (len(rows), d) fp32 of the graph images at ``rows`` (streamed, in order)."""
+    import torch
+
+    paths = graph.image_paths()
+    norm = pipe.normaliser(lm.device)
+    batches = [rows[i:i + cfg.batch_size].tolist() for i in range(0, len(rows), cfg.batch_size)]
+    out: list[Any] = []
+    done = 0
+    for _, x in stream(paths, pipe, batches, cfg.decode_workers, lm.device):
+        out.append(encode_batch(lm, x, norm))
+        done += len(x)
+        if progress:
+            progress("images", done, len(rows))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _reused_blocks(reuse: LabelEmbeddings, rows: np.ndarray, new_emb: np.ndarray,
+                   block: int = 8192) -> Any:
+    """Child image rows in order: stored rows where ``rows`` >= 0, else the next new row."""
+    new_at = np.cumsum(rows < 0) - 1  # position in new_emb of each new row
+    for lo in range(0, len(rows), block):
+        r = rows[lo:lo + block]
+        out = np.empty((len(r), reuse.image_emb.shape[1]), np.float16)
+        have = r >= 0
+        if have.any():
+            out[have] = reuse.image_emb[r[have]]
+        if (~have).any():
+            out[~have] = new_emb[new_at[lo:lo + block][~have]]
+        yield out
+
+
+def _lineage(graph: SemanticGraph) -> dict[str, Any]:
+    """The graph's parent and delta headline, for the label's meta and registry tags."""
+    lin = graph.manifest.get("lineage") or {}
+    if not lin.get("parent"):
+        return {}
+    from mll_registry.graph_lineage import GraphDelta
+
+    return {"graph_parent": lin["parent"], "graph_delta": GraphDelta(**lin["delta"]).headline()}
+
+
 def label_model(
     lm: LoadedModel,
     graph: SemanticGraph,
@@ -322,8 +385,9 @@ def label_model(
     root: str | os.PathLike[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    reuse: LabelEmbeddings | None = None,
 ) -> LabelRun:
-    """Label ``lm`` on ``graph``; resumable from checkpointed chunks.
+    """Label ``lm`` on ``graph``; resumable from checkpointed chunks, incremental with ``reuse``.
 
     Args:
         lm: a loaded model (see :func:`mll_registry.model_loading.load`).
@@ -332,6 +396,9 @@ def label_model(
         root: data directory (caches and checkpoints).
         progress: ``progress("images", done, total)`` as chunks finish.
         on_chunk: called after each chunk is checkpointed (tests inject interruptions here).
+        reuse: the embeddings of this model's label on another graph version (the parent): only
+            images and node texts they do not hold are encoded; the label equals a full one.
+            Embeddings of another revision, preprocess or prompt settings are not used.
     """
     import torch
 
@@ -339,37 +406,78 @@ def label_model(
     t0 = time.perf_counter()
     pipe = PixelPipeline.from_preprocess(lm.preprocess)
     texts = node_texts(graph, cfg)
-    txt = encode_texts(lm, texts).cpu().numpy()
+    keys = text_keys(texts)
+    identity = embeddings_identity(lm, pipe, cfg)
+    reuse_note = None
+    if reuse is not None:
+        reuse_note = reuse.matches(identity)
+        if reuse_note is not None:
+            reuse = None
+    if reuse is not None:
+        ti = row_index(reuse.text_key, keys)
+        new_t = np.flatnonzero(ti < 0)
+        txt16 = np.empty((len(texts), reuse.text_emb.shape[1]), np.float16)
+        txt16[ti >= 0] = reuse.text_emb[ti[ti >= 0]]
+        if len(new_t):
+            txt16[new_t] = encode_texts(lm, [texts[i] for i in new_t]).cpu().numpy()
+    else:
+        new_t = np.arange(len(texts))
+        txt16 = encode_texts(lm, texts).cpu().numpy().astype(np.float16)
     t_txt = time.perf_counter()
 
     work = _work_dir(lm, graph, root)
-    state = {"graph_version": graph.version, "revision": lm.resolved.revision,
-             "pixels": pipe.key, "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
-             "device": lm.device, "torch": torch.__version__}
-    sf = work / "state.json"
-    if sf.is_file() and json.loads(sf.read_text()) != state:
-        for old in work.glob("chunk-*.npy"):  # checkpoints from other settings are not reused
-            old.unlink()
-    write_json(sf, state)
     n = len(graph.images)
+    digests = digest_bytes(graph.images["digest"])
+    emb_file = work / "embeddings.safetensors"
+    info = {**identity, "graph_version": graph.version, "embed_dim": int(txt16.shape[1]),
+            "model_ref": str(lm.resolved.ref)}
     bounds = [(lo, min(n, lo + cfg.chunk_size)) for lo in range(0, n, cfg.chunk_size)]
-    ckpt = [work / f"chunk-{c:05d}.npy" for c in range(len(bounds))]
-    done = {c for c, (lo, hi) in enumerate(bounds) if _whole_checkpoint(ckpt[c], hi - lo)}
-    todo = [c for c in range(len(bounds)) if c not in done]
-    if progress and done:
-        progress("images", sum(bounds[c][1] - bounds[c][0] for c in done), n)
-
-    pixels = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n,
-                                   progress, on_chunk)
+    if reuse is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        rows = row_index(reuse.image_digest, digests)
+        new_i = np.flatnonzero(rows < 0)
+        new_emb = _encode_rows(lm, graph, pipe, cfg, new_i, progress)
+        pixels = "stream"
+        write_embeddings(emb_file, digests, keys, txt16, n,
+                         _reused_blocks(reuse, rows, new_emb), info)
+        n_encoded, todo, done = len(new_i), [], set()
+    else:
+        state = {"graph_version": graph.version, "revision": lm.resolved.revision,
+                 "pixels": pipe.key, "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
+                 "device": lm.device, "torch": torch.__version__}
+        sf = work / "state.json"
+        if sf.is_file() and json.loads(sf.read_text()) != state:
+            for old in work.glob("chunk-*.npy"):  # checkpoints from other settings are not reused
+                old.unlink()
+        write_json(sf, state)
+        ckpt = [work / f"chunk-{c:05d}.npy" for c in range(len(bounds))]
+        done = {c for c, (lo, hi) in enumerate(bounds) if _whole_checkpoint(ckpt[c], hi - lo)}
+        todo = [c for c in range(len(bounds)) if c not in done]
+        if progress and done:
+            progress("images", sum(bounds[c][1] - bounds[c][0] for c in done), n)
+        pixels = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n,
+                                progress, on_chunk)
+        # chunk embeddings memory-mapped from their checkpoints, rounded to fp16 block by block
+        write_embeddings(emb_file, digests, keys, txt16, n,
+                         (np.load(f, mmap_mode="r") for f in ckpt), info)
+        n_encoded = sum(bounds[c][1] - bounds[c][0] for c in todo)
     t_img = time.perf_counter()
-    # chunk embeddings memory-mapped from their checkpoints: one block in memory at a time
-    img = [np.load(f, mmap_mode="r") for f in ckpt]
-    if not img:
-        img = [np.zeros((0, txt.shape[1]), np.float32)]
-    topk_idx, topk_score, member, summary = compact_label(img, txt, graph, cfg.top_k)
+    # the label is computed from the fp16 embeddings just written (what a later incremental
+    # label reuses), read one block at a time
+    emb = LabelEmbeddings.open(emb_file, verify=False)
+    blocks = [emb.image_emb[lo:lo + 8192] for lo in range(0, n, 8192)] or \
+        [np.zeros((0, txt16.shape[1]), np.float16)]
+    topk_idx, topk_score, member, summary = compact_label(blocks, txt16.astype(np.float32),
+                                                          graph, cfg.top_k)
     t_end = time.perf_counter()
     seconds = {"text": round(t_txt - t0, 3), "images": round(t_img - t_txt, 3),
                "compact": round(t_end - t_img, 3), "total": round(t_end - t0, 3)}
+    incremental = None
+    if reuse is not None:
+        incremental = {"from_graph": reuse.meta.get("graph_version"),
+                       "images_reused": int(n - n_encoded), "images_encoded": int(n_encoded),
+                       "texts_reused": int(len(texts) - len(new_t)),
+                       "texts_encoded": int(len(new_t))}
     meta = {
         "model_ref": str(lm.resolved.ref), "revision": lm.resolved.revision,
         "source": lm.resolved.ref.source, "label_hash": cfg.label_hash(),
@@ -377,14 +485,19 @@ def label_model(
         "preprocess": lm.preprocess_cfg, "pixels_key": pipe.key,
         "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
         "graph_version": graph.version, "code_version": __version__, "device": lm.device,
-        "embed_dim": int(txt.shape[1]), "top_k": int(topk_idx.shape[1]),
+        "embed_dim": int(txt16.shape[1]), "top_k": int(topk_idx.shape[1]),
         "timings": {**seconds, "images_per_s": round(n / max(seconds["total"], 1e-9), 1)},
+        "embeddings": {"dtype": "float16", "bytes": emb.nbytes},
+        "incremental": incremental,
+        **_lineage(graph),
+        **({"incremental_skipped": reuse_note} if reuse_note else {}),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     label = ModelLabel(topk_idx, topk_score, member, summary, meta)
     label.validate(n_images=len(graph.images), n_nodes=len(graph.nodes),
                    n_members=len(graph.members))
-    return LabelRun(label, len(bounds), len(todo), len(done), seconds, pixels)
+    return LabelRun(label, len(bounds), len(todo), len(done), seconds, pixels, emb_file,
+                    int(n_encoded))
 
 
 def default_label_path(lm_ref_key: str, graph_version: str, label_hash: str,
@@ -410,9 +523,10 @@ def label_ref(
     root: str | os.PathLike[str] | None = None,
     allow_pickle: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    reuse: LabelEmbeddings | None = None,
 ) -> tuple[LabelRun, Path]:
     """Resolve (unless given resolved), load and label a model on ``graph``; write the label
-    atomically.
+    atomically, and its embeddings beside it (:func:`embeddings_path`).
 
     Returns:
         (the run, the label directory). Checkpoints are removed once the label is written.
@@ -422,9 +536,15 @@ def label_ref(
     cfg = cfg or LabelConfig()
     lm = load(ref, device=cfg.device, allow_pickle=allow_pickle, max_model_gb=cfg.max_model_gb,
               batch_size=cfg.batch_size)
-    run = label_model(lm, graph, cfg, root=root, progress=progress)
+    run = label_model(lm, graph, cfg, root=root, progress=progress, reuse=reuse)
     path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version,
                                                     cfg.label_hash(), root)
     run.label.save(path)
+    if run.embeddings is not None:
+        import shutil
+
+        dest = embeddings_path(path)
+        shutil.move(str(run.embeddings), str(dest))  # a rename on one file system
+        run.embeddings = dest
     clear_checkpoints(lm, graph, root)
     return run, path

@@ -37,6 +37,7 @@ import pandas as pd
 
 from mll_registry import __version__
 from mll_registry.config import data_dir
+from mll_registry.label_embeddings import embeddings_path
 from mll_registry.label_format import ModelLabel
 from mll_registry.label_stores import LabelKey, StoredLabel
 from mll_registry.mlflow_tracking import LABEL_EXPERIMENT, Tracking
@@ -56,6 +57,9 @@ LEASE_S = 120.0  # a registration (after the label is logged) takes seconds; ren
 log = logging.getLogger(__name__)
 
 
+EMBEDDINGS_ARTIFACT = "embeddings/embeddings.safetensors"  # in the label run
+
+
 def legacy_registered_name(ref: str | ModelRef) -> str:
     """The name releases before 0.2 used (last two path parts only; ambiguous): for migration."""
     r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
@@ -67,6 +71,23 @@ def legacy_registered_name(ref: str | ModelRef) -> str:
     else:
         base = "open_clip--" + r.name.replace("/", "--")
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base)
+
+
+def lineage_tags(label: ModelLabel) -> dict[str, str]:
+    """Run and version tags of a label on an extended graph: the parent graph, its delta and
+    whether this label was computed incrementally (from which graph's label)."""
+    meta = label.meta
+    out = {}
+    if meta.get("graph_parent"):
+        out["mll.parent_graph"] = str(meta["graph_parent"])
+        out["mll.graph_delta"] = str(meta.get("graph_delta", ""))
+    inc = meta.get("incremental")
+    if inc:
+        out["mll.incremental_from"] = str(inc.get("from_graph"))
+        out["mll.images_encoded"] = str(inc.get("images_encoded"))
+    elif meta.get("graph_parent"):
+        out["mll.incremental_from"] = "none (labelled in full)"
+    return out
 
 
 def _proc_start(pid: int) -> str:
@@ -228,7 +249,7 @@ class Registry(Tracking):
         tags = {"mll.kind": "label", "mll.model_ref": str(res.ref),
                 "mll.revision": res.revision, "mll.graph_version": label.graph_version,
                 "mll.registered_model": name, "mll.label_hash": label.label_hash,
-                **({"mll.linked_copy": "true"} if res.linked else {})}
+                **({"mll.linked_copy": "true"} if res.linked else {}), **lineage_tags(label)}
         with self.run(LABEL_EXPERIMENT, f"{name}@{res.revision[:15]} on {label.graph_version}",
                       tags, started=time.time() - took) as rid:
             cfg = meta.get("label_config", {})
@@ -247,6 +268,15 @@ class Registry(Tracking):
             for k, v in metrics.items():
                 self.client.log_metric(rid, k, float(v))
             self.client.log_artifacts(rid, str(label_dir), "label")
+            emb = embeddings_path(label_dir)
+            if emb.is_file():  # beside the label, not in it: selection never downloads it
+                with tempfile.TemporaryDirectory(dir=emb.parent) as tmp:
+                    named = Path(tmp) / EMBEDDINGS_ARTIFACT.rsplit("/", 1)[1]
+                    os.link(emb, named)  # the artifact's fixed name, without a copy
+                    self.call(functools.partial(self.client.log_artifact, rid, str(named),
+                                                EMBEDDINGS_ARTIFACT.rsplit("/", 1)[0]),
+                              "upload embeddings")
+                self.client.log_metric(rid, "embeddings_bytes", float(emb.stat().st_size))
             with tempfile.TemporaryDirectory() as tmp:
                 s.sort_values("acc1", ascending=False).to_csv(Path(tmp) / "summary.csv",
                                                               index=False)
@@ -314,7 +344,7 @@ class Registry(Tracking):
             for k, val in {"mll.mean_acc1": head["mean_acc1"], "mll.mean_acc5": head["mean_acc5"],
                            "mll.nodes": head["nodes"], "mll.top_concepts": ",".join(top),
                            "mll.label_artifact": f"runs:/{run_id}/label",
-                           "mll.code_version": __version__}.items():
+                           "mll.code_version": __version__, **lineage_tags(label)}.items():
                 self.client.set_model_version_tag(name, v.version, k, str(val))
             self.client.set_model_version_tag(name, v.version, "mll.status", "ready")
             for k in ("mll.lease_owner", "mll.lease_until"):  # the claim is over
@@ -548,6 +578,45 @@ class Registry(Tracking):
                                  f"{v.run_id}) fails its checksum ({bad}): the artifact store "
                                  "holds a damaged copy; relabel with `mll label --force`")
         return dest / "label"
+
+    def download_embeddings(self, v: LabelledVersion) -> Path | None:
+        """The embeddings file of a version (cached beside its cached label directory), or None
+        when its run has none (labelled before they were kept). Checked whole before use."""
+        from mll_registry.label_embeddings import EmbeddingsError, LabelEmbeddings
+
+        dest = embeddings_path(data_dir(self.root) / "cache" / "registry-labels" / v.run_id
+                               / "label")
+        if dest.is_file():
+            return dest
+        names = {a.path for a in self.call(lambda: self.client.list_artifacts(
+            v.run_id, EMBEDDINGS_ARTIFACT.rsplit("/", 1)[0]), "list embeddings")}
+        if EMBEDDINGS_ARTIFACT not in names:
+            return None
+        import mlflow
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".embeddings.", suffix=".tmp", dir=dest.parent))
+        try:
+            got = self.call(lambda: mlflow.artifacts.download_artifacts(
+                run_id=v.run_id, artifact_path=EMBEDDINGS_ARTIFACT, dst_path=str(tmp),
+                tracking_uri=self.uri), "download embeddings")
+            try:
+                LabelEmbeddings.open(got)
+            except EmbeddingsError as exc:
+                raise EmbeddingsError(f"the embeddings of {v.name} version {v.version} (run "
+                                      f"{v.run_id}) are damaged in the artifact store: {exc}"
+                                      ) from exc
+            os.replace(got, dest)
+        finally:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+
+    def embeddings(self, key: LabelKey) -> Path | None:
+        v = self.find_labelled(registered_name(key.source), key.revision, key.graph_version,
+                               key.label_hash)
+        return self.download_embeddings(version_entry(v)) if v is not None else None
 
     def download_summary(self, v: LabelledVersion) -> pd.DataFrame:
         """The per-node summary table of a version (cached by run id)."""

@@ -67,6 +67,10 @@ class Settings:
         retry_budget_s: total seconds one remote call may spend retrying before its error
         (a down server is reported within about this long); label_store: ``registry`` (MLflow) or
         ``local`` (the data dir); data_dir: assets and caches (None: ``MLL_DATA_DIR`` or XDG).
+    Graph growth:
+        incremental: label a model on a graph extended from one it is labelled on by reusing that
+        label's stored embeddings (only new images and node texts are encoded; the label equals
+        a full one); False always labels in full.
     Discovery (scheduled labelling of new Hub models):
         discovery_page_size: models listed, labelled and recorded per page (the watermark moves
         after each page; the Hub's listing page size); discovery_attempts: scheduled runs that try
@@ -98,6 +102,7 @@ class Settings:
     data_dir: str | None = None
     discovery_page_size: int = 100
     discovery_attempts: int = 3
+    incremental: bool = True
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> origin
 
     def __post_init__(self) -> None:

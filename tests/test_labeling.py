@@ -38,7 +38,8 @@ def graph(tree: Path):
 
 
 def _direct(lm, graph, templates=("a photo of a {}.",)) -> np.ndarray:
-    """S[x, u] the plain way: open_clip's own preprocess and encoders, one image at a time."""
+    """S[x, u] the plain way: open_clip's own preprocess and encoders, one image at a time;
+    embeddings rounded to fp16 first, as labels define them (what incremental labels reuse)."""
     with torch.no_grad():
         txt = []
         for lemma in graph.nodes["lemma"]:
@@ -50,7 +51,7 @@ def _direct(lm, graph, templates=("a photo of a {}.",)) -> np.ndarray:
         for p in graph.image_paths():
             x = lm.preprocess(Image.open(p)).unsqueeze(0)
             rows.append(lm.model.encode_image(x, normalize=True)[0])
-        return (torch.stack(rows) @ T.T).numpy()
+        return (torch.stack(rows).half().float() @ T.half().float().T).numpy()
 
 
 def test_label_matches_direct_computation(tiny_dir: Path, graph, data_root: Path) -> None:

@@ -36,6 +36,9 @@ from mll_registry.demo import sources as S
 from mll_registry.fsutil import atomic_dir
 
 MAPPING = Path(__file__).with_name("emoji_synsets.tsv")
+# 60 further concepts (people, new foods, animals, clothing) Noto and Symbola render: the demo
+# graph's growth (`mll graph extend`); no demo model was trained on them, no task uses them
+EXTENSION = Path(__file__).with_name("emoji_extension.tsv")
 IMAGE_SIZE = 96
 SAMPLE_VIEWS = 8  # per concept and sample style: 1 clean + 7 augmented
 TARGET_VIEWS = 6  # per concept and target style
@@ -53,9 +56,9 @@ class Concept:
     group: str
 
 
-@functools.lru_cache(maxsize=1)
-def _mapping_digest() -> str:
-    return hashlib.sha256(MAPPING.read_bytes()).hexdigest()[:16]
+@functools.lru_cache(maxsize=4)
+def _mapping_digest(path: Path = MAPPING) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def load_concepts(path: str | os.PathLike[str] | None = None) -> list[Concept]:
@@ -106,14 +109,14 @@ class StyleRender:
     seconds: float
 
 
-def _params(style: str, size: int, views: int) -> dict[str, Any]:
+def _params(style: str, size: int, views: int, mapping: Path = MAPPING) -> dict[str, Any]:
     return {"format": RENDER_FORMAT, "style": style, "size": size, "views": views,
-            "mapping": _mapping_digest()}
+            "mapping": _mapping_digest(mapping)}
 
 
 def render_style(style: str, concepts: Sequence[Concept], out_root: str | os.PathLike[str],
                  views: int, size: int = IMAGE_SIZE, force: bool = False,
-                 workers: int | None = None) -> StyleRender:
+                 workers: int | None = None, mapping: Path = MAPPING) -> StyleRender:
     """Render every concept of ``concepts`` in ``style`` under ``out_root/style``.
 
     A no-op when a complete render with the same parameters is already there (unless ``force``).
@@ -123,7 +126,7 @@ def render_style(style: str, concepts: Sequence[Concept], out_root: str | os.Pat
 
     t0 = time.perf_counter()
     target = Path(out_root) / style
-    params = _params(style, size, views)
+    params = _params(style, size, views, mapping)
     mf = target / "manifest.json"
     if not force and mf.is_file():
         done = json.loads(mf.read_text(encoding="utf-8"))
@@ -167,3 +170,16 @@ def ensure_demo_images(styles: Sequence[str] = S.SAMPLE_STYLES,
 def render_summary(renders: Sequence[StyleRender]) -> list[dict[str, Any]]:
     """Plain dicts for JSON output."""
     return [asdict(r) for r in renders]
+
+
+def extension_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """``<data>/demo/images-extension``: the extension concepts, one ImageFolder per style."""
+    return demo_dir(root) / "images-extension"
+
+
+def ensure_extension_images(root: str | os.PathLike[str] | None = None,
+                            force: bool = False) -> list[StyleRender]:
+    """Render the extension concepts (``emoji_extension.tsv``) in the sample styles."""
+    concepts = load_concepts(EXTENSION)
+    return [render_style(st, concepts, extension_root(root), SAMPLE_VIEWS, force=force,
+                         mapping=EXTENSION) for st in S.SAMPLE_STYLES]

@@ -54,3 +54,12 @@ def load_graph(path: str | os.PathLike[str] | None = None,
         except GraphError as exc:  # an older bundle format or a damaged bundle: the demo's own
             log.warning("rebuilding the demo graph: %s", exc)  # graph is rebuilt, not an error
     return build_demo_graph(root)[0]
+
+
+def demo_extension_sources(root: str | os.PathLike[str] | None = None) -> list[SampleDataset]:
+    """The demo graph's growth: 60 further concepts rendered from the Noto and Symbola glyphs
+    (sources ``noto-extension``, ``symbola-extension``), for ``mll graph extend demo --demo``."""
+    from mll_registry.demo.data import ensure_extension_images
+
+    return [SampleDataset(f"{r.style}-extension", Path(r.path))
+            for r in ensure_extension_images(root)]
