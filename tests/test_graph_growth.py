@@ -1,0 +1,199 @@
+"""A graph that grows: child versions keep the parent's rows, and labels on a child are computed
+incrementally from the parent label's stored embeddings, equal to a full relabelling.
+
+The model here is a small open_clip model initialised in the test (arithmetic, not quality); the
+demo-scale check on the 10 trained demo models is ``test_demo_graph_growth``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mll_registry.app import App
+from mll_registry.cli import app as cli
+from mll_registry.demo.archs import build_tiny
+from mll_registry.graph import GraphError, SampleDataset, SemanticGraph, build_and_save
+from mll_registry.graph_lineage import diff_graphs, extend_graph
+from mll_registry.label_embeddings import LabelEmbeddings, embeddings_path
+from mll_registry.label_format import ModelLabel
+from mll_registry.model_loading import save_open_clip_dir
+from mll_registry.settings import Settings
+
+runner = CliRunner()
+
+
+def _noise_png(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_ref(tmp_path_factory: pytest.TempPathFactory) -> str:
+    model, cfg = build_tiny("tiny-vit", seed=5)
+    return f"local-dir:{save_open_clip_dir(model, cfg, tmp_path_factory.mktemp('hub') / 'tiny')}"
+
+
+@pytest.fixture()
+def sources(tmp_path: Path) -> dict[str, Path]:
+    """A parent source (dogs, cats, a sparrow) and a growth source: new concepts (a horse, a
+    trout), more images of an existing one (dog), and one image whose bytes the parent has."""
+    base, more = tmp_path / "base", tmp_path / "more"
+    for i in range(4):
+        _noise_png(base / "dog.n.01" / f"{i}.png", i)
+        _noise_png(base / "domestic_cat.n.01" / f"{i}.png", 100 + i)
+    _noise_png(base / "sparrow.n.01" / "0.png", 200)
+    for i in range(3):
+        _noise_png(more / "horse.n.01" / f"{i}.png", 300 + i)
+        _noise_png(more / "trout.n.01" / f"{i}.png", 400 + i)
+    _noise_png(more / "dog.n.01" / "new.png", 500)
+    _noise_png(more / "dog.n.01" / "same-bytes.png", 0)  # the parent's dog.n.01/0.png
+    return {"base": base, "more": more}
+
+
+def _graphs(sources: dict[str, Path], tmp_path: Path) -> tuple[SemanticGraph, SemanticGraph]:
+    parent, _ = build_and_save([SampleDataset("base", sources["base"])], tmp_path / "parent")
+    child, _ = extend_graph(parent, [SampleDataset("more", sources["more"])])
+    child.save(tmp_path / "child")
+    return parent, SemanticGraph.load(tmp_path / "child")
+
+
+def test_a_child_keeps_the_parent_and_records_the_delta(sources, tmp_path) -> None:
+    parent, child = _graphs(sources, tmp_path)
+    again, _ = extend_graph(parent, [SampleDataset("more", sources["more"])])
+    assert again.version == child.version != parent.version  # same inputs, same version
+    # every parent image keeps its row, every parent node its members (as a prefix, in order)
+    n = len(parent.images)
+    assert child.images["digest"].tolist()[:n] == parent.images["digest"].tolist()
+    for node, rows in parent.members.groupby("node_id")["image_id"]:
+        got = child.members[child.members["node_id"] == node]["image_id"].tolist()
+        assert got[:len(rows)] == rows.tolist(), node
+    # the delta, against set arithmetic on the tables
+    added = set(child.node_ids) - set(parent.node_ids)
+    assert {"horse.n.01", "trout.n.01", "equine.n.01"} <= added
+    assert "dog.n.01" not in added
+    d = diff_graphs(parent, child)
+    assert set(d.added_nodes) == added and not d.removed_nodes and d.added_sources == ["more"]
+    assert d.added_images == len(set(child.images["digest"]) - set(parent.images["digest"])) == 7
+    assert "dog.n.01" in d.changed_nodes  # it gained its new image
+    lin = child.manifest["lineage"]
+    assert lin["parent"] == parent.version and lin["ancestors"] == [parent.version]
+    assert sorted(lin["delta"]["added_nodes"]) == sorted(added)
+    # the other way round, every addition is a removal
+    back = diff_graphs(child, parent)
+    assert set(back.removed_nodes) == added and back.removed_images == 7
+
+
+def test_extending_refuses_a_used_source_name_and_an_empty_growth(sources, tmp_path) -> None:
+    parent, _ = build_and_save([SampleDataset("base", sources["base"])], tmp_path / "parent")
+    with pytest.raises(GraphError, match="already used"):
+        extend_graph(parent, [SampleDataset("base", sources["more"])])
+    (tmp_path / "empty" / "not_a_synset").mkdir(parents=True)
+    with pytest.raises(GraphError, match="add nothing"):
+        extend_graph(parent, [SampleDataset("empty", tmp_path / "empty")])
+
+
+def _compare(a: ModelLabel, b: ModelLabel) -> None:
+    """Same top-K sets, scores equal up to fp16 rounding (a new image encoded in another batch
+    may differ in its last bit), same per-node accuracies."""
+    np.testing.assert_array_equal(np.sort(a.topk_idx, 1), np.sort(b.topk_idx, 1))
+    np.testing.assert_allclose(a.topk_score.astype(np.float32), b.topk_score.astype(np.float32),
+                               atol=1e-3, rtol=0)
+    np.testing.assert_allclose(a.member_score.astype(np.float32),
+                               b.member_score.astype(np.float32), atol=1e-3, rtol=0)
+    np.testing.assert_array_equal(a.summary[["node_id", "acc1", "acc5"]].to_numpy(),
+                                  b.summary[["node_id", "acc1", "acc5"]].to_numpy())
+
+
+def test_an_incremental_label_equals_a_full_one_and_encodes_only_new_images(
+        sources, tmp_path, tiny_ref) -> None:
+    parent, child = _graphs(sources, tmp_path)
+    a = App(Settings(data_dir=str(tmp_path / "data"), label_store="local", device="cpu"))
+    first = a.label(tiny_ref, parent)
+    assert first["incremental"] is None and first["images_encoded"] == len(parent.images)
+    emb = LabelEmbeddings.open(embeddings_path(first["path"]))
+    assert emb.image_emb.dtype == np.float16 and emb.image_emb.shape[0] == len(parent.images)
+    inc = a.label(tiny_ref, child)
+    new_rows = int((~child.images["digest"].isin(set(parent.images["digest"]))).sum())
+    assert new_rows == 7 and inc["images_encoded"] == new_rows  # the same-bytes image is reused
+    assert inc["incremental"]["from_graph"] == parent.version
+    assert inc["incremental"]["texts_encoded"] == len(set(child.node_ids) - set(parent.node_ids))
+    full = a.label(tiny_ref, child, out=tmp_path / "full", full=True)
+    assert full["incremental"] is None and full["images_encoded"] == len(child.images)
+    _compare(ModelLabel.load(inc["path"]), ModelLabel.load(tmp_path / "full"))
+    # the label is computed from the fp16 embeddings it keeps: recompute it from them by hand
+    lab, e = ModelLabel.load(inc["path"]), LabelEmbeddings.open(embeddings_path(inc["path"]))
+    S = e.image_emb.astype(np.float32) @ e.text_emb.astype(np.float32).T
+    np.testing.assert_array_equal(lab.topk_idx[:, 0], S.argmax(1))
+
+
+def test_damaged_or_foreign_embeddings_are_not_reused(sources, tmp_path, tiny_ref) -> None:
+    parent, child = _graphs(sources, tmp_path)
+    a = App(Settings(data_dir=str(tmp_path / "data"), label_store="local", device="cpu"))
+    first = a.label(tiny_ref, parent)
+    f = embeddings_path(first["path"])
+    raw = bytearray(f.read_bytes())
+    raw[-3] ^= 0xFF  # one embedding value changed: the file's digest no longer matches
+    f.write_bytes(bytes(raw))
+    out = a.label(tiny_ref, child)
+    assert out["incremental"] is None and out["images_encoded"] == len(child.images)
+    # another model's embeddings never stand in (its revision differs)
+    model, cfg = build_tiny("tiny-vit", seed=6)
+    other = save_open_clip_dir(model, cfg, tmp_path / "other")
+    o = a.label(f"local-dir:{other}", parent)
+    e = LabelEmbeddings.open(embeddings_path(o["path"]))
+    lab = ModelLabel.load(out["path"])
+    assert e.matches({"revision": lab.meta["revision"]}) is not None
+
+
+def test_registry_child_versions_record_their_lineage_and_reuse_from_any_worker(
+        sources, tmp_path, tiny_ref, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    parent, child = _graphs(sources, tmp_path)
+    a = App(Settings(data_dir=str(tmp_path / "one"), device="cpu"))
+    first = a.label(tiny_ref, parent)
+    # registering a version leaves the process's tracking URI as it was (MLflow's helper unset it)
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'shared.db'}"
+    # a worker with its own data dir gets the parent's embeddings from the artifact store
+    b = App(Settings(data_dir=str(tmp_path / "two"), device="cpu"))
+    out = b.label(tiny_ref, child)
+    assert out["status"] == "labelled" and out["images_encoded"] == 7
+    reg = b.registry()
+    v = reg.client.get_model_version(out["name"], str(out["version"]))
+    assert v.tags["mll.parent_graph"] == parent.version
+    assert v.tags["mll.incremental_from"] == parent.version and v.tags["mll.images_encoded"] == "7"
+    assert v.tags["mll.graph_delta"].startswith(f"+{len(diff_graphs(parent, child).added_nodes)} "
+                                                "nodes")
+    # selection downloads the label directory only: the embeddings are beside it, not in it
+    arts = {x.path for x in reg.client.list_artifacts(first["run_id"], "label")}
+    assert arts and not any("embeddings" in p for p in arts)
+    assert {x.path for x in reg.client.list_artifacts(first["run_id"], "embeddings")} == {
+        "embeddings/embeddings.safetensors"}
+    # selection on the child works as on any label
+    assert b.labelled_models(child.version) == [tiny_ref]
+
+
+def test_cli_extend_and_diff(sources, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
+    build_and_save([SampleDataset("base", sources["base"])], tmp_path / "parent")
+    r = runner.invoke(cli, ["graph", "extend", str(tmp_path / "parent"), "--source",
+                            f"more={sources['more']}", "--out", str(tmp_path / "child"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    child = SemanticGraph.load(tmp_path / "child")
+    assert out["version"] == child.version and out["delta"]["added_images"] == 7
+    r = runner.invoke(cli, ["graph", "diff", str(tmp_path / "parent"), str(tmp_path / "child"),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["child"] == child.version and "horse.n.01" in d["added_nodes"]
+    r = runner.invoke(cli, ["graph", "extend", str(tmp_path / "parent"), "--source",
+                            f"base={sources['more']}"])
+    assert r.exit_code == 2 and "already used" in r.output
