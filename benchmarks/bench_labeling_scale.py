@@ -30,8 +30,10 @@ import numpy as np
 from _results import append_rows, stamp
 
 
-def synthetic_images(root: Path, n_images: int, per_node: int = 75, side: int = 256) -> Path:
-    """``root/<wnid>/<i>.jpg``: coloured shapes on a coloured ground, seeded per image."""
+def synthetic_images(root: Path, n_images: int, per_node: int = 75, side: int = 256,
+                     node_offset: int = 0) -> Path:
+    """``root/<wnid>/<i>.jpg``: coloured shapes on a coloured ground, seeded per image; nodes are
+    deep WordNet leaves from the ``node_offset``-th on (an offset gives other nodes)."""
     from PIL import Image, ImageDraw
 
     from mll_registry import wordnet as W
@@ -42,11 +44,11 @@ def synthetic_images(root: Path, n_images: int, per_node: int = 75, side: int = 
     wn = W.wn()
     leaves = [s for s in wn.all_synsets("n") if not s.hyponyms() and s.min_depth() >= 6]
     n_nodes = -(-n_images // per_node)
-    for k, s in enumerate(leaves[:n_nodes]):
+    for k, s in enumerate(leaves[node_offset:node_offset + n_nodes]):
         d = root / W.wnid(s)
         d.mkdir(parents=True, exist_ok=True)
         for i in range(min(per_node, n_images - k * per_node)):
-            rng = np.random.default_rng([k, i])
+            rng = np.random.default_rng([k + node_offset, i])
             im = Image.new("RGB", (side, side), tuple(int(v) for v in rng.integers(0, 256, 3)))
             dr = ImageDraw.Draw(im)
             for _ in range(6):

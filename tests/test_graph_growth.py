@@ -197,3 +197,46 @@ def test_cli_extend_and_diff(sources, tmp_path, monkeypatch) -> None:
     r = runner.invoke(cli, ["graph", "extend", str(tmp_path / "parent"), "--source",
                             f"base={sources['more']}"])
     assert r.exit_code == 2 and "already used" in r.output
+
+
+@pytest.mark.slow
+def test_demo_graph_growth_on_the_10_demo_models(tmp_path, data_root) -> None:
+    """The demo graph grown by its 60 extension concepts (Noto and Symbola renders): labels of
+    the 10 trained demo models computed incrementally equal full relabelling, and the 7 demo
+    tasks get the same selections from either."""
+    from mll_registry.demo.data import EXTENSION, load_concepts
+    from mll_registry.demo.hub import demo_refs
+    from mll_registry.demo.tasks import DEMO_TASKS, display_name, task_concepts
+    from mll_registry.task import Task, TaskClass
+
+    from conftest import missing_demo_hub
+
+    try:
+        refs = demo_refs()
+    except FileNotFoundError:
+        missing_demo_hub()
+    assert len(refs) == 10
+    inc_app = App(Settings(data_dir=str(data_root), label_store="local", device="cpu"))
+    full_app = App(Settings(data_dir=str(tmp_path / "full"), label_store="local", device="cpu"))
+    parent = inc_app.graph("demo")
+    out = inc_app.extend_graph("demo", demo=True, out=tmp_path / "child")
+    child = SemanticGraph.load(out["path"])
+    new = {c.synset for c in load_concepts(EXTENSION)}
+    assert len(new) == 60 and not new & set(parent.node_ids) and new <= set(child.node_ids)
+    assert out["delta"]["n_added_nodes"] >= 50
+    n_new = int((~child.images["digest"].isin(set(parent.images["digest"]))).sum())
+    for ref in refs:
+        inc_app.label(ref, parent)
+        inc = inc_app.label(ref, child)
+        assert inc["incremental"]["from_graph"] == parent.version, ref
+        assert inc["images_encoded"] == n_new, ref
+        full = full_app.label(ref, child, full=True)
+        assert full["images_encoded"] == len(child.images)
+        _compare(ModelLabel.load(inc["path"]), ModelLabel.load(full["path"]))
+    for t in DEMO_TASKS:
+        task = Task(t.name, [TaskClass(display_name(c))
+                             for c in task_concepts(t, load_concepts())], domain=t.domain)
+        a, b = inc_app.select(task, child).result, full_app.select(task, child).result
+        assert a.models == b.models and len(a.models) == 10
+        np.testing.assert_array_equal(a.chosen, b.chosen)
+        np.testing.assert_array_equal(a.with_k(3).chosen, b.with_k(3).chosen)
