@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mll_registry.graph import BuildReport, GraphConfig, SemanticGraph
-    from mll_registry.graph_store import GraphStore, PublishedGraph
     from mll_registry.graph_lineage import GraphDelta
+    from mll_registry.graph_store import GraphStore, PublishedGraph
     from mll_registry.label_embeddings import LabelEmbeddings
     from mll_registry.label_index import ConceptHit, LabelIndex
     from mll_registry.label_stores import LabelStore

@@ -168,30 +168,30 @@ def write_embeddings(path: str | os.PathLike[str], image_digest: np.ndarray,
         off += size
     path = Path(path)
     h = hashlib.blake2b(digest_size=16)
-    fixed = [np.ascontiguousarray(image_digest, np.uint8), np.ascontiguousarray(text_key, np.uint8),
-             np.ascontiguousarray(text_emb, np.float16)]
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        with open(tmp, "w+b") as f:
-            placeholder = _header_bytes(header, "0" * 32, info)
-            f.write(placeholder)
-            for a in fixed:
-                f.write(a.tobytes())
-                h.update(a.tobytes())
-            rows = 0
-            for b in image_blocks:
-                b16 = np.ascontiguousarray(b, np.float16)
-                if b16.ndim != 2 or b16.shape[1] != d:
-                    raise EmbeddingsError(f"image block of shape {b16.shape}, expected (*, {d})")
-                f.write(b16.tobytes())
-                h.update(b16.tobytes())
-                rows += len(b16)
-            if rows != n_images:
-                raise EmbeddingsError(f"{rows} image rows written, {n_images} expected")
-            final = _header_bytes(header, h.hexdigest(), info)
-            if len(final) != len(placeholder):
-                raise AssertionError("embeddings header changed size")
-            f.seek(0)
-            f.write(final)
+    fixed: list[np.ndarray] = [np.ascontiguousarray(image_digest, np.uint8),
+                               np.ascontiguousarray(text_key, np.uint8),
+                               np.ascontiguousarray(text_emb, np.float16)]
+    with atomic_path(path, suffix=".safetensors") as tmp, open(tmp, "w+b") as f:
+        placeholder = _header_bytes(header, "0" * 32, info)
+        f.write(placeholder)
+        for a in fixed:
+            f.write(a.tobytes())
+            h.update(a.tobytes())
+        rows = 0
+        for b in image_blocks:
+            b16 = np.ascontiguousarray(b, np.float16)
+            if b16.ndim != 2 or b16.shape[1] != d:
+                raise EmbeddingsError(f"image block of shape {b16.shape}, expected (*, {d})")
+            f.write(b16.tobytes())
+            h.update(b16.tobytes())
+            rows += len(b16)
+        if rows != n_images:
+            raise EmbeddingsError(f"{rows} image rows written, {n_images} expected")
+        final = _header_bytes(header, h.hexdigest(), info)
+        if len(final) != len(placeholder):
+            raise AssertionError("embeddings header changed size")
+        f.seek(0)
+        f.write(final)
     return path
 
 

@@ -106,3 +106,32 @@ def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], label
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts()}
     assert {"selection-dogs-and-cats", "selection-dogs-and-cats-run"} <= keys
+
+
+def test_extend_graph_flow_publishes_the_child_and_labels_each_model_incrementally(
+        world: dict[str, Path], graph: dict, labelled: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import write_png
+
+    from flows.graph import extend_graph
+    from mll_registry.graph import SemanticGraph
+    from mll_registry.mlflow_labels import Registry
+
+    monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
+    for i in range(3):
+        write_png(world["tmp"] / "more" / "horse.n.01" / f"{i}.png", 120 + i)
+    out = extend_graph(base=graph["path"], sources=[f"more={world['tmp'] / 'more'}"])
+    child = SemanticGraph.load(out["path"])
+    assert out["parent"] == graph["version"] and out["published"]["graph_version"] == child.version
+    assert child.manifest["lineage"]["parent"] == graph["version"]
+    assert out["published"]["parent"] == graph["version"]
+    added = len(set(child.node_ids) - set(SemanticGraph.load(graph["path"]).node_ids))
+    assert added >= 2 and out["published"]["delta"].startswith(f"+{added} nodes, +3 images")
+    assert len(out["labelled"]) == 2  # the two models labelled on the parent
+    for r in out["labelled"]:
+        assert r["status"] == "labelled" and r["images_encoded"] == 3, r
+        assert r["incremental"]["from_graph"] == graph["version"]
+    versions = Registry().labelled_versions(child.version)
+    assert len(versions) == 2
+    assert all(Registry().client.get_model_version(v.name, str(v.version)).tags[
+        "mll.incremental_from"] == graph["version"] for v in versions)

@@ -204,12 +204,12 @@ def test_demo_graph_growth_on_the_10_demo_models(tmp_path, data_root) -> None:
     """The demo graph grown by its 60 extension concepts (Noto and Symbola renders): labels of
     the 10 trained demo models computed incrementally equal full relabelling, and the 7 demo
     tasks get the same selections from either."""
+    from conftest import missing_demo_hub
+
     from mll_registry.demo.data import EXTENSION, load_concepts
     from mll_registry.demo.hub import demo_refs
     from mll_registry.demo.tasks import DEMO_TASKS, display_name, task_concepts
     from mll_registry.task import Task, TaskClass
-
-    from conftest import missing_demo_hub
 
     try:
         refs = demo_refs()
