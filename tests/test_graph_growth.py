@@ -44,7 +44,7 @@ def tiny_ref(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture()
 def sources(tmp_path: Path) -> dict[str, Path]:
     """A parent source (dogs, cats, a sparrow) and a growth source: new concepts (a horse, a
-    trout), more images of an existing one (dog), and one image whose bytes the parent has."""
+    trout, a goldfish), more images of an existing one (dog), and one image whose bytes the parent has."""
     base, more = tmp_path / "base", tmp_path / "more"
     for i in range(4):
         _noise_png(base / "dog.n.01" / f"{i}.png", i)
@@ -53,6 +53,8 @@ def sources(tmp_path: Path) -> dict[str, Path]:
     for i in range(3):
         _noise_png(more / "horse.n.01" / f"{i}.png", 300 + i)
         _noise_png(more / "trout.n.01" / f"{i}.png", 400 + i)
+    for i in range(2):  # n01443537: sorts before every parent node (node order is by wnid)
+        _noise_png(more / "goldfish.n.01" / f"{i}.png", 600 + i)
     _noise_png(more / "dog.n.01" / "new.png", 500)
     _noise_png(more / "dog.n.01" / "same-bytes.png", 0)  # the parent's dog.n.01/0.png
     return {"base": base, "more": more}
@@ -77,18 +79,20 @@ def test_a_child_keeps_the_parent_and_records_the_delta(sources, tmp_path) -> No
         assert got[:len(rows)] == rows.tolist(), node
     # the delta, against set arithmetic on the tables
     added = set(child.node_ids) - set(parent.node_ids)
-    assert {"horse.n.01", "trout.n.01", "equine.n.01"} <= added
+    assert {"horse.n.01", "trout.n.01", "equine.n.01", "goldfish.n.01"} <= added
+    # new nodes sort between parent nodes: parent nodes move to other rows (labels follow them)
+    assert [child.node_ids.index(n) for n in parent.node_ids] != list(range(len(parent.nodes)))
     assert "dog.n.01" not in added
     d = diff_graphs(parent, child)
     assert set(d.added_nodes) == added and not d.removed_nodes and d.added_sources == ["more"]
-    assert d.added_images == len(set(child.images["digest"]) - set(parent.images["digest"])) == 7
+    assert d.added_images == len(set(child.images["digest"]) - set(parent.images["digest"])) == 9
     assert "dog.n.01" in d.changed_nodes  # it gained its new image
     lin = child.manifest["lineage"]
     assert lin["parent"] == parent.version and lin["ancestors"] == [parent.version]
     assert sorted(lin["delta"]["added_nodes"]) == sorted(added)
     # the other way round, every addition is a removal
     back = diff_graphs(child, parent)
-    assert set(back.removed_nodes) == added and back.removed_images == 7
+    assert set(back.removed_nodes) == added and back.removed_images == 9
 
 
 def test_extending_refuses_a_used_source_name_and_an_empty_growth(sources, tmp_path) -> None:
@@ -122,7 +126,7 @@ def test_an_incremental_label_equals_a_full_one_and_encodes_only_new_images(
     assert emb.image_emb.dtype == np.float16 and emb.image_emb.shape[0] == len(parent.images)
     inc = a.label(tiny_ref, child)
     new_rows = int((~child.images["digest"].isin(set(parent.images["digest"]))).sum())
-    assert new_rows == 7 and inc["images_encoded"] == new_rows  # the same-bytes image is reused
+    assert new_rows == 9 and inc["images_encoded"] == new_rows  # the same-bytes image is reused
     assert inc["incremental"]["from_graph"] == parent.version
     assert inc["incremental"]["texts_encoded"] == len(set(child.node_ids) - set(parent.node_ids))
     full = a.label(tiny_ref, child, out=tmp_path / "full", full=True)
@@ -164,11 +168,11 @@ def test_registry_child_versions_record_their_lineage_and_reuse_from_any_worker(
     # a worker with its own data dir gets the parent's embeddings from the artifact store
     b = App(Settings(data_dir=str(tmp_path / "two"), device="cpu"))
     out = b.label(tiny_ref, child)
-    assert out["status"] == "labelled" and out["images_encoded"] == 7
+    assert out["status"] == "labelled" and out["images_encoded"] == 9
     reg = b.registry()
     v = reg.client.get_model_version(out["name"], str(out["version"]))
     assert v.tags["mll.parent_graph"] == parent.version
-    assert v.tags["mll.incremental_from"] == parent.version and v.tags["mll.images_encoded"] == "7"
+    assert v.tags["mll.incremental_from"] == parent.version and v.tags["mll.images_encoded"] == "9"
     assert v.tags["mll.graph_delta"].startswith(f"+{len(diff_graphs(parent, child).added_nodes)} "
                                                 "nodes")
     # selection downloads the label directory only: the embeddings are beside it, not in it
@@ -188,7 +192,7 @@ def test_cli_extend_and_diff(sources, tmp_path, monkeypatch) -> None:
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     child = SemanticGraph.load(tmp_path / "child")
-    assert out["version"] == child.version and out["delta"]["added_images"] == 7
+    assert out["version"] == child.version and out["delta"]["added_images"] == 9
     r = runner.invoke(cli, ["graph", "diff", str(tmp_path / "parent"), str(tmp_path / "child"),
                             "--json"])
     assert r.exit_code == 0, r.output
