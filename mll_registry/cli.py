@@ -305,7 +305,8 @@ def label(
     graph: GraphOpt = None,
     device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(
-        help="Write the label files here and register nothing.")] = None,
+        help="Write the label files here (its embeddings beside it, OUT.embeddings.safetensors) "
+             "and register nothing.")] = None,
     template: Annotated[list[str] | None, typer.Option(
         help="Prompt template(s) with {} for the node text (repeatable) "
              f"[default: {list(DEFAULTS.templates)}].")] = None,
@@ -798,10 +799,18 @@ def graph_info(path: Annotated[str, typer.Argument(
     except _known_errors() as exc:
         _fail(str(exc))
     summary = {**g.summary(), "path": str(path)}
+    lineage = g.manifest.get("lineage") or {}
+    if lineage.get("parent"):
+        from mll_registry.graph_lineage import GraphDelta
+
+        summary["parent"] = lineage["parent"]
+        summary["delta"] = GraphDelta(**lineage["delta"]).headline()
     if as_json:
         _emit(summary)
     else:
         _print_graph(summary, verb="bundle:")
+        if "parent" in summary:
+            console.print(f"child of {summary['parent']}: {summary['delta']}")
 
 
 _DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "File too large")

@@ -10,8 +10,11 @@ memory and disk whatever the graph size:
 * node texts are encoded once per model (templates averaged, configurable and recorded);
 * image embeddings are computed in fixed chunks, each checkpointed atomically, so an interrupted
   run resumes without recomputing finished chunks and ends with the identical label;
-* similarities, top-K, own-node scores and per-node accuracy are computed chunk by chunk with
-  torch, reading the checkpoints memory-mapped.
+* the embeddings are rounded to fp16 and written beside the label
+  (:mod:`mll_registry.label_embeddings`); similarities, top-K, own-node scores and per-node
+  accuracy are computed from them block by block with torch, on the model's device;
+* with the embeddings of the model's label on an ancestor graph (``reuse``), only the images and
+  node texts they do not hold are encoded: the label equals a full one (graph growth).
 
 On CUDA, image and text encoding run under autocast (fp16) and batches are pinned; CPU runs fp32.
 """
