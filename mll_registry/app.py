@@ -307,7 +307,8 @@ class App:
         if out is not None:
             reuse = self.parent_embeddings(st, key, g) if incremental else None
             run, path = label_ref(res, g, cfg, out=out, root=self.root,
-                                  allow_pickle=allow_pickle, progress=progress, reuse=reuse)
+                                  allow_pickle=allow_pickle, progress=progress, reuse=reuse,
+                                  keep_embeddings=self.settings.keep_embeddings)
             return {"status": "labelled", **settings, **run.summary(path)}
         if not force:
             old = self._stored(st, key, str(res.ref))
@@ -316,7 +317,8 @@ class App:
                         **settings, **old}
         reuse = self.parent_embeddings(st, key, g) if incremental else None
         run, path = label_ref(res, g, cfg, root=self.root, allow_pickle=allow_pickle,
-                              progress=progress, reuse=reuse)
+                              progress=progress, reuse=reuse,
+                              keep_embeddings=self.settings.keep_embeddings)
         stored = st.put(key, res, run.label, path, force=force)
         entry = stored.to_dict()
         if stored.name and stored.version is not None:  # the registry: its version entry

@@ -530,9 +530,10 @@ def label_ref(
     allow_pickle: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     reuse: LabelEmbeddings | None = None,
+    keep_embeddings: bool = True,
 ) -> tuple[LabelRun, Path]:
     """Resolve (unless given resolved), load and label a model on ``graph``; write the label
-    atomically, and its embeddings beside it (:func:`embeddings_path`).
+    atomically, and (``keep_embeddings``) its embeddings beside it (:func:`embeddings_path`).
 
     Returns:
         (the run, the label directory). Checkpoints are removed once the label is written.
@@ -545,12 +546,16 @@ def label_ref(
     run = label_model(lm, graph, cfg, root=root, progress=progress, reuse=reuse)
     path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version,
                                                     cfg.label_hash(), root)
+    run.label.meta["embeddings"]["kept"] = keep_embeddings
     run.label.save(path)
-    if run.embeddings is not None:
+    dest = embeddings_path(path)
+    if run.embeddings is not None and keep_embeddings:
         import shutil
 
-        dest = embeddings_path(path)
         shutil.move(str(run.embeddings), str(dest))  # a rename on one file system
         run.embeddings = dest
+    else:
+        dest.unlink(missing_ok=True)  # an older label's embeddings are not this label's
+        run.embeddings = None
     clear_checkpoints(lm, graph, root)
     return run, path

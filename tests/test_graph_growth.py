@@ -157,6 +157,18 @@ def test_damaged_or_foreign_embeddings_are_not_reused(sources, tmp_path, tiny_re
     assert e.matches({"revision": lab.meta["revision"]}) is not None
 
 
+def test_without_kept_embeddings_a_grown_graph_is_labelled_in_full(sources, tmp_path,
+                                                                    tiny_ref) -> None:
+    parent, child = _graphs(sources, tmp_path)
+    a = App(Settings(data_dir=str(tmp_path / "data"), label_store="local", device="cpu",
+                     keep_embeddings=False))
+    first = a.label(tiny_ref, parent)
+    assert first["embeddings"] is None and not embeddings_path(first["path"]).exists()
+    assert ModelLabel.load(first["path"]).meta["embeddings"]["kept"] is False
+    out = a.label(tiny_ref, child)
+    assert out["incremental"] is None and out["images_encoded"] == len(child.images)
+
+
 def test_registry_child_versions_record_their_lineage_and_reuse_from_any_worker(
         sources, tmp_path, tiny_ref, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
