@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mll_registry.label_embeddings import LabelEmbeddings
     from mll_registry.label_index import ConceptHit, LabelIndex
     from mll_registry.label_stores import LabelStore
-    from mll_registry.labeller import LabelConfig
+    from mll_registry.labeller import LabelConfig, LabelRun
     from mll_registry.matching import CaptionProvider, TextEmbedder
     from mll_registry.mlflow_labels import LabelledVersion, Registry
     from mll_registry.reuse import ReuseResult
@@ -302,23 +302,25 @@ class App:
             res = link_copy(res, same_as)
         key = LabelKey.of(res, g.version, cfg.label_hash())
         settings = {"label_hash": key.label_hash, "label_settings": self.settings.label_identity()}
-        st = self.label_store(store)
-        incremental = self.settings.incremental and not full
+        grown = self.settings.incremental and not full and bool(g.manifest.get("lineage"))
+
+        def labelled(to: str | os.PathLike[str] | None) -> tuple[LabelRun, Path]:
+            # the store is asked for an ancestor's embeddings only on a grown graph
+            reuse = self.parent_embeddings(self.label_store(store), key, g) if grown else None
+            return label_ref(res, g, cfg, out=to, root=self.root, allow_pickle=allow_pickle,
+                             progress=progress, reuse=reuse,
+                             keep_embeddings=self.settings.keep_embeddings)
+
         if out is not None:
-            reuse = self.parent_embeddings(st, key, g) if incremental else None
-            run, path = label_ref(res, g, cfg, out=out, root=self.root,
-                                  allow_pickle=allow_pickle, progress=progress, reuse=reuse,
-                                  keep_embeddings=self.settings.keep_embeddings)
+            run, path = labelled(out)
             return {"status": "labelled", **settings, **run.summary(path)}
+        st = self.label_store(store)
         if not force:
             old = self._stored(st, key, str(res.ref))
             if old is not None:
                 return {"status": "skipped", "reason": "already labelled with these settings",
                         **settings, **old}
-        reuse = self.parent_embeddings(st, key, g) if incremental else None
-        run, path = label_ref(res, g, cfg, root=self.root, allow_pickle=allow_pickle,
-                              progress=progress, reuse=reuse,
-                              keep_embeddings=self.settings.keep_embeddings)
+        run, path = labelled(None)
         stored = st.put(key, res, run.label, path, force=force)
         entry = stored.to_dict()
         if stored.name and stored.version is not None:  # the registry: its version entry
