@@ -192,6 +192,66 @@ def _scan(ds: SampleDataset, exts: tuple[str, ...], rep: SourceReport,
     return out
 
 
+def draw_images(node: str, cands: list[tuple[int, str]], want: int, seed: int,
+                sources: Sequence[SampleDataset], checked: dict[tuple[int, str], str | None],
+                reports: list[SourceReport], pool: ThreadPoolExecutor) -> list[tuple[int, str]]:
+    """Up to ``want`` readable images of ``node`` from ``cands`` (source index, relpath), by a
+    draw seeded per node; only drawn images are opened (``checked`` caches their digests,
+    unreadable ones are counted in ``reports``)."""
+    perm = np.random.default_rng(_seed_for(seed, node)).permutation(len(cands))
+    chosen: list[tuple[int, str]] = []
+    pos = 0
+    while len(chosen) < want and pos < len(perm):
+        batch = [cands[i] for i in perm[pos:pos + (want - len(chosen))]]
+        pos += len(batch)
+        todo = [b for b in batch if b not in checked]
+        paths = [sources[si].root / rel for si, rel in todo]
+        for key, dig in zip(todo, pool.map(_check_image, paths), strict=True):
+            checked[key] = dig
+            if dig is None:
+                rep = reports[key[0]]
+                rep.unreadable += 1
+                if len(rep.unreadable_examples) < _EXAMPLES:
+                    rep.unreadable_examples.append(key[1])
+        chosen.extend(b for b in batch if checked[b] is not None)
+    return chosen
+
+
+def descendants(children: dict[str, list[str]], node: str) -> list[str]:
+    """Every node below ``node`` (``children``: parent -> child nodes), sorted."""
+    seen: set[str] = set()
+    stack = list(children.get(node, []))
+    while stack:
+        c = stack.pop()
+        if c not in seen:
+            seen.add(c)
+            stack.extend(children.get(c, []))
+    return sorted(seen)
+
+
+def fill(keys: list[Any], cap: int, queues: list[list[Any]], seed: int, node: str) -> None:
+    """Fill ``keys`` up to ``cap`` from the descendants' image ``queues``, round-robin over
+    queues in a seeded order, each queue shuffled (seed per node); keys already in are skipped."""
+    rng = np.random.default_rng(_seed_for(seed, "fill:" + node))
+    for q in queues:
+        rng.shuffle(q)  # type: ignore[arg-type]
+    order = rng.permutation(len(queues)).tolist()
+    taken = set(keys)
+    while len(keys) < cap and order:
+        nxt = []
+        for qi in order:
+            q = queues[qi]
+            while q and q[-1] in taken:
+                q.pop()
+            if q and len(keys) < cap:
+                k = q.pop()
+                taken.add(k)
+                keys.append(k)
+            if q:
+                nxt.append(qi)
+        order = nxt
+
+
 class SemanticGraph:
     """A built graph: node, edge, image and membership tables plus a manifest.
 
@@ -433,25 +493,8 @@ def build_graph(
     total = len(folder_nodes)
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
         for done, n in enumerate(folder_nodes, 1):
-            cands = candidates[n]
-            rng = np.random.default_rng(_seed_for(cfg.seed, n))
-            perm = rng.permutation(len(cands))
-            chosen: list[tuple[int, str]] = []
-            pos = 0
-            while len(chosen) < cfg.cap and pos < len(perm):
-                batch = [cands[i] for i in perm[pos:pos + (cfg.cap - len(chosen))]]
-                pos += len(batch)
-                todo = [b for b in batch if b not in checked]
-                paths = [sources[si].root / rel for si, rel in todo]
-                for key, dig in zip(todo, pool.map(_check_image, paths), strict=True):
-                    checked[key] = dig
-                    if dig is None:
-                        rep = reports[key[0]]
-                        rep.unreadable += 1
-                        if len(rep.unreadable_examples) < _EXAMPLES:
-                            rep.unreadable_examples.append(key[1])
-                chosen.extend(b for b in batch if checked[b] is not None)
-            own[n] = chosen
+            own[n] = draw_images(n, candidates[n], cfg.cap, cfg.seed, sources, checked,
+                                 reports, pool)
             if progress:
                 progress(done, total)
 
@@ -474,41 +517,15 @@ def build_graph(
         children[p].append(c)
 
     # -- fill from descendants: round-robin over shuffled descendant nodes ------------------------
-    def descendants(n: str) -> list[str]:
-        seen: set[str] = set()
-        stack = list(children.get(n, []))
-        while stack:
-            c = stack.pop()
-            if c not in seen:
-                seen.add(c)
-                stack.extend(children.get(c, []))
-        return sorted(seen)
-
     members: dict[str, list[tuple[tuple[int, str], bool]]] = {}
     for n in sorted(node_set):
         mine = own.get(n, [])
         picked = [(k, True) for k in mine]
         if cfg.fill_from_descendants and len(picked) < cfg.cap:
-            rng = np.random.default_rng(_seed_for(cfg.seed, "fill:" + n))
-            desc = [d for d in descendants(n) if d in own]
-            queues = [list(own[d]) for d in desc]
-            for q in queues:
-                rng.shuffle(q)  # type: ignore[arg-type]
-            qorder = rng.permutation(len(queues)).tolist()
-            taken = set(mine)
-            while len(picked) < cfg.cap and qorder:
-                nxt = []
-                for qi in qorder:
-                    q = queues[qi]
-                    while q and q[-1] in taken:
-                        q.pop()
-                    if q and len(picked) < cfg.cap:
-                        k = q.pop()
-                        taken.add(k)
-                        picked.append((k, False))
-                    if q:
-                        nxt.append(qi)
-                qorder = nxt
+            keys = list(mine)
+            fill(keys, cfg.cap, [list(own[d]) for d in descendants(children, n) if d in own],
+                 cfg.seed, n)
+            picked += [(k, False) for k in keys[len(mine):]]
         if picked:
             members[n] = picked
 

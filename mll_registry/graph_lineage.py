@@ -45,10 +45,11 @@ from mll_registry.graph import (
     SemanticGraph,
     SourceReport,
     _caption,
-    _check_image,
     _scan,
-    _seed_for,
     content_version,
+    descendants,
+    draw_images,
+    fill,
 )
 
 _EXAMPLES = 10  # node ids listed in a delta's short form
@@ -110,27 +111,6 @@ def diff_graphs(a: SemanticGraph, b: SemanticGraph) -> GraphDelta:
         added_sources=sorted(sb - sa), removed_sources=sorted(sa - sb))
 
 
-def _round_robin(picked: list[Any], cap: int, queues: list[list[Any]], rng: np.random.Generator,
-                 taken: set[Any]) -> None:
-    """Fill ``picked`` up to ``cap`` from ``queues`` in turn (the build's fill rule)."""
-    for q in queues:
-        rng.shuffle(q)  # type: ignore[arg-type]
-    order = rng.permutation(len(queues)).tolist()
-    while len(picked) < cap and order:
-        nxt = []
-        for qi in order:
-            q = queues[qi]
-            while q and q[-1] in taken:
-                q.pop()
-            if q and len(picked) < cap:
-                k = q.pop()
-                taken.add(k)
-                picked.append(k)
-            if q:
-                nxt.append(qi)
-        order = nxt
-
-
 def extend_graph(base: SemanticGraph, sources: Sequence[SampleDataset],
                  progress: Callable[[int, int], None] | None = None,
                  workers: int = 8) -> tuple[SemanticGraph, BuildReport]:
@@ -183,23 +163,8 @@ def extend_graph(base: SemanticGraph, sources: Sequence[SampleDataset],
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for done, n in enumerate(folder_nodes, 1):
             room = cfg.cap - len(base_members.get(n, []))
-            cands = candidates[n]
-            perm = np.random.default_rng(_seed_for(cfg.seed, n)).permutation(len(cands))
-            chosen: list[tuple[int, str]] = []
-            pos = 0
-            while len(chosen) < room and pos < len(perm):
-                batch = [cands[i] for i in perm[pos:pos + (room - len(chosen))]]
-                pos += len(batch)
-                todo = [b for b in batch if b not in checked]
-                paths = [sources[si].root / rel for si, rel in todo]
-                for key, dig in zip(todo, pool.map(_check_image, paths), strict=True):
-                    checked[key] = dig
-                    if dig is None:
-                        rep = reports[key[0]]
-                        rep.unreadable += 1
-                        if len(rep.unreadable_examples) < 5:
-                            rep.unreadable_examples.append(key[1])
-                chosen.extend(b for b in batch if checked[b] is not None)
+            chosen = draw_images(n, candidates[n], room, cfg.seed, sources, checked, reports,
+                                 pool)
             if chosen:
                 own_new[n] = chosen
                 own_all[n].extend(chosen)
@@ -224,16 +189,6 @@ def extend_graph(base: SemanticGraph, sources: Sequence[SampleDataset],
     for p, c in edges:
         children[p].append(c)
 
-    def descendants(n: str) -> list[str]:
-        seen: set[str] = set()
-        stack = list(children.get(n, []))
-        while stack:
-            c = stack.pop()
-            if c not in seen:
-                seen.add(c)
-                stack.extend(children.get(c, []))
-        return sorted(seen)
-
     # -- members: parent's first, then new own images, then the fill ----------------------------
     members: dict[str, list[tuple[Any, bool]]] = {}
     for n in sorted(node_set):
@@ -241,12 +196,10 @@ def extend_graph(base: SemanticGraph, sources: Sequence[SampleDataset],
         if cfg.fill_from_descendants and len(picked) < cfg.cap:
             is_new = n not in base_nodes
             pool_of = own_all if is_new else own_new  # a parent node fills from new images only
-            queues = [list(pool_of[d]) for d in descendants(n) if pool_of.get(d)]
+            queues = [list(pool_of[d]) for d in descendants(children, n) if pool_of.get(d)]
             keys = [k for k, _ in picked]
-            before = len(keys)
-            _round_robin(keys, cfg.cap, queues,
-                         np.random.default_rng(_seed_for(cfg.seed, "fill:" + n)), set(keys))
-            picked += [(k, False) for k in keys[before:]]
+            fill(keys, cfg.cap, queues, cfg.seed, n)
+            picked += [(k, False) for k in keys[len(picked):]]
         if picked:
             members[n] = picked
     node_set = set(members)
