@@ -4,7 +4,9 @@ One resolution rule, used by ``mll query best`` and by selection's "is this clas
 check (:func:`mll_registry.matching.match`): a synset id or wnid must be a node; a word or phrase
 resolves to the first of its WordNet noun senses that is a node; a phrase none of whose senses is
 a node falls back to its head noun ("Siamese cat" -> cat, "glass of milk" -> glass), i.e. to a
-broader concept of the graph.
+broader concept of the graph. Selection passes the senses it chose for the task
+(:func:`mll_registry.matching.choose_senses`), which are then the only senses of the word tried:
+"mouse" among pets is the rodent or nothing, never the computer mouse.
 """
 
 from __future__ import annotations
@@ -41,16 +43,28 @@ def _from_table(concept: str, nodes: Any) -> tuple[str, list[str]] | None:
     return None
 
 
-def resolve_concept(concept: str, node_ids: Sequence[str],
-                    nodes: Any = None) -> tuple[str, list[str]]:
+def resolve_concept(concept: str, node_ids: Sequence[str], nodes: Any = None,
+                    senses: Sequence[str] | None = None) -> tuple[str, list[str]]:
     """A synset id, a wnid, a word or a phrase -> (graph node, other graph senses of the word).
 
     ``nodes`` (the graph's node table) lets ids, wnids and first lemmas resolve without loading
-    the WordNet reader (seconds); everything else goes through WordNet.
+    the WordNet reader (seconds); everything else goes through WordNet. ``senses``: the word's
+    senses to try, best first, instead of all of them in WordNet's order (a task's choice); if
+    none is a node, a phrase still falls back to its head noun.
 
     Raises:
         KeyError: with a message naming what was tried.
     """
+    if senses:
+        present = set(node_ids)
+        hits = [s for s in senses if s in present]
+        if hits:
+            return hits[0], hits[1:]
+        head = head_noun(concept)
+        if head == concept.strip():
+            raise KeyError(f"no sense of {concept!r} chosen for the task is in this graph "
+                           f"(chosen: {list(senses)[:6]})")
+        return resolve_concept(head, node_ids, nodes)
     if nodes is not None:
         hit = _from_table(concept, nodes)
         if hit is not None:
@@ -75,9 +89,10 @@ def resolve_concept(concept: str, node_ids: Sequence[str],
     raise KeyError(f"no sense of {concept!r} is in this graph (senses: {tried[:6]})")
 
 
-def in_graph(name: str, node_ids: Sequence[str], nodes: Any = None) -> str | None:
+def in_graph(name: str, node_ids: Sequence[str], nodes: Any = None,
+             senses: Sequence[str] | None = None) -> str | None:
     """The graph node ``name`` resolves to by :func:`resolve_concept`, or None."""
     try:
-        return resolve_concept(name, node_ids, nodes)[0]
+        return resolve_concept(name, node_ids, nodes, senses)[0]
     except KeyError:
         return None

