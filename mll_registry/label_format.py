@@ -7,6 +7,9 @@ that is 10^6 x 9x10^3 per model. We keep what selection needs (docs/method.md §
 * ``member_score``: S[x, v] for every membership row (image x represents node v) of the graph,
   in the graph's ``members`` order, so the own-node score of every image of every node is exact.
 
+The per-source columns were added without a format bump: a label written before them loads and
+selects as ever; only a per-source read (:func:`source_summary`) refuses it, naming the fix.
+
 For a candidate set V_T, the argmax of S[x, .] over V_T is exact whenever some candidate is in x's
 top-K; otherwise it is taken over the candidates whose exact score we hold (the nodes x belongs
 to). ``benchmarks/bench_label_compact.py`` measures how often that changes selection.
@@ -14,7 +17,10 @@ to). ``benchmarks/bench_label_compact.py`` measures how often that changes selec
 On disk a label is a directory (written atomically, validated on read)::
 
     label.safetensors   the arrays (safetensors: no pickle)
-    summary.parquet     node_id, n_images, acc1, acc5, mean_own  (accuracy over all nodes)
+    summary.parquet     node_id, n_images, acc1, acc5, mean_own  (accuracy over all nodes),
+                        then per sample source S of the graph, counts (not ratios, so sources
+                        pool with any weights): n_images@S, hits1@S, hits5@S (int64) and
+                        sum_own@S (float64, the sum of own-node scores of S's images)
     meta.json           model ref + revision, architecture, preprocess, templates, logit scale,
                         graph version, code version, timings, K
 """
@@ -24,14 +30,18 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mll_registry.fsutil import atomic_dir, read_json_object, sha256_file
+
+if TYPE_CHECKING:
+    from mll_registry.graph import SemanticGraph
 
 FORMAT = "mll-label/1"
 _ARRAYS = ("topk_idx", "topk_score", "member_score")
@@ -77,6 +87,61 @@ class LabelError(ValueError):
     """A label file is missing, malformed, or for another graph version."""
 
 
+#: the per-source summary counts, each a column ``<stat>@<source>`` (module docstring)
+SOURCE_STATS = ("n_images", "hits1", "hits5", "sum_own")
+
+
+def source_column(stat: str, source: str) -> str:
+    """The summary column of ``stat`` (one of :data:`SOURCE_STATS`) for ``source``'s images."""
+    return f"{stat}@{source}"
+
+
+def graph_sources(graph: SemanticGraph) -> list[str]:
+    """A graph's sample sources, sorted: those of its manifest and of its images."""
+    return sorted(set(graph.manifest.get("sources", {})) | set(graph.images["source"].astype(str)))
+
+
+def summary_sources(summary: pd.DataFrame) -> list[str]:
+    """The sources a summary holds per-source counts for (none: written before they existed)."""
+    head = source_column("n_images", "")
+    return [str(c)[len(head):] for c in summary.columns if str(c).startswith(head)]
+
+
+def no_source_counts(model_refs: Sequence[str]) -> LabelError:
+    """The error of a per-source read of labels written before per-source counts existed."""
+    refs = list(model_refs) or ["MODEL_REF"]
+    fix = "; ".join(f"`mll label {r} --force`" for r in refs[:5])
+    more = f" (and {len(refs) - 5} more)" if len(refs) > 5 else ""
+    return LabelError(f"the label of {', '.join(refs[:5])}{more} has no per-source counts "
+                      f"(labelled before they existed); relabel: {fix}")
+
+
+def source_summary(summary: pd.DataFrame, source: str,
+                   model_ref: str | None = None) -> pd.DataFrame:
+    """Per node, the figures of ``source``'s images only: node_id, n_images, hits1, hits5,
+    acc1, acc5, mean_own (ratios NaN where the node has no image from ``source``).
+
+    Raises:
+        LabelError: the summary predates per-source counts (the message names the relabelling).
+        KeyError: ``source`` is not one of the summary's sources.
+    """
+    have = summary_sources(summary)
+    if not have:
+        raise no_source_counts([model_ref] if model_ref else [])
+    if source not in have:
+        raise KeyError(f"no sample source {source!r} in this label's graph; its sources: "
+                       f"{', '.join(have)}")
+    n = summary[source_column("n_images", source)].to_numpy(np.int64)
+    out = {"node_id": summary["node_id"].to_numpy(), "n_images": n}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for stat, ratio in (("hits1", "acc1"), ("hits5", "acc5"), ("sum_own", "mean_own")):
+            v = summary[source_column(stat, source)].to_numpy()
+            if stat != "sum_own":
+                out[stat] = v.astype(np.int64)
+            out[ratio] = np.where(n > 0, v / np.maximum(n, 1), np.nan)
+    return pd.DataFrame(out)
+
+
 @dataclass
 class ModelLabel:
     """A model's label on one graph version."""
@@ -84,7 +149,7 @@ class ModelLabel:
     topk_idx: np.ndarray  # (n_images, K) uint16/int32 node positions, best first
     topk_score: np.ndarray  # (n_images, K) float16
     member_score: np.ndarray  # (n_memberships,) float16, graph.members order
-    summary: pd.DataFrame  # per node: node_id, n_images, acc1, acc5, mean_own
+    summary: pd.DataFrame  # per node: node_id, n_images, acc1, acc5, mean_own, per source
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -119,6 +184,11 @@ class ModelLabel:
             "mean_acc5": round(float(s["acc5"].mean()), 4),
             "images_per_s": self.meta.get("timings", {}).get("images_per_s"),
         }
+
+    def source_summary(self, source: str) -> pd.DataFrame:
+        """Per node, the figures of ``source``'s images only (:func:`source_summary`)."""
+        ref = self.meta.get("model_ref")
+        return source_summary(self.summary, source, str(ref) if ref else None)
 
     def bytes_per_image(self) -> float:
         n = max(1, self.topk_idx.shape[0])

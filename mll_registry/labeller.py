@@ -45,7 +45,7 @@ from mll_registry.label_embeddings import (
     text_keys,
     write_embeddings,
 )
-from mll_registry.label_format import ModelLabel
+from mll_registry.label_format import ModelLabel, graph_sources, source_column
 from mll_registry.model_loading import LoadedModel
 from mll_registry.model_refs import ResolvedModel
 from mll_registry.settings import DEFAULTS, Settings, label_identity_hash
@@ -168,7 +168,9 @@ def compact_label(img_emb: np.ndarray | Sequence[np.ndarray], txt_emb: np.ndarra
     multiply-adds per model, which a GPU does in seconds).
 
     Returns:
-        (topk_idx, topk_score fp16, member_score fp16, summary)
+        (topk_idx, topk_score fp16, member_score fp16, summary): the summary's pooled columns,
+        then each sample source's counts (:func:`source_counts`), from which any pooling of
+        sources can be computed without the label's arrays.
     """
     import torch
 
@@ -213,7 +215,28 @@ def compact_label(img_emb: np.ndarray | Sequence[np.ndarray], txt_emb: np.ndarra
         "acc5": np.bincount(m_node, weights=top5, minlength=n_nodes) / safe,
         "mean_own": np.bincount(m_node, weights=member, minlength=n_nodes) / safe,
     })
-    return topk_idx, topk_score, member.astype(np.float16), summary
+    per_source = source_counts(graph, m_node, m_img, {"n_images": None, "hits1": top1,
+                                                       "hits5": top5, "sum_own": member})
+    return topk_idx, topk_score, member.astype(np.float16), pd.concat([summary, per_source], axis=1)
+
+
+def source_counts(graph: SemanticGraph, m_node: np.ndarray, m_img: np.ndarray,
+                  weights: dict[str, np.ndarray | None]) -> pd.DataFrame:
+    """Per node and sample source, the sum of each membership-row weight (None: the row count):
+    the columns ``<stat>@<source>`` of the label summary (label_format); counts (weights None
+    or bool) as int64, other sums float64."""
+    sources = graph_sources(graph)
+    src = pd.Categorical(graph.images["source"].astype(str), categories=sources).codes
+    n_nodes, n_src = len(graph.nodes), len(sources)
+    cell = m_node * n_src + src.astype(np.int64)[m_img]  # (node, source of the row's image)
+    cols: dict[str, np.ndarray] = {}
+    for stat, w in weights.items():
+        sums = np.bincount(cell, weights=w, minlength=n_nodes * n_src).reshape(n_nodes, n_src)
+        if w is None or w.dtype == bool:
+            sums = np.rint(sums).astype(np.int64)
+        for j, s in enumerate(sources):
+            cols[source_column(stat, s)] = sums[:, j]
+    return pd.DataFrame(cols, index=range(n_nodes))
 
 
 def dense_similarities(img_emb: np.ndarray, txt_emb: np.ndarray) -> np.ndarray:

@@ -80,6 +80,13 @@ def test_label_matches_direct_computation(tiny_dir: Path, graph, data_root: Path
         assert s.loc[node, "acc5"] == pytest.approx(np.mean(higher < 5))
         assert s.loc[node, "acc5"] >= s.loc[node, "acc1"]
         assert s.loc[node, "mean_own"] == pytest.approx(S[rows, pos[node]].mean(), abs=1e-5)
+        # per sample source: the same counts over that source's images only
+        src = graph.images["source"].to_numpy()[rows]
+        for name in ("A", "B"):
+            mine = rows[src == name]
+            assert s.loc[node, f"n_images@{name}"] == len(mine)
+            assert s.loc[node, f"hits1@{name}"] == np.sum(S[mine].argmax(1) == pos[node])
+    assert s.loc["carnivore.n.01", "n_images@B"] == 1  # the check covers a node of two sources
     meta = lab.meta
     assert meta["graph_version"] == graph.version and meta["label_config"]["top_k"] == 5
     assert meta["logit_scale"] == pytest.approx(lm.model.logit_scale.exp().item())
@@ -128,6 +135,9 @@ def test_label_roundtrip_and_wrong_graph_version(tiny_dir: Path, graph, tmp_path
     path = lab.save(tmp_path / "label")
     back = ModelLabel.load(path, graph_version=graph.version)
     np.testing.assert_array_equal(back.topk_idx, lab.topk_idx)
+    assert back.summary.equals(lab.summary)  # the per-source columns too
+    in_b = graph.images["source"].to_numpy()[graph.members["image_id"].to_numpy()] == "B"
+    assert back.source_summary("B")["n_images"].sum() == in_b.sum() > 0
     assert back.headline()["nodes"] == len(graph.nodes)
     with pytest.raises(LabelError, match="computed on graph version"):
         ModelLabel.load(path, graph_version="0000000000000000")
@@ -177,6 +187,99 @@ def test_per_node_accuracy_at_1_and_5_over_many_ranks(graph) -> None:
         mine = own == v
         assert summary.loc[v, "acc1"] == pytest.approx(np.mean(rank[mine] < 1))
         assert summary.loc[v, "acc5"] == pytest.approx(np.mean(rank[mine] < 5))
+
+
+def _mixed_source_graph(rng: np.random.Generator, n_nodes: int = 12, n_img: int = 600):
+    """Images of three sources (a fourth, named in the manifest, has none), each image a member
+    of its own node and of a "parent" node (as hypernym filling makes them)."""
+    from mll_registry.graph import SemanticGraph
+
+    nodes = pd.DataFrame({"node_id": [f"n{i:02d}" for i in range(n_nodes)],
+                          "caption": [f"c{i}" for i in range(n_nodes)]})
+    own = rng.integers(0, n_nodes, n_img)
+    parent = (own + 1 + rng.integers(0, n_nodes - 1, n_img)) % n_nodes  # never the own node
+    images = pd.DataFrame({"image_id": np.arange(n_img), "relpath": "", "node_id": "",
+                           "digest": "", "source": rng.choice(["noto", "symbola", "textured"],
+                                                              n_img)})
+    ids = nodes["node_id"].to_numpy()
+    members = pd.DataFrame({"node_id": np.concatenate([ids[own], ids[parent]]),
+                            "image_id": np.tile(np.arange(n_img), 2), "own": True})
+    sources = {s: "/" for s in ("noto", "symbola", "textured", "greyscale")}
+    return SemanticGraph(nodes, pd.DataFrame({"parent": [], "child": []}), images, members,
+                         {"version": "v", "sources": sources, "config": {"cap": 75}})
+
+
+def test_per_source_counts_equal_a_hand_count_and_pool_to_the_node_figures() -> None:
+    """Per node and source, n_images/hits1/hits5/sum_own equal a count over the dense
+    similarities restricted to that source's member images; summed over the sources they give
+    the pooled n_images, acc1, acc5 and mean_own."""
+    from mll_registry.label_format import source_summary, summary_sources
+
+    rng = np.random.default_rng(7)
+    g = _mixed_source_graph(rng)
+    img = rng.normal(size=(len(g.images), 8)).astype(np.float32)
+    txt = rng.normal(size=(len(g.nodes), 8)).astype(np.float32)
+    S = dense_similarities(img, txt)
+    summary = compact_label(img, txt, g, top_k=6, block=128)[3]
+    sources = ["greyscale", "noto", "symbola", "textured"]
+    assert summary_sources(summary) == sources
+    src = g.images["source"].to_numpy()
+    m_node = g.members["node_id"].map(g.node_index()).to_numpy()
+    m_img = g.members["image_id"].to_numpy()
+    for v in range(len(g.nodes)):
+        rows = m_img[m_node == v]
+        for name in sources:
+            mine = rows[src[rows] == name]
+            rank = (S[mine] > S[mine, v][:, None]).sum(1)  # nodes scoring strictly higher
+            got = summary.loc[v]
+            assert got[f"n_images@{name}"] == len(mine)
+            assert got[f"hits1@{name}"] == np.sum(rank < 1)
+            assert got[f"hits5@{name}"] == np.sum(rank < 5)
+            assert got[f"sum_own@{name}"] == pytest.approx(S[mine, v].sum(), abs=1e-4)
+    assert summary["hits5@noto"].sum() > summary["hits1@noto"].sum() > 0  # both counts tested
+    assert (summary["n_images@greyscale"] == 0).all()
+    pooled = {st: sum(summary[f"{st}@{s}"] for s in sources)
+              for st in ("n_images", "hits1", "hits5", "sum_own")}
+    np.testing.assert_array_equal(pooled["n_images"], summary["n_images"])
+    np.testing.assert_allclose(pooled["hits1"] / summary["n_images"], summary["acc1"])
+    np.testing.assert_allclose(pooled["hits5"] / summary["n_images"], summary["acc5"])
+    np.testing.assert_allclose(pooled["sum_own"] / summary["n_images"], summary["mean_own"],
+                               atol=1e-6)
+    one = source_summary(summary, "noto")
+    np.testing.assert_allclose(one["acc1"], summary["hits1@noto"] / summary["n_images@noto"])
+    assert source_summary(summary, "greyscale")["acc1"].isna().all()  # no images: no ratio
+    with pytest.raises(KeyError, match="greyscale, noto, symbola, textured"):
+        source_summary(summary, "silhouette")
+
+
+def test_a_label_without_per_source_counts_loads_and_selects_but_refuses_a_per_source_read(
+        tmp_path: Path) -> None:
+    """Labels written before per-source counts existed: same format, same selection counts;
+    only a per-source read fails, naming the relabelling."""
+    from mll_registry.label_format import MappedLabel, source_column
+    from mll_registry.selection import count_all
+
+    rng = np.random.default_rng(1)
+    g = _mixed_source_graph(rng, n_nodes=8, n_img=80)
+    img = rng.normal(size=(len(g.images), 8)).astype(np.float32)
+    txt = rng.normal(size=(len(g.nodes), 8)).astype(np.float32)
+    idx, score, member, summary = compact_label(img, txt, g, top_k=4)
+    meta = {"graph_version": g.version, "model_ref": "hf-hub:org/old-model"}
+    new = ModelLabel(idx, score, member, summary, meta).save(tmp_path / "new")
+    pooled = summary[["node_id", "n_images", "acc1", "acc5", "mean_own"]]  # the old columns
+    old = ModelLabel(idx, score, member, pooled, meta).save(tmp_path / "old")
+    lab = ModelLabel.load(old, graph_version=g.version)
+    assert list(lab.summary.columns) == list(pooled.columns)
+    np.testing.assert_array_equal(ModelLabel.load(new).source_summary("noto")["hits1"],
+                                  summary[source_column("hits1", "noto")])
+    with pytest.raises(LabelError, match=r"hf-hub:org/old-model.*no per-source counts.*"
+                                         r"`mll label hf-hub:org/old-model --force`"):
+        lab.source_summary("noto")
+    cand = np.arange(len(g.nodes))
+    a = count_all(g, [MappedLabel.open(old, g.version)], cand)
+    b = count_all(g, [MappedLabel.open(new, g.version)], cand)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_pickled_weights_refused_unless_opted_in(tmp_path: Path) -> None:
