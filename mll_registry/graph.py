@@ -56,10 +56,15 @@ class GraphError(ValueError):
 
 @dataclass(frozen=True)
 class SampleDataset:
-    """An ImageFolder root whose sub-folders are wnids or synset ids."""
+    """An ImageFolder root whose sub-folders are wnids or synset ids.
+
+    ``description`` names its domain in a few words ("colour emoji", "pencil sketch"): recorded
+    in the graph, compared with a task's domain by domain-aware selection; "" = not described.
+    """
 
     name: str
     root: Path
+    description: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> SampleDataset:
@@ -68,6 +73,23 @@ class SampleDataset:
         if not sep:
             path, name = spec, Path(spec).expanduser().resolve().name
         return cls(name=name, root=Path(path).expanduser().resolve())
+
+
+def describe_sources(sets: Sequence[SampleDataset], describe: Sequence[str]) -> list[SampleDataset]:
+    """Attach ``NAME=TEXT`` descriptions (CLI ``--describe``) to the sample datasets named."""
+    import dataclasses
+
+    texts: dict[str, str] = {}
+    for spec in describe:
+        name, sep, text = spec.partition("=")
+        if not sep or not text.strip():
+            raise GraphError(f"--describe takes NAME=TEXT (e.g. noto='colour emoji'), got {spec!r}")
+        texts[name.strip()] = text.strip()
+    unknown = sorted(set(texts) - {s.name for s in sets})
+    if unknown:
+        raise GraphError(f"--describe names {unknown}, which are not among the sources "
+                         f"{[s.name for s in sets]}; use the NAME of a --source NAME=PATH")
+    return [dataclasses.replace(s, description=texts.get(s.name, s.description)) for s in sets]
 
 
 @dataclass(frozen=True)
@@ -309,6 +331,12 @@ class SemanticGraph:
             self._roots[name] = Path(root)
             self.manifest["sources"][name] = str(root)
 
+    @property
+    def source_descriptions(self) -> dict[str, str]:
+        """Each sample source's domain description ("" where none was given), by source name."""
+        given = self.manifest.get("descriptions") or {}
+        return {name: str(given.get(name, "")) for name in self.manifest["sources"]}
+
     def summary(self) -> dict[str, Any]:
         """Counts a person reads first: nodes, leaves, images per source, version."""
         per_source = self.images.groupby("source").size().to_dict()
@@ -321,6 +349,7 @@ class SemanticGraph:
             "images": int(len(self.images)),
             "memberships": int(len(self.members)),
             "images_per_source": {str(k): int(v) for k, v in sorted(per_source.items())},
+            "source_descriptions": {k: v for k, v in self.source_descriptions.items() if v},
             "cap": int(self.manifest["config"]["cap"]),
         }
 
@@ -573,6 +602,7 @@ def build_graph(
         "version": version,
         "config": cfg.recorded(),
         "sources": {s.name: str(s.root) for s in sources},
+        "descriptions": {s.name: s.description for s in sources if s.description},
         "counts": {k: v for k, v in report.to_dict().items() if k not in ("sources", "version")},
         "report": [asdict(r) for r in reports],
         "code_version": __version__,

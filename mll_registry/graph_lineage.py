@@ -250,6 +250,8 @@ def extend_graph(base: SemanticGraph, sources: Sequence[SampleDataset],
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": version, "config": base.manifest["config"],
         "sources": child_sources,
+        "descriptions": {**base.manifest.get("descriptions", {}),
+                         **{s.name: s.description for s in sources if s.description}},
         "counts": {k: v for k, v in report.to_dict().items() if k not in ("sources", "version")},
         "report": list(base.manifest.get("report", [])) + [asdict(r) for r in reports],
         "code_version": __version__, "wordnet": base.manifest.get("wordnet", "3.0"),

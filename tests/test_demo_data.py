@@ -47,9 +47,13 @@ def test_every_concept_renders_in_every_style() -> None:
         assert missing == [], f"{style} lacks {missing[:5]}"
 
 
-def test_sample_and_target_styles_are_disjoint() -> None:
+def test_sample_training_and_target_styles() -> None:
     assert not set(S.SAMPLE_STYLES) & set(S.TARGET_STYLES)
+    assert not set(S.TRAINING_STYLES) & set(S.TARGET_STYLES)
     assert set(S.SAMPLE_STYLES) | set(S.TARGET_STYLES) == set(S.ALL_STYLES)
+    assert set(S.SOURCE_DESCRIPTIONS) == set(S.SAMPLE_STYLES)
+    # the graph and training draw on the Noto and Symbola glyphs only; target art stays out
+    assert {S.GLYPHS[st] for st in S.SAMPLE_STYLES + S.TRAINING_STYLES} == {"noto", "symbola"}
     # both kinds of look are labelled, so line-art target tasks have labels to select on
     assert set(S.SAMPLE_STYLES) & S.COLOUR_STYLES and set(S.SAMPLE_STYLES) & S.LINE_ART_STYLES
 
@@ -95,3 +99,41 @@ def test_graph_build_demo_cli_twice_same_version() -> None:
     assert json.loads(second.stdout)["version"] == s1["version"]
     info = runner.invoke(app, ["graph", "info", s1["path"], "--json"])
     assert json.loads(info.stdout)["nodes"] == s1["nodes"]
+
+
+def test_graph_images_share_no_bytes_and_no_render_with_training_or_task_images() -> None:
+    """The images models are labelled on are never renders they were trained on, nor task
+    images: by recipe (glyph + transformation + view) for every concept, and by decoded pixels
+    for a seeded sample of concepts."""
+    import random
+
+    import numpy as np
+
+    from mll_registry.demo.data import draw, graph_renders
+    from mll_registry.demo.tasks import DEMO_TASKS, task_renders
+    from mll_registry.demo.train import DEMO_SPECS, training_renders
+
+    if S.missing_sources():
+        missing_sources()
+    concepts = load_concepts()
+    trained_styles = sorted({st for spec in DEMO_SPECS for st in spec.styles})
+    graph = set(graph_renders(concepts))
+    train = set(training_renders(concepts, trained_styles))
+    tasks = {r for t in DEMO_TASKS for r in task_renders(t, concepts)}
+    assert len(graph) == len(concepts) * len(S.SAMPLE_STYLES) * 8
+    assert not graph & train and not graph & tasks
+    # the glyphs are shared (Noto, Symbola) but never with the same transformation and view
+    assert {(r.glyph, r.codepoint) for r in graph} & {(r.glyph, r.codepoint) for r in train}
+    assert not {r.glyph for r in tasks} & {r.glyph for r in graph}  # target art stays out
+
+    def pixels(recipes: set) -> set[bytes]:
+        return {hashlib.sha256(np.asarray(draw(r)).tobytes()).digest() for r in recipes}
+
+    some = {c.codepoint for c in random.Random(0).sample(concepts, 12)}
+    pick = {r for r in graph if r.codepoint in some}
+    g_px = pixels(pick)
+    # distinct views (a glyph drawn in black, as the telephone receiver, is its own greyscale)
+    assert len(g_px) >= 0.97 * len(pick)
+    t_px = pixels({r for r in train if r.codepoint in some})
+    k_px = pixels({r for r in tasks if r.codepoint in some})
+    assert not g_px & t_px and not g_px & k_px

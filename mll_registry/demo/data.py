@@ -86,14 +86,45 @@ def augment(img: Image.Image, seed: str) -> Image.Image:
     return canvas
 
 
+@dataclass(frozen=True)
+class Render:
+    """What one demo image is: a glyph, a style's transformation of it, and a view (the
+    augmentation seed; None = the clean render). Two images with the same recipe are the same
+    render, whatever their bytes."""
+
+    glyph: str  # the glyph art (sources.GLYPHS): noto, symbola, emojione, twemoji
+    codepoint: int
+    style: str
+    seed: str | None
+
+
+def graph_seed(style: str, codepoint: int, view: int) -> str | None:
+    """Augmentation seed of graph view ``view`` (view 0 is the clean render)."""
+    return None if view == 0 else f"{style}:{codepoint:X}:{view}"
+
+
+def graph_renders(concepts: Sequence[Concept], styles: Sequence[str] = S.SAMPLE_STYLES,
+                  views: int = SAMPLE_VIEWS) -> list[Render]:
+    """The recipe of every graph image the demo renders (what :func:`render_style` draws)."""
+    return [Render(S.GLYPHS[st], c.codepoint, st, graph_seed(st, c.codepoint, v))
+            for st in styles for c in concepts for v in range(views)]
+
+
+def draw(r: Render, size: int = IMAGE_SIZE) -> Image.Image:
+    """The image of a recipe."""
+    base = S.render(r.codepoint, r.style, size)
+    return base if r.seed is None else augment(base, r.seed)
+
+
 def _render_one(args: tuple[int, str, str, int, int, str]) -> int:
     codepoint, wnid, style, size, views, out = args
     folder = Path(out) / wnid
     folder.mkdir(parents=True, exist_ok=True)
     base = S.render(codepoint, style, size)
-    base.save(folder / "00.png", optimize=False)
-    for v in range(1, views):
-        augment(base, f"{style}:{codepoint:X}:{v}").save(folder / f"{v:02d}.png", optimize=False)
+    for v in range(views):
+        seed = graph_seed(style, codepoint, v)
+        (base if seed is None else augment(base, seed)).save(folder / f"{v:02d}.png",
+                                                             optimize=False)
     return views
 
 

@@ -1,4 +1,5 @@
-"""The demo semantic graph: emoji concepts in the sample styles (Noto colour, Symbola line art)."""
+"""The demo semantic graph: emoji concepts in the five sample styles (``demo.sources``), each
+with its domain description."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def build_demo_graph(root: str | os.PathLike[str] | None = None,
     Only ``SAMPLE_STYLES`` go into the graph: target styles stay unseen by labelling.
     """
     renders = ensure_demo_images(S.SAMPLE_STYLES, root=root)
-    sets = [SampleDataset(r.style, Path(r.path)) for r in renders] + list(extra)
+    sets = [SampleDataset(r.style, Path(r.path), S.SOURCE_DESCRIPTIONS[r.style])
+            for r in renders] + list(extra)
     path = Path(out) if out else demo_graph_path(root)
     g, rep = build_and_save(sets, path, config)
     return g, rep, path
@@ -61,5 +63,5 @@ def demo_extension_sources(root: str | os.PathLike[str] | None = None) -> list[S
     (sources ``noto-extension``, ``symbola-extension``), for ``mll graph extend demo --demo``."""
     from mll_registry.demo.data import ensure_extension_images
 
-    return [SampleDataset(f"{r.style}-extension", Path(r.path))
+    return [SampleDataset(f"{r.style}-extension", Path(r.path), S.SOURCE_DESCRIPTIONS[r.style])
             for r in ensure_extension_images(root)]

@@ -24,7 +24,14 @@ import yaml
 
 from mll_registry.config import demo_dir
 from mll_registry.demo import sources as S
-from mll_registry.demo.data import IMAGE_SIZE, TARGET_VIEWS, Concept, augment, load_concepts
+from mll_registry.demo.data import (
+    IMAGE_SIZE,
+    TARGET_VIEWS,
+    Concept,
+    Render,
+    augment,
+    load_concepts,
+)
 from mll_registry.fsutil import atomic_dir, write_text
 
 # CLDR names that read oddly as class names
@@ -109,6 +116,18 @@ def task_concepts(t: DemoTask, concepts: Sequence[Concept]) -> list[Concept]:
     return pool
 
 
+def target_seed(style: str, codepoint: int, view: int) -> str | None:
+    """Augmentation seed of task view ``view`` (view 0 is the clean render)."""
+    return None if view == 0 else f"target:{style}:{codepoint:X}:{view}"
+
+
+def task_renders(t: DemoTask, concepts: Sequence[Concept] | None = None) -> list[Render]:
+    """The recipe of every image of demo task ``t`` (what :func:`ensure_task` draws)."""
+    return [Render(S.GLYPHS[st], c.codepoint, st, target_seed(st, c.codepoint, v))
+            for c in task_concepts(t, concepts or load_concepts()) for st in t.styles
+            for v in range(TARGET_VIEWS)]
+
+
 def tasks_dir(root: str | os.PathLike[str] | None = None) -> Path:
     return demo_dir(root) / "tasks"
 
@@ -138,9 +157,9 @@ def ensure_task(t: DemoTask, root: str | os.PathLike[str] | None = None,
             d.mkdir()
             for st in t.styles:
                 img = S.render(c.codepoint, st, IMAGE_SIZE)
-                img.save(d / f"{st}-00.png")
-                for v in range(1, TARGET_VIEWS):
-                    augment(img, f"target:{st}:{c.codepoint:X}:{v}").save(d / f"{st}-{v:02d}.png")
+                for v in range(TARGET_VIEWS):
+                    seed = target_seed(st, c.codepoint, v)
+                    (img if seed is None else augment(img, seed)).save(d / f"{st}-{v:02d}.png")
         (tmp / ".params").write_text(stamp)
     body = {"name": t.name, "domain": t.domain, "task": "image classification",
             "classes": [display_name(c) for c in chosen], "data": str(img_dir)}

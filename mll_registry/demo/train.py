@@ -1,9 +1,11 @@
 """Train the demo hub: small open_clip models with genuinely different strengths.
 
 Each model is trained contrastively (open_clip's ``ClipLoss``) on emoji renders of a concept subset
-in one or both *sample* styles (Noto colour, Symbola line art). Training views use their own
-augmentation seeds (``train:...``), so no training image is a graph image, and target styles
-(EmojiOne, Twemoji, sketch) are never seen in training or labelling. Captions mix templates over the
+in one or both *training* styles (plain Noto colour, Symbola line art; ``sources.TRAINING_STYLES``).
+No training render is a graph render: training views use augmentation seeds of their own
+(``train:...``), and three of the graph's five sources are transformations no model was trained on
+(silhouette, greyscale, textured background); target styles (EmojiOne, Twemoji, sketch) are never
+seen in training or labelling (``tests/test_demo_data.py`` checks both by recipe and by pixels). Captions mix templates over the
 WordNet lemma and the emoji's own name ("a drawing of a hotdog.", "an emoji of a hot dog.").
 
 Specialities come from data, tower and budget (``DEMO_SPECS``): concept subsets (animals, food,
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mll_registry.demo import sources as S
-from mll_registry.demo.data import Concept, augment
+from mll_registry.demo.data import Concept, Render, augment
 
 TRAIN_VIEWS = 10
 CAPTION_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an emoji of a {}.", "a {}.", "{}")
@@ -36,7 +38,7 @@ class ModelSpec:
     name: str
     arch: str  # key of mll_registry.demo.archs.TINY_ARCHS
     groups: tuple[str, ...] | None  # concept groups (emoji_synsets.tsv), None = all
-    styles: tuple[str, ...]  # sample styles it trains on
+    styles: tuple[str, ...]  # training styles it trains on
     steps: int
     seed: int
     description: str
@@ -77,19 +79,33 @@ def select_concepts(concepts: Sequence[Concept], groups: tuple[str, ...] | None)
     return [c for c in concepts if groups is None or c.group in groups]
 
 
+def train_seed(style: str, codepoint: int, view: int) -> str:
+    """Augmentation seed of training view ``view``: every training view is augmented, with
+    seeds of its own, so no training render is a graph render (``demo.data.graph_seed``)."""
+    return f"train:{style}:{codepoint:X}:{view}"
+
+
+def training_renders(concepts: Sequence[Concept], styles: Sequence[str],
+                     views: int = TRAIN_VIEWS) -> list[Render]:
+    """The recipe of every training image of ``concepts`` in ``styles`` (concept-major)."""
+    return [Render(S.GLYPHS[st], c.codepoint, st, train_seed(st, c.codepoint, v))
+            for c in concepts for st in styles for v in range(views)]
+
+
 def training_pixels(concepts: Sequence[Concept], styles: Sequence[str], pipe: Any,
                     views: int = TRAIN_VIEWS, size: int = 96) -> np.ndarray:
-    """uint8 (concepts, styles x views, H, W, 3): training renders with their own seeds."""
+    """uint8 (concepts, styles x views, H, W, 3): the training renders, preprocessed."""
+    per = len(styles) * views
+    recipes = training_renders(concepts, styles, views)
+    bases: dict[tuple[int, str], Any] = {}
     out = []
-    for c in concepts:
-        per = []
-        for st in styles:
-            base = S.render(c.codepoint, st, size)
-            for v in range(views):
-                img = augment(base, f"train:{st}:{c.codepoint:X}:{v}")
-                per.append(np.asarray(pipe.pil(img), dtype=np.uint8))
-        out.append(np.stack(per))
-    return np.stack(out)
+    for r in recipes:
+        key = (r.codepoint, r.style)
+        if key not in bases:
+            bases = {key: S.render(r.codepoint, r.style, size)}  # one glyph at a time
+        out.append(np.asarray(pipe.pil(augment(bases[key], str(r.seed))), dtype=np.uint8))
+    return np.stack(out).reshape(len(concepts), per, *out[0].shape) if out else np.zeros(
+        (len(concepts), per, 0, 0, 3), np.uint8)
 
 
 def captions_for(c: Concept, lemma: str) -> list[str]:
