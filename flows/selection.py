@@ -24,12 +24,13 @@ from mll_registry.settings import DEFAULTS
 @task
 def run_selection(task_name: str, classes: list[str], domain: str, task_type: str, k: int,
                   alpha: float, metric: str, top_n: int, graph: str,
-                  unmatched: str) -> Any:
+                  unmatched: str, source_weighting: str = DEFAULTS.source_weighting) -> Any:
     from mll_registry.task import Task, TaskClass
 
-    t = Task(task_name, [TaskClass(c) for c in classes], domain=domain, task=task_type)
-    return app(k=k, alpha=alpha, metric=metric, top_n=top_n,
-               unmatched=unmatched).select(t, graph)
+    t = Task(task_name, [TaskClass(c) for c in classes], domain=domain or "photo",
+             task=task_type, domain_given=bool(domain))
+    return app(k=k, alpha=alpha, metric=metric, top_n=top_n, unmatched=unmatched,
+               source_weighting=source_weighting).select(t, graph)
 
 
 def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -83,13 +84,28 @@ def log_run(sel: Any, reuse: Any) -> dict[str, str]:
     return {"run_id": rid, "link": link}
 
 
+def source_weights_markdown(sw: dict[str, Any]) -> str:
+    """The sample-source weights a selection used, as a Markdown table (or why uniform)."""
+    if not sw:
+        return ""
+    head = (f"Sample sources weighted **{sw.get('mode')}** for domain "
+            f"*{sw.get('domain') or '(none given)'}*"
+            + (f" (uniform: {sw['reason']})" if sw.get("reason") else
+               f", temperature {sw.get('temperature')}") + ":\n\n")
+    rows = "".join(f"| {src} | {w:.3f} | {sw.get('similarity', {}).get(src, float('nan')):.3f} |\n"
+                   for src, w in sorted(sw.get("weights", {}).items(), key=lambda kv: -kv[1]))
+    return head + "| source | weight | similarity to the domain |\n|---|---:|---:|\n" + rows + "\n"
+
+
 @flow(name="select-models", log_prints=True, flow_run_name="select {task_name}")
 def select_models(
     task_name: Annotated[str, Field(description="Name of the task (run names, MLflow)")],
     classes: Annotated[list[str], Field(
         min_length=1, description="Class names, as you would write them")],
     domain: Annotated[str, Field(
-        description='Words for "the {domain} of {class}", e.g. "pet photograph"')] = "photo",
+        description='The images\' domain: words for "the {domain} of {class}", e.g. "pet '
+                    'photograph"; compared with the graph\'s source descriptions to weigh '
+                    'them (empty: none given, sources weigh alike)')] = "photo",
     task_type: Annotated[str, Field(description="e.g. image classification")] =
         "image classification",
     k: Annotated[int, Field(ge=1, le=20, description="Models per class")] = DEFAULTS.k,
@@ -110,13 +126,17 @@ def select_models(
         description="Graph: a published graph version, `default` (the registry's default graph) "
                     "or a bundle directory the worker can read")] = "default",
     device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
+    source_weighting: Annotated[Literal["domain", "uniform"], Field(
+        description="How the graph's sample sources count: by the similarity of their "
+                    "descriptions to the domain, or all alike (the paper)")] =
+        DEFAULTS.source_weighting,
 ) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given."""
     from mll_registry.reuse import ReuseResult
 
     clean_env()
     selection = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n,
-                              graph, unmatched)
+                              graph, unmatched, source_weighting)
     reuse = (ReuseResult.from_json(evaluate_ensemble(selection, data_path, device))
              if data_path else None)
     logged = log_run(selection, reuse)
@@ -131,6 +151,7 @@ def select_models(
     key = re.sub(r"[^a-z0-9-]", "-", f"selection-{task_name}".lower())[:60]
     create_table_artifact(rows, key=key, description=f"MLL selection for {task_name} (k={k})")
     summary = f"### MLL selection for `{task_name}`\n\nMLflow: {logged['link']}\n\n"
+    summary += source_weights_markdown(sel.params.get("source_weights") or {})
     if reuse is not None:
         summary += (f"Ensemble top-1 **{reuse.ensemble['top1']:.3f}**, top-5 "
                     f"{reuse.ensemble['top5']:.3f} on {reuse.n_images} images; alone: " +

@@ -102,10 +102,12 @@ class ConceptQuery:
     ambiguous: list[str]
     graph_version: str
     models: list[ConceptHit]
+    source: str | None = None  # measured on this sample source's images only
 
     def to_dict(self) -> dict[str, Any]:
         return {"concept": self.concept, "query": self.query, "ambiguous": self.ambiguous,
-                "graph_version": self.graph_version, "models": [h.to_dict() for h in self.models]}
+                "graph_version": self.graph_version, "source": self.source,
+                "models": [h.to_dict() for h in self.models]}
 
 
 @dataclass
@@ -193,11 +195,13 @@ class App:
     # -- graphs --------------------------------------------------------------------------------
     def build_graph(self, sources: Sequence[str] = (), *, demo: bool = False,
                     out: str | os.PathLike[str] | None = None, config: GraphConfig | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> GraphBuild:
-        """Build a graph bundle from ``NAME=PATH`` sample folders (or the demo's)."""
-        from mll_registry.graph import SampleDataset, build_and_save
+                    progress: Callable[[int, int], None] | None = None,
+                    describe: Sequence[str] = ()) -> GraphBuild:
+        """Build a graph bundle from ``NAME=PATH`` sample folders (or the demo's); ``describe``
+        gives sources their domain descriptions as ``NAME=TEXT``."""
+        from mll_registry.graph import SampleDataset, build_and_save, describe_sources
 
-        sets = [SampleDataset.parse(s) for s in sources]
+        sets = describe_sources([SampleDataset.parse(s) for s in sources], describe)
         if demo:
             from mll_registry.demo.graph import build_demo_graph
 
@@ -227,15 +231,16 @@ class App:
     def extend_graph(self, base: str | os.PathLike[str], sources: Sequence[str] = (), *,
                      demo: bool = False, out: str | os.PathLike[str] | None = None,
                      publish: bool = False, default: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                     progress: Callable[[int, int], None] | None = None,
+                     describe: Sequence[str] = ()) -> dict[str, Any]:
         """Grow graph ``base`` (a bundle, version, ``default`` or ``demo``) with new sample
         sources ``NAME=PATH`` (``demo``: the demo's 60 extension concepts) into a child bundle;
         with ``publish`` it is published too (``default``: as the default graph)."""
         from mll_registry.config import graphs_dir
-        from mll_registry.graph import SampleDataset
+        from mll_registry.graph import SampleDataset, describe_sources
         from mll_registry.graph_lineage import extend_and_save
 
-        sets = [SampleDataset.parse(s) for s in sources]
+        sets = describe_sources([SampleDataset.parse(s) for s in sources], describe)
         if demo:
             from mll_registry.demo.graph import demo_extension_sources
 
@@ -473,7 +478,8 @@ class App:
         s = self.settings
         res = select(t, g, self.labels(g, store, mapped=True), k=s.k, alpha=s.alpha, metric=s.metric,
                      top_n=s.top_n, embedder=self.embedder(), provider=self.caption_provider(),
-                     root=self.root, unmatched=s.unmatched, match_similarity=s.weak_similarity)
+                     root=self.root, unmatched=s.unmatched, match_similarity=s.weak_similarity,
+                     source_weighting=s.source_weighting, source_temperature=s.source_temperature)
         if res.dropped:  # the selection is for the classes left
             import dataclasses
 
@@ -508,19 +514,26 @@ class App:
 
     # -- queries -------------------------------------------------------------------------------
     def query_best(self, concept: str, n: int = 5,
-                   graph: str | os.PathLike[str] | None = None,
-                   refresh: bool = False) -> ConceptQuery:
-        """Models ranked by measured accuracy on a concept (synset id, wnid or word).
+                   graph: SemanticGraph | str | os.PathLike[str] | None = None,
+                   refresh: bool = False, source: str | None = None) -> ConceptQuery:
+        """Models ranked by measured accuracy on a concept (synset id, wnid or word): over all
+        its images, or (``source``) over those of one of the graph's sample sources only.
 
         Raises:
-            KeyError: the concept is not in the graph (the message says what was tried).
+            KeyError: the concept is not in the graph (the message says what was tried), or
+                ``source`` is not one of its sample sources (the message lists them).
+            LabelError: ``source`` given and a model's label predates per-source counts.
         """
         from mll_registry.concepts import resolve_concept
+        from mll_registry.label_format import graph_sources
 
-        g = self.graph(graph)
+        g = self._graph_of(graph)
+        if source is not None and source not in graph_sources(g):
+            raise KeyError(f"no sample source {source!r} in graph {g.version}; its sources: "
+                           f"{', '.join(graph_sources(g))}")
         node, others = resolve_concept(concept, g.node_ids, g.nodes)
         idx = self.label_index(g.version, refresh=refresh)
-        return ConceptQuery(node, concept, others, g.version, idx.best(node, n))
+        return ConceptQuery(node, concept, others, g.version, idx.best(node, n, source), source)
 
     def label_index(self, graph_version: str, label_hash: str | None = None,
                     refresh: bool = False) -> LabelIndex:
@@ -574,6 +587,7 @@ class App:
         """MLL against INB, ModelGPT and the oracles on task files (default: the demo tasks)."""
         from mll_registry.bench import BenchConfig, run_bench
         from mll_registry.bench import plot as draw
+        from mll_registry.label_embeddings import embeddings_path
         from mll_registry.label_stores import LocalLabelStore, load_labels
         from mll_registry.model_loading import load
         from mll_registry.task import Task
@@ -602,8 +616,10 @@ class App:
                              "`mll label`")
         s = self.settings
         cfg = BenchConfig(alpha=s.alpha, metric=s.metric, top_n=s.top_n, weighting=s.weighting,
-                          growth_orders=growth_orders)
-        res = run_bench(task_list, g, labels, lambda r: load(r, device=s.device), cfg, log=say)
+                          source_weighting=s.source_weighting,
+                          source_temperature=s.source_temperature, growth_orders=growth_orders)
+        res = run_bench(task_list, g, labels, lambda r: load(r, device=s.device), cfg, log=say,
+                        embeddings={r: embeddings_path(p) for r, p in paths.items()})
         md = res.markdown()
         if markdown:
             from mll_registry.fsutil import write_text

@@ -252,6 +252,9 @@ def graph_build(
     source: Annotated[list[str] | None, typer.Option(
         "--source", "-s", help="Sample dataset NAME=PATH (ImageFolder by wnid or synset id).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Build the demo graph.")] = False,
+    describe: Annotated[list[str] | None, typer.Option(
+        "--describe", help="A source's domain, NAME=TEXT (e.g. noto='colour emoji'): domain-aware "
+        "selection weights it by its similarity to a task's domain.")] = None,
     out: Annotated[Path | None, typer.Option(help="Bundle directory to write.")] = None,
     cap: Annotated[int, typer.Option(help="Max images per node.")] = 75,
     seed: Annotated[int, typer.Option(help="Seed of the per-node draw.")] = 0,
@@ -276,7 +279,8 @@ def graph_build(
         with Progress(console=console, transient=True, disable=as_json) as prog:
             task = prog.add_task("drawing node images", total=None)
             built = a.build_graph(source or [], demo=demo, out=out, config=cfg,
-                                  progress=lambda d, t: prog.update(task, completed=d, total=t))
+                                  progress=lambda d, t: prog.update(task, completed=d, total=t),
+                                  describe=describe or [])
     except _known_errors() as exc:
         _fail(str(exc))
     summary = built.to_dict()
@@ -290,8 +294,9 @@ def _print_graph(summary: dict[str, Any], verb: str = "written to") -> None:
     t = Table(title=f"graph {summary['version']}", show_header=False)
     for k in ("nodes", "folder_nodes", "hypernym_nodes", "edges", "images", "memberships", "cap"):
         t.add_row(k.replace("_", " "), str(summary[k]))
+    described = summary.get("source_descriptions", {})
     for s, n in summary["images_per_source"].items():
-        t.add_row(f"images from {s}", str(n))
+        t.add_row(f"images from {s}", f"{n}" + (f" ({described[s]})" if s in described else ""))
     for s, sk in summary.get("skipped", {}).items():
         t.add_row(f"skipped in {s}", ", ".join(f"{k}={v}" for k, v in sk.items()))
     console.print(t)
@@ -393,6 +398,10 @@ LogOpt = Annotated[bool, typer.Option("--log/--no-log", help="Log the run to MLf
 UnmatchedOpt = Annotated[str | None, typer.Option(
     help="Classes with no good match in the graph: fallback (best general models), drop, or "
          f"fail [default: {DEFAULTS.unmatched}].")]
+SourceWeightingOpt = Annotated[str | None, typer.Option(
+    "--source-weighting", help="Weigh the graph's sample sources by the similarity of their "
+    "descriptions to the task's domain (domain) or all alike, as the paper (uniform) "
+    f"[default: {DEFAULTS.source_weighting}].")]
 
 
 def _selection_app(data_dir: Path | None, k: int | None, alpha: float | None,
@@ -418,6 +427,18 @@ def _warn_unmatched(res: Any) -> None:
                       "was dropped (--unmatched drop)", soft_wrap=True)
 
 
+def _print_source_weights(sw: Any) -> None:
+    if not isinstance(sw, dict) or len(sw.get("weights", {})) < 2:
+        return
+    if sw.get("uniform"):
+        why = f" ({sw['reason']})" if sw.get("reason") else ""
+        console.print(f"sample sources weighed alike{why}", soft_wrap=True)
+        return
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(sw["weights"].items(), key=lambda kv: -kv[1]))
+    console.print(f"sample sources weighted by the domain {sw.get('domain')!r} "
+                  f"(T={sw.get('temperature')}): {parts}", soft_wrap=True)
+
+
 @app.command("select")
 def select_cmd(
     task: TaskOpt,
@@ -430,13 +451,14 @@ def select_cmd(
     caption_url: CapOpt = None,
     labels: LabelsOpt = None,
     unmatched: UnmatchedOpt = None,
+    source_weighting: SourceWeightingOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select the best models per class of a task from their labels (no model is run)."""
     a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
-                       unmatched=unmatched)
+                       unmatched=unmatched, source_weighting=source_weighting)
     try:
         sel = a.select(task, graph, log=log)
     except _known_errors(with_value_errors=True) as exc:
@@ -449,6 +471,7 @@ def select_cmd(
     Console().print(res.table())
     console.print(f"{len(res.models)} labelled models considered; ensemble uses "
                   f"{len(res.selected_models())}: {', '.join(res.selected_models())}")
+    _print_source_weights(res.params.get("source_weights"))
     if sel.run_id:
         console.print(f"logged to MLflow run {sel.run_id} (experiment mll-selection)")
 
@@ -473,6 +496,7 @@ def reuse_cmd(
     caption_url: CapOpt = None,
     labels: LabelsOpt = None,
     unmatched: UnmatchedOpt = None,
+    source_weighting: SourceWeightingOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -480,7 +504,7 @@ def reuse_cmd(
     """Select per class, run the entropy-weighted ensemble on labelled images, measure it."""
     a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
                        weighting=weighting, prompts=prompt or None, device=device,
-                       unmatched=unmatched)
+                       unmatched=unmatched, source_weighting=source_weighting)
     try:
         with _heartbeat("mll reuse"):
             r = a.reuse(task, data, graph, log=log)
@@ -568,13 +592,16 @@ def query_best(
     n: Annotated[int, typer.Option("-n", help="How many models.")] = 5,
     graph: GraphOpt = None,
     refresh: Annotated[bool, typer.Option(help="Check the registry for new versions now.")] = False,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="Measure on this sample source's images of the concept only "
+                         "(a source of the graph: `mll graph info`).")] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Models ranked by their measured accuracy on a concept (from the label index)."""
     a = _app(data_dir)
     try:
-        q = a.query_best(concept, n, graph, refresh=refresh)
+        q = a.query_best(concept, n, graph, refresh=refresh, source=source)
     except KeyError as exc:
         _fail(str(exc.args[0]) if exc.args else str(exc))
     except _known_errors() as exc:
@@ -589,7 +616,8 @@ def query_best(
         console.print(f"[yellow]{concept!r} is ambiguous in this graph[/]: using {q.concept}; "
                       f"also {', '.join(q.ambiguous)} (pass a synset id to choose)",
                       soft_wrap=True)
-    t = Table(title=f"best models for {q.concept}")
+    t = Table(title=f"best models for {q.concept}"
+              + (f" on source {q.source}'s images" if q.source else ""))
     for col in ("model", "version", "acc@1", "acc@5", "mean own score", "images"):
         t.add_column(col)
     for h in q.models:
@@ -685,6 +713,9 @@ def graph_extend(
         help="The parent: a bundle directory, a published graph version, `default` or `demo`.")],
     source: Annotated[list[str] | None, typer.Option(
         "--source", "-s", help="New sample dataset NAME=PATH (repeatable).")] = None,
+    describe: Annotated[list[str] | None, typer.Option(
+        "--describe", help="A source's domain, NAME=TEXT (e.g. noto='colour emoji'): domain-aware "
+        "selection weights it by its similarity to a task's domain.")] = None,
     demo: Annotated[bool, typer.Option(
         "--demo", help="Add the demo's 60 extension concepts (Noto and Symbola renders).")] = False,
     out: Annotated[Path | None, typer.Option(help="Child bundle directory to write.")] = None,
@@ -708,7 +739,7 @@ def graph_extend(
         with Progress(console=console, transient=True, disable=as_json) as prog:
             task = prog.add_task("drawing node images", total=None)
             out_d = a.extend_graph(base, source or [], demo=demo, out=out, publish=publish,
-                                   default=default,
+                                   default=default, describe=describe or [],
                                    progress=lambda d, t: prog.update(task, completed=d, total=t))
     except _known_errors() as exc:
         _fail(str(exc))

@@ -175,9 +175,18 @@ class Tracking:
                       "caption_provider": p.get("caption_provider"),
                       "embedding_model": p.get("embedding_model"),
                       "graph_version": p.get("graph_version"),
-                      "models_considered": len(selection.models)}
+                      "models_considered": len(selection.models),
+                      "source_weighting": p.get("source_weighting")}
+            sw = p.get("source_weights") or {}
+            if sw:
+                params["source_temperature"] = sw.get("temperature")
+                params["source_weights_uniform_because"] = sw.get("reason") or "-"
             for k, val in params.items():
                 self.client.log_param(rid, k, str(val))
+            if sw:  # the weights used: one metric per source, and the whole record
+                for src, w in sw.get("weights", {}).items():
+                    self.client.log_metric(rid, f"source_weight_{_metric_key(src)}", float(w))
+                self.client.log_dict(rid, sw, "source_weights.json")
             if settings:
                 self.client.log_dict(rid, settings, "settings.json")
             self.client.log_text(rid, json.dumps(selection.to_dict(), indent=2),

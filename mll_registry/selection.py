@@ -147,8 +147,12 @@ def candidate_rows(graph: SemanticGraph, labels: Sequence[LabelRows],
 
 def count_all(graph: SemanticGraph, labels: Sequence[LabelRows], cand_nodes: np.ndarray,
               fallback: str = "none", block: int = MODEL_BLOCK, workers: int = SELECT_WORKERS,
+              image_weight: np.ndarray | None = None,
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """TP (M, V), FP (M, V) and P (V,) for every model.
+
+    ``image_weight`` (one per graph image; :mod:`mll_registry.source_weights`) makes every count
+    a weighted count: each image adds its weight instead of 1.
 
     Each model's candidate rows are read and reduced to its restricted predictions (U,) in one
     step (``workers`` threads: numpy releases the GIL): only ``workers`` labels' rows are in
@@ -175,10 +179,12 @@ def count_all(graph: SemanticGraph, labels: Sequence[LabelRows], cand_nodes: np.
         for i in range(len(labels)):
             one(i)
     V = len(cs.cand_nodes)
-    P = np.bincount(cs.row_cand, minlength=V).astype(np.float64)
+    img_w = None if image_weight is None else np.asarray(image_weight, np.float64)[cs.img_ids]
+    P = np.bincount(cs.row_cand, weights=None if img_w is None else img_w[cs.row_img],
+                    minlength=V).astype(np.float64)
     tps, fps = [np.zeros((0, V))], [np.zeros((0, V))]
     for i in range(0, len(labels), block):
-        TP, FP, P = node_counts(cs, pred[i:i + block])
+        TP, FP, P = node_counts(cs, pred[i:i + block], img_w)
         tps.append(TP)
         fps.append(FP)
     return np.concatenate(tps), np.concatenate(fps), P
@@ -250,15 +256,20 @@ def dense_predictions(dense: Sequence[np.ndarray], rows: CandidateRows) -> np.nd
 
 
 def node_counts(rows: CandidateRows | CandidateSet, pred: np.ndarray,
+                img_weight: np.ndarray | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per model and candidate node: TP (M, V), FP (M, V), P (V,)."""
+    """Per model and candidate node: TP (M, V), FP (M, V), P (V,); with ``img_weight`` (U,)
+    each image counts its weight instead of 1."""
     M, U = pred.shape
     V = len(rows.cand_nodes)
-    P = np.bincount(rows.row_cand, minlength=V).astype(np.float64)
+    w_row = None if img_weight is None else img_weight[rows.row_img]
+    P = np.bincount(rows.row_cand, weights=w_row, minlength=V).astype(np.float64)
     row_pred = pred[:, rows.row_img]  # (M, R)
     tp_hits = row_pred == rows.row_cand[None, :]
     m_idx = np.broadcast_to(np.arange(M)[:, None], row_pred.shape)
-    TP = np.bincount((m_idx * V + rows.row_cand[None, :])[tp_hits], minlength=M * V)
+    TP = np.bincount((m_idx * V + rows.row_cand[None, :])[tp_hits], minlength=M * V,
+                     weights=None if w_row is None else np.broadcast_to(w_row, tp_hits.shape)[
+                         tp_hits])
     # FP: an image predicted as a candidate it is not a member of (counted once per image);
     # pred -1 (no candidate in the top-K) is a false positive for nobody
     member_keys = (rows.member_keys if rows.member_keys is not None
@@ -268,7 +279,8 @@ def node_counts(rows: CandidateRows | CandidateSet, pred: np.ndarray,
     is_member = (member_keys[at] == keys) if len(member_keys) else np.zeros(keys.shape, bool)
     wrong = ~is_member & (pred >= 0)
     fp_m = np.broadcast_to(np.arange(M)[:, None], pred.shape)[wrong]
-    FP = np.bincount(fp_m * V + pred[wrong], minlength=M * V)
+    FP = np.bincount(fp_m * V + pred[wrong], minlength=M * V, weights=None if img_weight is None
+                     else np.broadcast_to(img_weight, pred.shape)[wrong])
     return TP.reshape(M, V).astype(np.float64), FP.reshape(M, V).astype(np.float64), P
 
 
@@ -379,6 +391,18 @@ def choose(r: np.ndarray, k: int, unmatched: Sequence[int] = (),
     return chosen
 
 
+def task_source_weights(task: object, graph: SemanticGraph, embedder: object = None,
+                        mode: str = DEFAULTS.source_weighting,
+                        temperature: float = DEFAULTS.source_temperature) -> Any:
+    """The :class:`~mll_registry.source_weights.SourceWeights` of ``task`` on ``graph``."""
+    from mll_registry.source_weights import source_weights
+
+    given = getattr(task, "domain_given", True)
+    domain = str(getattr(task, "domain", "") or "") if given else None
+    return source_weights(domain, graph.source_descriptions, embedder,  # type: ignore[arg-type]
+                          mode, temperature)
+
+
 def general_order(labels: Sequence[LabelRows]) -> np.ndarray:
     """Model positions by general score (mean accuracy@1 over the graph), best first."""
     score = np.array([float(lab.summary["acc1"].mean()) for lab in labels])
@@ -390,8 +414,14 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
            top_n: int = DEFAULTS.top_n, embedder: object = None,
            provider: object = None, root: object = None,
            unmatched: str = DEFAULTS.unmatched,
-           match_similarity: float = DEFAULTS.weak_similarity) -> SelectionResult:
+           match_similarity: float = DEFAULTS.weak_similarity,
+           source_weighting: str = DEFAULTS.source_weighting,
+           source_temperature: float = DEFAULTS.source_temperature) -> SelectionResult:
     """Select the top-k models per class of ``task`` from their labels (no model is run).
+
+    The counts of each sample source of the graph are weighted by ``source_weighting``
+    (:mod:`mll_registry.source_weights`: ``domain`` by the task's domain, ``uniform`` as the
+    paper); the weights used are in ``params["source_weights"]``.
 
     Classes with no good match in the graph (:mod:`mll_registry.matching`) are handled by
     ``unmatched``: ``fallback`` gives them the best general models, ``drop`` leaves them out of
@@ -401,8 +431,9 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
         SelectionError: no labels, labels for another graph version, unmatched classes with
             ``unmatched="fail"``, or every class dropped.
     """
-    from mll_registry.matching import match, node_similarity_report
+    from mll_registry.matching import Embedder, match, node_similarity_report
 
+    embedder = embedder or Embedder()  # loads on first use: one model for matching and weights
     if unmatched not in ("fallback", "drop", "fail"):
         raise ValueError(f"unmatched must be fallback, drop or fail, got {unmatched!r}")
     if not labels:
@@ -430,7 +461,9 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
         m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,  # type: ignore[arg-type]
                   low_similarity=match_similarity, root=root)  # type: ignore[arg-type]
         m.weak = []
-    TP, FP, P = count_all(graph, [labels[r] for r in refs], m.cand_nodes)
+    sw = task_source_weights(task, graph, embedder, source_weighting, source_temperature)
+    img_w = None if sw.uniform else sw.image_weights(graph.images["source"].to_numpy())
+    TP, FP, P = count_all(graph, [labels[r] for r in refs], m.cand_nodes, image_weight=img_w)
     s = class_scores(TP, FP, P, m.Z, metric)
     r = reuse_metric(s, alpha)
     # the general order reads every label's summary: only when a class needs the fallback
@@ -441,5 +474,6 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
         task=getattr(task, "name", "task"), classes=m.classes, models=refs, chosen=chosen,
         reuse=r, score=s, matched=node_similarity_report(m, graph), weak=m.weak,
         params={"k": int(chosen.shape[1]), "alpha": alpha, "metric": metric, **m.params,
-                "unmatched": unmatched, "graph_version": graph.version},
+                "unmatched": unmatched, "graph_version": graph.version,
+                "source_weighting": source_weighting, "source_weights": sw.to_dict()},
         general=general, matched_by=m.matched_by, dropped=dropped)

@@ -58,7 +58,13 @@ class Settings:
         weak_similarity: a class whose name resolves to no graph node and whose best caption
         similarity is below this has no good match (calibrated: benchmarks/results/unmatched.md);
         unmatched: what selection does with such a class: ``fallback`` (the best general
-        models), ``drop`` (leave the class out) or ``fail``.
+        models), ``drop`` (leave the class out) or ``fail``. source_weighting: ``uniform`` pools
+        the graph's sample sources alike (the paper; the default: on the demo, ``domain`` measured
+        below it, README "Benchmarks"); ``domain`` weighs each source's counts by a softmax of
+        the text similarity between the task's domain and the source's description, at
+        temperature ``source_temperature`` (0.1, fixed before measuring; the leave-one-source-out
+        rule on the sample sources alone prefers sharper: benchmarks/results/source_temperature.md).
+        A task with no domain, or a graph with undescribed sources, is pooled uniformly either way.
     Reuse:
         prompts: class prompt templates; weighting: ``inverse_entropy``, ``entropy``, ``uniform``.
     Where:
@@ -95,6 +101,8 @@ class Settings:
     caption_url: str | None = None
     weak_similarity: float = 0.6
     unmatched: Literal["fallback", "drop", "fail"] = "fallback"
+    source_weighting: Literal["domain", "uniform"] = "uniform"
+    source_temperature: float = 0.1
     prompts: tuple[str, ...] = ("a photo of a {}.",)
     weighting: Literal["inverse_entropy", "entropy", "uniform"] = "inverse_entropy"
     device: str = "auto"
@@ -121,6 +129,8 @@ class Settings:
             "alpha": 0.0 <= self.alpha <= 1.0, "metric": self.metric in ("f1", "precision"),
             "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),
             "unmatched": self.unmatched in ("fallback", "drop", "fail"),
+            "source_weighting": self.source_weighting in ("domain", "uniform"),
+            "source_temperature": self.source_temperature > 0,
             "label_store": bool(self.label_store),
             "discovery_page_size": self.discovery_page_size >= 1,
             "discovery_attempts": self.discovery_attempts >= 1,

@@ -67,6 +67,9 @@ class Task:
     task: str = "image classification"
     data: Path | None = None
     source: Path | None = field(default=None, compare=False)
+    #: False when a task file named no domain ("photo" is then assumed for descriptions, and
+    #: domain-aware selection weighs every sample source alike)
+    domain_given: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -113,7 +116,8 @@ class Task:
                 data_path = (base / data_path).resolve()
         return cls(name=str(d.get("name") or (base.name if base else "task")), classes=classes,
                    domain=str(d.get("domain") or "photo"),
-                   task=str(d.get("task") or "image classification"), data=data_path)
+                   task=str(d.get("task") or "image classification"), data=data_path,
+                   domain_given=bool(d.get("domain")))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Task:
@@ -136,7 +140,8 @@ class Task:
         return t
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "domain": self.domain, "task": self.task,
+        return {"name": self.name, **({"domain": self.domain} if self.domain_given else {}),
+                "task": self.task,
                 "classes": {c.name: c.description for c in self.classes}
                 if any(c.description for c in self.classes) else self.class_names,
                 **({"data": str(self.data)} if self.data else {})}

@@ -90,6 +90,12 @@ MUTATIONS: tuple[Mutation, ...] = (
       "mll_registry/selection.py", 'pred = lookup.take(idx[:, 0], mode="clip")',
       "pred = lookup.take(idx[:, 0])",
       ("tests/test_selection.py::test_memory_mapped_labels_select_exactly_as_loaded_ones",)),
+    # -- matching ----------------------------------------------------------------------------
+    M("senses-ignore-task", "a class's WordNet senses are taken in WordNet's order, whatever the "
+      "task's other classes and domain", "mll_registry/matching.py",
+      "        order = sorted(range(len(ss)), key=lambda i: -score[i])  # stable: ties in WordNet order",
+      "        order = list(range(len(ss)))",
+      ("tests/test_class_senses.py",)),
     # -- reuse -------------------------------------------------------------------------------
     M("entropy-weight-flipped", "confident models weigh less in the ensemble",
       "mll_registry/reuse.py", "        return 1.0 / (H + eps)", "        return H + eps",
@@ -119,6 +125,14 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if writer is not None:\n            cache.publish()\n"
       "            writer = cache.writer(shape)",
       ("tests/test_labeling.py::test_a_crash_while_building_the_pixel_cache_leaves_no_cache",)),
+    M("source-hits1-from-top5", "per-source top-1 hits count the top-5 hits",
+      "mll_registry/labeller.py", '"hits1": top1,', '"hits1": top5,',
+      ("tests/test_labeling.py::test_per_source_counts_equal_a_hand_count_and_pool_to_the_node"
+       "_figures",)),
+    M("source-query-first-source", "a per-source query reads the first source's counts",
+      "mll_registry/label_index.py", "        k = self.sources.index(source)\n",
+      "        k = 0\n",
+      ("tests/test_label_index.py::test_a_per_source_query_ranks_on_that_sources_images_only",)),
     # -- registry idempotency ----------------------------------------------------------------
     M("no-precheck", "label() relabels before finding the stored label", "mll_registry/app.py",
       "        if not force:\n            old = self._stored(st, key, str(res.ref))",
@@ -237,6 +251,41 @@ MUTATIONS: tuple[Mutation, ...] = (
       "mll_registry/mlflow_labels.py", "            if env is not None:\n",
       "            if False:\n",
       ("tests/test_graph_growth.py::test_registry_child_versions_record_their_lineage_and_reuse_from_any_worker",)),
+    # -- baselines ---------------------------------------------------------------------------
+    M("oracle-per-class-recall", "the per-class oracle scores classes by recall, not F1",
+      "mll_registry/baselines.py", "    den = predicted + support  # 2TP + FP + FN\n",
+      "    den = 2 * support + 0 * predicted  # 2TP + FP + FN\n",
+      ("tests/test_baselines.py::test_per_class_f1_oracle_picks_best_f1_not_best_recall",)),
+    M("modelgpt-paper-uncentred", "ModelGPT (paper) fits raw accuracy, not per-task-centred",
+      "mll_registry/baselines.py", "        Xc, yc = centre(X, groups), centre(y, groups)\n",
+      "        Xc, yc = X, y\n",
+      ("tests/test_baselines.py::test_centred_regression_recovers_a_linear_relation_despite_task_offsets",)),
+    M("pseudo-task-all-nodes", "pseudo-task ground truth classifies among every graph node",
+      "mll_registry/baselines.py",
+      "        txt = np.asarray(embeddings.text_emb[t_rows[[pos[n] for n in t.nodes]]], np.float32)\n",
+      "        txt = np.asarray(embeddings.text_emb[t_rows], np.float32)\n",
+      ("tests/test_baselines.py::test_pseudo_task_ground_truth_is_zero_shot_top1_from_the_label_embeddings",)),
+    M("pseudo-task-any-source", "a pseudo-task takes its classes' own images from every source",
+      "mll_registry/baselines.py", "        rows = own[src == source]\n", "        rows = own\n",
+      ("tests/test_baselines.py::test_pseudo_tasks_are_seeded_draws_of_one_sources_folder_nodes",)),
+    # -- domain-aware selection and the demo's sources ----------------------------------------
+    M("source-weight-sign", "source weights favour the least similar description",
+      "mll_registry/source_weights.py", "    z = np.asarray(similarity, np.float64) / temperature\n",
+      "    z = -np.asarray(similarity, np.float64) / temperature\n",
+      ("tests/test_source_weights.py::test_domain_weights_are_the_softmax_of_text_similarity",)),
+    M("source-weight-fp-unweighted", "false positives are counted unweighted",
+      "mll_registry/selection.py",
+      "    FP = np.bincount(fp_m * V + pred[wrong], minlength=M * V, weights=None if img_weight is None\n",
+      "    FP = np.bincount(fp_m * V + pred[wrong], minlength=M * V, weights=None if True\n",
+      ("tests/test_source_weights.py::test_weighted_counts_equal_per_source_counts_combined_by_hand",)),
+    M("source-weight-domain-always", "a task that names no domain is weighted by 'photo'",
+      "mll_registry/selection.py",
+      "    given = getattr(task, \"domain_given\", True)\n", "    given = True\n",
+      ("tests/test_source_weights.py::test_a_task_without_a_domain_gets_uniform_weights",)),
+    M("train-on-graph-views", "training views use the graph's augmentation seeds",
+      "mll_registry/demo/train.py", '    return f"train:{style}:{codepoint:X}:{view}"\n',
+      '    return f"{style}:{codepoint:X}:{view + 1}"\n',
+      ("tests/test_demo_data.py::test_graph_images_share_no_bytes_and_no_render_with_training_or_task_images",)),
 )
 
 

@@ -7,6 +7,7 @@ models are the committed, genuinely trained demo hub.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -51,8 +52,12 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             shutil.copytree(root / wnid, tmp / "src" / style / wnid)
     res = runner.invoke(app, ["graph", "build", "-s", f"noto={tmp / 'src' / 'noto'}",
                               "-s", f"symbola={tmp / 'src' / 'symbola'}",
+                              "--describe", "noto=colour emoji",
+                              "--describe", "symbola=black-and-white line drawing",
                               "--out", str(tmp / "graph"), "--json"])
     assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["source_descriptions"] == {
+        "noto": "colour emoji", "symbola": "black-and-white line drawing"}
     return {"graph": tmp / "graph", "tmp": tmp, **tasks}
 
 
@@ -95,6 +100,18 @@ def test_select_json(labelled: list[dict], small_world: dict[str, Path]) -> None
     dog = next(c for c in out["classes"] if c["class"] == "dog")
     assert any(n["node"] == "dog.n.01" for n in dog["nodes"])
     assert out["params"]["alpha"] == 0.7 and out["params"]["embedding_model"] == "all-MiniLM-L6-v2"
+    assert out["params"]["source_weights"]["weights"] == {"noto": 0.5, "symbola": 0.5}  # default
+    # domain-aware: the pets task's "cartoon emoji" is nearer "colour emoji" than line drawings
+    res = runner.invoke(app, ["select", "--task", str(small_world["pets"]), "--graph",
+                              str(small_world["graph"]), "--source-weighting", "domain",
+                              "--no-log"])
+    assert res.exit_code == 0, res.output
+    assert "weighted by the domain 'cartoon emoji'" in res.output
+    w = re.search(r"noto (\d\.\d\d), symbola (\d\.\d\d)", res.output)
+    assert w and float(w[1]) > 0.9 > 0.1 > float(w[2]), res.output
+    res = runner.invoke(app, ["select", "--task", str(small_world["pets"]), "--graph",
+                              str(small_world["graph"]), "--source-weighting", "softmax"])
+    assert res.exit_code == 2 and "source_weighting" in res.output
 
 
 def test_reuse_json_measures_ensemble_and_each_model(labelled: list[dict],

@@ -98,14 +98,20 @@ def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], label
         shutil.copytree(pets / c, data / c)
     out = select_models(task_name="dogs-and-cats", classes=["dog", "cat"], domain="cartoon emoji",
                         k=1, data_path=str(data), graph=str(world["tmp"] / "graph"),
-                        device="cpu")
+                        device="cpu", source_weighting="domain")
     run = Registry().client.get_run(out["mlflow_run_id"])
     assert run.data.params["task"] == "dogs-and-cats" and run.data.params["k"] == "1"
     assert run.data.metrics["top1"] == pytest.approx(out["reuse"]["ensemble"]["top1"], abs=1e-4)
     assert out["reuse"]["images"] == 12
+    # the sample-source weights used: a one-source graph weighs its source 1, and says why
+    assert run.data.params["source_weighting"] == "domain"
+    assert run.data.metrics["source_weight_toy"] == 1.0
+    assert "one sample source" in run.data.params["source_weights_uniform_because"]
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
-    assert {"selection-dogs-and-cats", "selection-dogs-and-cats-run"} <= keys
+        arts = {a.key: a for a in client.read_artifacts()}
+    assert {"selection-dogs-and-cats", "selection-dogs-and-cats-run"} <= set(arts)
+    md = str(arts["selection-dogs-and-cats-run"].data)
+    assert "| toy | 1.000 |" in md and "one sample source" in md
 
 
 def test_extend_graph_flow_publishes_the_child_and_labels_each_model_incrementally(
