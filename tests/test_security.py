@@ -362,8 +362,9 @@ def test_pickled_label_index_is_refused_and_rebuilt(registry, graph, tmp_path: P
     assert [(h.model_ref, h.acc1) for h in fresh.best(node)] == expect
     assert fresh.versions[0].run_id == out["run_id"]
     with np.load(fresh.path / "index.npz", allow_pickle=False) as z:  # rewritten, pickle-free
-        assert {k: z[k].dtype.kind for k in z.files} == {
-            "acc1": "f", "acc5": "f", "own": "f", "n_images": "i"}
+        assert {k: z[k].dtype.kind for k in z.files} == {  # no object array among them
+            "acc1": "f", "acc5": "f", "own": "f", "n_images": "i", "src_n": "i", "src_ok": "b",
+            "signature": "U"}
 
 
 def test_absurd_config_is_refused_before_allocation(tmp_path: Path) -> None:
