@@ -67,14 +67,6 @@ class SourceWeights:
                 "similarity": {k: round(v, 4) for k, v in self.similarity.items()},
                 "uniform": self.uniform, "reason": self.reason}
 
-    def headline(self) -> str:
-        """One line: ``noto 0.41, greyscale 0.30, ...`` (largest first) or why uniform."""
-        if self.uniform:
-            return f"uniform over {len(self.weights)} source(s)" + (
-                f" ({self.reason})" if self.reason else "")
-        return ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.weights.items(),
-                                                            key=lambda kv: -kv[1]))
-
 
 def softmax_weights(similarity: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(similarity / temperature), computed stably."""
@@ -131,7 +123,7 @@ def source_accuracy(graph: Any, labels: Sequence[Any]) -> tuple[list[str], np.nd
     names = sorted(summary_sources(labels[0].summary)) if labels else []
     acc = np.zeros((len(labels), len(names)))
     for i, lab in enumerate(labels):
-        if summary_sources(lab.summary) == [] or not names:
+        if not names or not summary_sources(lab.summary):
             raise no_source_counts([str(lab.meta.get("model_ref", "MODEL_REF"))])
         for j, src in enumerate(names):
             n = lab.summary[source_column("n_images", src)].to_numpy()[folder].sum()
