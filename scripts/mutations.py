@@ -286,6 +286,11 @@ MUTATIONS: tuple[Mutation, ...] = (
       "mll_registry/demo/train.py", '    return f"train:{style}:{codepoint:X}:{view}"\n',
       '    return f"{style}:{codepoint:X}:{view + 1}"\n',
       ("tests/test_demo_data.py::test_graph_images_share_no_bytes_and_no_render_with_training_or_task_images",)),
+    # -- security: what the registry serves is untrusted (published graphs, tags) -------------
+    # -- security: settings that direct a secret, credentials in error lines ------------------
+    # -- security: untrusted text at the terminal and in cards --------------------------------
+    # -- security: authenticated servers -------------------------------------------------------
+    # -- security: one-line errors on bad input ------------------------------------------------
 )
 
 
