@@ -18,6 +18,7 @@ from prefect.context import TaskRunContext
 from pydantic import Field
 
 from flows._settings import app, clean_env
+from mll_registry.redaction import redact
 from mll_registry.settings import DEFAULTS
 
 
@@ -77,10 +78,11 @@ def log_run(sel: Any, reuse: Any) -> dict[str, str]:
     rid = a.log_selection(sel, reuse)
     reg = a.registry()
     exp = reg.experiment("mll-selection")
-    link = (f"{reg.uri.rstrip('/')}/#/experiments/{exp}/runs/{rid}"
-            if reg.uri.startswith("http") else
+    uri = redact(reg.uri)  # the link is shown in the UI: no credentials in it
+    link = (f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{rid}"
+            if uri.startswith("http") else
             f"run `{rid}` in experiment mll-selection (see it with `mlflow ui --backend-store-uri "
-            f"{reg.uri}`)")
+            f"{uri}`)")
     return {"run_id": rid, "link": link}
 
 

@@ -649,7 +649,9 @@ class App:
         from mll_registry.mlflow_tracking import tracking_uri
 
         out["seconds"] = round(time.perf_counter() - t0, 1)
-        out["mlflow_tracking_uri"] = tracking_uri(self.root)
+        from mll_registry.redaction import redact
+
+        out["mlflow_tracking_uri"] = redact(tracking_uri(self.root))  # shown, never connected to
         out["links"] = self.demo_links(out)
         return out
 
@@ -659,7 +661,9 @@ class App:
         from mll_registry.mlflow_tracking import LABEL_EXPERIMENT, SELECTION_EXPERIMENT
 
         reg = self.registry()
-        base = reg.uri.rstrip("/") if reg.uri.startswith("http") else mlflow_ui
+        from mll_registry.redaction import redact
+
+        base = redact(reg.uri.rstrip("/")) if reg.uri.startswith("http") else mlflow_ui
         sel_exp = reg.experiment(SELECTION_EXPERIMENT)
         mlflow = {"label runs": f"{base}/#/experiments/{reg.experiment(LABEL_EXPERIMENT)}/runs",
                   "selection runs": f"{base}/#/experiments/{sel_exp}/runs"}

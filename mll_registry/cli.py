@@ -39,6 +39,9 @@ DeviceOpt = Annotated[str | None, typer.Option(help=f"auto, cpu or cuda[:N] [def
 
 
 def _fail(msg: str, code: int = 2) -> NoReturn:
+    from mll_registry.redaction import redact
+
+    msg = redact(msg)  # an error line never shows a credential, whoever wrote the message
     console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -51,7 +54,7 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
     """Errors whose message is the whole story: print it, exit 2 (no traceback)."""
     from mll_registry.demo.sources import SourceMissing
     from mll_registry.discovery import HubSourceError
-    from mll_registry.errors import ImageFileError, ModelRefError
+    from mll_registry.errors import CaptionProviderError, ImageFileError, ModelRefError
     from mll_registry.graph import GraphError
     from mll_registry.label_embeddings import EmbeddingsError
     from mll_registry.label_format import LabelError
@@ -65,7 +68,7 @@ def _known_errors(with_value_errors: bool = False) -> tuple[type[Exception], ...
     known: tuple[type[Exception], ...] = (
         GraphError, WordNetUnavailable, SourceMissing, ModelRefError, LabelError, TaskError,
         SelectionError, RegistryError, HubSourceError, PluginError, SettingsError, ImageFileError,
-        EmbeddingsError)
+        EmbeddingsError, CaptionProviderError)
     return (*known, ValueError) if with_value_errors else known
 
 

@@ -49,7 +49,16 @@ _EXPAND: list[Any] = ["createdAt", "lastModified", "sha", "tags", "library_name"
 
 
 class HubSourceError(RuntimeError):
-    """The source could not answer: repo or revision missing, access denied, Hub unreachable."""
+    """The source could not answer: repo or revision missing, access denied, Hub unreachable.
+
+    Its message is redacted (:func:`~mll_registry.redaction.redact`): it names the endpoint,
+    never credentials in it.
+    """
+
+    def __init__(self, message: str) -> None:
+        from mll_registry.redaction import redact
+
+        super().__init__(redact(message))
 
 
 class HubUnavailable(HubSourceError):
@@ -224,17 +233,22 @@ class HfHubSource:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         from huggingface_hub import HfApi
 
+        from mll_registry.redaction import redact
+
         self._api = HfApi(endpoint=endpoint, token=token)
         self._token = token
         self.endpoint: str = self._api.endpoint
         self.library = library
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.tries, self.base_delay, self.max_scan, self._sleep = tries, base_delay, max_scan, sleep
-        host = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.endpoint.split("://")[-1]).strip("_")
+        shown = redact(self.endpoint)  # user info in the endpoint is no part of its name
+        host = re.sub(r"[^A-Za-z0-9_.-]+", "_", shown.split("://")[-1]).strip("_")
         self.key = f"hf-{host}-{library}"
 
-    def __repr__(self) -> str:  # never show the token
-        return f"HfHubSource(endpoint={self.endpoint!r}, library={self.library!r})"
+    def __repr__(self) -> str:  # never show the token, nor credentials in the endpoint
+        from mll_registry.redaction import redact
+
+        return f"HfHubSource(endpoint={redact(self.endpoint)!r}, library={self.library!r})"
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
         return with_retries(fn, what, self.endpoint, self.tries, self.base_delay, self._sleep)

@@ -15,6 +15,10 @@ class UnsafeModelError(ModelRefError):
     """A model's files ask for something an untrusted model may not do (run code, fetch elsewhere)."""
 
 
+class CaptionProviderError(RuntimeError):
+    """A caption endpoint did not answer, answered an error, or not a chat completion."""
+
+
 class ImageFileError(ValueError):
     """An image file cannot be used (not an image, truncated, or larger than the pixel limit)."""
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from mll_registry.config import data_dir
 from mll_registry.fsutil import sha256_file
 from mll_registry.graph import GraphError, SemanticGraph
+from mll_registry.redaction import redact
 
 if TYPE_CHECKING:
     from mll_registry.mlflow_tracking import Tracking
@@ -309,7 +310,7 @@ class GraphStore:
         if g is None:
             if spec == DEFAULT_ALIAS:
                 raise GraphError(
-                    f"no default graph in the registry at {self.tracking.uri.split('@')[-1]}: "
+                    f"no default graph in the registry at {redact(self.tracking.uri)}: "
                     "publish one with `mll graph publish PATH --default` (or pass a graph "
                     "version; `mll graph list` shows them)")
             raise GraphError(f"graph {spec} is not published in the registry; `mll graph list` "
@@ -381,7 +382,7 @@ class GraphStore:
             (tmp / INDEX).unlink()
             manifest["sources"] = {n: str(dest / "images" / n) for n in roots}
             manifest["published"] = {"run_id": g.run_id, "registry_version": g.registry_version,
-                                     "tracking_uri": uri.split("@")[-1]}
+                                     "tracking_uri": redact(uri)}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) +
                                                "\n", encoding="utf-8")
         return dest

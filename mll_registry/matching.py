@@ -120,25 +120,65 @@ class OpenAICompatibleCaptions:
     timeout: float = 60.0
     name: str = "openai-compatible"
 
+    def check_transport(self) -> None:
+        """Refuse, before any connection, to send the key over plain http to another host.
+
+        Raises:
+            SettingsError: ``url`` is not https (or http to localhost) and a key is set.
+        """
+        from mll_registry.redaction import plain_http_refusal
+        from mll_registry.settings import SettingsError
+
+        why = (plain_http_refusal(self.url, f"${self.api_key_env}")
+               if os.environ.get(self.api_key_env) else None)
+        if why:
+            raise SettingsError(f"caption_url: {why}")
+
     def describe(self, cls: TaskClass, task: Task) -> list[str]:
+        """The endpoint's descriptions of ``cls``, one per line of its answer.
+
+        Raises:
+            SettingsError: the key would go over plain http (:meth:`check_transport`).
+            CaptionProviderError: no answer, an error status, or not a chat completion.
+        """
         import httpx
 
+        from mll_registry.errors import CaptionProviderError
+        from mll_registry.redaction import redact
+
+        self.check_transport()
+        key = os.environ.get(self.api_key_env)
+        where = f"caption provider at {redact(self.url, [key])}"
         prompt = (f"Give {self.n} short, different visual descriptions of the {task.domain} of "
                   f"{cls.name} in the {task.task}. One per line, no numbering.")
-        headers = {}
-        if os.environ.get(self.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
-        resp = httpx.post(self.url.rstrip("/") + "/chat/completions", headers=headers,
-                          timeout=self.timeout, json={
-                              "model": self.model, "temperature": 0,
-                              "messages": [{"role": "user", "content": prompt}]})
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            resp = httpx.post(self.url.rstrip("/") + "/chat/completions", headers=headers,
+                              timeout=self.timeout, json={
+                                  "model": self.model, "temperature": 0,
+                                  "messages": [{"role": "user", "content": prompt}]})
+        except httpx.TimeoutException:
+            raise CaptionProviderError(f"{where} did not answer within {self.timeout:g} s; "
+                                       "check caption_url or retry later") from None
+        except httpx.HTTPError as exc:
+            raise CaptionProviderError(f"{where} is unreachable ({type(exc).__name__}); check "
+                                       "caption_url") from None
         if resp.status_code != 200:
-            raise RuntimeError(f"caption provider at {self.url} answered HTTP {resp.status_code}")
-        text = resp.json()["choices"][0]["message"]["content"]
+            raise CaptionProviderError(f"{where} answered HTTP {resp.status_code}; check "
+                                       f"caption_url and ${self.api_key_env}")
+        try:
+            text = resp.json()["choices"][0]["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError(type(text).__name__)
+        except (ValueError, LookupError, TypeError) as exc:
+            raise CaptionProviderError(
+                f"{where} answered HTTP 200 with no chat completion ({type(exc).__name__}: not "
+                "JSON with choices[0].message.content); point caption_url at an "
+                "OpenAI-compatible endpoint") from None
         lines = [re.sub(r"^\s*(?:\d+[.)]|[-*])\s*", "", ln).strip() for ln in text.splitlines()]
         lines = [ln for ln in lines if ln][: self.n]
         if not lines:
-            raise RuntimeError(f"caption provider at {self.url} returned no descriptions")
+            raise CaptionProviderError(f"{where} returned no descriptions")
         if cls.description:
             lines.append(f"{cls.name}, {cls.description}")
         return lines
@@ -305,10 +345,14 @@ CAPTION_PROVIDERS.register("wordnet", lambda settings: WordNetCaptions())
 
 
 def _openai(settings: Any) -> CaptionProvider:
+    from mll_registry.settings import SettingsError
+
     if not settings.caption_url:
-        raise ValueError("caption provider 'openai' needs caption_url (an OpenAI-compatible "
-                         "endpoint): pass --caption-url or set MLL_CAPTION_URL")
-    return OpenAICompatibleCaptions(settings.caption_url)
+        raise SettingsError("caption provider 'openai' needs caption_url (an OpenAI-compatible "
+                            "endpoint): pass --caption-url or set MLL_CAPTION_URL")
+    provider = OpenAICompatibleCaptions(settings.caption_url)
+    provider.check_transport()  # refused before selection starts, not at the first class
+    return provider
 
 
 CAPTION_PROVIDERS.register("openai", _openai)

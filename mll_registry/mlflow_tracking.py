@@ -28,7 +28,13 @@ T = TypeVar("T")
 
 
 class RegistryError(RuntimeError):
-    """The registry is unreachable or inconsistent; the message says what to do."""
+    """The registry is unreachable or inconsistent; the message says what to do (redacted: it
+    may name the tracking URI, never credentials in it)."""
+
+    def __init__(self, message: str) -> None:
+        from mll_registry.redaction import redact
+
+        super().__init__(redact(message))
 
 
 # -- connection ----------------------------------------------------------------------------------
@@ -58,22 +64,31 @@ def _transient(exc: BaseException) -> bool:
 def retrying(fn: Callable[[], T], what: str, uri: str, tries: int = 4,
              delay: float = 0.5) -> T:
     """Call ``fn``, retrying connection failures with backoff; then a clear RegistryError."""
+    from mll_registry.redaction import redact
     from mll_registry.retries import call_with_retries
 
     def give_up(exc: BaseException) -> BaseException:
+        if _invalid_url(exc):
+            return RegistryError(
+                f"MLFLOW_TRACKING_URI {redact(uri)} is not a valid URL ({what}); percent-encode "
+                "reserved characters in its user name and password (/ as %2F, @ as %40, : as "
+                "%3A) or pass them as MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
         if not _transient(exc):
             return exc
+        # redacted before it is cut, so a cut cannot leave half a password behind
         return RegistryError(
-            f"MLflow at {_safe_uri(uri)} is not reachable ({what} failed after {tries} tries: "
-            f"{str(exc)[:200]}). Start the server or fix MLFLOW_TRACKING_URI; nothing was "
+            f"MLflow at {redact(uri)} is not reachable ({what} failed after {tries} tries: "
+            f"{redact(exc)[:200]}). Start the server or fix MLFLOW_TRACKING_URI; nothing was "
             "registered.")
 
     return call_with_retries(fn, what, transient=_transient, give_up=give_up, tries=tries,
                              base_delay=delay)
 
 
-def _safe_uri(uri: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", uri)  # never print credentials
+def _invalid_url(exc: BaseException) -> bool:
+    from mlflow.exceptions import InvalidUrlException
+
+    return isinstance(exc, InvalidUrlException)
 
 
 class Tracking:

@@ -1,7 +1,8 @@
 """One retry policy for every remote call (MLflow, the Hub): tenacity, exponential backoff.
 
 Callers say what is transient for their service; everything else fails at once. After the last
-try the caller's ``give_up`` turns the error into a clear one-line message.
+try the caller's ``give_up`` turns the error into a clear one-line message. Errors leave here with
+their messages (and their causes') redacted (:func:`mll_registry.redaction.redact`).
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ def call_with_retries(fn: Callable[[], T], what: str, *, transient: Callable[[Ba
         wait_exponential,
     )
 
+    from mll_registry.redaction import redact, scrub
+
     limit = budget_s() if budget is None else budget
+    shown = redact(what)  # `what` may quote an endpoint with credentials
 
     def before_sleep(state: object) -> None:
         outcome = getattr(state, "outcome", None)
         exc = outcome.exception() if outcome is not None else None
-        log.warning("%s: transient failure (%s), retry %d/%d", what, type(exc).__name__,
+        log.warning("%s: transient failure (%s), retry %d/%d", shown, type(exc).__name__,
                     getattr(state, "attempt_number", 0), tries - 1)
 
     try:
@@ -66,9 +70,11 @@ def call_with_retries(fn: Callable[[], T], what: str, *, transient: Callable[[Ba
             with attempt:
                 return fn()
     except RetryError as exc:  # pragma: no cover - reraise=True re-raises the last error
-        raise give_up(exc) from exc
+        raise scrub(give_up(exc)) from scrub(exc)
     except Exception as exc:
-        err = give_up(exc)
+        # the error and its causes are redacted in place: a logged traceback shows no credential
+        err = scrub(give_up(exc))
+        scrub(exc)
         if err is exc:
             raise
         raise err from exc

@@ -5,9 +5,18 @@ Precedence, highest first (as pytest, ruff and mypy do it):
 1. explicit values (CLI flags, flow parameters, keyword arguments),
 2. environment variables ``MLL_<FIELD>`` (``MLL_ALPHA=0.8``, ``MLL_TEMPLATES='["a {}."]'``;
    lists as JSON),
-3. a config file: ``mll.toml`` (top-level keys) or the ``[tool.mll]`` table of ``pyproject.toml``,
-   whichever is found first from the working directory upwards (``MLL_CONFIG`` names one),
-4. the defaults below.
+3. the project's config file: ``mll.toml`` (top-level keys) or the ``[tool.mll]`` table of
+   ``pyproject.toml``, whichever is found first from the working directory upwards,
+4. the user's own config file, ``$XDG_CONFIG_HOME/mll/config.toml`` (``~/.config/mll/config.toml``;
+   ``MLL_CONFIG`` names another, and then it is the only file read),
+5. the defaults below.
+
+A project config is written by whoever wrote the directory (a cloned repository), so it may not
+choose where a credential is sent: the keys in :data:`USER_ONLY` (the caption endpoint receives
+the caption API key) are ignored there, with a warning, unless the user trusts the directory
+(``trusted_dirs = ["~/work/repo"]`` in their own config, or ``MLL_TRUST_PROJECT_CONFIG=1``).
+The tracking and Hub endpoints are not settings: they come from the environment only
+(``MLFLOW_TRACKING_URI``, ``HF_ENDPOINT``).
 
 Every label, selection and bench result records the settings it used (:meth:`Settings.recorded`).
 The label-content fields (templates, text source, top-K) form the label's identity: their hash
@@ -19,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -28,6 +38,15 @@ from typing import Any, Literal
 
 ENV_PREFIX = "MLL_"
 CONFIG_FILE = "mll.toml"
+#: the user's own config file, under $XDG_CONFIG_HOME (default ~/.config)
+USER_CONFIG = Path("mll") / "config.toml"
+#: settings that decide where a credential is sent: never taken from an untrusted project config
+USER_ONLY = frozenset({"caption_provider", "caption_url"})
+#: the user-config key listing directories whose project configs may set :data:`USER_ONLY` keys
+TRUSTED_DIRS = "trusted_dirs"
+TRUST_ENV = ENV_PREFIX + "TRUST_PROJECT_CONFIG"
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 #: bump when the label file format or its computation changes meaning (part of the label hash)
 LABEL_FORMAT = 1
 
@@ -208,11 +227,18 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
                             f"({exc})") from exc
 
 
+def user_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The user's own config file: ``MLL_CONFIG``, else ``$XDG_CONFIG_HOME/mll/config.toml``."""
+    env = os.environ if env is None else env
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser() / USER_CONFIG
+
+
 def find_config(start: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """The nearest ``mll.toml`` or ``pyproject.toml`` with ``[tool.mll]``, and its table."""
-    if os.environ.get(ENV_PREFIX + "CONFIG"):
-        path = Path(os.environ[ENV_PREFIX + "CONFIG"]).expanduser()
-        return path, _read_table(path)
+    """The project config: the nearest ``mll.toml`` or ``pyproject.toml`` with ``[tool.mll]``
+    from ``start`` (the working directory) upwards, and its table."""
     here = Path(start or Path.cwd()).resolve()
     for d in (here, *here.parents):
         if (d / CONFIG_FILE).is_file():
@@ -223,6 +249,29 @@ def find_config(start: str | os.PathLike[str] | None = None) -> tuple[Path, dict
             if table:
                 return pp, table
     return None
+
+
+def _trusted_dirs(path: Path, table: dict[str, Any]) -> list[Path]:
+    dirs = table.pop(TRUSTED_DIRS, [])
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise SettingsError(f"{path}: {TRUSTED_DIRS} must be a list of directory paths")
+    return [Path(d).expanduser().resolve() for d in dirs]
+
+
+def project_trusted(config: Path, trusted: list[Path], env: Mapping[str, str]) -> bool:
+    """Whether the project config ``config`` may set :data:`USER_ONLY` keys: its directory is
+    in (or under) one of the user's ``trusted_dirs``, or ``MLL_TRUST_PROJECT_CONFIG`` is on."""
+    if env.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    d = config.resolve().parent
+    return any(d == t or t in d.parents for t in trusted)
+
+
+def _ignored(key: str, config: Path, user: Path) -> str:
+    return (f"ignored {key} from the project config {config}: a project config may not choose "
+            f"where a credential is sent; set it in {user}, ${ENV_PREFIX}{key.upper()} or a flag, "
+            f"or trust the directory ({TRUSTED_DIRS} = ['{config.parent}'] in {user}, "
+            f"or {TRUST_ENV}=1)")
 
 
 def _read_table(path: Path) -> dict[str, Any]:
@@ -240,7 +289,9 @@ def _read_table(path: Path) -> dict[str, Any]:
 def load_settings(overrides: Mapping[str, Any] | None = None,
                   env: Mapping[str, str] | None = None,
                   start: str | os.PathLike[str] | None = None) -> Settings:
-    """Defaults < config file < ``MLL_*`` environment < ``overrides`` (None values skipped).
+    """Defaults < the user's config < the project's config < ``MLL_*`` environment <
+    ``overrides`` (None values skipped); the project config's :data:`USER_ONLY` keys only in a
+    trusted directory (ignored with a warning otherwise).
 
     Raises:
         SettingsError: an unknown key in the config file, or a value of the wrong type.
@@ -248,9 +299,29 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    found = find_config(start)
-    if found:
-        path, table = found
+    user = user_config_path(env)
+    files: list[tuple[Path, dict[str, Any]]] = []
+    trusted: list[Path] = []
+    if user.is_file() or env.get(ENV_PREFIX + "CONFIG"):
+        table = _read_table(user)
+        trusted = _trusted_dirs(user, table)
+        files.append((user, table))
+    project = None if env.get(ENV_PREFIX + "CONFIG") else find_config(start)
+    if project:
+        files.append(project)
+    for path, table in files:
+        if path != user and (USER_ONLY | {TRUSTED_DIRS}) & set(table):
+            may = project_trusted(path, trusted, env)
+            for k in sorted((USER_ONLY | {TRUSTED_DIRS}) & set(table)):
+                if may and k != TRUSTED_DIRS:
+                    continue
+                note = _ignored(k, path, user)
+                if note not in _WARNED:
+                    _WARNED.add(note)
+                    log.warning("%s", note)
+                del table[k]
+                if k != TRUSTED_DIRS:  # `mll settings` shows why the value is not the project's
+                    origin.setdefault(k, f"default (ignored in the untrusted {path})")
         unknown = set(table) - set(_TYPES)
         if unknown:
             raise SettingsError(f"{path}: unknown mll setting(s) {sorted(unknown)}; known: "

@@ -288,6 +288,32 @@ MUTATIONS: tuple[Mutation, ...] = (
       ("tests/test_demo_data.py::test_graph_images_share_no_bytes_and_no_render_with_training_or_task_images",)),
     # -- security: what the registry serves is untrusted (published graphs, tags) -------------
     # -- security: settings that direct a secret, credentials in error lines ------------------
+    M("settings-project-trusted", "a project config sets caption_url/provider, trusted or not",
+      "mll_registry/settings.py",
+      "        if path != user and (USER_ONLY | {TRUSTED_DIRS}) & set(table):\n",
+      "        if False:\n",
+      ("tests/test_security_settings.py::test_project_config_cannot_send_the_caption_key_elsewhere",)),
+    M("caption-plain-http", "the caption key is sent over plain http to any host",
+      "mll_registry/redaction.py",
+      '    if scheme == "https" or (scheme == "http" and is_loopback(url)):\n',
+      "    if True:\n",
+      ("tests/test_security_settings.py::test_plain_http_to_another_host_is_refused_before_connecting",)),
+    M("redact-userinfo-skipped", "URIs keep their user:password@ in error lines",
+      "mll_registry/redaction.py", "    out = _URI.sub(_uri, out)\n", "",
+      ("tests/test_security_settings.py::test_down_tracking_server_error_shows_no_credentials",
+       "tests/test_security_settings.py::test_hub_error_shows_no_endpoint_credentials")),
+    M("redact-query-skipped", "secret query parameters (?api_key=, ?token=) are shown",
+      "mll_registry/redaction.py", "    out = _QUERY.sub(lambda m: m.group(1) + MASK, out)\n", "",
+      ("tests/test_security_settings.py::test_caption_endpoint_failures_are_one_line",)),
+    M("caption-malformed-traceback", "a caption answer that is not JSON escapes as a traceback",
+      "mll_registry/matching.py", "        except (ValueError, LookupError, TypeError) as exc:\n",
+      "        except TypeError as exc:\n",
+      ("tests/test_security_settings.py::test_caption_endpoint_failures_are_one_line",)),
+    M("hub-key-userinfo", "the discovery state key is built from the endpoint's credentials",
+      "mll_registry/discovery.py",
+      '        host = re.sub(r"[^A-Za-z0-9_.-]+", "_", shown.split("://")[-1]).strip("_")\n',
+      '        host = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.endpoint.split("://")[-1]).strip("_")\n',
+      ("tests/test_security_settings.py::test_hub_source_shows_no_endpoint_credentials",)),
     # -- security: untrusted text at the terminal and in cards --------------------------------
     # -- security: authenticated servers -------------------------------------------------------
     # -- security: one-line errors on bad input ------------------------------------------------
