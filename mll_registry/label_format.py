@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -263,6 +264,9 @@ class ModelLabel:
     def validate(self, n_images: int | None = None, n_nodes: int | None = None,
                  n_members: int | None = None) -> None:
         """Check shapes and ranges (optionally against a graph's sizes)."""
+        if self.topk_idx.ndim != 2 or self.member_score.ndim != 1:
+            raise LabelError(f"malformed arrays (topk_idx {self.topk_idx.shape}, member_score "
+                             f"{self.member_score.shape}); {relabel_fix(self.meta)}")
         n, k = self.topk_idx.shape
         if self.topk_score.shape != (n, k):
             raise LabelError(f"topk_score shape {self.topk_score.shape} != topk_idx {(n, k)}")
@@ -275,39 +279,107 @@ class ModelLabel:
                 raise LabelError(f"label has {got} {what}, graph has {want}; relabel the model")
 
 
+def relabel_fix(meta: dict[str, Any]) -> str:
+    """The command that rebuilds a damaged label, naming its model when meta.json does."""
+    ref = meta.get("model_ref")
+    ref = ref if isinstance(ref, str) and ref.isprintable() and ref else "MODEL_REF"
+    return f"relabel the model with `mll label {ref[:300]} --force`"
+
+
+_SCORE_DTYPES = (np.float16, np.float32)
 _DTYPES = {"U8": np.uint8, "U16": np.uint16, "I32": np.int32, "I64": np.int64, "F16": np.float16,
            "F32": np.float32}
+#: bounds on a safetensors header read for selection: what no label or embeddings file exceeds
+MAX_HEADER_BYTES = 100 << 20
+MAX_TENSORS = 1024
+MAX_DIMS = 8
+RELABEL = "relabel the model with `mll label MODEL_REF --force`"
 
 
-def mapped_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The arrays of a safetensors file memory-mapped (nothing read until used), and its
-    metadata. Offsets and sizes are checked against the file: a truncated file is refused.
+def _ints(value: object, n: int | None = None) -> list[int] | None:
+    """``value`` as a list of non-negative ints (JSON integers, not bools or floats), else None."""
+    if not isinstance(value, list) or (n is not None and len(value) != n):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return None
+    return list(value)
+
+
+def _tensor_specs(header: object, path: Path, data_bytes: int, fix: str
+                  ) -> dict[str, tuple[Any, tuple[int, ...], int, int]]:
+    """name -> (dtype, shape, start, end) of every tensor in a parsed safetensors header, each
+    checked: field types, known dtype, size = shape x itemsize (exact integers), the byte range
+    inside the data section, no two ranges overlapping (a crafted header must not make one
+    array read another's bytes, or the header's).
 
     Raises:
-        LabelError: not a safetensors file, truncated, or an unexpected dtype.
+        LabelError: the first problem found, naming ``path`` and ``fix``.
+    """
+    def bad(what: str) -> LabelError:
+        return LabelError(f"{path}: {what}; {fix}")
+
+    if not isinstance(header, dict):
+        raise bad("the safetensors header is not a JSON object")
+    meta = header.get("__metadata__", {})
+    if meta is not None and not (isinstance(meta, dict) and all(
+            isinstance(v, str) for v in meta.values())):
+        raise bad("the safetensors __metadata__ is not a map of strings")
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    if len(entries) > MAX_TENSORS:
+        raise bad(f"the header declares {len(entries)} arrays (at most {MAX_TENSORS})")
+    out: dict[str, tuple[Any, tuple[int, ...], int, int]] = {}
+    for name, spec in entries.items():
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"array {name!r} has a malformed header entry (dtype, shape, data_offsets)")
+        raw_dtype = spec["dtype"]
+        dtype = _DTYPES.get(raw_dtype) if isinstance(raw_dtype, str) else None
+        if dtype is None:
+            raise bad(f"array {name!r} has unsupported dtype {str(raw_dtype)[:20]!r}")
+        shape, offsets = _ints(spec["shape"]), _ints(spec["data_offsets"], 2)
+        if shape is None or len(shape) > MAX_DIMS:
+            raise bad(f"array {name!r} has a malformed shape (at most {MAX_DIMS} non-negative "
+                      "integers)")
+        if offsets is None or offsets[0] > offsets[1]:
+            raise bad(f"array {name!r} has malformed data_offsets (two non-negative integers, "
+                      "start <= end)")
+        lo, hi = offsets
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
+        if hi > data_bytes or hi - lo != nbytes:
+            raise bad(f"array {name!r} is truncated or inconsistent with its header "
+                      f"({nbytes} bytes declared by its shape, bytes {lo}-{hi} of {data_bytes})")
+        out[name] = (dtype, tuple(shape), lo, hi)
+    spans = sorted((lo, hi, name) for name, (_, _, lo, hi) in out.items() if hi > lo)
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+        if start < end:
+            raise bad(f"arrays {a!r} and {b!r} overlap in the file")
+    return out
+
+
+def mapped_arrays(path: str | os.PathLike[str], fix: str = RELABEL
+                  ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays of a safetensors file memory-mapped (nothing read until used), and its
+    metadata. The header is checked before anything is mapped (:func:`_tensor_specs`): a
+    truncated or crafted file is refused with one line naming it and ``fix``.
+
+    Raises:
+        LabelError: not a safetensors file, truncated, a malformed header, or an unexpected dtype.
     """
     path = Path(path)
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if n <= 0 or n > min(size - 8, 100 << 20):
-            raise LabelError(f"{path}: not a safetensors file (header length {n})")
+        if n <= 0 or n > min(size - 8, MAX_HEADER_BYTES):
+            raise LabelError(f"{path}: not a safetensors file (header length {n}); {fix}")
         try:
             header = json.loads(f.read(n))
         except ValueError as exc:
-            raise LabelError(f"{path}: damaged safetensors header ({exc})") from exc
-    meta = header.pop("__metadata__", {}) or {}
+            raise LabelError(f"{path}: damaged safetensors header ({_first(exc)}); "
+                             f"{fix}") from exc
+    specs = _tensor_specs(header, path, size - 8 - n, fix)
+    meta = header.get("__metadata__") or {}
     out = {}
-    for name, spec in header.items():
-        dtype = _DTYPES.get(spec.get("dtype"))
-        lo, hi = (int(v) for v in spec["data_offsets"])
-        shape = tuple(int(v) for v in spec["shape"])
-        if dtype is None:
-            raise LabelError(f"{path}: {name} has unsupported dtype {spec.get('dtype')!r}")
-        if hi - lo != int(np.prod(shape)) * np.dtype(dtype).itemsize or 8 + n + hi > size:
-            raise LabelError(f"{path}: {name} is truncated or inconsistent with its header; "
-                             "fetch or relabel the model")
+    for name, (dtype, shape, lo, hi) in specs.items():
         out[name] = (np.memmap(path, dtype=dtype, mode="r", offset=8 + n + lo, shape=shape)
                      if hi > lo else np.zeros(shape, dtype))
     return out, meta
@@ -370,7 +442,17 @@ class MappedLabel:
 
     @functools.cached_property
     def summary(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "summary.parquet")
+        """The per-node summary (read on first use; a damaged one is a :class:`LabelError`)."""
+        f = self.path / "summary.parquet"
+        try:
+            summary = pd.read_parquet(f)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises its own error types
+            raise LabelError(f"{f}: the label summary is damaged ({_first(exc)}); "
+                             f"{relabel_fix(self.meta)}") from exc
+        if "acc1" not in summary.columns:
+            raise LabelError(f"{f}: not a label summary (no acc1 column); "
+                             f"{relabel_fix(self.meta)}")
+        return summary
 
     def load(self) -> ModelLabel:
         """The whole label, read and validated."""
@@ -397,20 +479,24 @@ class MappedLabel:
             raise LabelError(
                 f"{path} was computed on graph version {meta.get('graph_version')}, not "
                 f"{graph_version}; labels are only valid for their graph: relabel the model")
+        fix = relabel_fix(meta)
         try:
-            arrays, header = mapped_arrays(path / "label.safetensors")
+            arrays, header = mapped_arrays(path / "label.safetensors", fix)
         except OSError as exc:
-            raise LabelError(f"{path}: label.safetensors is missing ({_first(exc)}); relabel "
-                             "the model with `mll label MODEL_REF --force`") from exc
+            raise LabelError(f"{path}: label.safetensors is missing ({_first(exc)}); "
+                             f"{fix}") from exc
         if header.get("graph_version") != meta.get("graph_version"):
             raise LabelError(f"{path}: arrays and meta.json disagree on the graph version; relabel")
         missing = [k for k in _ARRAYS if k not in arrays]
         if missing:
             raise LabelError(f"{path}: label.safetensors lacks {missing}; relabel the model")
-        idx, member = arrays["topk_idx"], arrays["member_score"]
-        if idx.ndim != 2 or idx.dtype not in (np.uint16, np.int32) or member.ndim != 1:
-            raise LabelError(f"{path}: malformed arrays (topk_idx {idx.dtype}{idx.shape}); "
-                             "relabel the model")
+        idx, member, score = arrays["topk_idx"], arrays["member_score"], arrays["topk_score"]
+        if (idx.ndim != 2 or idx.dtype not in (np.uint16, np.int32) or member.ndim != 1
+                or member.dtype not in _SCORE_DTYPES or score.dtype not in _SCORE_DTYPES
+                or score.shape != idx.shape):
+            raise LabelError(f"{path}: malformed arrays (topk_idx {idx.dtype}{idx.shape}, "
+                             f"topk_score {score.dtype}{score.shape}, member_score "
+                             f"{member.dtype}{member.shape}); {fix}")
         for want, got, what in ((n_images, idx.shape[0], "images"),
                                 (n_members, len(member), "memberships")):
             if want is not None and want != got:
