@@ -307,14 +307,30 @@ class HfHubSource:
                 weights, or a config that fails the allow-list.
             HubSourceError: repo/revision missing, access denied, Hub unreachable after retries.
         """
-        path, sha, _ = self.fetch_files(repo_id, revision)
+        path, sha, _, repo_id = self.fetch_files(repo_id, revision)
         read_config(path, f"hf-hub:{repo_id}@{sha}")
         return path
 
-    def fetch_files(self, repo_id: str, revision: str | None = None, *,
-                    allow_pickle: bool = False) -> tuple[Path, str, str]:
-        """(local snapshot directory, commit sha, weights file name): the one Hub download path.
+    def _cached_spelling(self, repo_id: str) -> str:
+        """``repo_id`` as the local Hugging Face cache spells it (downloads use the Hub's own
+        spelling), when exactly one cached repo matches it ignoring case; else as given."""
+        from huggingface_hub import constants
 
+        want = f"models--{repo_id.replace('/', '--')}".casefold()
+        try:
+            hits = [p.name for p in Path(self.cache_dir or constants.HF_HUB_CACHE).iterdir()
+                    if p.name.casefold() == want]
+        except OSError:
+            return repo_id
+        return hits[0][len("models--"):].replace("--", "/", 1) if len(hits) == 1 else repo_id
+
+    def fetch_files(self, repo_id: str, revision: str | None = None, *,
+                    allow_pickle: bool = False) -> tuple[Path, str, str, str]:
+        """(local snapshot directory, commit sha, weights file name, repo id as the Hub spells
+        it): the one Hub download path.
+
+        The Hub answers ids case-insensitively; its own spelling (``model_info``'s ``id``) is
+        returned and downloaded, so ``Org/Name`` and ``org/name`` are one model under one name.
         Offline (``HF_HUB_OFFLINE=1``) it answers from the local Hugging Face cache.
         """
         from huggingface_hub import constants, snapshot_download
@@ -323,22 +339,28 @@ class HfHubSource:
             raise ModelRefError(f"bad repo id {repo_id!r}: expected ORG/NAME")
         where = f"hf-hub:{repo_id}@{revision or 'main'}"
         if constants.HF_HUB_OFFLINE:
+            repo_id = self._cached_spelling(repo_id)
             try:
                 path = Path(snapshot_download(repo_id, revision=revision, cache_dir=self.cache_dir,
                                               local_files_only=True))
             except Exception as exc:
                 raise describe_error(exc, where, self.endpoint) from exc
             weights, _ = hub_files(sorted(p.name for p in path.iterdir()), where, allow_pickle)
-            return path, path.name, weights
+            return path, path.name, weights, repo_id
         info = self._retry(lambda: self._api.model_info(repo_id, revision=revision), where)
         sha = str(info.sha or revision)
+        canonical = str(info.id or repo_id)
+        if canonical.casefold() != repo_id.casefold() or not _REPO_RE.match(canonical):
+            raise HubSourceError(f"{where}: {self.endpoint} answered for another repo "
+                                 f"({canonical[:200]!r}); check HF_ENDPOINT")
+        repo_id = canonical
         where = f"hf-hub:{repo_id}@{sha}"
         weights, wanted = hub_files(sorted(s.rfilename for s in info.siblings or []), where,
                                     allow_pickle)
         path = Path(self._retry(lambda: snapshot_download(
             repo_id, revision=sha, allow_patterns=wanted, cache_dir=self.cache_dir,
             endpoint=self.endpoint, token=self._token), where))
-        return path, sha, weights
+        return path, sha, weights, repo_id
 
 
 # -- a local directory hub ------------------------------------------------------------------------

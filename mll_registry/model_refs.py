@@ -17,6 +17,7 @@ Every reference is untrusted (see README "Security model"): configs pass
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -167,6 +168,64 @@ def source_of(model_ref: str) -> str:
         return ""
 
 
+_DIGEST_FORMAT = "mll-weights-digest/1"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _file_id(st: os.stat_result) -> list[int]:
+    """What identifies a file's content without reading it: device, inode, size, mtime and
+    ctime (ns). ctime cannot be set back by the file's writer, so a rewrite that restores the
+    size and mtime still changes the id."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def weights_digest(path: Path, where: str, max_gb: float | None = None) -> str:
+    """The sha256 (hex) of a local weights file, for its revision.
+
+    A file over ``max_gb`` (default: the ``max_model_gb`` setting) is refused before a byte is
+    read: it could not be loaded anyway, and hashing it would stall every listing. The digest
+    is cached under the data dir by the file's (device, inode, size, mtime, ctime), so
+    discovery listings do not rehash unchanged weights; any change to those rehashes, and a
+    cache entry that is not exactly what this function writes is ignored.
+
+    Raises:
+        UnsafeModelError: the file is larger than ``max_gb``.
+    """
+    from mll_registry.config import data_dir
+    from mll_registry.fsutil import write_json
+
+    if max_gb is None:
+        from mll_registry.settings import load_settings
+
+        max_gb = load_settings().max_model_gb
+    st = path.stat()
+    if st.st_size > max_gb * 1e9:
+        raise UnsafeModelError(
+            f"{where}: weights file {path.name} is {st.st_size / 1e9:,.3f} GB, over the "
+            f"max_model_gb limit of {max_gb:g} GB; refused before reading it. Raise max_model_gb "
+            "(MLL_MAX_MODEL_GB) if the model is genuine")
+    where_abs = str(path.resolve())
+    ident = _file_id(st)
+    cache: Path | None = None
+    try:
+        cache = (data_dir() / "cache" / "weights-digests"
+                 / f"{hashlib.sha256(where_abs.encode()).hexdigest()[:32]}.json")
+        if cache.stat().st_size < 4096:
+            entry = json.loads(cache.read_text(encoding="utf-8"))
+            if (isinstance(entry, dict) and entry.get("format") == _DIGEST_FORMAT
+                    and entry.get("path") == where_abs and entry.get("id") == ident
+                    and isinstance(entry.get("sha256"), str) and _HEX64.match(entry["sha256"])):
+                return str(entry["sha256"])
+    except (OSError, ValueError):
+        pass  # absent, damaged or no data dir: hashed below
+    digest = file_digest(path)
+    if cache is not None and _file_id(path.stat()) == ident:  # unchanged while it was read
+        with contextlib.suppress(OSError):  # a read-only data dir: the digest is not cached
+            write_json(cache, {"format": _DIGEST_FORMAT, "path": where_abs, "id": ident,
+                               "sha256": digest})
+    return digest
+
+
 def pick_weights(files: list[str], where: str, allow_pickle: bool) -> str:
     for name in SAFE_WEIGHTS:
         if name in files:
@@ -257,7 +316,9 @@ def link_copy(local: ResolvedModel, hub_ref: str) -> ResolvedModel:
             raise ModelRefError(
                 f"{local.ref} is not a copy of {hub_ref}@{info.sha}: {f.name} differs from the "
                 "Hub's file; label it under its own name (without --same-as)")
-    return ResolvedModel(ModelRef("hf-hub", r.name, info.sha), local.path, local.weights,
+    # the Hub's spelling of the id (it answers any case): one registered name per Hub model
+    name = str(info.id) if str(info.id or "").casefold() == r.name.casefold() else r.name
+    return ResolvedModel(ModelRef("hf-hub", name, info.sha), local.path, local.weights,
                          str(info.sha), local.config, linked=True)
 
 

@@ -20,6 +20,7 @@ from mll_registry.model_refs import (
     file_digest,
     pick_weights,
     read_config,
+    weights_digest,
 )
 
 # ASCII only, as the Hub's own repo-id rule: non-ASCII names must not fold into another name
@@ -43,10 +44,12 @@ class HfHubScheme:
         """Download through :class:`mll_registry.discovery.HfHubSource` (the one download path)."""
         from mll_registry.discovery import HfHubSource
 
-        path, sha, weights = HfHubSource(cache_dir=cache_dir).fetch_files(
+        path, sha, weights, repo_id = HfHubSource(cache_dir=cache_dir).fetch_files(
             ref.name, ref.revision, allow_pickle=allow_pickle)
-        cfg = read_config(path, f"hf-hub:{ref.name}@{sha}")
-        return ResolvedModel(ref, path, path / weights, sha, cfg)
+        cfg = read_config(path, f"hf-hub:{repo_id}@{sha}")
+        # the Hub's spelling of the id: one registered name however the id was typed
+        return ResolvedModel(ModelRef("hf-hub", repo_id, ref.revision), path, path / weights,
+                             sha, cfg)
 
     def build(self, res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
         from mll_registry.model_loading import build_from_dir
@@ -74,7 +77,8 @@ class LocalDirScheme:
         cfg = read_config(path, f"local-dir:{path}")
         files = sorted(p.name for p in path.iterdir() if p.is_file())
         weights = path / pick_weights(files, f"local-dir:{path}", allow_pickle)
-        return ResolvedModel(ref, path, weights, "sha256:" + file_digest(weights)[:16], cfg)
+        digest = weights_digest(weights, f"local-dir:{path}")
+        return ResolvedModel(ref, path, weights, "sha256:" + digest[:16], cfg)
 
     def build(self, res: ResolvedModel, device: str) -> tuple[Any, Any, Any]:
         from mll_registry.model_loading import build_from_dir

@@ -18,6 +18,7 @@ it over real HTTP, so tests exercise the same requests, headers and error mappin
   deletedFile, deletedFolder; ``parentCommit`` -> 412 when main moved; PRs are ``refs/pr/N``)
 * ``GET  /api/whoami-v2``
 
+Repo ids are matched ignoring case, as on the Hub; answers carry the repo's own spelling (``id``).
 Errors carry ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound) like the Hub.
 Writes need ``Authorization: Bearer hf_...``; reads are public. The request log keeps the method,
 path, status and whether an Authorization header was present; never a header value or a body.
@@ -274,6 +275,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _repo(self, org: str, name: str) -> HubRepo | None:
         repo = self.state.repos.get(f"{org}/{name}")
+        if repo is None:  # like the Hub, ids are matched ignoring case (answers keep its spelling)
+            want = f"{org}/{name}".casefold()
+            repo = next((r for k, r in self.state.repos.items() if k.casefold() == want), None)
         if repo is None:
             self._error(404, "Repository not found", "RepoNotFound")
         return repo
