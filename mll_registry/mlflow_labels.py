@@ -53,6 +53,7 @@ from mll_registry.settings import DEFAULTS, label_identity_hash
 
 ALIAS = "labeled"
 NAMING = "2"  # registered-name scheme (see registered_name); "1" = the ambiguous legacy names
+ALIAS_CHECKS = 5  # reads of the aliases after a registration sets them (_update_alias)
 LEASE_S = 120.0  # a registration (after the label is logged) takes seconds; renew-free lease
 log = logging.getLogger(__name__)
 
@@ -414,18 +415,36 @@ class Registry(Tracking):
         ``labeled`` -> the newest ready version with the default label settings
         (:data:`mll_registry.settings.DEFAULTS`), or, when the model has none, the newest ready
         version of any settings.
+
+        Concurrent registrations each apply the rule to what they read, so one that read
+        before another's version was ready could move an alias back after that one set it.
+        So the versions and aliases are read again after setting, and set again, until a read
+        agrees with the rule: the last registration to write also checks after its write.
         """
+        for _ in range(ALIAS_CHECKS):
+            want = self._alias_targets(name)
+            model = self.client.get_registered_model(name)
+            have = {str(a): str(v) for a, v in (getattr(model, "aliases", None) or {}).items()}
+            wrong = {a: v for a, v in want.items() if have.get(a) != v}
+            if not wrong:
+                return
+            for alias, version in wrong.items():
+                self.client.set_registered_model_alias(name, alias, version)
+        log.warning("%s: its aliases kept moving under concurrent registrations; the next "
+                    "registration of the model settles them", name)
+
+    def _alias_targets(self, name: str) -> dict[str, str]:
+        """alias -> version number (text) by the rule of :meth:`_update_alias`, as read now."""
         ready = [v for v in self.versions(name) if (v.tags or {}).get("mll.status") == "ready"]
         if not ready:
-            return
+            return {}
         newest: dict[str, Any] = {}
         for v in sorted(ready, key=lambda v: int(v.version)):
             newest[(v.tags or {}).get("mll.label_hash", "")] = v
-        for h, v in newest.items():
-            if h:
-                self.client.set_registered_model_alias(name, f"{ALIAS}-{h}", v.version)
+        out = {f"{ALIAS}-{h}": str(v.version) for h, v in newest.items() if h}
         main = newest.get(DEFAULTS.label_hash()) or max(ready, key=lambda v: int(v.version))
-        self.client.set_registered_model_alias(name, ALIAS, main.version)
+        out[ALIAS] = str(main.version)
+        return out
 
     # -- reading ------------------------------------------------------------------------------
     def labelled_versions(self, graph_version: str | None = None) -> list[LabelledVersion]:
