@@ -317,6 +317,39 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- security: untrusted text at the terminal and in cards --------------------------------
     # -- security: authenticated servers -------------------------------------------------------
     # -- security: one-line errors on bad input ------------------------------------------------
+    M("label-overlap-unchecked", "a label header whose arrays overlap in the file is mapped",
+      "mll_registry/label_format.py", "        if start < end:\n", "        if False:\n",
+      ("tests/test_security_inputs.py::test_crafted_label_headers_give_one_line_label_errors_on_the_selection_path[arrays-overlap]",)),
+    M("label-negative-offsets", "a label array may start before the data (in the header)",
+      "mll_registry/label_format.py",
+      "all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)",
+      "all(isinstance(v, int) and not isinstance(v, bool) for v in value)",
+      ("tests/test_security_inputs.py::test_crafted_label_headers_give_one_line_label_errors_on_the_selection_path[offset-into-the-header]",)),
+    M("label-size-wraps", "a label array's size is computed in int64 (huge shapes wrap or overflow)",
+      "mll_registry/label_format.py",
+      "        nbytes = math.prod(shape) * np.dtype(dtype).itemsize",
+      "        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize",
+      ("tests/test_security_inputs.py::test_crafted_label_headers_give_one_line_label_errors_on_the_selection_path[shape-wraps-to-zero]", "tests/test_security_inputs.py::test_crafted_label_headers_give_one_line_label_errors_on_the_selection_path[shape-overflows-int64]")),
+    M("weights-size-unbounded", "local-dir weights over max_model_gb are hashed anyway",
+      "mll_registry/model_refs.py", "    if st.st_size > max_gb * 1e9:\n", "    if False:\n",
+      ("tests/test_security_inputs.py::test_weights_over_max_model_gb_are_refused_before_hashing",)),
+    M("weights-digest-uncached", "every listing rehashes unchanged local-dir weights",
+      "mll_registry/model_refs.py", '                return str(entry["sha256"])\n',
+      "                pass\n",
+      ("tests/test_security_inputs.py::test_unchanged_weights_are_hashed_once_across_listings_and_changed_ones_again",)),
+    M("weights-digest-ignores-ctime", "a rewrite that restores size and mtime keeps the old digest",
+      "mll_registry/model_refs.py", "st.st_mtime_ns, st.st_ctime_ns]", "st.st_mtime_ns]",
+      ("tests/test_security_inputs.py::test_unchanged_weights_are_hashed_once_across_listings_and_changed_ones_again",)),
+    M("hub-id-as-typed", "a Hub id keeps the case it was typed in (two names for one model)",
+      "mll_registry/schemes.py", 'ModelRef("hf-hub", repo_id, ref.revision)',
+      'ModelRef("hf-hub", ref.name, ref.revision)',
+      ("tests/test_security_inputs.py::test_hub_ids_differing_in_case_are_one_registered_model",), slow=True),
+    M("labeled-alias-unchecked", "the aliases are set once from a possibly stale read",
+      "mll_registry/mlflow_labels.py",
+      "                self.client.set_registered_model_alias(name, alias, version)\n",
+      "                self.client.set_registered_model_alias(name, alias, version)\n"
+      "            return\n",
+      ("tests/test_security_inputs.py::test_labeled_stays_on_the_default_settings_version_under_a_forced_race",), slow=True),
 )
 
 
