@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mll_registry import __version__
 from mll_registry.settings import DEFAULTS
+from mll_registry.terminal import SafeConsole, safe
 
 if TYPE_CHECKING:
     from mll_registry.app import App
@@ -28,7 +28,7 @@ app = typer.Typer(help="MLL Registry: label, select and reuse open_clip models."
 graph_app = typer.Typer(help="Build and inspect semantic graphs.", no_args_is_help=True)
 app.add_typer(graph_app, name="graph")
 
-console = Console(stderr=True)
+console = SafeConsole(stderr=True)  # data is printed as text (mll_registry.terminal)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", envvar="MLL_DATA_DIR", help="Data directory for assets and bundles.")]
@@ -42,7 +42,7 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
     from mll_registry.redaction import redact
 
     msg = redact(msg)  # an error line never shows a credential, whoever wrote the message
-    console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {safe(msg)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -161,10 +161,11 @@ def _print_demo(out: dict[str, Any]) -> None:
 
     g = out["graph"]
     lab = out["labelling"]
-    con = Console()
-    con.print(f"[bold]graph[/] {g['version']}: {g['nodes']} nodes, {g['images']} images")
+    con = SafeConsole()
+    con.print(f"[bold]graph[/] {safe(g['version'])}: {g['nodes']} nodes, {g['images']} images",
+              markup=True)
     con.print(f"[bold]labelling[/]: {lab['found']} demo models found, {lab['labelled']} labelled "
-              f"now ({lab['found'] - lab['labelled']} already in the registry)")
+              f"now ({lab['found'] - lab['labelled']} already in the registry)", markup=True)
     for t in out["tasks"]:
         tab = Table(title=f"task {t['task']}: {len(t['classes'])} classes")
         tab.add_column("class")
@@ -176,13 +177,13 @@ def _print_demo(out: dict[str, Any]) -> None:
         con.print(tab)
         short = lambda r: r.rstrip("/").rsplit("/", 1)[-1]  # noqa: E731
         con.print(f"  MLL ensemble top-1 [bold]{t['ensemble_top1']:.3f}[/]   "
-                  f"INB ({short(t['inb_model'])}) {t['inb_top1']:.3f}   "
-                  f"oracle ({short(t['oracle_model'])}) {t['oracle_top1']:.3f}   "
-                  f"[MLflow run {t['mlflow_run_id']}]")
+                  f"INB ({safe(short(t['inb_model']))}) {t['inb_top1']:.3f}   "
+                  f"oracle ({safe(short(t['oracle_model']))}) {t['oracle_top1']:.3f}   "
+                  f"[MLflow run {safe(t['mlflow_run_id'])}]", markup=True)
     uri = out["mlflow_tracking_uri"]
     links = out.get("links", {})
     con.print("\n[bold]Where to look[/] (commands as set up by the README; `uv run` from the "
-              "checkout)")
+              "checkout)", markup=True)
     if uri.startswith("http"):
         con.print(f"  MLflow UI at {uri}")
     else:
@@ -195,7 +196,7 @@ def _print_demo(out: dict[str, Any]) -> None:
     for what, url in links.get("prefect", {}).items():
         con.print(f"    {what}: {url}", soft_wrap=True)
     con.print(f"  data directory: {ddir()}")
-    con.print(f"[bold]total time[/]: {out['seconds']:.1f} s")
+    con.print(f"[bold]total time[/]: {out['seconds']:.1f} s", markup=True)
 
 
 @app.command()
@@ -217,7 +218,7 @@ def settings(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     t = Table("setting", "value", "from")
     for k, v in rec.items():
         t.add_row(k, json.dumps(v), origins[k])
-    Console().print(t)
+    SafeConsole().print(t)
     console.print(f"label settings hash: {out['label_hash']}")
 
 
@@ -422,12 +423,12 @@ def _warn_unmatched(res: Any) -> None:
         best = row["nodes"][0] if row["nodes"] else {"node": "-", "similarity": 0.0}
         then = ("it gets the best general models" if row["fallback"] else
                 "its choice is a guess")
-        console.print(f"[yellow]warning:[/] class {row['class']!r} has no good match in the "
-                      f"graph (its name is no graph concept; closest {best['node']} at "
-                      f"{best['similarity']:.2f}): {then}", soft_wrap=True)
+        console.print(f"[yellow]warning:[/] class {safe(repr(row['class']))} has no good match "
+                      f"in the graph (its name is no graph concept; closest {safe(best['node'])} "
+                      f"at {best['similarity']:.2f}): {then}", markup=True, soft_wrap=True)
     for cls in res.dropped:
-        console.print(f"[yellow]warning:[/] class {cls!r} has no good match in the graph and "
-                      "was dropped (--unmatched drop)", soft_wrap=True)
+        console.print(f"[yellow]warning:[/] class {safe(repr(cls))} has no good match in the "
+                      "graph and was dropped (--unmatched drop)", markup=True, soft_wrap=True)
 
 
 def _print_source_weights(sw: Any) -> None:
@@ -471,7 +472,7 @@ def select_cmd(
         _emit(sel.to_dict())
         return
     res = sel.result
-    Console().print(res.table())
+    SafeConsole().print(res.table())
     console.print(f"{len(res.models)} labelled models considered; ensemble uses "
                   f"{len(res.selected_models())}: {', '.join(res.selected_models())}")
     _print_source_weights(res.params.get("source_weights"))
@@ -526,7 +527,7 @@ def reuse_cmd(
     for m, acc in out.per_model.items():
         tab.add_row(f"  {m.rstrip('/').rsplit('/', 1)[-1]} alone", f"{acc['top1']:.3f}",
                     f"{acc['top5']:.3f}")
-    Console().print(tab)
+    SafeConsole().print(tab)
     if r.run_id:
         console.print(f"logged to MLflow run {r.run_id} (experiment mll-selection)")
 
@@ -568,7 +569,7 @@ def bench(
     if as_json:
         _emit(out)
         return
-    Console().print(md)
+    SafeConsole().print(md)
     if plot_path:
         console.print(f"plot written to {plot_path}")
 
@@ -616,9 +617,9 @@ def query_best(
         _emit(q.to_dict())
         return
     if q.ambiguous:
-        console.print(f"[yellow]{concept!r} is ambiguous in this graph[/]: using {q.concept}; "
-                      f"also {', '.join(q.ambiguous)} (pass a synset id to choose)",
-                      soft_wrap=True)
+        console.print(f"[yellow]{safe(repr(concept))} is ambiguous in this graph[/]: using "
+                      f"{safe(q.concept)}; also {safe(', '.join(q.ambiguous))} (pass a synset id "
+                      "to choose)", markup=True, soft_wrap=True)
     t = Table(title=f"best models for {q.concept}"
               + (f" on source {q.source}'s images" if q.source else ""))
     for col in ("model", "version", "acc@1", "acc@5", "mean own score", "images"):
@@ -626,7 +627,7 @@ def query_best(
     for h in q.models:
         t.add_row(h.name, str(h.version), f"{h.acc1:.3f}", f"{h.acc5:.3f}", f"{h.mean_own:.3f}",
                   str(h.n_images))
-    Console().print(t)
+    SafeConsole().print(t)
 
 
 @query_app.command("label")
@@ -704,10 +705,10 @@ def graph_publish(
         _emit(out)
         return
     verb = "published" if out["created"] else "already published"
-    console.print(f"graph {out['graph_version']} {verb}: registry version "
-                  f"{out['registry_version']}, {out['images']} images in {out['shards']} shard(s) "
-                  f"({out['bytes'] / 1e6:.1f} MB), run {out['run_id']}"
-                  + (" [bold](default)[/]" if out["default"] else ""))
+    console.print(f"graph {safe(out['graph_version'])} {verb}: registry version "
+                  f"{safe(out['registry_version'])}, {out['images']} images in {out['shards']} "
+                  f"shard(s) ({out['bytes'] / 1e6:.1f} MB), run {safe(out['run_id'])}"
+                  + (" [bold](default)[/]" if out["default"] else ""), markup=True)
 
 
 @graph_app.command("extend")
@@ -756,8 +757,8 @@ def graph_extend(
                   f"images (sources {', '.join(d['added_sources'])})")
     if "published" in out_d:
         p = out_d["published"]
-        console.print(f"published: registry version {p['registry_version']}"
-                      + (" [bold](default)[/]" if p["default"] else ""))
+        console.print(f"published: registry version {safe(p['registry_version'])}"
+                      + (" [bold](default)[/]" if p["default"] else ""), markup=True)
 
 
 @graph_app.command("diff")
@@ -866,7 +867,7 @@ def run() -> None:
         if not full:
             raise
         where = getattr(exc, "filename", None)
-        Console(stderr=True).print(
+        SafeConsole(stderr=True).print(
             f"error: the disk is full{f' (writing {where})' if where else ''}: free some space or "
             "point MLL_DATA_DIR at a larger disk, then run the command again (nothing partial "
             "was kept; finished chunks resume)", soft_wrap=True)

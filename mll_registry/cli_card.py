@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from mll_registry.label_format import ModelLabel
+from mll_registry.terminal import SafeConsole, controls, safe
 
 card_app = typer.Typer(help="Model cards: render a model's label section, or push it to the Hub.",
                        no_args_is_help=True)
-console = Console(stderr=True)
+console = SafeConsole(stderr=True)  # data is printed as text (mll_registry.terminal)
 
 #: ``LATEST_LABEL(model_ref) -> label directory or None``, used when ``--label`` is not given.
 LATEST_LABEL: Callable[[str], Path | None] | None = None
@@ -49,13 +48,19 @@ TopKOpt = Annotated[int, typer.Option("--top", min=1, help="Concepts shown in th
 
 
 def _fail(msg: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(msg)}", markup=True, highlight=False,
+    console.print(f"[bold red]error:[/] {safe(msg)}", markup=True, highlight=False,
                   soft_wrap=True)
     raise typer.Exit(2)
 
 
 def _emit(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _write_card(text: str) -> None:
+    """A card on stdout: the README's own control characters (a stranger's) shown as escapes,
+    its line ends (LF or CRLF) kept."""
+    sys.stdout.write("\r\n".join(controls(part) for part in text.split("\r\n")))
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
@@ -161,8 +166,8 @@ def render_cmd(
         _emit(out)
     else:
         if not out["existing_card"]:
-            console.print(f"{escape(model_ref)} has no README.md: this is a new card")
-        sys.stdout.write(out["card"])
+            console.print(f"{model_ref} has no README.md: this is a new card")
+        _write_card(out["card"])
 
 
 @card_app.command("push")
@@ -188,14 +193,14 @@ def push_cmd(
         _emit(out)
         return
     if dry_run:
-        console.print(f"dry run: would commit to {escape(out['repo_id'])} "
-                      f"({escape(out['target'])}), no request made:")
+        console.print(f"dry run: would commit to {out['repo_id']} ({out['target']}), no "
+                      "request made:")
         for path, size in out["files"].items():
-            console.print(f"  {escape(path)}  {size} bytes")
-        sys.stdout.write(out["readme"])
+            console.print(f"  {path}  {size} bytes")
+        _write_card(out["readme"])
     elif out["status"] == "unchanged":
-        console.print(f"{escape(out['repo_id'])} already has this card and label: nothing to commit")
+        console.print(f"{out['repo_id']} already has this card and label: nothing to commit")
     elif out["pr_url"]:
-        console.print(f"opened pull request {escape(out['pr_url'])}")
+        console.print(f"opened pull request {out['pr_url']}")
     else:
-        console.print(f"committed to {escape(out['target'])}: {escape(out['commit_url'])}")
+        console.print(f"committed to {out['target']}: {out['commit_url']}")

@@ -363,8 +363,11 @@ class SelectionResult:
                 "unmatched": self.weak, "dropped": self.dropped, "classes": self.per_class()}
 
     def table(self) -> object:
-        """A rich Table (rendered by the CLI)."""
+        """A rich Table (rendered by the CLI); class names are text, never markup."""
         from rich.table import Table
+        from rich.text import Text
+
+        from mll_registry.terminal import controls
 
         t = Table(title=f"selection for {self.task} (k={self.chosen.shape[1]})")
         t.add_column("class")
@@ -375,9 +378,9 @@ class SelectionResult:
                                for m in row["models"])  # type: ignore[attr-defined]
             nodes = ", ".join(f"{n['node']} ({n['similarity']:.2f})"  # type: ignore[index]
                               for n in row["nodes"][:3])  # type: ignore[index]
-            flag = (" [yellow](no good match: best general model)[/]" if row["fallback"] else
-                    " [yellow](no good match)[/]" if row["weak_match"] else "")
-            t.add_row(f"{row['class']}{flag}", models, nodes)
+            flag = (" (no good match: best general model)" if row["fallback"] else
+                    " (no good match)" if row["weak_match"] else "")
+            t.add_row(Text.assemble(controls(row["class"]), (flag, "yellow")), models, nodes)
         return t
 
 
