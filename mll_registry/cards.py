@@ -11,12 +11,18 @@ The project owns two things in a card, and re-rendering replaces exactly those:
 Other front-matter lines are kept byte for byte (the YAML is edited per top-level key, then
 checked by parsing it back). :func:`push_card` uploads the full label table and the updated README
 in one commit, as a pull request by default.
+
+The existing README and the label's concept ids are data, maybe a stranger's: what goes into the
+card body is HTML-escaped (so no tag, and no copy of a marker, can come from the data), the front
+matter is written by ``yaml.safe_dump``, and the existing front matter is read within bounds (at
+most :data:`MAX_FRONT_MATTER_BYTES`, no YAML aliases, line by line, in linear time).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import html
 import json
 import math
 import os
@@ -36,9 +42,13 @@ META_PATH = "mll/label_meta.json"
 DATASET_TYPE = "mll-semantic-graph"
 TASK_TYPE = "zero-shot-image-classification"
 TEMPLATE_NAME = "label_section.md.j2"
+#: a card's YAML front matter is a few KB (large model-index blocks reach a few hundred); more is
+#: refused before it is parsed
+MAX_FRONT_MATTER_BYTES = 512 * 1024
 # Same pattern as huggingface_hub.repocard: front matter between '---' lines at the top.
 _YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
-_TOP_KEY = re.compile(r"""^(?:"[^"]*"|'[^']*'|[^\s#'"\-?:][^:#]*?|-[^\s:][^:#]*?)\s*:(?:\s|$)""")
+# Characters that are markup in a Markdown table cell (HTML is escaped separately).
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]|~"})
 
 
 class CardError(ValueError):
@@ -59,8 +69,32 @@ def template_dir() -> Path:
                     "set MLL_CARD_TEMPLATES to the model_cards/ folder of the repository")
 
 
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+def md_text(value: Any) -> str:
+    """``value`` as inert Markdown text: one line, HTML escaped (no tag, no comment, so no copy
+    of the section markers), link/code/table punctuation backslash-escaped, control characters
+    written as visible escapes."""
+    from mll_registry.terminal import controls
+
+    one_line = controls(value).replace("\n", " ")
+    return html.escape(one_line, quote=True).translate(_MD_SPECIAL)
+
+
+def _md_cell(value: Any) -> Any:
+    from markupsafe import Markup
+
+    return Markup(md_text(value))  # already escaped: the template's autoescape leaves it
+
+
+def _finalize(value: Any) -> Any:
+    """Every other ``{{ value }}`` of the template: one line, no control character (autoescape
+    then escapes its HTML)."""
+    from markupsafe import Markup
+
+    from mll_registry.terminal import controls
+
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return controls(value).replace("\n", " ").replace("`", "'")  # a backtick ends a code span
 
 
 # -- what the card says ---------------------------------------------------------------------------
@@ -120,17 +154,27 @@ def _facts(label: ModelLabel, top_k: int) -> dict[str, Any]:
 
 
 def render_section(label: ModelLabel, top_k: int = 10, label_file_url: str = SUMMARY_PATH) -> str:
-    """The card's MLL section, markers included (no trailing newline)."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    """The card's MLL section, markers included (no trailing newline).
 
-    env = Environment(loader=FileSystemLoader(str(template_dir())), autoescape=False,
+    The template autoescapes: every value is HTML-escaped unless it is ``Markup`` (the markers,
+    ``md_cell`` output), so data can neither add a tag nor a second marker.
+    """
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from markupsafe import Markup
+
+    env = Environment(loader=FileSystemLoader(str(template_dir())), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                      keep_trailing_newline=False)
+                      keep_trailing_newline=False, finalize=_finalize)
     env.filters["md_cell"] = _md_cell
     text = env.get_template(TEMPLATE_NAME).render(
         **_facts(label, top_k), label_file=SUMMARY_PATH, label_file_url=label_file_url,
-        start_marker=START_MARKER, end_marker=END_MARKER)
-    return re.sub(r"\n{3,}", "\n\n", text.strip())
+        start_marker=Markup(START_MARKER), end_marker=Markup(END_MARKER))
+    text = re.sub(r"\n{3,}", "\n\n", text.strip())
+    if (text.count(START_MARKER), text.count(END_MARKER)) != (1, 1) or not (
+            text.startswith(START_MARKER) and text.endswith(END_MARKER)):
+        raise CardError(f"the card template {TEMPLATE_NAME} must hold {START_MARKER} first and "
+                        f"{END_MARKER} last, once each; fix the template in {template_dir()}")
+    return text
 
 
 def mll_metadata(label: ModelLabel, top_k: int = 10) -> dict[str, Any]:
@@ -197,6 +241,59 @@ def split_card(text: str) -> tuple[str | None, str]:
     return m.group(2), text[m.end():]
 
 
+def load_front_matter(yaml_text: str) -> Any:
+    """The data of a card's YAML front matter, read within bounds: at most
+    :data:`MAX_FRONT_MATTER_BYTES` and no aliases (``*x`` lets a few hundred bytes expand
+    exponentially: "billion laughs"); safe YAML only.
+
+    Raises:
+        CardError: too large, uses aliases, or invalid YAML (one line saying what to fix).
+    """
+    size = len(yaml_text.encode("utf-8"))
+    if size > MAX_FRONT_MATTER_BYTES:
+        raise CardError(f"the card's YAML front matter is {size:,} bytes, more than the "
+                        f"{MAX_FRONT_MATTER_BYTES:,} a card may hold; shorten it before adding "
+                        "the label")
+    if not yaml_text.strip():
+        return {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        for event in yaml.parse(yaml_text, Loader=loader):  # events only: nothing is expanded
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise CardError(f"the card's YAML front matter uses an alias (*{event.anchor}, "
+                                f"line {line}); write the value out before adding the label")
+        return yaml.load(yaml_text, Loader=loader)  # noqa: S506 - a safe loader, checked above
+    except yaml.YAMLError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CardError(f"the card's YAML front matter is invalid ({first}); fix it before "
+                        "adding the label") from exc
+
+
+def _is_top_key(line: str) -> bool:
+    """Whether ``line`` starts a top-level mapping key (``key:``, ``"key":``, ``-x:``), read
+    left to right once (a backtracking pattern is quadratic in a long line of spaces)."""
+    if not line or line[0].isspace() or line[0] in "#?:":
+        return False
+    if line[0] in "\"'":
+        end = line.find(line[0], 1)
+        if end < 0:
+            return False
+        rest = line[end + 1:].lstrip()
+        return rest.startswith(":") and (len(rest) == 1 or rest[1].isspace())
+    start = 1
+    if line[0] == "-":  # "-x:" is a key, "- x" a list item
+        if len(line) < 2 or line[1].isspace() or line[1] == ":":
+            return False
+        start = 2
+    for i in range(start, len(line)):
+        if line[i] == "#":
+            return False
+        if line[i] == ":":
+            return i + 1 == len(line) or line[i + 1].isspace()
+    return False
+
+
 def _dump(key: str, value: Any) -> list[str]:
     return yaml.safe_dump({key: value}, sort_keys=False, allow_unicode=True, width=100,
                           default_flow_style=False).rstrip("\n").split("\n")
@@ -209,11 +306,7 @@ def set_yaml_keys(yaml_text: str, updates: dict[str, Any]) -> str:
     in place, or appended. The result is parsed back and compared with the intended data; if the
     line edit cannot be trusted (unusual YAML), the whole metadata is re-dumped instead.
     """
-    try:
-        old = yaml.safe_load(yaml_text) if yaml_text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise CardError(f"the card's YAML front matter is invalid ({str(exc).splitlines()[0]}); "
-                        "fix it before adding the label") from exc
+    old = load_front_matter(yaml_text)
     if old is None:
         old = {}
     if not isinstance(old, dict):
@@ -221,7 +314,7 @@ def set_yaml_keys(yaml_text: str, updates: dict[str, Any]) -> str:
                         "label")
     want = {**old, **updates}
     lines = yaml_text.split("\n") if yaml_text.strip() else []
-    starts = [i for i, line in enumerate(lines) if _TOP_KEY.match(line)]
+    starts = [i for i, line in enumerate(lines) if _is_top_key(line)]
     for key, value in updates.items():
         span = None
         for n, i in enumerate(starts):
@@ -240,12 +333,12 @@ def set_yaml_keys(yaml_text: str, updates: dict[str, Any]) -> str:
             lines += new
         else:
             lines[span[0]:span[1]] = new
-        starts = [i for i, line in enumerate(lines) if _TOP_KEY.match(line)]
+        starts = [i for i, line in enumerate(lines) if _is_top_key(line)]
     text = "\n".join(lines)
     try:
-        if yaml.safe_load(text) == want:
+        if load_front_matter(text) == want:
             return text
-    except yaml.YAMLError:
+    except CardError:
         pass
     return yaml.safe_dump(want, sort_keys=False, allow_unicode=True, width=100).rstrip("\n")
 
@@ -278,13 +371,9 @@ def render_card(existing: str | None, label: ModelLabel, top_k: int = 10,
     name = model_name or _model_name(label)
     crlf = existing is not None and "\r\n" in existing
     text = existing.replace("\r\n", "\n") if existing is not None else (
-        f"---\nlibrary_name: open_clip\n---\n# {name}\n")
+        f"---\nlibrary_name: open_clip\n---\n# {md_text(name)}\n")
     yaml_text, body = split_card(text)
-    try:
-        current = yaml.safe_load(yaml_text) if yaml_text and yaml_text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise CardError(f"the card's YAML front matter is invalid ({str(exc).splitlines()[0]}); "
-                        "fix it before adding the label") from exc
+    current = load_front_matter(yaml_text or "")
     current = current if isinstance(current, dict) else {}
     updates = {
         **({} if current.get("pipeline_tag") else {"pipeline_tag": TASK_TYPE}),
