@@ -315,7 +315,66 @@ MUTATIONS: tuple[Mutation, ...] = (
       '        host = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.endpoint.split("://")[-1]).strip("_")\n',
       ("tests/test_security_settings.py::test_hub_source_shows_no_endpoint_credentials",)),
     # -- security: untrusted text at the terminal and in cards --------------------------------
+    M("terminal-markup-unescaped", "data in a styled CLI line is read as Rich markup",
+      "mll_registry/terminal.py", "    return escape(controls(text))\n",
+      "    return controls(text)\n",
+      ("tests/test_security_output.py::test_error_lines_keep_brackets",
+       "tests/test_security_output.py::test_hostile_class_names_print_as_text")),
+    M("terminal-controls-raw", "control characters (ESC, OSC, BEL) reach the terminal raw",
+      "mll_registry/terminal.py", "    return _CONTROL.sub(_visible, str(text))\n",
+      "    return str(text)\n",
+      ("tests/test_security_output.py::test_hostile_model_folder_prints_as_text",
+       "tests/test_security_output.py::test_escape_sequences_never_reach_a_terminal")),
+    M("terminal-console-markup-on", "the CLI's consoles parse markup in every printed string",
+      "mll_registry/terminal.py", '        kwargs.setdefault("markup", False)\n',
+      '        kwargs.setdefault("markup", True)\n',
+      ("tests/test_security_output.py::test_hostile_model_folder_prints_as_text",)),
+    M("card-html-unescaped", "a concept id's HTML goes into the card's table as it is",
+      "mll_registry/cards.py",
+      "    return html.escape(one_line, quote=True).translate(_MD_SPECIAL)\n",
+      "    return one_line.translate(_MD_SPECIAL)\n",
+      ("tests/test_security_output.py::test_hostile_concept_id_cannot_break_or_grow_the_card",)),
+    M("card-yaml-aliases", "YAML aliases in a card's front matter are expanded (billion laughs)",
+      "mll_registry/cards.py", "            if isinstance(event, yaml.AliasEvent):\n",
+      "            if isinstance(event, yaml.AliasEvent) and False:\n",
+      ("tests/test_security_output.py::test_yaml_alias_bomb_is_refused_within_a_second",)),
+    M("card-front-matter-unbounded", "a front matter of any size is parsed",
+      "mll_registry/cards.py", "    if size > MAX_FRONT_MATTER_BYTES:\n",
+      "    if size > MAX_FRONT_MATTER_BYTES * 1000:\n",
+      ("tests/test_security_output.py::test_oversized_front_matter_is_refused_in_one_line",)),
+    M("card-top-key-backtracking", "top-level keys found by the old backtracking pattern",
+      "mll_registry/cards.py",
+      '    left to right once (a backtracking pattern is quadratic in a long line of spaces)."""\n',
+      '    left to right once (a backtracking pattern is quadratic in a long line of spaces)."""\n'
+      '    return bool(re.match(r"""^(?:"[^"]*"|\'[^\']*\'|[^\\s#\'"\\-?:][^:#]*?|-[^\\s:][^:#]*?)'
+      '\\s*:(?:\\s|$)""", line))\n',
+      ("tests/test_security_output.py::test_long_line_of_spaces_is_linear",)),
     # -- security: authenticated servers -------------------------------------------------------
+    M("mlflow-without-auth", "mlflow-server.sh starts MLflow without its basic-auth app",
+      "deploy/mlflow-server.sh", "args=(server --app-name basic-auth --serve-artifacts\n",
+      "args=(server --serve-artifacts\n",
+      ("tests/test_security_servers.py::test_mlflow_refuses_writes_without_credentials",), slow=True),
+    M("prefect-without-auth", "prefect-server.sh drops the server's auth string",
+      "deploy/prefect-server.sh",
+      "export PREFECT_API_DATABASE_CONNECTION_URL PREFECT_SERVER_API_AUTH_STRING PREFECT_SERVER_API_HOST \\\n",
+      "unset PREFECT_SERVER_API_AUTH_STRING\n"
+      "export PREFECT_API_DATABASE_CONNECTION_URL PREFECT_SERVER_API_HOST \\\n",
+      ("tests/test_security_servers.py::test_prefect_refuses_clients_without_the_auth_string",), slow=True),
+    M("backend-uri-on-argv", "the backend store URI (with its password) on mlflow's command line",
+      "deploy/mlflow-server.sh", "args=(server --app-name basic-auth --serve-artifacts\n",
+      'args=(server --app-name basic-auth --serve-artifacts --backend-store-uri '
+      '"$MLFLOW_BACKEND_STORE_URI"\n',
+      ("tests/test_security_servers.py::test_no_secret_on_a_command_line_or_in_worker_and_flow_logs",), slow=True),
+    M("request-timeout-unbounded", "one MLflow request may outlast the retry budget",
+      "mll_registry/mlflow_tracking.py",
+      "        bound_request_timeout()  # and one request no longer than the whole budget\n", "",
+      ("tests/test_security_servers.py::test_cli_unauthenticated_then_postgres_down_within_the_retry_budget",),
+      slow=True),
+    M("unauthenticated-swallowed", "a 401 from MLflow read as 'nothing there'",
+      "mll_registry/mlflow_tracking.py", '    if re.search(r"error code 401\\b", str(exc)):\n',
+      "    if False:\n",
+      ("tests/test_security_servers.py::test_cli_unauthenticated_then_postgres_down_within_the_retry_budget",),
+      slow=True),
     # -- security: one-line errors on bad input ------------------------------------------------
     M("label-overlap-unchecked", "a label header whose arrays overlap in the file is mapped",
       "mll_registry/label_format.py", "        if start < end:\n", "        if False:\n",
@@ -378,7 +437,7 @@ def main() -> int:
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="mll-mutations-"))
     try:
-        for d in ("mll_registry", "flows", "tests"):
+        for d in ("mll_registry", "flows", "tests", "model_cards", "deploy"):
             shutil.copytree(ROOT / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__"))
         for f in ("pyproject.toml", "prefect.yaml"):
             shutil.copy2(ROOT / f, tmp / f)
