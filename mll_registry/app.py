@@ -128,20 +128,23 @@ class App:
         return self.settings.data_dir
 
     def graph(self, spec: str | os.PathLike[str] | None = None) -> SemanticGraph:
-        """The graph ``spec`` names: a bundle directory, a published graph version or
-        ``default`` (fetched from the registry once, then cached by version), or ``demo``.
-        None is the demo graph (built on first use): the flows never pass None."""
+        """The graph ``spec`` names: a published graph version or ``default`` (fetched from the
+        registry once, then cached by version), ``demo``, or a bundle directory (``./PATH``,
+        ``/PATH``, ``~/PATH``, an existing bare relative one, or any ``Path`` object). The names
+        are never folders of the working directory. None is the demo graph (built on first use):
+        the flows never pass None."""
         from mll_registry.demo.graph import load_graph
-
-        s = str(spec) if spec is not None else None
-        if s in (None, "demo"):
-            return load_graph(None, self.root)
-        assert s is not None
+        from mll_registry.graph import bundle_path
         from mll_registry.graph_store import is_graph_version
 
-        if is_graph_version(s) and not Path(s).exists():
-            return self.graph_store().fetch(s)[0]
-        return load_graph(s, self.root)
+        if isinstance(spec, os.PathLike):
+            return load_graph(Path(spec).expanduser(), self.root)
+        if spec in (None, "demo"):
+            return load_graph(None, self.root)
+        assert spec is not None
+        if is_graph_version(spec):
+            return self.graph_store().fetch(spec)[0]
+        return load_graph(bundle_path(spec), self.root)
 
     def graph_store(self) -> GraphStore:
         """Published graphs in the registry's tracking server (a version's cache first)."""

@@ -146,3 +146,64 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def path_under(root: str | os.PathLike[str], *parts: str) -> Path:
+    """``root / parts``, refused unless it stays under ``root`` (after resolving ``..`` and links).
+
+    Names read from elsewhere (registry tags, artifact names, table rows) become paths only
+    through here, so an absolute name or a ``..`` cannot reach outside the directory meant.
+
+    Raises:
+        ValueError: a part is empty or holds a NUL, or the path leaves ``root``.
+    """
+    base = Path(root)
+    for p in parts:
+        if not isinstance(p, str) or not p or "\x00" in p:
+            raise ValueError(f"{p!r:.80} is not a usable file name")
+    target = base.joinpath(*parts)
+    real_base = base.resolve()
+    real = target.resolve()
+    if real == real_base or not real.is_relative_to(real_base):
+        raise ValueError(f"{'/'.join(parts)!r:.120} leaves {base}")
+    return target
+
+
+class NotRegularFile(ValueError):
+    """A path that should be a regular file is a FIFO, a device, a socket or a directory."""
+
+
+class FileTooLarge(ValueError):
+    """A file is larger than the bound its reader allows."""
+
+
+def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is (or links to) a regular file of at most ``max_bytes``.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO cannot hang the
+    caller and a device (``/dev/zero``) or an oversized file is refused before it is read.
+
+    Raises:
+        NotRegularFile: not a regular file (the message says what it is).
+        FileTooLarge: larger than ``max_bytes``.
+        OSError: it cannot be opened or read.
+    """
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else
+                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else
+                    "a directory" if stat.S_ISDIR(st.st_mode) else "not a file")
+            raise NotRegularFile(f"{path} is {kind}, not a regular file")
+        if st.st_size > max_bytes:
+            raise FileTooLarge(f"{path} is larger than {max_bytes:,} bytes")
+        data = f.read(st.st_size + 1)
+        if len(data) > st.st_size:  # it grew since fstat: read on, to the bound
+            data += f.read(max_bytes + 1 - len(data))
+        if len(data) > max_bytes:
+            raise FileTooLarge(f"{path} is larger than {max_bytes:,} bytes")
+        return data

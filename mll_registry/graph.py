@@ -41,13 +41,16 @@ import pandas as pd
 
 from mll_registry import __version__
 from mll_registry import wordnet as W
-from mll_registry.fsutil import atomic_dir, read_json_object
+from mll_registry.fsutil import FileTooLarge, atomic_dir, read_json_object, read_regular
 
 FORMAT = "mll-graph/2"  # 2: lemmas and table order in the version
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_CAPTION = "{lemma} which is {definition}"
 _TABLES = ("nodes", "edges", "images", "members")
 _EXAMPLES = 5  # examples of skipped items kept in the report
+#: the largest sample image read, in bytes (a 64 Mpx image as uncompressed RGBA); larger files are
+#: skipped as unreadable when building and refused in a published graph's shards
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 
 class GraphError(ValueError):
@@ -161,15 +164,40 @@ def _seed_for(seed: int, key: str) -> int:
     return int.from_bytes(h, "little")
 
 
+def read_sample(path: Path) -> bytes:
+    """A sample image's bytes: a regular file (or a link to one) of at most ``MAX_IMAGE_BYTES``.
+
+    Raises:
+        GraphError: a FIFO, device or other non-regular file (reading it would hang or never
+            end).
+        FileTooLarge: larger than ``MAX_IMAGE_BYTES``.
+        OSError: it cannot be read.
+    """
+    try:
+        return read_regular(path, MAX_IMAGE_BYTES)
+    except FileTooLarge:
+        raise
+    except ValueError as exc:
+        raise GraphError(f"sample image {exc}; sample folders take regular image files only: "
+                         "remove or replace it") from exc
+
+
 def _check_image(path: Path) -> str | None:
-    """Decode ``path`` fully (so truncated files fail) and return its content digest, or None."""
+    """Decode ``path`` fully (so truncated files fail) and return its content digest, or None.
+
+    Raises:
+        GraphError: ``path`` is no regular file (a FIFO, a link to a device).
+    """
     from PIL import Image
 
     from mll_registry.errors import MAX_IMAGE_PIXELS
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # a bomb raises, and is skipped as unreadable
     try:
-        data = path.read_bytes()
+        data = read_sample(path)
+    except (FileTooLarge, OSError):  # skipped as unreadable, like a decompression bomb
+        return None
+    try:
         import io
 
         with Image.open(io.BytesIO(data)) as im:
@@ -405,6 +433,25 @@ class SemanticGraph:
                     stamp.parent.mkdir(parents=True, exist_ok=True)
                     stamp.touch()
         return g
+
+
+def bundle_path(spec: str) -> Path:
+    """The bundle directory a graph spec names, when it names a local one.
+
+    Callers take the names (``default``, ``demo``, a 16-hex version) first: those are never
+    paths, so a folder ``./default`` cannot stand in for the registry's default. A path is written
+    ``./PATH``, ``../PATH``, ``/PATH`` or ``~/PATH``; a bare relative path is taken only if it is
+    an existing bundle directory (``mll graph info g`` after ``mll graph build --out g``).
+
+    Raises:
+        GraphError: a bare word that is no bundle directory.
+    """
+    if spec in (".", "..") or spec.startswith(("./", "../", "/", "~")):
+        return Path(spec).expanduser()
+    if spec and (Path(spec) / "manifest.json").is_file():
+        return Path(spec)
+    raise GraphError(f"no graph {spec!r}: give a bundle directory as ./{spec} (or /PATH, ~/PATH), "
+                     "a published graph as `default` or its 16-hex version, or `demo`")
 
 
 def _verified_stamp(path: Path, version: str,

@@ -13,12 +13,19 @@ default graph that the flows use when they are given none.
 ``default``), download the shards one at a time, check each shard's sha256 and each image's content
 digest, write the images under the data dir, and load the bundle, whose tables must hash to the
 version. The result is cached by version; a cached graph is used without asking the server.
+
+Whatever the registry serves is untrusted input (anyone who can write to the tracking server can
+write it): every tag, alias target, artifact name and manifest field is checked against a strict
+shape before use, every name becomes a path only through :func:`~mll_registry.fsutil.path_under`,
+tar members are streamed with byte bounds, and each file written must hold the digest of the one
+image row that names it. A malformed registry entry is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mll_registry.config import data_dir
-from mll_registry.fsutil import sha256_file
-from mll_registry.graph import GraphError, SemanticGraph
+from mll_registry.fsutil import path_under, sha256_file
+from mll_registry.graph import FORMAT, MAX_IMAGE_BYTES, GraphError, SemanticGraph, read_sample
 from mll_registry.redaction import redact
 
 if TYPE_CHECKING:
@@ -42,17 +49,37 @@ GRAPH_MODEL = "mll-graphs"  # registered model: one version per published graph 
 GRAPH_EXPERIMENT = "mll-graphs"  # the runs holding the artifacts
 DEFAULT_ALIAS = "default"
 SHARD_BYTES = 256 * 1024 * 1024  # images per tar shard, by size (WebDataset's usual range)
+#: the largest shard fetched: a full shard plus the image that overflowed it, plus tar headers
+MAX_SHARD_BYTES = SHARD_BYTES + MAX_IMAGE_BYTES + (1 << 20)
 FETCH_WORKERS = 4  # shards downloaded at once
 INDEX = "index.json"
-_VERSION = re.compile(r"^[0-9a-f]{16}$")
-_SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+INDEX_FORMAT = "mll-graph-shards/1"
+_CHUNK = 1 << 20  # tar members are read, hashed and written this much at a time
+# the shapes of what the registry serves (matched whole: re.fullmatch)
+_VERSION = re.compile(r"[0-9a-f]{16}")  # a graph version
+_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a sample source name
+_RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
+_COUNT = re.compile(r"[0-9]{1,18}")  # a count tag
+_SHARD = re.compile(r"([0-9a-f]{64})\.tar")  # a shard: the sha256 of its bytes
+_DIGEST = re.compile(r"[0-9a-f]{32}")  # an image's content digest (blake2b-128)
+_MEMBER = re.compile(r"([0-9a-f]{32})\.[a-z0-9]{1,8}")  # a shard member: digest.ext
+log = logging.getLogger(__name__)
 _TABLE_FILES = ("nodes.parquet", "edges.parquet", "images.parquet", "members.parquet",
                 "manifest.json")
 
 
 def is_graph_version(spec: str) -> bool:
-    """Whether ``spec`` names a published graph (a content version or ``default``)."""
-    return spec == DEFAULT_ALIAS or bool(_VERSION.match(spec))
+    """Whether ``spec`` names a published graph (a content version or ``default``): such a spec
+    is always a name, never a folder of the working directory."""
+    return spec == DEFAULT_ALIAS or bool(_VERSION.fullmatch(spec))
+
+
+def _under(root: Path, *parts: str, what: str) -> Path:
+    """``root / parts`` for names the registry served, refused (GraphError) if it leaves root."""
+    try:
+        return path_under(root, *parts)
+    except ValueError as exc:
+        raise GraphError(f"{what}: unsafe name ({exc}); republish the graph") from exc
 
 
 @dataclass(frozen=True)
@@ -79,16 +106,37 @@ class PublishedGraph:
 
 
 def _entry(v: Any, default_version: str | None) -> PublishedGraph:
+    """A registry version as a PublishedGraph, every field checked for its shape.
+
+    Raises:
+        ValueError: a malformed tag or field (the message names it; values are shown escaped).
+    """
     t = v.tags or {}
+
+    def shaped(key: str, value: Any, shape: re.Pattern[str]) -> str:
+        if not isinstance(value, str) or not shape.fullmatch(value):
+            raise ValueError(f"{key} {value!r:.60} is malformed")
+        return value
+
+    def count(key: str) -> int:
+        return int(shaped(key, t.get(key, "0"), _COUNT))
+
+    sources = [s for s in t.get("mll.sources", "").split(",") if s]
+    for src in sources:
+        shaped("mll.sources", src, _SOURCE)
+    parent = t.get("mll.parent_graph", "")
+    if parent:
+        shaped("mll.parent_graph", parent, _VERSION)
     return PublishedGraph(
-        graph_version=t.get("mll.graph_version", ""), registry_version=int(v.version),
-        run_id=str(v.run_id), nodes=int(t.get("mll.nodes", 0)), images=int(t.get("mll.images", 0)),
-        sources=[s for s in t.get("mll.sources", "").split(",") if s],
-        shards=int(t.get("mll.shards", 0)), bytes=int(t.get("mll.bytes", 0)),
-        published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                   time.gmtime(int(v.creation_timestamp or 0) / 1000)),
-        default=str(v.version) == default_version, parent=t.get("mll.parent_graph", ""),
-        delta=t.get("mll.delta", ""))
+        graph_version=shaped("mll.graph_version", t.get("mll.graph_version", ""), _VERSION),
+        registry_version=int(shaped("version", str(v.version), _COUNT)),
+        run_id=shaped("run_id", v.run_id, _RUN_ID), nodes=count("mll.nodes"),
+        images=count("mll.images"), sources=sources, shards=count("mll.shards"),
+        bytes=count("mll.bytes"),
+        published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(shaped(
+            "creation_timestamp", str(v.creation_timestamp or 0), _COUNT)) / 1000)),
+        default=str(v.version) == default_version, parent=parent,
+        delta=str(t.get("mll.delta", ""))[:200])
 
 
 # -- packing ---------------------------------------------------------------------------------------
@@ -131,10 +179,11 @@ def pack_shards(graph: SemanticGraph, out: Path, shard_bytes: int = SHARD_BYTES,
     total = len(first)
     for n, (digest, row) in enumerate(sorted(first.items(), key=lambda kv: kv[1])):
         try:
-            data = paths[row].read_bytes()
-        except OSError as exc:
+            data = read_sample(paths[row])
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise GraphError(f"sample image {paths[row]} of graph {graph.version} cannot be read "
-                             f"({exc.strerror or exc}); publish from the machine that built the "
+                             f"({why}); publish from the machine that built the "
                              "graph, or relocate its sources") from exc
         if hashlib.blake2b(data, digest_size=16).hexdigest() != digest:
             raise GraphError(f"sample image {paths[row]} changed since graph {graph.version} was "
@@ -184,7 +233,8 @@ class GraphStore:
                 GRAPH_MODEL, DEFAULT_ALIAS), "read the default graph")
         except MlflowException:
             return None
-        return str(v.version)
+        version = str(v.version)
+        return version if _COUNT.fullmatch(version) else "(malformed)"
 
     def _versions(self) -> list[Any]:
         from mlflow.exceptions import MlflowException
@@ -196,17 +246,35 @@ class GraphStore:
             return []
 
     def list(self) -> list[PublishedGraph]:
-        """Every published graph, newest first (one registry version per graph version)."""
+        """Every published graph, newest first (one registry version per graph version); a
+        version with a malformed tag is skipped with a warning, so one bad entry hides no other."""
         default = self._default_version()
-        out = [_entry(v, default) for v in self._versions()
-               if (v.tags or {}).get("mll.published") == "true"]
+        out = []
+        for v in self._versions():
+            if (v.tags or {}).get("mll.published") != "true":
+                continue
+            try:
+                out.append(_entry(v, default))
+            except ValueError as exc:
+                log.warning("skipping version %.20r of registered model %s: %s (fix or delete "
+                            "that version)", str(v.version), GRAPH_MODEL, exc)
         return sorted(out, key=lambda g: -g.registry_version)
 
     def find(self, spec: str) -> PublishedGraph | None:
-        """The published graph ``spec`` names: a graph version, or ``default``."""
+        """The published graph ``spec`` names: a graph version, or ``default``.
+
+        Raises:
+            GraphError: ``default`` points at a version that is no valid published graph.
+        """
         if spec == DEFAULT_ALIAS:
             dv = self._default_version()
-            return next((g for g in self.list() if str(g.registry_version) == dv), None)
+            hit = next((g for g in self.list() if str(g.registry_version) == dv), None)
+            if hit is None and dv is not None:
+                raise GraphError(f"the `{DEFAULT_ALIAS}` alias of {GRAPH_MODEL} points at registry "
+                                 f"version {dv:.20}, which is no valid published graph (a malformed "
+                                 "tag, see the warning): point it at a good one with `mll graph "
+                                 "default VERSION` (`mll graph list` shows them)")
+            return hit
         hits = [g for g in self.list() if g.graph_version == spec]
         return min(hits, key=lambda g: g.registry_version) if hits else None
 
@@ -228,10 +296,14 @@ class GraphStore:
         version already published is returned as it is (and made the default if asked)."""
         from mll_registry.fsutil import atomic_dir
 
+        if shard_bytes > SHARD_BYTES:
+            raise GraphError(f"shards of at most {SHARD_BYTES:,} bytes are fetched; publish with "
+                             f"shard_bytes <= {SHARD_BYTES}")
         old = self.find(graph.version)
         if old is not None:
             return (self.set_default(graph.version) if default else old), False
-        stage = data_dir(self.root) / "cache" / "graph-publish" / graph.version
+        stage = _under(data_dir(self.root) / "cache" / "graph-publish", graph.version,
+                       what=f"graph {graph.version}")
         t0 = time.time()
         with atomic_dir(stage) as tmp:
             index = pack_shards(graph, tmp / "shards", shard_bytes, progress)
@@ -294,7 +366,12 @@ class GraphStore:
 
     # -- fetching --------------------------------------------------------------------------------
     def cache_dir(self, graph_version: str) -> Path:
-        return data_dir(self.root) / "graphs" / "published" / graph_version
+        """Where a fetched graph version is cached (refused unless ``graph_version`` is one)."""
+        if not _VERSION.fullmatch(graph_version):
+            raise GraphError(f"{graph_version!r:.60} is no graph version (16 hex digits); "
+                             "`mll graph list` shows the published ones")
+        return _under(data_dir(self.root) / "graphs" / "published", graph_version,
+                      what=f"graph {graph_version}")
 
     def cached(self, graph_version: str) -> Path | None:
         """The cached bundle of a graph version, if fetched before (no server call)."""
@@ -304,6 +381,9 @@ class GraphStore:
     def fetch(self, spec: str, progress: Callable[[int, int], None] | None = None
               ) -> tuple[SemanticGraph, Path]:
         """A published graph as a local bundle: cached by version, else downloaded and checked."""
+        if spec != DEFAULT_ALIAS and not _VERSION.fullmatch(spec):
+            raise GraphError(f"{spec!r:.60} names no published graph: give `{DEFAULT_ALIAS}` or a "
+                             "16-hex graph version (`mll graph list` shows them)")
         if spec != DEFAULT_ALIAS and (path := self.cached(spec)) is not None:
             return SemanticGraph.load(path, root=self.root), path
         g = self.find(spec)
@@ -328,7 +408,7 @@ class GraphStore:
         import mlflow
         import pandas as pd
 
-        from mll_registry.fsutil import atomic_dir, read_json_object
+        from mll_registry.fsutil import atomic_dir
 
         uri = self.tracking.uri
 
@@ -337,36 +417,38 @@ class GraphStore:
                 run_id=g.run_id, artifact_path=artifact, dst_path=str(dst), tracking_uri=uri),
                 f"download {artifact}"))
 
-        dest = self.cache_dir(g.graph_version)
+        version = g.graph_version
+        dest = self.cache_dir(version)
         with atomic_dir(dest) as tmp:
             get(f"graph/{INDEX}", tmp)
-            index = read_json_object(tmp / INDEX)
+            names = _check_index(_json_object(tmp / INDEX, version), version)
             for f in _TABLE_FILES:
                 get(f"graph/bundle/{f}", tmp)
-            images = pd.read_parquet(tmp / "images.parquet")
-            manifest = read_json_object(tmp / "manifest.json")
-            roots = {}
-            for name in manifest.get("sources", {}):
-                if not _SOURCE.match(str(name)):
-                    raise GraphError(f"published graph {g.graph_version}: bad source name "
-                                     f"{name!r}; republish it")
-                roots[name] = tmp / "images" / name
-            # image digest -> the relative files it is written to
-            targets: dict[str, list[Path]] = {}
-            for src, rel, dig in zip(images["source"], images["relpath"], images["digest"],
-                                     strict=True):
-                p = Path(str(rel))
-                if p.is_absolute() or ".." in p.parts or str(src) not in roots:
-                    raise GraphError(f"published graph {g.graph_version}: unsafe image path "
-                                     f"{src}/{rel}; republish it")
-                targets.setdefault(str(dig), []).append(roots[str(src)] / p)
-            names = {s["name"]: s["sha256"] for s in index.get("shards", [])}
+            manifest = _check_manifest(_json_object(tmp / "manifest.json", version), version)
+            roots = {name: _under(tmp / "images", name, what=f"published graph {version}")
+                     for name in manifest["sources"]}
+            try:
+                images = pd.read_parquet(tmp / "images.parquet",
+                                         columns=["source", "relpath", "digest"])
+            except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a damaged file
+                raise GraphError(f"published graph {version}: images.parquet is unreadable "
+                                 f"({type(exc).__name__}); republish it") from exc
+            rows = _destinations(images, roots, version)
+            targets: dict[str, list[Path]] = {}  # image digest -> the files it is written to
+            for path, digest in rows:
+                targets.setdefault(digest, []).append(path)
+            shards_dir = tmp / ".shards"
             done = [0]
 
             def one(name: str) -> None:
-                part = tmp / ".shards" / name.removesuffix(".tar")
+                part = _under(shards_dir, name.removesuffix(".tar"),
+                              what=f"published graph {version}")
                 got = get(f"graph/shards/{name}", part)
-                _extract(got, names[name], targets, g.graph_version)
+                if got.resolve() != (part / name).resolve() or got.is_symlink() or \
+                        not got.is_file():
+                    raise GraphError(f"published graph {version}: shard {name} did not download "
+                                     "as one file; republish the graph")
+                _extract(got, names[name], targets, version)
                 shutil.rmtree(part, ignore_errors=True)
                 done[0] += 1
                 if progress:
@@ -374,11 +456,8 @@ class GraphStore:
 
             with ThreadPoolExecutor(FETCH_WORKERS) as pool:
                 list(pool.map(one, sorted(names)))
-            missing = [d for d, ps in targets.items() if not ps[0].is_file()]
-            if missing:
-                raise GraphError(f"published graph {g.graph_version}: {len(missing)} images are "
-                                 f"in no shard (e.g. {missing[0]}); republish it")
-            shutil.rmtree(tmp / ".shards", ignore_errors=True)
+            _verify_written(rows, version)
+            shutil.rmtree(shards_dir, ignore_errors=True)
             (tmp / INDEX).unlink()
             manifest["sources"] = {n: str(dest / "images" / n) for n in roots}
             manifest["published"] = {"run_id": g.run_id, "registry_version": g.registry_version,
@@ -388,22 +467,206 @@ class GraphStore:
         return dest
 
 
+def _json_object(path: Path, version: str) -> dict[str, Any]:
+    from mll_registry.fsutil import read_json_object
+
+    try:
+        return read_json_object(path)
+    except ValueError as exc:
+        raise GraphError(f"published graph {version}: {path.name} is damaged ({exc}); "
+                         "republish it") from exc
+
+
+def _check_index(index: dict[str, Any], version: str) -> dict[str, str]:
+    """The shards a published index lists (name -> sha256), each name ``<its sha256>.tar``."""
+    bad = f"published graph {version}: {INDEX}"
+    if index.get("format") != INDEX_FORMAT or index.get("graph_version") != version:
+        raise GraphError(f"{bad} is not the shard index of this graph; republish it")
+    shards = index.get("shards")
+    if not isinstance(shards, list):
+        raise GraphError(f"{bad} lists no shards; republish it")
+    names: dict[str, str] = {}
+    for s in shards:
+        name = s.get("name") if isinstance(s, dict) else None
+        m = _SHARD.fullmatch(name) if isinstance(name, str) else None
+        if m is None or m.group(1) != s.get("sha256") or name in names:
+            raise GraphError(f"{bad}: shard name {name!r:.80} is not the sha256 file name of "
+                             "a shard (<64 hex>.tar); republish the graph")
+        size = s.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_SHARD_BYTES:
+            raise GraphError(f"{bad}: shard {name} declares {size!r:.30} bytes (at most "
+                             f"{MAX_SHARD_BYTES:,}); republish the graph")
+        names[str(name)] = m.group(1)
+    return names
+
+
+def _check_manifest(manifest: dict[str, Any], version: str) -> dict[str, Any]:
+    """A published manifest, each field a worker reads checked for its shape (GraphError)."""
+    from dataclasses import fields
+
+    from mll_registry.graph import GraphConfig
+
+    def bad(what: str) -> GraphError:
+        return GraphError(f"published graph {version}: manifest {what}; republish it")
+
+    if manifest.get("format") != FORMAT or manifest.get("version") != version:
+        raise bad(f"is not of graph {version} in format {FORMAT}")
+    sources = manifest.get("sources")
+    if not isinstance(sources, dict) or not sources or not all(
+            isinstance(k, str) and _SOURCE.fullmatch(k) and isinstance(v, str)
+            for k, v in sources.items()):
+        raise bad("sources are not a mapping of source names (letters, digits, ._-)")
+    desc = manifest.get("descriptions", {})
+    if not isinstance(desc, dict) or not all(k in sources and isinstance(v, str)
+                                             for k, v in desc.items()):
+        raise bad("descriptions are not texts of its sources")
+    config = manifest.get("config")
+    defaults = {f.name: f.default for f in fields(GraphConfig)}
+    if not isinstance(config, dict) or not all(
+            k not in defaults or type(v) is type(defaults[k]) for k, v in config.items()) or \
+            not isinstance(config.get("cap"), int) or config["cap"] < 1:
+        raise bad("config is malformed")
+    if manifest.get("lineage") not in (None, {}) and not _lineage_ok(manifest["lineage"]):
+        raise bad("lineage is malformed")
+    if not isinstance(manifest.get("report", []), list):
+        raise bad("report is malformed")
+    return manifest
+
+
+def _lineage_ok(lineage: Any) -> bool:
+    """Whether a manifest's ``lineage`` has the shape extend writes: a parent version, ancestor
+    versions (label stores look them up by version) and a delta that builds a GraphDelta."""
+    from dataclasses import fields
+
+    from mll_registry.graph_lineage import GraphDelta
+
+    if not isinstance(lineage, dict):
+        return False
+    parent, ancestors, delta = (lineage.get("parent"), lineage.get("ancestors", []),
+                                lineage.get("delta"))
+    if not isinstance(parent, str) or not _VERSION.fullmatch(parent) or \
+            not isinstance(ancestors, list) or not isinstance(delta, dict):
+        return False
+    if not all(isinstance(a, str) and _VERSION.fullmatch(a) for a in ancestors):
+        return False
+    for f in fields(GraphDelta):
+        v = delta.get(f.name, f.default)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        ok = (isinstance(v, list) and all(isinstance(x, str) for x in v)
+              if kind.startswith("list") else isinstance(v, str) if kind == "str"
+              else isinstance(v, int) and not isinstance(v, bool))
+        if not ok:
+            return False
+    return True
+
+
+def _destinations(images: Any, roots: dict[str, Path], version: str) -> list[tuple[Path, str]]:
+    """(file, digest) of each image row: the file built under its source's root, and no file
+    named by two rows, so no row can take another's image (paths are not in the version)."""
+    out: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for src, rel, dig in zip(images["source"], images["relpath"], images["digest"], strict=True):
+        where = f"published graph {version}: image {src!r:.60}/{rel!r:.120}"
+        if not isinstance(src, str) or src not in roots or not isinstance(rel, str) or \
+                not isinstance(dig, str) or not _DIGEST.fullmatch(dig):
+            raise GraphError(f"{where} (digest {dig!r:.40}) is malformed; republish it")
+        p = Path(rel)
+        if p.is_absolute() or ".." in p.parts:
+            raise GraphError(f"{where} is an unsafe path; republish it")
+        path = _under(roots[src], *p.parts, what=where)
+        if path in seen:
+            raise GraphError(f"{where} is named by two image rows (one would take the other's "
+                             "image); republish the graph")
+        seen.add(path)
+        out.append((path, dig))
+    return out
+
+
+def _blake2b_file(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify_written(rows: list[tuple[Path, str]], version: str) -> None:
+    """Every image row's file is there and holds that row's digest."""
+    for path, digest in rows:
+        if not path.is_file() or path.is_symlink():
+            raise GraphError(f"published graph {version}: image {digest} is in no shard; "
+                             "republish it")
+        if _blake2b_file(path) != digest:
+            raise GraphError(f"published graph {version}: {path.name} does not hold image "
+                             f"{digest}; republish it")
+
+
+def _member_kind(m: tarfile.TarInfo) -> str | None:
+    """Why a shard member is refused (not a plain regular file, or sparse), or None."""
+    if m.sparse is not None or m.type == tarfile.GNUTYPE_SPARSE:
+        return "a sparse file"
+    if m.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        return "a link" if m.issym() or m.islnk() else "a directory" if m.isdir() else \
+            "not a regular file"
+    return None
+
+
 def _extract(shard: Path, sha256: str, targets: dict[str, list[Path]], version: str) -> None:
-    """Check a shard's sha256, then write each image it holds (checked by digest) to its paths."""
+    """Check a shard's size and sha256, then stream each image it holds (hashed while written,
+    checked by digest) to its files. Members must be regular, not sparse, at most
+    ``MAX_IMAGE_BYTES``, named by a digest the graph holds, each once."""
+    where = f"shard {shard.name} of published graph {version}"
+    size = shard.stat().st_size
+    if size > MAX_SHARD_BYTES:
+        raise GraphError(f"{where} is {size:,} bytes, more than {MAX_SHARD_BYTES:,}; republish "
+                         "the graph")
     if sha256_file(shard) != sha256:
         raise GraphError(f"shard {shard.name} of published graph {version} fails its sha256 "
                          "(the artifact store holds a damaged copy); republish the graph")
-    with tarfile.open(shard, "r:") as tar:
-        for m in tar:
-            if not m.isfile():
-                continue
-            digest = m.name.split(".", 1)[0]
-            member = tar.extractfile(m)
-            data = member.read() if member is not None else b""
-            if hashlib.blake2b(data, digest_size=16).hexdigest() != digest:
-                raise GraphError(f"image {m.name} in shard {shard.name} of graph {version} "
-                                 "does not match its digest; republish the graph")
-            for p in targets.get(digest, []):
-                p.parent.mkdir(parents=True, exist_ok=True)
-                with open(p, "wb") as out:
-                    out.write(data)
+    seen: set[str] = set()
+    try:
+        with tarfile.open(shard, "r:") as tar:
+            for m in tar:
+                member = f"member {m.name!r:.80} of {where}"
+                kind = _member_kind(m)
+                if kind is not None:
+                    raise GraphError(f"{member} is {kind}; republish the graph")
+                if m.size > MAX_IMAGE_BYTES:
+                    raise GraphError(f"{member} declares {m.size:,} bytes, more than the "
+                                     f"{MAX_IMAGE_BYTES:,} an image may have; republish the graph")
+                name = _MEMBER.fullmatch(m.name)
+                digest = name.group(1) if name else ""
+                if digest not in targets or digest in seen:
+                    raise GraphError(f"{member} is no image of the graph (or a second copy); "
+                                     "republish the graph")
+                seen.add(digest)
+                _write_member(tar, m, targets[digest], digest, member)
+    except tarfile.TarError as exc:
+        raise GraphError(f"{where} is not a readable tar ({exc}); republish the graph") from exc
+
+
+def _write_member(tar: tarfile.TarFile, m: tarfile.TarInfo, paths: list[Path], digest: str,
+                  member: str) -> None:
+    """Stream one member to each of its (new) files while hashing it; GraphError on a mismatch
+    (the caller's temporary directory, with the partial files, is then removed)."""
+    src = tar.extractfile(m)
+    if src is None:
+        raise GraphError(f"{member} has no data; republish the graph")
+    h = hashlib.blake2b(digest_size=16)
+    outs = []
+    try:
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            outs.append(open(p, "xb"))  # noqa: SIM115 - closed below; a new file, never followed
+        while chunk := src.read(_CHUNK):
+            h.update(chunk)
+            for out in outs:
+                out.write(chunk)
+    except OSError as exc:
+        raise GraphError(f"{member} cannot be written ({exc.strerror or exc}); republish the "
+                         "graph") from exc
+    finally:
+        for out in outs:
+            out.close()
+    if h.hexdigest() != digest:
+        raise GraphError(f"{member} does not match its digest; republish the graph")
