@@ -73,8 +73,12 @@ def retrying(fn: Callable[[], T], what: str, uri: str, tries: int = 4,
                 f"MLFLOW_TRACKING_URI {redact(uri)} is not a valid URL ({what}); percent-encode "
                 "reserved characters in its user name and password (/ as %2F, @ as %40, : as "
                 "%3A) or pass them as MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
+        if (refused := _refused(exc, what, uri)) is not None:
+            return refused
         if not _transient(exc):
             return exc
+        if (failing := _server_failing(exc, what, uri)) is not None:
+            return failing
         # redacted before it is cut, so a cut cannot leave half a password behind
         return RegistryError(
             f"MLflow at {redact(uri)} is not reachable ({what} failed after {tries} tries: "
@@ -83,6 +87,63 @@ def retrying(fn: Callable[[], T], what: str, uri: str, tries: int = 4,
 
     return call_with_retries(fn, what, transient=_transient, give_up=give_up, tries=tries,
                              base_delay=delay)
+
+
+def _refused(exc: BaseException, what: str, uri: str) -> RegistryError | None:
+    """The server's authentication app does not know the caller (401). A 403 stays MLflow's
+    error: its basic-auth app also answers 403 to reading an alias of a model that does not
+    exist, which callers treat as absent."""
+    from mll_registry.redaction import redact
+
+    if re.search(r"error code 401\b", str(exc)):
+        return RegistryError(
+            f"MLflow at {redact(uri)} refused {what}: not authenticated (401); set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user the MLflow admin "
+            "created (deploy/mlflow-users.sh)")
+    return None
+
+
+def _server_failing(exc: BaseException, what: str, uri: str) -> RegistryError | None:
+    """A server that answers errors or hangs, as one whose database is down does: MLflow's
+    server retries its database ~100 s inside a request, then answers 500."""
+    from mll_registry.redaction import redact
+    from mll_registry.retries import budget_s
+
+    text = str(exc)
+    if re.search(r"too many 5\d\d error responses|error code 5\d\d", text):
+        how = "answered with server errors (HTTP 5xx)"
+    elif "timed out" in text:
+        how = (f"did not answer within MLFLOW_HTTP_REQUEST_TIMEOUT="
+               f"{os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '?')} s")
+    else:
+        return None
+    return RegistryError(
+        f"MLflow at {redact(uri)} {how} to {what}, retried for MLL_RETRY_BUDGET_S={budget_s():g} "
+        "s: the server runs but its database (the backend store, e.g. PostgreSQL) or artifact "
+        "store is down or failing; start it (the server's log names it), then retry; nothing "
+        "was registered.")
+
+
+#: the MLFLOW_HTTP_REQUEST_TIMEOUT this module set, if any (one the user set is kept)
+_own_timeout: str | None = None
+
+
+def bound_request_timeout() -> None:
+    """Keep one MLflow HTTP request within the retry budget (``retry_budget_s``).
+
+    MLflow waits 120 s for an answer by default, and a server whose database is down holds a
+    request ~100 s: one try outlasted any budget. A timeout the user set is kept.
+    """
+    import math
+
+    from mll_registry.retries import budget_s
+
+    global _own_timeout
+    current = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
+    if current is not None and current != _own_timeout:
+        return
+    _own_timeout = str(max(1, math.ceil(budget_s())))
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = _own_timeout
 
 
 def _invalid_url(exc: BaseException) -> bool:
@@ -100,6 +161,7 @@ class Tracking:
         # one retry layer per service: ours (retrying); MLflow's own HTTP retries would multiply
         # it (4 x 7 tries with backoff: a down server was reported after ~17 minutes)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        bound_request_timeout()  # and one request no longer than the whole budget
         # against a server MLflow prints "View run ... at: URL" to stdout when a run ends, which
         # would corrupt `--json` output (the runs' links are in the results instead)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
