@@ -58,6 +58,9 @@ def _env(mlflow_uri: str, home: Path) -> dict[str, str]:
            if not k.startswith(("MLL_", "MLFLOW_", "AWS_", "HF_", "PREFECT_"))}
     env.update(HOME=str(home), XDG_DATA_HOME=str(home / "share"), MLFLOW_TRACKING_URI=mlflow_uri,
                HF_HUB_OFFLINE="1", MLL_DEVICE="cpu", MLL_DECODE_WORKERS="0")
+    for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # the caller's MLflow user
+        if k in os.environ:
+            env[k] = os.environ[k]
     return env
 
 
@@ -144,7 +147,7 @@ def main() -> None:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (24, 24), (value + i, value, 255 - value)).save(p)
         g, _ = build_and_save([SampleDataset("toy", work / "src")], work / "bundle")
-        with ProductionStack(work / "stack") as stack:
+        with ProductionStack(work / "stack") as stack, stack.client_credentials():
             os.environ["MLFLOW_TRACKING_URI"] = stack.mlflow_uri
             App(Settings(data_dir=str(work / "pub"))).publish_graph(work / "bundle",
                                                                     default=True)

@@ -26,6 +26,13 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 : "${MLFLOW_WORKERS:=2}"
 : "${MLFLOW_ALLOWED_HOSTS:=}"                        # empty: MLflow's default (localhost, private IPs)
 : "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:=false}"     # 6 s / 0.5 GB start instead of 26 s / 2 GB
+# MLflow authentication (mlflow-server.sh runs `--app-name basic-auth`; mlflow-users.sh adds users)
+: "${MLFLOW_STATE_DIR:=/var/tmp/mll/mlflow-server}"  # auth config, auth DB, Flask secret key (0700)
+: "${MLFLOW_AUTH_DATABASE_URI:=sqlite:///$MLFLOW_STATE_DIR/basic_auth.db}"  # users and grants
+: "${MLFLOW_AUTH_DEFAULT_PERMISSION:=READ}"          # what a user holds on resources without a grant
+: "${MLFLOW_AUTH_ADMIN_USERNAME:=admin}"             # created on the first start, for set-up only
+: "${MLFLOW_AUTH_CACHE_TTL_S:=60}"                   # a checked password is trusted this long per worker
+: "${MLL_MLFLOW_ROLE:=worker}"                       # mlflow-users.sh: worker (writes labels) or reader
 # Prefect server, pools and deployments
 : "${PREFECT_SERVER_API_HOST:=127.0.0.1}"
 : "${PREFECT_SERVER_API_PORT:=4200}"

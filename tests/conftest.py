@@ -136,3 +136,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+# one production stack (deploy/ scripts, both servers authenticated) per session, shared by the
+# modules that use the fixture `production_stack` (tests/production_stack.py)
+from production_stack import production_stack_fixture  # noqa: E402
+
+production_stack = production_stack_fixture()

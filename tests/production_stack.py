@@ -4,6 +4,11 @@ PostgreSQL (databases `mlflow` and `prefect`) and an S3 server (moto) as backing
 `mlflow server` on PostgreSQL with proxied S3 artifacts, a Prefect server on PostgreSQL, the
 work pools and every deployment of prefect.yaml. Everything listens on free ports of 127.0.0.1;
 state lives in a tmp dir; teardown stops every process (workers first, PostgreSQL last).
+Both servers authenticate every request: MLflow's basic-auth app (an admin for set-up, the
+client user ``stack.env`` carries, and one user per worker, made by deploy/mlflow-users.sh) and
+Prefect's auth string; every password is random per stack (:meth:`ProductionStack.secrets`).
+``ProductionStack(root, prefect=False, s3=False)`` is PostgreSQL + MLflow alone (artifacts in a
+local folder), for tests that break a backing service.
 
 Not a test module: import the fixture factory and helpers from a test module::
 
@@ -18,9 +23,11 @@ Not a test module: import the fixture factory and helpers from a test module::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -130,12 +137,19 @@ class ProductionStack:
     """Ports, URIs, environments and the running services. ``start()`` brings it up."""
 
     def __init__(self, root: Path, *, bucket: str = "mll-test",
-                 hf_endpoint: str = "https://huggingface.co") -> None:
+                 hf_endpoint: str = "https://huggingface.co", prefect: bool = True,
+                 s3: bool = True) -> None:
         self.root = root
         self.bucket = bucket
+        self.with_prefect, self.with_s3 = prefect, s3
+        # credentials: random per stack, handed to the scripts through their environment only
+        self.admin_user, self.admin_password = "admin", "admin-" + secrets.token_urlsafe(12)
+        self.prefect_auth = "mll:prefect-" + secrets.token_urlsafe(12)
+        self.client_user, self.client_password = "mll-client", "client-" + secrets.token_urlsafe(12)
+        self.mlflow_users: dict[str, str] = {}  # user -> password, as created by mlflow-users.sh
         self.pg_port, self.s3_port = free_port(), free_port()
         self.mlflow_port, self.prefect_port = free_port(), free_port()
-        self.pg_user, self.pg_password = "mll", "mll-test-password"
+        self.pg_user, self.pg_password = "mll", "pg-" + secrets.token_urlsafe(12)
         # the server runs as an unprivileged user: its data dir cannot sit under pytest's
         # private tmp root (/tmp/pytest-of-root is 0700), so it gets its own dir under /tmp
         self.pg_data = Path(tempfile.mkdtemp(prefix="mll-pg-")) / "data"
@@ -154,7 +168,10 @@ class ProductionStack:
         self.env: dict[str, str] = {
             **base,
             "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_API_AUTH_STRING": self.prefect_auth,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLFLOW_TRACKING_USERNAME": self.client_user,
+            "MLFLOW_TRACKING_PASSWORD": self.client_password,
             "MLL_DATA_DIR": str(root / "mll-data"),
             "HF_HOME": str(root / "hf-home"),
             "HF_ENDPOINT": hf_endpoint,
@@ -175,7 +192,33 @@ class ProductionStack:
 
     @property
     def artifacts_destination(self) -> str:
-        return f"s3://{self.bucket}/mlflow"
+        return f"s3://{self.bucket}/mlflow" if self.with_s3 else str(self.root / "mlflow-artifacts")
+
+    def secrets(self) -> dict[str, str]:
+        """Every password of the stack, by what it is (none may show in a log, tag or argv)."""
+        out = {"postgres": self.pg_password, "mlflow admin": self.admin_password,
+               "prefect auth string": self.prefect_auth.split(":", 1)[1],
+               "s3 secret key": self._aws["AWS_SECRET_ACCESS_KEY"]}
+        out.update({f"mlflow user {u}": p for u, p in self.mlflow_users.items()})
+        return out
+
+    @contextlib.contextmanager
+    def client_credentials(self, user: str | None = None) -> Iterator[None]:
+        """This process's MLflow clients (and Prefect's) authenticate as ``user`` (default: the
+        client user) inside the block; the environment is restored after it."""
+        user = user or self.client_user
+        new = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": self.mlflow_users[user],
+               "PREFECT_API_AUTH_STRING": self.prefect_auth}
+        old = {k: os.environ.get(k) for k in new}
+        os.environ.update(new)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def db_uri(self, database: str, driver: str = "postgresql") -> str:
         return (f"{driver}://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/"
@@ -203,8 +246,10 @@ class ProductionStack:
     def prefect_api(self, path: str, body: dict | None = None) -> Any:
         """POST (with ``body``) or GET ``{PREFECT_API_URL}{path}``; the decoded JSON."""
         data = None if body is None else json.dumps(body).encode()
+        token = base64.b64encode(self.prefect_auth.encode()).decode()
         req = urllib.request.Request(self.prefect_api_url + path, data=data,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Basic {token}"})
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
@@ -270,42 +315,93 @@ class ProductionStack:
         pg = self._spawn("postgres", [str(DEPLOY / "backing-services.sh"), "postgres"], pg_env,
                          stop_signal=signal.SIGINT, group=False)
         self.services.append(pg)
-        s3 = self._spawn("s3", [str(DEPLOY / "backing-services.sh"), "s3"], s3_env)
-        self.services.append(s3)
-        self._wait({"postgres": (pg, lambda: self.pg_connect("prefect").close() is None),
-                    "s3": (s3, lambda: "Buckets" in self.s3_client().list_buckets())})
-        self._script("s3-bucket", [str(DEPLOY / "backing-services.sh"), "bucket"],
-                     {**base, **self._aws, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
-                      "S3_BUCKET": self.bucket})
+        waits = {"postgres": (pg, lambda: self.pg_connect("prefect").close() is None)}
+        if self.with_s3:
+            s3 = self._spawn("s3", [str(DEPLOY / "backing-services.sh"), "s3"], s3_env)
+            self.services.append(s3)
+            waits["s3"] = (s3, lambda: "Buckets" in self.s3_client().list_buckets())
+        self._wait(waits)
+        if self.with_s3:
+            self._script("s3-bucket", [str(DEPLOY / "backing-services.sh"), "bucket"],
+                         {**base, **self._aws, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+                          "S3_BUCKET": self.bucket})
 
-        mlflow_env = {**base, **self._aws, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
-                      "MLFLOW_BACKEND_STORE_URI": self.db_uri("mlflow"),
+        mlflow_env = {**base, "MLFLOW_BACKEND_STORE_URI": self.db_uri("mlflow"),
                       "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
                       "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.mlflow_port),
-                      "MLFLOW_WORKERS": "1"}
-        prefect_env = {**base, "PREFECT_HOME": str(self.root / "prefect-server-home"),
-                       "PREFECT_API_DATABASE_CONNECTION_URL": self.db_uri("prefect",
-                                                                          "postgresql+asyncpg"),
-                       "PREFECT_SERVER_API_HOST": "127.0.0.1",
-                       "PREFECT_SERVER_API_PORT": str(self.prefect_port)}
+                      "MLFLOW_WORKERS": "1", "MLFLOW_STATE_DIR": str(self.root / "mlflow-state"),
+                      "MLFLOW_AUTH_ADMIN_USERNAME": self.admin_user,
+                      "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password}
+        if self.with_s3:
+            mlflow_env.update(self._aws, MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint)
         mlflow = self._spawn("mlflow", [str(DEPLOY / "mlflow-server.sh")], mlflow_env)
         self.services.append(mlflow)
-        prefect = self._spawn("prefect", [str(DEPLOY / "prefect-server.sh")], prefect_env)
-        self.services.append(prefect)
-        self._wait({"mlflow": (mlflow, lambda: _http_ok(self.mlflow_uri + "/health")),
-                    "prefect": (prefect, lambda: _http_ok(self.prefect_api_url + "/health"))})
-        self._script("prefect-deploy", [str(DEPLOY / "prefect-deploy.sh")],
-                     {**self.env, "PREFECT_HOME": str(self.root / "prefect-deploy-home")})
+        waits = {"mlflow": (mlflow, lambda: _http_ok(self.mlflow_uri + "/health"))}
+        if self.with_prefect:
+            prefect_env = {**base, "PREFECT_HOME": str(self.root / "prefect-server-home"),
+                           "PREFECT_API_DATABASE_CONNECTION_URL": self.db_uri(
+                               "prefect", "postgresql+asyncpg"),
+                           "PREFECT_SERVER_API_AUTH_STRING": self.prefect_auth,
+                           "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                           "PREFECT_SERVER_API_PORT": str(self.prefect_port)}
+            prefect = self._spawn("prefect", [str(DEPLOY / "prefect-server.sh")], prefect_env)
+            self.services.append(prefect)
+            waits["prefect"] = (prefect, lambda: _http_ok(self.prefect_api_url + "/health"))
+        self._wait(waits)
+        self.add_mlflow_user(self.client_user, self.client_password)
+        if self.with_prefect:
+            self._script("prefect-deploy", [str(DEPLOY / "prefect-deploy.sh")],
+                         {**self.env, "PREFECT_HOME": str(self.root / "prefect-deploy-home")})
         self.startup_s["total"] = time.monotonic() - t0
         return self
+
+    def add_mlflow_user(self, user: str, password: str | None = None,
+                        role: str = "worker") -> str:
+        """Create (or re-password) MLflow user ``user`` with ``role`` through
+        deploy/mlflow-users.sh, as the admin; returns its password."""
+        password = password or f"{user}-" + secrets.token_urlsafe(12)
+        self._script(f"mlflow-users-{user}", [str(DEPLOY / "mlflow-users.sh")],
+                     {**self._base, "MLFLOW_TRACKING_URI": self.mlflow_uri,
+                      "MLFLOW_AUTH_ADMIN_USERNAME": self.admin_user,
+                      "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+                      "MLL_MLFLOW_USER": user, "MLL_MLFLOW_PASSWORD": password,
+                      "MLL_MLFLOW_ROLE": role})
+        self.mlflow_users[user] = password
+        return password
+
+    def stop_postgres(self) -> None:
+        """Stop PostgreSQL alone (fast shutdown), leaving the servers on it running."""
+        pg = next(s for s in self.services if s.name == "postgres")
+        stop_services([pg], wait_s=30)
+        self.services.remove(pg)
+
+    def command_lines(self) -> dict[int, str]:
+        """pid -> command line (what `ps` shows every user) of every process of the stack."""
+        groups = {s.proc.pid for s in [*self.services, *self.workers]}
+        out = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                pgid = int(stat[stat.rindex(")") + 2:].split()[2])
+                if pgid in groups:
+                    out[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError):
+                continue
+        return out
 
     def start_worker(self, pool: str, workdir: Path, name: str | None = None,
                      limit: int | None = None, extra_env: dict[str, str] | None = None
                      ) -> subprocess.Popen:
-        """Start `deploy/worker.sh` for ``pool`` in ``workdir`` (log: ``<root>/worker-NAME.log``);
-        stopped at teardown, or earlier by ``stop_worker``."""
+        """Start `deploy/worker.sh` for ``pool`` in ``workdir`` (log: ``<root>/worker-NAME.log``)
+        as MLflow user ``worker-NAME`` (role worker); stopped at teardown, or earlier by
+        ``stop_worker``."""
         name = name or f"{pool}-{len(self.workers) + 1}"
-        env = {**self.env, "WORKER_POOL": pool, "MLL_WORKER_NAME": name,
+        user = f"worker-{name}"  # each worker its own MLflow user
+        password = self.mlflow_users.get(user) or self.add_mlflow_user(user)
+        env = {**self.env, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password,
+               "WORKER_POOL": pool, "MLL_WORKER_NAME": name,
                "WORKER_DIR": str(workdir),
                "PREFECT_HOME": str(self.root / f"prefect-home-{name}"), **(extra_env or {})}
         if limit is not None:

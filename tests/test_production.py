@@ -58,7 +58,7 @@ def prod(tmp_path_factory: pytest.TempPathFactory):
     stack = ProductionStack(root / "stack", hf_endpoint=hub.url)
     (root / "stack").mkdir()
     try:
-        with stack:
+        with stack, stack.client_credentials():  # this process's MLflow clients: the client user
             yield {"stack": stack, "hub": hub, "root": root, "repos": sorted(repos),
                    "state": {}}
     finally:
@@ -66,12 +66,15 @@ def prod(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _client_env(stack: ProductionStack, home: Path, **extra: str) -> dict[str, str]:
-    """A user's shell: only the tracking URI (and Prefect's API URL) set; a fresh home."""
+    """A user's shell: only the tracking URI and the user's MLflow credentials (and Prefect's API
+    URL and auth string) set; a fresh home."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MLL_", "MLFLOW_", "AWS_", "HF_", "PREFECT_"))}
     env.update(HOME=str(home), MLFLOW_TRACKING_URI=stack.mlflow_uri, HF_HUB_OFFLINE="1",
-               PREFECT_API_URL=stack.prefect_api_url, XDG_DATA_HOME=str(home / ".local/share"),
-               **extra)
+               MLFLOW_TRACKING_USERNAME=stack.client_user,
+               MLFLOW_TRACKING_PASSWORD=stack.client_password,
+               PREFECT_API_URL=stack.prefect_api_url, PREFECT_API_AUTH_STRING=stack.prefect_auth,
+               XDG_DATA_HOME=str(home / ".local/share"), **extra)
     return env
 
 
@@ -202,6 +205,12 @@ def test_the_hourly_deployment_labels_each_model_once_on_workers_that_share_noth
                if (d / "data" / "graphs" / "published" / version / "manifest.json").is_file()]
     assert {"gpu-1", "gpu-2"} & set(fetched)
     assert not (root / "publisher" / "src").exists()
+    # each worker ran as its own MLflow user (role worker); no password of the stack is in a
+    # worker's log
+    for n in workers:
+        text = (stack.root / f"worker-{n}.log").read_text(errors="replace")
+        leaked = [what for what, secret in stack.secrets().items() if secret in text]
+        assert not leaked, f"worker {n}'s log holds the {leaked} password(s)"
     # a second hourly run finds nothing new: the watermark is in the tracking server
     r = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run",
                         "label-new-models/label-new-models-hourly", "--watch",

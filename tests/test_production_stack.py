@@ -13,13 +13,14 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from production_stack import DEPLOY, ROOT, ProductionStack, production_stack_fixture
+from production_stack import DEPLOY, ROOT, ProductionStack
 
-production_stack = production_stack_fixture()
+# the fixture `production_stack` (one per session) is in conftest.py
 
 MODEL = "prod-stack-demo"
 CORE_DEPLOYMENTS = {  # flow name / deployment name: pool, for the deployments the README names
@@ -54,6 +55,13 @@ def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
 
 
+@pytest.fixture()
+def as_client(production_stack: ProductionStack) -> Iterator[None]:
+    """This process's MLflow and Prefect clients authenticate as the stack's client user."""
+    with production_stack.client_credentials():
+        yield
+
+
 @pytest.mark.slow
 def test_stack_starts_in_time(production_stack: ProductionStack) -> None:
     print("start-up (s):", {k: round(v, 1) for k, v in production_stack.startup_s.items()})
@@ -61,7 +69,8 @@ def test_stack_starts_in_time(production_stack: ProductionStack) -> None:
 
 
 @pytest.mark.slow
-def test_mlflow_registry_on_postgres(production_stack: ProductionStack, no_aws: None) -> None:
+def test_mlflow_registry_on_postgres(production_stack: ProductionStack, no_aws: None,
+                                    as_client: None) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(production_stack.mlflow_uri)
@@ -102,7 +111,7 @@ def test_mlflow_registry_on_postgres(production_stack: ProductionStack, no_aws: 
 
 @pytest.mark.slow
 def test_artifacts_proxied_to_s3(production_stack: ProductionStack, no_aws: None,
-                                 tmp_path: Path) -> None:
+                                 tmp_path: Path, as_client: None) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(production_stack.mlflow_uri)
@@ -130,7 +139,7 @@ def test_artifacts_proxied_to_s3(production_stack: ProductionStack, no_aws: None
 def _prefect_client(stack: ProductionStack):  # noqa: ANN202
     from prefect.client.orchestration import SyncPrefectClient
 
-    return SyncPrefectClient(api=stack.prefect_api_url)
+    return SyncPrefectClient(api=stack.prefect_api_url, auth_string=stack.prefect_auth)
 
 
 @pytest.mark.slow
@@ -180,8 +189,12 @@ def test_worker_polls_from_empty_dir(production_stack: ProductionStack, tmp_path
     assert Path(os.readlink(f"/proc/{proc.pid}/cwd")) == workdir
     raw = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
     env = dict(e.decode().split("=", 1) for e in raw if b"=" in e)
-    for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLL_DATA_DIR", "HF_HOME", "HF_ENDPOINT"):
+    for k in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_URI", "MLL_DATA_DIR",
+              "HF_HOME", "HF_ENDPOINT"):
         assert env[k] == production_stack.env[k], k
+    # its own MLflow user, made by deploy/mlflow-users.sh
+    assert env["MLFLOW_TRACKING_USERNAME"] == "worker-test-cpu-1"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == production_stack.mlflow_users["worker-test-cpu-1"]
     assert env["MLL_WORKER_NAME"] == "test-cpu-1"
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                 "MLFLOW_S3_ENDPOINT_URL"} & env.keys()
@@ -213,6 +226,7 @@ def test_env_example_documents_every_variable() -> None:
                                              ("prefect-server.sh",
                                               "PREFECT_API_DATABASE_CONNECTION_URL"),
                                              ("prefect-deploy.sh", "PREFECT_API_URL"),
+                                             ("mlflow-users.sh", "MLL_MLFLOW_PASSWORD"),
                                              ("worker.sh", "WORKER_POOL")])
 def test_scripts_name_a_missing_variable(script: str, var: str) -> None:
     env = {k: v for k, v in os.environ.items()
