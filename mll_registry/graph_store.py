@@ -565,15 +565,21 @@ def _destinations(images: Any, roots: dict[str, Path], version: str) -> list[tup
     named by two rows, so no row can take another's image (paths are not in the version)."""
     out: list[tuple[Path, str]] = []
     seen: set[Path] = set()
+    dirs: dict[tuple[str, ...], Path] = {}  # (source, *folders) -> checked folder
     for src, rel, dig in zip(images["source"], images["relpath"], images["digest"], strict=True):
         where = f"published graph {version}: image {src!r:.60}/{rel!r:.120}"
         if not isinstance(src, str) or src not in roots or not isinstance(rel, str) or \
                 not isinstance(dig, str) or not _DIGEST.fullmatch(dig):
             raise GraphError(f"{where} (digest {dig!r:.40}) is malformed; republish it")
         p = Path(rel)
-        if p.is_absolute() or ".." in p.parts:
+        if not rel or "\x00" in rel or p.is_absolute() or ".." in p.parts or p.name in ("", "."):
             raise GraphError(f"{where} is an unsafe path; republish it")
-        path = _under(roots[src], *p.parts, what=where)
+        # the folder through path_under (once per folder: it resolves links), then one plain name
+        key = (src, *p.parts[:-1])
+        if key not in dirs:
+            dirs[key] = (_under(roots[src], *p.parts[:-1], what=where) if len(p.parts) > 1
+                         else roots[src])
+        path = dirs[key] / p.name
         if path in seen:
             raise GraphError(f"{where} is named by two image rows (one would take the other's "
                              "image); republish the graph")
