@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mll_registry.config import data_dir
-from mll_registry.fsutil import path_under, sha256_file
+from mll_registry.fsutil import FileTooLarge, path_under, sha256_file
 from mll_registry.graph import FORMAT, MAX_IMAGE_BYTES, GraphError, SemanticGraph, read_sample
 from mll_registry.redaction import redact
 
@@ -179,8 +179,8 @@ def pack_shards(graph: SemanticGraph, out: Path, shard_bytes: int = SHARD_BYTES,
     total = len(first)
     for n, (digest, row) in enumerate(sorted(first.items(), key=lambda kv: kv[1])):
         try:
-            data = read_sample(paths[row])
-        except (OSError, ValueError) as exc:
+            data = read_sample(paths[row])  # GraphError for a FIFO or device: its own line
+        except (OSError, FileTooLarge) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise GraphError(f"sample image {paths[row]} of graph {graph.version} cannot be read "
                              f"({why}); publish from the machine that built the "
