@@ -161,6 +161,25 @@ class LabelledVersion:
         return dict(self.__dict__)
 
 
+_RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
+
+
+def run_cache_dir(kind: str, run_id: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """``<data>/cache/<kind>/<run_id>``: the cache of one label run's files.
+
+    The run id comes from the registry, which anyone who can write to the server can set: it
+    becomes a path only when it has a run id's shape, and only under the cache folder (an
+    absolute or ``..`` id would otherwise point :func:`atomic_dir` at any directory to replace).
+    """
+    from mll_registry.fsutil import path_under
+    from mll_registry.label_format import LabelError
+
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise LabelError(f"the registry names a label run {str(run_id)!r:.80}, which is not an "
+                         "MLflow run id; fix or delete that model version in the registry")
+    return path_under(data_dir(root) / "cache" / kind, run_id)
+
+
 def cached_label_dir(v: LabelledVersion, root: str | os.PathLike[str] | None = None,
                      verify: bool = False) -> Path | None:
     """The version's label directory if a whole copy is in the data dir's cache (no MLflow).
@@ -170,7 +189,7 @@ def cached_label_dir(v: LabelledVersion, root: str | os.PathLike[str] | None = N
     """
     from mll_registry.label_format import checksum_mismatch, files_look_whole
 
-    dest = data_dir(root) / "cache" / "registry-labels" / v.run_id / "label"
+    dest = run_cache_dir("registry-labels", v.run_id, root) / "label"
     if not files_look_whole(dest):
         return None
     try:
@@ -592,7 +611,7 @@ class Registry(Tracking):
         from mll_registry.fsutil import atomic_dir
         from mll_registry.label_format import LabelError, checksum_mismatch
 
-        dest = data_dir(self.root) / "cache" / "registry-labels" / v.run_id
+        dest = run_cache_dir("registry-labels", v.run_id, self.root)
         # absent, partial or damaged: fetched again into a temporary directory, checked against
         # the checksums its meta.json records, then swapped in (never read half-downloaded)
         with atomic_dir(dest) as tmp:
@@ -611,8 +630,7 @@ class Registry(Tracking):
         when its run has none (labelled before they were kept). Checked whole before use."""
         from mll_registry.label_embeddings import EmbeddingsError, LabelEmbeddings
 
-        dest = embeddings_path(data_dir(self.root) / "cache" / "registry-labels" / v.run_id
-                               / "label")
+        dest = embeddings_path(run_cache_dir("registry-labels", v.run_id, self.root) / "label")
         if dest.is_file():
             return dest
         names = {a.path for a in self.call(lambda: self.client.list_artifacts(
@@ -652,7 +670,7 @@ class Registry(Tracking):
 
         import mlflow
 
-        dest = data_dir(self.root) / "cache" / "registry-summaries" / v.run_id
+        dest = run_cache_dir("registry-summaries", v.run_id, self.root)
         f = dest / "summary.parquet"
         if not f.is_file():
             dest.mkdir(parents=True, exist_ok=True)

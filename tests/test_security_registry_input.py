@@ -298,3 +298,29 @@ def test_a_child_graph_with_lineage_passes_the_manifest_checks(tree, tmp_path, m
     got = _app(tmp_path / "worker").graph(child.version)
     assert got.manifest["lineage"]["parent"] == base.version
     assert got.manifest["lineage"]["ancestors"] == [base.version]
+
+
+# -- a label version's run id is a served name too ------------------------------------------------
+@pytest.mark.parametrize("run_id", ["ABS", "../../../victim", "0" * 31 + "/"])
+def test_a_label_versions_run_id_that_is_a_path_deletes_no_directory(tmp_path: Path,
+                                                                     run_id: str) -> None:
+    """A version whose run id is an absolute or ``..`` path (the sqlite and REST stores accept
+    it) would point the label, embeddings and summary caches at any directory, which a download
+    then replaces: refused by shape, the victim survives."""
+    from mll_registry.label_format import LabelError
+    from mll_registry.mlflow_labels import LabelledVersion, Registry, run_cache_dir
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine", encoding="utf-8")
+    rid = str(victim) if run_id == "ABS" else run_id
+    reg = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data" / "a" / "b")
+    v = LabelledVersion(name="m", version=1, run_id=rid, model_ref="local-dir:/x", revision="r",
+                        graph_version="0" * 16, mean_acc1=0.5, source="runs:/x/label")
+    for call in (reg.download_label, reg.download_embeddings, reg.download_summary):
+        with pytest.raises(LabelError, match="not an MLflow run id"):
+            call(v)
+    assert (victim / "keep.txt").read_text(encoding="utf-8") == "mine"
+    ok = "0123456789abcdef" * 2
+    assert run_cache_dir("registry-labels", ok, tmp_path) == (
+        tmp_path / "cache" / "registry-labels" / ok)
