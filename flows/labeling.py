@@ -23,7 +23,7 @@ from mll_registry.settings import DEFAULTS
 
 GraphParam = Annotated[str, Field(
     description="Graph: a published graph version, `default` (the registry's default graph) or a "
-                "bundle directory the worker can read")]
+                "bundle directory the worker can read (/PATH or ./PATH)")]
 
 
 # Retries: one layer per remote service, in the library (mll_registry.retries: the Hub and

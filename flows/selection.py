@@ -126,7 +126,7 @@ def select_models(
                     "them out, or fail")] = DEFAULTS.unmatched,
     graph: Annotated[str, Field(
         description="Graph: a published graph version, `default` (the registry's default graph) "
-                    "or a bundle directory the worker can read")] = "default",
+                    "or a bundle directory the worker can read (/PATH or ./PATH)")] = "default",
     device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
     source_weighting: Annotated[Literal["domain", "uniform"], Field(
         description="How the graph's sample sources count: by the similarity of their "

@@ -33,8 +33,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", envvar="MLL_DATA_DIR", help="Data directory for assets and bundles.")]
 GraphOpt = Annotated[str | None, typer.Option(
-    help="Graph: a bundle directory, a published graph version, `default` (the registry's default "
-         "graph) or `demo` [default: demo].")]
+    help="Graph: `default` (the registry's default graph), a published graph version (16 hex "
+         "digits), `demo`, or a bundle directory written ./PATH, /PATH or ~/PATH (a bare PATH only "
+         "if it is a bundle directory: the names are never folders) [default: demo].")]
 DeviceOpt = Annotated[str | None, typer.Option(help=f"auto, cpu or cuda[:N] [default: {DEFAULTS.device}].")]
 
 
