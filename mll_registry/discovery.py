@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from mll_registry.errors import ModelRefError
+from mll_registry.errors import ModelRefError, exception_chain
 from mll_registry.fsutil import write_json
 from mll_registry.model_refs import (
     CONFIG_NAME,
@@ -125,15 +125,6 @@ def _page(models: list[HubModel], since: datetime | None, limit: int) -> list[Hu
 
 
 # -- errors and retries ---------------------------------------------------------------------------
-def _chain(exc: BaseException) -> Iterable[BaseException]:
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
 def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     code = getattr(response, "status_code", None)
@@ -144,7 +135,7 @@ def is_transient(exc: BaseException) -> bool:
     """Worth retrying: connection/timeout errors or HTTP 5xx/429, anywhere in the cause chain."""
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OfflineModeIsEnabled):
             return False
         if type(e).__module__.startswith(("httpx", "httpcore")) and any(
@@ -172,7 +163,7 @@ def describe_error(exc: BaseException, what: str, endpoint: str) -> HubSourceErr
         RevisionNotFoundError,
     )
 
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OfflineModeIsEnabled):
             return HubSourceError(f"{what}: huggingface_hub is in offline mode (HF_HUB_OFFLINE=1); "
                                   "unset HF_HUB_OFFLINE to reach the Hub")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class ModelRefError(ValueError):
     """A model reference is malformed, or names something that is not a loadable open_clip model."""
@@ -46,3 +48,13 @@ def open_image(path: object) -> object:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ImageFileError(f"{path}: not a readable image ({first}); replace or remove "
                              "it") from exc
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then its causes (``__cause__``, else ``__context__``), each once."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__

@@ -14,8 +14,10 @@ import contextlib
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from urllib.parse import urlsplit
+
+from mll_registry.errors import exception_chain
 
 MASK = "***"
 #: environment variables whose values are secrets wherever they appear
@@ -66,19 +68,10 @@ def redact(text: object, secrets: Iterable[str | None] = ()) -> str:
     return _TOKENS.sub(lambda m: m.group(1) + MASK, out)
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
 def scrub(exc: BaseException) -> BaseException:
     """``exc`` with the messages of it and its causes redacted in place (same types, so callers
     that catch them by kind still do): a traceback a worker logs shows no credential."""
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         text = str(e)
         clean = redact(text)
         if clean == text:
