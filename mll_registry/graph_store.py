@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from mll_registry.config import data_dir
 from mll_registry.fsutil import FileTooLarge, path_under, sha256_file
 from mll_registry.graph import FORMAT, MAX_IMAGE_BYTES, GraphError, SemanticGraph, read_sample
+from mll_registry.mlflow_tracking import RUN_ID
 from mll_registry.redaction import redact
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ _CHUNK = 1 << 20  # tar members are read, hashed and written this much at a time
 # the shapes of what the registry serves (matched whole: re.fullmatch)
 _VERSION = re.compile(r"[0-9a-f]{16}")  # a graph version
 _SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a sample source name
-_RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 _COUNT = re.compile(r"[0-9]{1,18}")  # a count tag
 _SHARD = re.compile(r"([0-9a-f]{64})\.tar")  # a shard: the sha256 of its bytes
 _DIGEST = re.compile(r"[0-9a-f]{32}")  # an image's content digest (blake2b-128)
@@ -130,7 +130,7 @@ def _entry(v: Any, default_version: str | None) -> PublishedGraph:
     return PublishedGraph(
         graph_version=shaped("mll.graph_version", t.get("mll.graph_version", ""), _VERSION),
         registry_version=int(shaped("version", str(v.version), _COUNT)),
-        run_id=shaped("run_id", v.run_id, _RUN_ID), nodes=count("mll.nodes"),
+        run_id=shaped("run_id", v.run_id, RUN_ID), nodes=count("mll.nodes"),
         images=count("mll.images"), sources=sources, shards=count("mll.shards"),
         bytes=count("mll.bytes"),
         published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(shaped(

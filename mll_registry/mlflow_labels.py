@@ -40,7 +40,7 @@ from mll_registry.config import data_dir
 from mll_registry.label_embeddings import embeddings_path
 from mll_registry.label_format import ModelLabel
 from mll_registry.label_stores import LabelKey, StoredLabel
-from mll_registry.mlflow_tracking import LABEL_EXPERIMENT, Tracking
+from mll_registry.mlflow_tracking import LABEL_EXPERIMENT, RUN_ID, Tracking
 from mll_registry.model_refs import (
     ModelRef,
     ResolvedModel,
@@ -161,7 +161,6 @@ class LabelledVersion:
         return dict(self.__dict__)
 
 
-_RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
 
 
 def run_cache_dir(kind: str, run_id: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -174,7 +173,7 @@ def run_cache_dir(kind: str, run_id: str, root: str | os.PathLike[str] | None = 
     from mll_registry.fsutil import path_under
     from mll_registry.label_format import LabelError
 
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise LabelError(f"the registry names a label run {str(run_id)!r:.80}, which is not an "
                          "MLflow run id; fix or delete that model version in the registry")
     return path_under(data_dir(root) / "cache" / kind, run_id)

@@ -25,6 +25,7 @@ LABEL_EXPERIMENT = "mll-labels"
 SELECTION_EXPERIMENT = "mll-selection"
 BENCH_EXPERIMENT = "mll-bench"
 T = TypeVar("T")
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # the shape of MLflow's run ids (uuid4 hex)
 
 
 class RegistryError(RuntimeError):

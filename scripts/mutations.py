@@ -289,7 +289,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- security: what the registry serves is untrusted (published graphs, tags) -------------
     M("registry-run-id-any-path", "a label version's run id becomes a cache path whatever its shape",
       "mll_registry/mlflow_labels.py",
-      "    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):\n",
+      "    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):\n",
       "    if False:\n",
       ("tests/test_security_registry_input.py::test_a_label_versions_run_id_that_is_a_path_deletes_no_directory",)),
     M("registry-path-under-open", "path_under lets a name leave its root (absolute, .., a link)",
