@@ -5,7 +5,7 @@ directory holding the demo registry (10 labelled models; `mll demo` makes one): 
 tool's caches for the command removed first (label index, node-text embeddings), warm = run
 again; the figure is the median of ``--repeat`` warm runs. The baseline is ``python -c "import
 mll_registry"`` in the same run (interpreter start + the package), so ratios are comparable
-across machines; ``import mll_registry.cli`` (the CLI's own imports: Typer, Rich) is shown too.
+across machines; ``import mll_registry.cli.main`` (the CLI's own imports: Typer, Rich) is shown too.
 
     uv run python benchmarks/bench_cli.py --data-dir DIR [--repeat 5]
 
@@ -53,7 +53,7 @@ def main() -> None:
     model = json.loads(q.stdout)["models"][0]["name"]
     commands = {
         "import mll_registry": ([sys.executable, "-c", "import mll_registry"], []),
-        "import mll_registry.cli": ([sys.executable, "-c", "import mll_registry.cli"], []),
+        "import mll_registry.cli.main": ([sys.executable, "-c", "import mll_registry.cli.main"], []),
         "mll query best --concept dog.n.01": (
             [mll, "query", "best", "--concept", "dog.n.01", "--json"], ["label-index"]),
         "mll query label MODEL": ([mll, "query", "label", model, "--json"], ["label-index"]),

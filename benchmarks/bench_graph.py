@@ -24,8 +24,7 @@ from _results import append_rows, stamp
 
 
 def pick_synsets(n: int) -> list[str]:
-    from mll_registry import wordnet as W
-
+    from mll_registry.graph import wordnet as W
     wn = W.wn()
     roots = [wn.synset("animal.n.01"), wn.synset("artifact.n.01")]
     leaves = sorted({s for r in roots for s in r.closure(lambda s: s.hyponyms())
@@ -50,7 +49,7 @@ def generate(root: Path, classes: int, images: int) -> float:
 
 
 def child(root: str, out: str) -> None:
-    from mll_registry.graph import GraphConfig, SampleDataset, build_and_save
+    from mll_registry.graph.bundle import GraphConfig, SampleDataset, build_and_save
 
     t0 = time.perf_counter()
     g, rep = build_and_save([SampleDataset("synthetic", Path(root))], out, GraphConfig())

@@ -1,6 +1,6 @@
 """Benchmark: labelling a grown graph incrementally vs relabelling it in full.
 
-Two graphs, each extended into a child (``mll_registry.graph_lineage.extend_graph``):
+Two graphs, each extended into a child (``mll_registry.graph.lineage.extend_graph``):
 
 * **demo**: the demo graph + its 60 extension concepts (Noto and Symbola renders), labelled with
   the 10 trained demo models;
@@ -34,7 +34,7 @@ PAPER_IMAGES = 680_000
 
 
 def _agree(a_path: str, b_path: str) -> tuple[bool, float]:
-    from mll_registry.label_format import ModelLabel
+    from mll_registry.labels.format import ModelLabel
 
     a, b = ModelLabel.load(a_path), ModelLabel.load(b_path)
     same = (np.array_equal(np.sort(a.topk_idx, 1), np.sort(b.topk_idx, 1))
@@ -46,9 +46,9 @@ def _agree(a_path: str, b_path: str) -> tuple[bool, float]:
 
 
 def run(name: str, parent_spec: str, child_path: str, refs: list[str], work: Path) -> list[str]:
-    from mll_registry.app import App
-    from mll_registry.graph import SemanticGraph
-    from mll_registry.label_embeddings import embeddings_path
+    from mll_registry.app.root import App
+    from mll_registry.graph.bundle import SemanticGraph
+    from mll_registry.labels.embeddings import embeddings_path
     from mll_registry.settings import Settings
 
     inc_app = App(Settings(label_store="local", device="cpu"))
@@ -74,7 +74,7 @@ def run(name: str, parent_spec: str, child_path: str, refs: list[str], work: Pat
         ok, diff = _agree(inc["path"], full["path"])
         agree, worst = agree and ok, max(worst, diff)
         emb_bytes.append(embeddings_path(inc["path"]).stat().st_size)
-        from mll_registry.label_format import ModelLabel
+        from mll_registry.labels.format import ModelLabel
 
         dim = int(ModelLabel.load(inc["path"]).meta["embed_dim"])
         print(f"{name} {ref}: incremental {inc['seconds']['total']:.2f} s, full "
@@ -105,11 +105,11 @@ def main() -> None:
 
     from bench_labeling_scale import synthetic_images
 
-    from mll_registry.app import App
+    from mll_registry.app.root import App
     from mll_registry.demo.archs import build_tiny
     from mll_registry.demo.hub import demo_refs
-    from mll_registry.graph import GraphConfig, SampleDataset, SemanticGraph, build_and_save
-    from mll_registry.model_loading import save_open_clip_dir
+    from mll_registry.graph.bundle import GraphConfig, SampleDataset, SemanticGraph, build_and_save
+    from mll_registry.models.loading import save_open_clip_dir
 
     a = App.configured()
     rows: list[str] = []

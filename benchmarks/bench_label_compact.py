@@ -29,9 +29,9 @@ def main() -> None:
     from mll_registry.demo.graph import build_demo_graph, demo_graph_path
     from mll_registry.demo.hub import demo_refs
     from mll_registry.demo.tasks import ensure_demo_tasks
-    from mll_registry.graph import SemanticGraph
-    from mll_registry.label_format import ModelLabel
-    from mll_registry.labeller import (
+    from mll_registry.graph.bundle import SemanticGraph
+    from mll_registry.labels.format import ModelLabel
+    from mll_registry.labels.labeller import (
         LabelConfig,
         PixelPipeline,
         encode_pixels,
@@ -39,9 +39,9 @@ def main() -> None:
         node_texts,
         prepare_pixels,
     )
-    from mll_registry.matching import match
-    from mll_registry.model_loading import load
-    from mll_registry.selection import (
+    from mll_registry.models.loading import load
+    from mll_registry.selection.matching import match
+    from mll_registry.selection.select import (
         candidate_rows,
         class_scores,
         dense_predictions,

@@ -33,10 +33,10 @@ def main() -> None:
 
     from mll_registry.demo.graph import build_demo_graph, demo_graph_path
     from mll_registry.demo.hub import demo_refs
-    from mll_registry.graph import SemanticGraph
-    from mll_registry.image_stream import PixelPipeline, decode_all, pixel_cache_path
-    from mll_registry.labeller import LabelConfig, _autocast, clear_checkpoints, label_model
-    from mll_registry.model_loading import load
+    from mll_registry.graph.bundle import SemanticGraph
+    from mll_registry.labels.labeller import LabelConfig, _autocast, clear_checkpoints, label_model
+    from mll_registry.models.image_stream import PixelPipeline, decode_all, pixel_cache_path
+    from mll_registry.models.loading import load
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=4)
@@ -55,7 +55,7 @@ def main() -> None:
         import open_clip  # noqa: F401
 
         from mll_registry.demo.archs import TINY_ARCHS
-        from mll_registry.model_loading import save_open_clip_dir
+        from mll_registry.models.loading import save_open_clip_dir
 
         cfg_big = {**TINY_ARCHS["tiny-vit"], "embed_dim": 256,
                    "vision_cfg": {"image_size": 96, "layers": 6, "width": 384, "patch_size": 8,

@@ -6,7 +6,7 @@ folder per WordNet noun synset, 75 per node). In the same process:
 
 * bare forward: ``encode_image`` over ``--bare`` images already decoded, preprocessed and
   normalised as float tensors in memory (measured before and after labelling; the mean counts);
-* labelling: ``mll_registry.labeller.label_model`` with the default settings (images streamed by
+* labelling: ``mll_registry.labels.labeller.label_model`` with the default settings (images streamed by
   DataLoader workers, no raw-pixel cache), text tower, compact label, checkpoints included;
 * peak RSS of the labelling process and of its decode workers, and the disk used by caches
   (checkpoints at their largest, pixel cache) against the images' encoded size.
@@ -36,8 +36,7 @@ def synthetic_images(root: Path, n_images: int, per_node: int = 75, side: int = 
     deep WordNet leaves from the ``node_offset``-th on (an offset gives other nodes)."""
     from PIL import Image, ImageDraw
 
-    from mll_registry import wordnet as W
-
+    from mll_registry.graph import wordnet as W
     done = root / ".complete"
     if done.is_file() and int(done.read_text()) == n_images:
         return root
@@ -84,10 +83,10 @@ def main() -> None:
 
     import open_clip
 
-    from mll_registry.graph import GraphConfig, SampleDataset, SemanticGraph, build_and_save
-    from mll_registry.image_stream import PixelPipeline, decode_all
-    from mll_registry.labeller import LabelConfig, _autocast, _work_dir, label_model
-    from mll_registry.model_loading import load, save_open_clip_dir
+    from mll_registry.graph.bundle import GraphConfig, SampleDataset, SemanticGraph, build_and_save
+    from mll_registry.labels.labeller import LabelConfig, _autocast, _work_dir, label_model
+    from mll_registry.models.image_stream import PixelPipeline, decode_all
+    from mll_registry.models.loading import load, save_open_clip_dir
     from mll_registry.settings import DEFAULTS
 
     t0 = time.perf_counter()

@@ -47,7 +47,7 @@ def status_counts(access_log: Path) -> dict[str, int]:
 def make_models(out: Path, n: int) -> list[Path]:
     """``n`` small real open_clip models (seeded random init: this measures bookkeeping)."""
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.model_loading import save_open_clip_dir
+    from mll_registry.models.loading import save_open_clip_dir
 
     return [save_open_clip_dir(*build_tiny("tiny-vit", seed=500 + i), out / f"load-{i}")
             for i in range(n)]
@@ -68,8 +68,8 @@ def run_load(mlflow_uri: str, graph_version: str, work: Path) -> dict[str, Any]:
     """Run the load; returns what happened (the caller checks it)."""
     from mlflow import MlflowClient
 
-    from mll_registry.app import App
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.app.root import App
+    from mll_registry.registry.labels import Registry
     from mll_registry.settings import Settings
 
     models = make_models(work / "models", DIFFERENT + 1)
@@ -80,7 +80,7 @@ def run_load(mlflow_uri: str, graph_version: str, work: Path) -> dict[str, Any]:
         home = work / f"home-{i}"
         home.mkdir(parents=True)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "mll_registry.cli", "label", ref, "--graph", graph_version,
+            [sys.executable, "-m", "mll_registry.cli.main", "label", ref, "--graph", graph_version,
              "--json"], env=_env(mlflow_uri, home), cwd=home, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     results = []
@@ -132,8 +132,8 @@ def main() -> None:
     from _results import append_rows, stamp
     from production_stack import ProductionStack
 
-    from mll_registry.app import App
-    from mll_registry.graph import SampleDataset, build_and_save
+    from mll_registry.app.root import App
+    from mll_registry.graph.bundle import SampleDataset, build_and_save
     from mll_registry.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="mll-load-") as tmp:

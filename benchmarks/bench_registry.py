@@ -35,9 +35,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mll-bench-registry-"))
     os.environ["MLL_DATA_DIR"] = str(tmp / "data")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from mll_registry.label_index import LabelIndex
-    from mll_registry.mlflow_labels import Registry
-    from mll_registry.mlflow_tracking import LABEL_EXPERIMENT
+    from mll_registry.registry.label_index import LabelIndex
+    from mll_registry.registry.labels import Registry
+    from mll_registry.registry.tracking import LABEL_EXPERIMENT
 
     reg = Registry()
     exp = reg.experiment(LABEL_EXPERIMENT)

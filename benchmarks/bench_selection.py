@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from _results import append_rows, stamp
 
-from mll_registry.graph import SemanticGraph
-from mll_registry.label_format import ModelLabel
-from mll_registry.selection import (
+from mll_registry.graph.bundle import SemanticGraph
+from mll_registry.labels.format import ModelLabel
+from mll_registry.selection.select import (
     candidate_rows,
     class_scores,
     node_counts,

@@ -44,8 +44,8 @@ PER_NODE = 75
 
 
 def graph_bundle(out: Path, n_nodes: int) -> Path:
-    from mll_registry import wordnet as W
-    from mll_registry.graph import FORMAT, SemanticGraph, content_version
+    from mll_registry.graph import wordnet as W
+    from mll_registry.graph.bundle import FORMAT, SemanticGraph, content_version
 
     if (out / "manifest.json").is_file():
         return out
@@ -136,10 +136,10 @@ def main() -> None:
     data = work / "data"
     os.environ["MLL_DATA_DIR"] = str(data)
 
-    from mll_registry.app import App
-    from mll_registry.graph import SemanticGraph
-    from mll_registry.matching import match
-    from mll_registry.model_refs import ModelRef
+    from mll_registry.app.root import App
+    from mll_registry.graph.bundle import SemanticGraph
+    from mll_registry.models.refs import ModelRef
+    from mll_registry.selection.matching import match
     from mll_registry.settings import DEFAULTS
     from mll_registry.task import Task
 

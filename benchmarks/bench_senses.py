@@ -8,7 +8,7 @@ from all the related tasks' other classes (a heterogeneous task: the context say
 are weighted so that each word counts once, its senses by WordNet's tag counts + 1 (how often the
 sense is used; "uniform" weighs them alike, for comparison).
 
-A sense's score is its fit (cosine between :func:`mll_registry.wordnet.sense_text` and the
+A sense's score is its fit (cosine between :func:`mll_registry.graph.wordnet.sense_text` and the
 context) + prior * log(1 + its tag count). For each (prior, margin) the kept senses are the best
 one plus any other within the margin (at most 2); a task scores F1 = 2/(kept + 1) if s is kept,
 else 0. The pair chosen has the best mean of the related and unrelated frequency-weighted F1
@@ -46,8 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--words", type=int, default=2000)
     args = ap.parse_args()
-    from mll_registry import wordnet as W
-    from mll_registry.matching import Embedder, keep_senses, sense_context
+    from mll_registry.graph import wordnet as W
+    from mll_registry.selection.matching import Embedder, keep_senses, sense_context
     from mll_registry.task import Task, TaskClass
 
     rng = random.Random(0)

@@ -20,11 +20,11 @@ from _results import RESULTS, stamp  # noqa: E402
 
 
 def main() -> None:
-    from mll_registry.app import App
+    from mll_registry.app.root import App
     from mll_registry.demo.hub import ensure_demo_labels
-    from mll_registry.label_stores import load_labels
-    from mll_registry.matching import Embedder
-    from mll_registry.source_weights import calibrate_temperature, source_accuracy
+    from mll_registry.labels.stores import load_labels
+    from mll_registry.selection.matching import Embedder
+    from mll_registry.selection.source_weights import calibrate_temperature, source_accuracy
 
     a = App.configured()
     g = a.graph()

@@ -27,10 +27,10 @@ THRESHOLDS = (0.35, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 def main() -> None:
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    from mll_registry.app import App
-    from mll_registry.concepts import in_graph
+    from mll_registry.app.root import App
     from mll_registry.demo.tasks import ensure_demo_tasks
-    from mll_registry.matching import match
+    from mll_registry.graph.concepts import in_graph
+    from mll_registry.selection.matching import match
     from mll_registry.task import Task, TaskClass
 
     a = App.configured()
@@ -38,8 +38,7 @@ def main() -> None:
     nodes = g.node_ids
     present = sorted({c.name for p in ensure_demo_tasks(a.root)
                       for c in Task.from_yaml(p).classes})
-    from mll_registry import wordnet as W
-
+    from mll_registry.graph import wordnet as W
     def no_sense_in_graph(name: str) -> bool:
         return not any(s.name() in set(nodes) for s in W.lookup_word(name))
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mll_registry.app import App
+    from mll_registry.app.root import App
 
 SETTINGS = ("MLFLOW_TRACKING_URI", "HF_ENDPOINT", "MLL_DATA_DIR", "HF_HOME")
 
@@ -26,7 +26,7 @@ def clean_env() -> None:
 
 def app(**overrides: object) -> App:
     """The assembly layer over the worker's settings (flags > MLL_* > mll.toml > defaults)."""
-    from mll_registry.app import App
+    from mll_registry.app.root import App
 
     clean_env()
     return App.configured(**overrides)

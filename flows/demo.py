@@ -51,9 +51,9 @@ def _labels_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
       cache_expiration=timedelta(days=7))
 def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
     """INB (best mean label accuracy) and the single-model oracle, measured on the task."""
-    from mll_registry.baselines import best_of, inb_scores
-    from mll_registry.bench import single_model_top1
-    from mll_registry.model_loading import load
+    from mll_registry.evaluation.baselines import best_of, inb_scores
+    from mll_registry.evaluation.bench import single_model_top1
+    from mll_registry.models.loading import load
     from mll_registry.task import Task
 
     a = app()

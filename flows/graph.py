@@ -13,7 +13,7 @@ from flows._settings import app, clean_env
 
 @task
 def build(sources: list[str], demo: bool, out: str | None, cap: int, seed: int) -> dict[str, Any]:
-    from mll_registry.graph import GraphConfig
+    from mll_registry.graph.bundle import GraphConfig
 
     if not demo and (not sources or not out):
         raise ValueError("give sources (NAME=PATH) and out, or demo=True")

@@ -18,7 +18,7 @@ from prefect.runtime import deployment
 from pydantic import Field
 
 from flows._settings import app, clean_env, progress_logger
-from mll_registry.graph_store import is_graph_version
+from mll_registry.registry.graph_store import is_graph_version
 from mll_registry.settings import DEFAULTS
 
 GraphParam = Annotated[str, Field(
@@ -78,9 +78,9 @@ def label_and_register_task(model_ref: str, graph: str, device: str,
 @task
 def push_card_task(model_ref: str, label_path: str, create_pr: bool) -> dict[str, Any]:
     """Push the label section and table to the model's Hub card (a pull request by default)."""
-    from mll_registry.cards import push_card
-    from mll_registry.label_format import ModelLabel
-    from mll_registry.model_refs import ModelRef
+    from mll_registry.hub.cards import push_card
+    from mll_registry.labels.format import ModelLabel
+    from mll_registry.models.refs import ModelRef
 
     ref = ModelRef.parse(model_ref)
     return push_card(ref.name, ModelLabel.load(label_path), create_pr=create_pr)

@@ -1,4 +1,4 @@
-"""How :meth:`mll_registry.app.App.demo` runs on Prefect: the ``prefect`` orchestrator.
+"""How :meth:`mll_registry.app.root.App.demo` runs on Prefect: the ``prefect`` orchestrator.
 
 Declared as an entry point (``mll_registry.orchestrators``) in pyproject.toml, so the library
 finds it by name and never imports Prefect itself. Prefect is configured before it is imported
@@ -12,7 +12,7 @@ from typing import Any
 
 
 def run_demo(application: Any, tasks: list[str] | None = None) -> dict[str, Any]:
-    """The ``prefect`` orchestrator of :meth:`mll_registry.app.App.demo` (an entry point).
+    """The ``prefect`` orchestrator of :meth:`mll_registry.app.root.App.demo` (an entry point).
 
     Prefect's ephemeral mode with quiet defaults: no analytics, a start-up timeout this 2-core
     class of machine needs, and a ``PREFECT_HOME`` created with its parents.

@@ -43,7 +43,7 @@ def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     import hashlib
     import json
 
-    from mll_registry.mlflow_tracking import tracking_uri
+    from mll_registry.registry.tracking import tracking_uri
 
     sel = params["sel"]
     parts = {"fn": ctx.task.name, "task": sel.task.to_dict(),
@@ -64,7 +64,7 @@ def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 @task(cache_key_fn=_stable_key, persist_result=True, result_serializer="json",
       cache_expiration=timedelta(days=7))
 def evaluate_ensemble(sel: Any, data_path: str, device: str) -> dict[str, Any]:
-    from mll_registry.reuse import evaluate
+    from mll_registry.selection.reuse import evaluate
 
     s = app(device=device).settings
     return evaluate(sel.result, sel.task, data_path, weighting=s.weighting, prompts=s.prompts,
@@ -134,7 +134,7 @@ def select_models(
         DEFAULTS.source_weighting,
 ) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given."""
-    from mll_registry.reuse import ReuseResult
+    from mll_registry.selection.reuse import ReuseResult
 
     clean_env()
     selection = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n,

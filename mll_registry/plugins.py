@@ -6,7 +6,7 @@ implementations register themselves when their module is imported; a user adds t
 in code (``SCHEMES.register("s3", MyScheme())``) or, without touching this library, through a
 Python entry point in the group ``mll_registry.<port>`` of their own package::
 
-    [project.entry-points."mll_registry.schemes"]
+    [project.entry-points."mll_registry.models.schemes"]
     s3 = "my_company.mll:S3Scheme"
 """
 

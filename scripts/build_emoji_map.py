@@ -30,7 +30,7 @@ from pathlib import Path
 import emoji
 
 from mll_registry.demo.sources import available
-from mll_registry.wordnet import wn
+from mll_registry.graph.wordnet import wn
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "mll_registry" / "demo" / "emoji_synsets.tsv"

@@ -127,7 +127,7 @@ print("RESULT " + json.dumps({{"flow_run_id": str(out.state_details.flow_run_id)
             "def build_small_graph(work: Path) -> Path:\n"
             "    import numpy as np\n"
             "    from PIL import Image\n"
-            "    from mll_registry.app import App\n"
+            "    from mll_registry.app.root import App\n"
             "    App.configured().setup(demo=False)\n"
             "    for syn, base in (('dog.n.01', 10), ('n02121808', 120), ('car.n.01', 200)):\n"
             "        for i in range(3):\n"

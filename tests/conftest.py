@@ -82,7 +82,7 @@ def missing_demo_hub() -> None:
 def label_and_register(ref: str, graph, cfg, registry, force: bool = False,
                        same_as: str | None = None, **_: object) -> dict:
     """Label ``ref`` with ``cfg`` (a LabelConfig) into ``registry`` through the assembly layer."""
-    from mll_registry.app import App
+    from mll_registry.app.root import App
     from mll_registry.settings import Settings
 
     s = Settings(templates=cfg.templates, text_source=cfg.text_source, top_k=cfg.top_k,

@@ -25,7 +25,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_cli_imports_neither_prefect_nor_flows() -> None:
-    mods = _modules_after("import mll_registry.cli")
+    mods = _modules_after("import mll_registry.cli.main")
     bad = sorted(m for m in mods if m == "prefect" or m.startswith(("prefect.", "flows")))
     assert bad == []
 
@@ -36,7 +36,8 @@ def test_no_library_module_imports_prefect() -> None:
 
     import mll_registry
 
-    names = [m.name for m in pkgutil.walk_packages(mll_registry.__path__, "mll_registry.")]
+    names = [m.name for m in pkgutil.walk_packages(mll_registry.__path__, "mll_registry.")
+             if not m.name.endswith(".__main__")]  # that one runs the CLI
     assert len(names) > 30
     mods = _modules_after("\n".join(f"import {n}" for n in names))
     assert sorted(m for m in mods if m == "prefect" or m.startswith(("prefect.", "flows"))) == []
@@ -84,9 +85,9 @@ def test_top_k_default_is_stated_once() -> None:
     """`mll label`, the flows and LabelConfig use the same default top-K: the settings'."""
     import inspect
 
-    from mll_registry import cli
-    from mll_registry.app import App
-    from mll_registry.labeller import LabelConfig
+    from mll_registry.app.root import App
+    from mll_registry.cli import main as cli
+    from mll_registry.labels.labeller import LabelConfig
 
     assert LabelConfig().top_k == DEFAULTS.top_k == 64
     assert App(Settings()).label_config().top_k == DEFAULTS.top_k
@@ -97,9 +98,9 @@ def test_top_k_default_is_stated_once() -> None:
 
 # -- ports -----------------------------------------------------------------------------------------
 def test_plugin_tables_refuse_unknown_names_with_the_known_ones() -> None:
-    from mll_registry.matching import CAPTION_PROVIDERS
-    from mll_registry.model_refs import ModelRef
+    from mll_registry.models.refs import ModelRef
     from mll_registry.plugins import PluginError
+    from mll_registry.selection.matching import CAPTION_PROVIDERS
 
     with pytest.raises(PluginError, match="known: openai, wordnet"):
         CAPTION_PROVIDERS.get("gpt")
@@ -109,7 +110,7 @@ def test_plugin_tables_refuse_unknown_names_with_the_known_ones() -> None:
 
 @pytest.fixture()
 def graph(tree: Path):
-    from mll_registry.graph import SampleDataset, build_graph
+    from mll_registry.graph.bundle import SampleDataset, build_graph
 
     return build_graph([SampleDataset("A", tree / "A"), SampleDataset("B", tree / "B")])[0]
 
@@ -122,12 +123,12 @@ class CompanyStore:
         self.resolved: list[str] = []
 
     def parse(self, rest: str, ref: str):
-        from mll_registry.model_refs import ModelRef
+        from mll_registry.models.refs import ModelRef
 
         return ModelRef("company", rest)
 
     def resolve(self, ref, *, allow_pickle, cache_dir):
-        from mll_registry.model_refs import ResolvedModel, file_digest, read_config
+        from mll_registry.models.refs import ResolvedModel, file_digest, read_config
 
         path = self.root / ref.name
         self.resolved.append(ref.name)
@@ -136,7 +137,7 @@ class CompanyStore:
                              read_config(path, str(ref)))
 
     def build(self, res, device):
-        from mll_registry.model_loading import build_from_dir
+        from mll_registry.models.loading import build_from_dir
 
         return build_from_dir(res, device)
 
@@ -162,9 +163,9 @@ class FixedCaptions:
 
 @pytest.mark.slow
 def test_custom_scheme_and_caption_provider_plug_in(graph, tmp_path: Path) -> None:
-    from mll_registry.app import App
-    from mll_registry.matching import CAPTION_PROVIDERS
-    from mll_registry.model_refs import SCHEMES, registered_name
+    from mll_registry.app.root import App
+    from mll_registry.models.refs import SCHEMES, registered_name
+    from mll_registry.selection.matching import CAPTION_PROVIDERS
     from mll_registry.task import Task, TaskClass
 
     store, captions = CompanyStore(DEMO), FixedCaptions()
@@ -190,9 +191,9 @@ def test_custom_scheme_and_caption_provider_plug_in(graph, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_label_identity_includes_the_label_settings(graph, tmp_path: Path) -> None:
-    from mll_registry.app import App
-    from mll_registry.mlflow_labels import ALIAS, Registry
-    from mll_registry.model_refs import registered_name
+    from mll_registry.app.root import App
+    from mll_registry.models.refs import registered_name
+    from mll_registry.registry.labels import ALIAS, Registry
 
     reg = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data")
     ref = f"local-dir:{DEMO / 'vit-food'}"
@@ -227,7 +228,7 @@ def test_concepts_in_the_node_table_resolve_without_wordnet() -> None:
     """Ids, wnids and first lemmas come from the graph's own table: no nltk reader is loaded."""
     code = (
         "import pandas as pd, sys\n"
-        "from mll_registry.concepts import resolve_concept\n"
+        "from mll_registry.graph.concepts import resolve_concept\n"
         "nodes = pd.DataFrame({'node_id': ['dog.n.01', 'mouse.n.04', 'mouse.n.01'],\n"
         "                      'wnid': ['n02084071', 'n03793489', 'n02330245'],\n"
         "                      'lemma': ['dog', 'mouse', 'mouse']})\n"
@@ -272,7 +273,7 @@ def test_store_answers_are_not_retried_as_connection_failures() -> None:
     (the registration handles it), not retried and reported as an unreachable server."""
     from mlflow.exceptions import MlflowException
 
-    from mll_registry.mlflow_tracking import _transient
+    from mll_registry.registry.tracking import _transient
 
     race = MlflowException("Registered Model (name=m) already exists. (sqlite3.IntegrityError) "
                            "... Connection rolled back", error_code="RESOURCE_ALREADY_EXISTS")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mll_registry.baselines import (
+from mll_registry.evaluation.baselines import (
     PAPER_FEATURES,
     CentredRegression,
     ClassTexts,
@@ -35,8 +35,8 @@ from mll_registry.baselines import (
     pseudo_tasks,
     text_features,
 )
-from mll_registry.label_embeddings import EmbeddingsError, LabelEmbeddings, embeddings_path
-from mll_registry.label_format import ModelLabel
+from mll_registry.labels.embeddings import EmbeddingsError, LabelEmbeddings, embeddings_path
+from mll_registry.labels.format import ModelLabel
 
 
 def _label(acc1: list[float]) -> ModelLabel:
@@ -85,7 +85,7 @@ def test_modelgpt_recovers_a_linear_relation_and_does_not_shrink_the_intercept()
 
 def test_text_features_match_a_direct_computation(tmp_path: Path) -> None:
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.model_loading import load, save_open_clip_dir
+    from mll_registry.models.loading import load, save_open_clip_dir
 
     model, cfg = build_tiny("tiny-vit", seed=4)
     lm = load(f"local-dir:{save_open_clip_dir(model, cfg, tmp_path / 'm')}", device="cpu")
@@ -125,9 +125,9 @@ def labelled(tmp_path_factory: pytest.TempPathFactory):
     """A 3-source graph (s1: 6 concepts, s2: 3, s3: 1) and two tiny real open_clip models
     labelled on it with their embeddings kept: (graph, {ref: label dir}, {ref: loaded model})."""
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.graph import SampleDataset, build_and_save
-    from mll_registry.labeller import LabelConfig, label_ref
-    from mll_registry.model_loading import load, save_open_clip_dir
+    from mll_registry.graph.bundle import SampleDataset, build_and_save
+    from mll_registry.labels.labeller import LabelConfig, label_ref
+    from mll_registry.models.loading import load, save_open_clip_dir
 
     tmp = tmp_path_factory.mktemp("paper")
     s1 = ["dog.n.01", "domestic_cat.n.01", "sparrow.n.01", "horse.n.01", "trout.n.01",
@@ -322,7 +322,7 @@ def test_per_class_f1_oracle_picks_best_f1_not_best_recall() -> None:
 
 
 def test_bench_table_bolds_the_best_selection_method_not_an_oracle() -> None:
-    from mll_registry.bench import METHODS, ORACLES, BenchConfig, BenchResult, TaskRun
+    from mll_registry.evaluation.bench import METHODS, ORACLES, BenchConfig, BenchResult, TaskRun
     from mll_registry.task import Task, TaskClass
 
     assert {"ModelGPT (paper)", "ModelGPT (target-fit)", "Oracle (per-class F1)"} <= set(METHODS)
@@ -345,8 +345,8 @@ def test_bench_table_bolds_the_best_selection_method_not_an_oracle() -> None:
 
 def test_run_bench_reports_every_method_and_refuses_labels_without_embeddings(
         labelled, tmp_path: Path) -> None:
-    from mll_registry.bench import METHODS, run_bench
-    from mll_registry.model_loading import load
+    from mll_registry.evaluation.bench import METHODS, run_bench
+    from mll_registry.models.loading import load
     from mll_registry.task import Task, TaskClass
 
     g, dirs, _ = labelled

@@ -20,8 +20,9 @@ from hub_server import (
 )
 from typer.testing import CliRunner
 
-from mll_registry import cards
-from mll_registry.cards import (
+from mll_registry.cli.card import card_app
+from mll_registry.hub import cards
+from mll_registry.hub.cards import (
     END_MARKER,
     META_PATH,
     START_MARKER,
@@ -32,8 +33,7 @@ from mll_registry.cards import (
     render_card,
     split_card,
 )
-from mll_registry.cli_card import card_app
-from mll_registry.label_format import ModelLabel
+from mll_registry.labels.format import ModelLabel
 
 runner = CliRunner()
 TOKEN = "hf_mll_dummy_token_0123456789"
@@ -360,10 +360,10 @@ def test_discover_label_and_push_a_real_model(tree: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A real tiny open_clip model on the loopback Hub: list -> fetch -> label -> card PR."""
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.discovery import HfHubSource, Watermark
-    from mll_registry.graph import SampleDataset, build_graph
-    from mll_registry.labeller import LabelConfig, label_model
-    from mll_registry.model_loading import load, save_open_clip_dir
+    from mll_registry.graph.bundle import SampleDataset, build_graph
+    from mll_registry.hub.discovery import HfHubSource, Watermark
+    from mll_registry.labels.labeller import LabelConfig, label_model
+    from mll_registry.models.loading import load, save_open_clip_dir
 
     model, cfg = build_tiny("tiny-vit", seed=1)
     d = save_open_clip_dir(model, cfg, tmp_path / "tiny", readme=EXISTING)

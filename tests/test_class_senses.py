@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll_registry import wordnet as W
-from mll_registry.concepts import resolve_concept
-from mll_registry.matching import (
+from mll_registry.graph import wordnet as W
+from mll_registry.graph.concepts import resolve_concept
+from mll_registry.selection.matching import (
     SENSE_MARGIN,
     Embedder,
     WordNetCaptions,

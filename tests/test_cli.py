@@ -5,7 +5,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mll_registry.cli import app
+from mll_registry.cli.main import app
 
 runner = CliRunner()
 

@@ -29,7 +29,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "mid-chunk":  # the second batch is the first of chunk 1: chunk 0 is checkpointed
-    import mll_registry.labeller as L
+    import mll_registry.labels.labeller as L
     real, n = L.encode_batch, [0]
     def enc(*a, **k):
         n[0] += 1
@@ -57,7 +57,7 @@ elif point == "mid-label-write":
         die()
     sn.save_file = half_label
 elif point == "before-version":
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.registry.labels import Registry
     Registry._register_version = lambda self, *a, **k: die()
 elif point == "before-ready":
     from mlflow.tracking import MlflowClient
@@ -68,8 +68,8 @@ elif point == "before-ready":
         return real_tag(self, name, version, key, value)
     MlflowClient.set_model_version_tag = tag
 
-from mll_registry.app import App
-from mll_registry.mlflow_labels import Registry
+from mll_registry.app.root import App
+from mll_registry.registry.labels import Registry
 from mll_registry.settings import Settings
 
 reg = Registry(f"sqlite:///{data}/mlflow.db", root=data)
@@ -91,8 +91,8 @@ def _run(point: str, data: Path, world: dict[str, Path]) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.graph import SampleDataset, build_and_save
-    from mll_registry.model_loading import save_open_clip_dir
+    from mll_registry.graph.bundle import SampleDataset, build_and_save
+    from mll_registry.models.loading import save_open_clip_dir
 
     tmp = tmp_path_factory.mktemp("crash")
     for i in range(3):
@@ -108,7 +108,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _ready_label(data: Path) -> tuple[list[int], Path]:
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.registry.labels import Registry
 
     reg = Registry(f"sqlite:///{data}/mlflow.db", root=data)
     versions = reg.labelled_versions()
@@ -118,7 +118,7 @@ def _ready_label(data: Path) -> tuple[list[int], Path]:
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_then_rerun_equals_an_uninterrupted_run(point: str, world: dict[str, Path],
                                                        tmp_path: Path) -> None:
-    from mll_registry.label_format import ModelLabel
+    from mll_registry.labels.format import ModelLabel
 
     data = tmp_path / "data"
     killed = _run(point, data, world)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from mll_registry.demo.archs import build_tiny
-from mll_registry.graph import GraphError, SampleDataset, SemanticGraph, build_graph
-from mll_registry.image_stream import PixelPipeline, pixel_cache_path
-from mll_registry.label_format import LabelError, ModelLabel, files_look_whole
-from mll_registry.labeller import LabelConfig, clear_checkpoints, label_model
-from mll_registry.model_loading import load, save_open_clip_dir
+from mll_registry.graph.bundle import GraphError, SampleDataset, SemanticGraph, build_graph
+from mll_registry.labels.format import LabelError, ModelLabel, files_look_whole
+from mll_registry.labels.labeller import LabelConfig, clear_checkpoints, label_model
+from mll_registry.models.image_stream import PixelPipeline, pixel_cache_path
+from mll_registry.models.loading import load, save_open_clip_dir
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_truncated_checkpoint_is_recomputed_not_read(tiny, graph) -> None:
 
     with pytest.raises(Stop):
         label_model(tiny, graph, cfg, on_chunk=stop_after_two)
-    from mll_registry.labeller import _work_dir
+    from mll_registry.labels.labeller import _work_dir
 
     chunk = _work_dir(tiny, graph, None) / "chunk-00001.npy"
     _truncate(chunk, 0.8)  # a partial file left as if complete
@@ -97,7 +97,7 @@ def test_damaged_graph_bundle_names_the_file_and_the_fix(graph, tmp_path: Path,
 def test_damaged_cached_registry_label_is_fetched_again(tiny, graph, tmp_path: Path) -> None:
     from conftest import label_and_register
 
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.registry.labels import Registry
 
     reg = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data")
     label_and_register(f"local-dir:{tiny.resolved.path}", graph, LabelConfig(top_k=4, device="cpu"),
@@ -165,7 +165,7 @@ def test_bad_task_images_are_named_not_tracebacks(tmp_path: Path) -> None:
     from PIL import Image
 
     from mll_registry.errors import ImageFileError
-    from mll_registry.labeller import PixelPipeline
+    from mll_registry.labels.labeller import PixelPipeline
 
     good = tmp_path / "good.png"
     Image.new("RGB", (32, 32), (200, 10, 10)).save(good)
@@ -215,7 +215,7 @@ def test_label_for_another_graph_size_is_refused(tiny, graph, tmp_path: Path) ->
 def test_damaged_model_weights_are_one_clear_error(graph, tmp_path: Path, damage: str) -> None:
     from typer.testing import CliRunner
 
-    from mll_registry.cli import app
+    from mll_registry.cli.main import app
     from mll_registry.errors import ModelRefError
 
     model, cfg = build_tiny("tiny-vit", seed=2)

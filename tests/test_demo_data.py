@@ -9,10 +9,10 @@ from pathlib import Path
 from conftest import missing_sources
 from typer.testing import CliRunner
 
-from mll_registry import wordnet as W
-from mll_registry.cli import app
+from mll_registry.cli.main import app
 from mll_registry.demo import sources as S
 from mll_registry.demo.data import augment, load_concepts, render_style
+from mll_registry.graph import wordnet as W
 
 GROUPS = {"animal", "plant", "food", "object", "clothing", "vehicle", "place", "nature", "sport",
           "music", "symbol", "body", "group"}

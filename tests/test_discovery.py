@@ -11,8 +11,8 @@ import pytest
 from conftest import missing_demo_hub
 from hub_server import HubHandle, open_clip_repo_files, start_hub, use_hub
 
-from mll_registry import model_refs as hubmod
-from mll_registry.discovery import (
+from mll_registry.errors import ModelRefError, PickledWeightsRefused
+from mll_registry.hub.discovery import (
     HfHubSource,
     HubModel,
     HubSourceError,
@@ -21,7 +21,7 @@ from mll_registry.discovery import (
     Watermark,
     new_models,
 )
-from mll_registry.errors import ModelRefError, PickledWeightsRefused
+from mll_registry.models import refs as hubmod
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 TOKEN = "hf_mll_dummy_token_0123456789"
@@ -250,7 +250,7 @@ def test_open_clip_refs_take_safetensors_and_refuse_pickles_before_downloading(
     pickled weights is refused without downloading them; a Hub that cannot be reached is one
     clear error naming the way out."""
     from mll_registry.errors import ModelRefError, PickledWeightsRefused
-    from mll_registry.model_refs import resolve
+    from mll_registry.models.refs import resolve
 
     hub = start_hub({"timm/vit_base_patch32_clip_224.openai": {
         "open_clip_pytorch_model.bin": b"\x80\x04pickled", "README.md": b"# openai"}})
@@ -273,7 +273,7 @@ def _m(repo: str, minutes: int) -> dict:
 
 
 def test_discovery_state_moves_the_watermark_and_keeps_failures_for_retry() -> None:
-    from mll_registry.discovery_state import DiscoveryState
+    from mll_registry.registry.discovery_state import DiscoveryState
 
     st = DiscoveryState("src")
     page = [_m("o/a", 1), _m("o/b", 2), _m("o/c", 2)]
@@ -294,8 +294,8 @@ def test_discovery_state_moves_the_watermark_and_keeps_failures_for_retry() -> N
 
 
 def test_discovery_state_round_trips_through_the_tracking_server(tmp_path: Path) -> None:
-    from mll_registry.discovery_state import DiscoveryLog, DiscoveryState
-    from mll_registry.mlflow_tracking import Tracking
+    from mll_registry.registry.discovery_state import DiscoveryLog, DiscoveryState
+    from mll_registry.registry.tracking import Tracking
 
     log = DiscoveryLog(Tracking(f"sqlite:///{tmp_path / 'm.db'}", root=tmp_path))
     assert log.load("src").watermark is None

@@ -30,8 +30,8 @@ def harness():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.graph import SampleDataset, build_and_save
-    from mll_registry.model_loading import save_open_clip_dir
+    from mll_registry.graph.bundle import SampleDataset, build_and_save
+    from mll_registry.models.loading import save_open_clip_dir
 
     tmp = tmp_path_factory.mktemp("discovery-flow")
     for i in range(2):
@@ -49,7 +49,7 @@ def _registered(graph_version: str) -> dict[str, int]:
     """repo id -> number of ready label versions, read from MLflow directly."""
     from mlflow import MlflowClient
 
-    from mll_registry.mlflow_tracking import tracking_uri
+    from mll_registry.registry.tracking import tracking_uri
 
     out: dict[str, int] = {}
     for v in MlflowClient(tracking_uri()).search_model_versions(
@@ -95,7 +95,7 @@ def test_a_burst_of_250_models_is_labelled_each_once_across_pages(world, tmp_pat
 def test_a_model_that_fails_is_reported_then_retried_by_the_next_run(world, tmp_path,
                                                                      monkeypatch):
     from flows.labeling import label_new_models
-    from mll_registry.app import App
+    from mll_registry.app.root import App
 
     monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -16,7 +16,7 @@ import yaml
 from conftest import missing_demo_hub, missing_sources
 from typer.testing import CliRunner
 
-from mll_registry.cli import app
+from mll_registry.cli.main import app
 from mll_registry.demo import sources as S
 
 pytestmark = pytest.mark.slow
@@ -38,9 +38,9 @@ def _demo_models(n: int = 3) -> list[Path]:
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if S.missing_sources():
         missing_sources()
-    from mll_registry import wordnet as W
     from mll_registry.demo.data import ensure_demo_images, load_concepts
     from mll_registry.demo.tasks import ensure_demo_tasks
+    from mll_registry.graph import wordnet as W
 
     tmp = tmp_path_factory.mktemp("world")
     tasks = {p.stem: p for p in ensure_demo_tasks(names=["pets", "vehicles"])}
@@ -173,7 +173,7 @@ def test_warm_queries_and_selection_load_neither_mlflow_nor_wordnet_nor_the_text
 
     code = (
         "import json, sys\n"
-        "from mll_registry.app import App\n"
+        "from mll_registry.app.root import App\n"
         "a = App.configured()\n"
         f"g = a.graph({str(small_world['graph'])!r})\n"
         f"best = [h.name for h in a.query_best('dog.n.01', graph={str(small_world['graph'])!r})"

@@ -68,8 +68,8 @@ def test_label_new_models_local_labels_each_once(world: dict[str, Path], graph: 
                                                  labelled: dict,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.labeling import label_new_models
-    from mll_registry.mlflow_labels import Registry
-    from mll_registry.model_refs import registered_name
+    from mll_registry.models.refs import registered_name
+    from mll_registry.registry.labels import Registry
 
     monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
     g = graph
@@ -89,7 +89,7 @@ def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], label
 
     from flows.selection import select_models
     from mll_registry.demo.tasks import ensure_demo_tasks
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.registry.labels import Registry
 
     monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
     pets = ensure_demo_tasks(names=["pets"])[0].parent / "pets"
@@ -120,8 +120,8 @@ def test_extend_graph_flow_publishes_the_child_and_labels_each_model_incremental
     from conftest import write_png
 
     from flows.graph import extend_graph
-    from mll_registry.graph import SemanticGraph
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.graph.bundle import SemanticGraph
+    from mll_registry.registry.labels import Registry
 
     monkeypatch.setenv("MLL_DATA_DIR", str(world["tmp"] / "data"))
     for i in range(3):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import write_png
 
-from mll_registry.graph import (
+from mll_registry.graph.bundle import (
     GraphConfig,
     GraphError,
     SampleDataset,
@@ -171,8 +171,7 @@ def test_parse_dataset_spec(tmp_path: Path) -> None:
 
 def test_a_verified_bundle_is_not_hashed_again_until_its_files_change(
         tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mll_registry import graph as G
-
+    from mll_registry.graph import bundle as G
     g, _ = build_graph(_sources(tree))
     out = g.save(tmp_path / "bundle")
     calls: list[int] = []
@@ -199,7 +198,7 @@ def test_a_verified_bundle_is_not_hashed_again_until_its_files_change(
 def test_everything_a_label_depends_on_is_in_the_version(tree: Path, edit: str) -> None:
     """A lemma is the default label text; node and image order are the label's column and row
     order: changing any of them must change the version (labels are only valid for it)."""
-    from mll_registry.graph import content_version
+    from mll_registry.graph.bundle import content_version
 
     g, _ = build_graph(_sources(tree))
     nodes, images, members = g.nodes.copy(), g.images.copy(), g.members.copy()

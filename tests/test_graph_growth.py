@@ -16,14 +16,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mll_registry.app import App
-from mll_registry.cli import app as cli
+from mll_registry.app.root import App
+from mll_registry.cli.main import app as cli
 from mll_registry.demo.archs import build_tiny
-from mll_registry.graph import GraphError, SampleDataset, SemanticGraph, build_and_save
-from mll_registry.graph_lineage import diff_graphs, extend_graph
-from mll_registry.label_embeddings import LabelEmbeddings, embeddings_path
-from mll_registry.label_format import ModelLabel
-from mll_registry.model_loading import save_open_clip_dir
+from mll_registry.graph.bundle import GraphError, SampleDataset, SemanticGraph, build_and_save
+from mll_registry.graph.lineage import diff_graphs, extend_graph
+from mll_registry.labels.embeddings import LabelEmbeddings, embeddings_path
+from mll_registry.labels.format import ModelLabel
+from mll_registry.models.loading import save_open_clip_dir
 from mll_registry.settings import Settings
 
 runner = CliRunner()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mll_registry.app import App
-from mll_registry.graph import GraphError, SampleDataset, build_and_save
-from mll_registry.graph_store import GRAPH_MODEL, GraphStore, pack_shards
+from mll_registry.app.root import App
+from mll_registry.graph.bundle import GraphError, SampleDataset, build_and_save
+from mll_registry.registry.graph_store import GRAPH_MODEL, GraphStore, pack_shards
 from mll_registry.settings import Settings
 
 

@@ -16,7 +16,7 @@ pytestmark = [
 def test_list_open_clip_models_and_read_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import HfApi, constants
 
-    from mll_registry.discovery import HfHubSource
+    from mll_registry.hub.discovery import HfHubSource
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest sets offline mode
     endpoint = "https://huggingface.co"

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mll_registry.graph import SampleDataset, SemanticGraph, build_graph
-from mll_registry.label_format import LabelError
-from mll_registry.label_index import LabelIndex
-from mll_registry.labeller import compact_label
-from mll_registry.mlflow_labels import LabelledVersion
+from mll_registry.graph.bundle import SampleDataset, SemanticGraph, build_graph
+from mll_registry.labels.format import LabelError
+from mll_registry.labels.labeller import compact_label
+from mll_registry.registry.label_index import LabelIndex
+from mll_registry.registry.labels import LabelledVersion
 
 if TYPE_CHECKING:
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.registry.labels import Registry
 
 
 class MemoryRegistry:
@@ -133,8 +133,8 @@ def test_labels_without_per_source_counts_answer_pooled_queries_only(graph, summ
 
 def test_query_best_source_through_the_app_and_the_cli(graph, summaries, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from mll_registry import cli
-    from mll_registry.app import App
+    from mll_registry.app.root import App
+    from mll_registry.cli import main as cli
     from mll_registry.settings import Settings
 
     a = App(Settings(data_dir=str(tmp_path / "data")),

@@ -17,11 +17,11 @@ from PIL import Image
 
 from mll_registry.demo.archs import build_tiny
 from mll_registry.errors import ModelRefError, PickledWeightsRefused
-from mll_registry.graph import GraphConfig, SampleDataset, build_graph
-from mll_registry.label_format import LabelError, ModelLabel
-from mll_registry.labeller import LabelConfig, compact_label, dense_similarities, label_model
-from mll_registry.model_loading import load, save_open_clip_dir
-from mll_registry.model_refs import ModelRef, resolve
+from mll_registry.graph.bundle import GraphConfig, SampleDataset, build_graph
+from mll_registry.labels.format import LabelError, ModelLabel
+from mll_registry.labels.labeller import LabelConfig, compact_label, dense_similarities, label_model
+from mll_registry.models.loading import load, save_open_clip_dir
+from mll_registry.models.refs import ModelRef, resolve
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_resume_after_interruption_gives_identical_label(tiny_dir: Path, graph) 
         label_model(lm, graph, cfg, on_chunk=interrupt)
     resumed = label_model(lm, graph, cfg)
     assert (resumed.chunks_reused, resumed.chunks_computed) == (2, 1)
-    from mll_registry.labeller import clear_checkpoints
+    from mll_registry.labels.labeller import clear_checkpoints
 
     clear_checkpoints(lm, graph)
     fresh = label_model(lm, graph, cfg)
@@ -164,7 +164,7 @@ def test_compact_topk_agrees_with_dense(graph) -> None:
 def test_per_node_accuracy_at_1_and_5_over_many_ranks(graph) -> None:
     """Random embeddings put images' own nodes at every rank: acc@1 and acc@5 per node equal
     a direct count of "fewer than r nodes score higher" (a rank-4 own node counts for acc@5)."""
-    from mll_registry.graph import SemanticGraph
+    from mll_registry.graph.bundle import SemanticGraph
 
     rng = np.random.default_rng(3)
     n_nodes, n_img = 12, 600
@@ -192,7 +192,7 @@ def test_per_node_accuracy_at_1_and_5_over_many_ranks(graph) -> None:
 def _mixed_source_graph(rng: np.random.Generator, n_nodes: int = 12, n_img: int = 600):
     """Images of three sources (a fourth, named in the manifest, has none), each image a member
     of its own node and of a "parent" node (as hypernym filling makes them)."""
-    from mll_registry.graph import SemanticGraph
+    from mll_registry.graph.bundle import SemanticGraph
 
     nodes = pd.DataFrame({"node_id": [f"n{i:02d}" for i in range(n_nodes)],
                           "caption": [f"c{i}" for i in range(n_nodes)]})
@@ -213,7 +213,7 @@ def test_per_source_counts_equal_a_hand_count_and_pool_to_the_node_figures() -> 
     """Per node and source, n_images/hits1/hits5/sum_own equal a count over the dense
     similarities restricted to that source's member images; summed over the sources they give
     the pooled n_images, acc1, acc5 and mean_own."""
-    from mll_registry.label_format import source_summary, summary_sources
+    from mll_registry.labels.format import source_summary, summary_sources
 
     rng = np.random.default_rng(7)
     g = _mixed_source_graph(rng)
@@ -256,8 +256,8 @@ def test_a_label_without_per_source_counts_loads_and_selects_but_refuses_a_per_s
         tmp_path: Path) -> None:
     """Labels written before per-source counts existed: same format, same selection counts;
     only a per-source read fails, naming the relabelling."""
-    from mll_registry.label_format import MappedLabel, source_column
-    from mll_registry.selection import count_all
+    from mll_registry.labels.format import MappedLabel, source_column
+    from mll_registry.selection.select import count_all
 
     rng = np.random.default_rng(1)
     g = _mixed_source_graph(rng, n_nodes=8, n_img=80)
@@ -327,8 +327,8 @@ def test_pixel_sources_give_the_same_label_and_the_cache_is_opt_in(tiny_dir: Pat
                                                                    data_root: Path) -> None:
     """Decoding in DataLoader workers, in-process, into the raw-pixel cache and from it: one label.
     The cache exists only when given a budget the graph fits, and only once complete."""
-    from mll_registry.image_stream import PixelPipeline, pixel_cache_path
-    from mll_registry.labeller import clear_checkpoints
+    from mll_registry.labels.labeller import clear_checkpoints
+    from mll_registry.models.image_stream import PixelPipeline, pixel_cache_path
 
     lm = load(f"local-dir:{tiny_dir}", device="cpu")
     cache = pixel_cache_path(graph.version, PixelPipeline.from_preprocess(lm.preprocess))
@@ -354,8 +354,8 @@ def test_pixel_sources_give_the_same_label_and_the_cache_is_opt_in(tiny_dir: Pat
 
 def test_a_crash_while_building_the_pixel_cache_leaves_no_cache(tiny_dir: Path, graph,
                                                                 data_root: Path) -> None:
-    from mll_registry.image_stream import PixelPipeline, pixel_cache_path
-    from mll_registry.labeller import clear_checkpoints
+    from mll_registry.labels.labeller import clear_checkpoints
+    from mll_registry.models.image_stream import PixelPipeline, pixel_cache_path
 
     lm = load(f"local-dir:{tiny_dir}", device="cpu")
     cache = pixel_cache_path(graph.version, PixelPipeline.from_preprocess(lm.preprocess))
@@ -382,7 +382,7 @@ def test_device_cuda_without_cuda_is_one_clear_line(tiny_dir: Path, graph, tmp_p
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from mll_registry.cli import app
+    from mll_registry.cli.main import app
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on every CI machine
     bundle = graph.save(tmp_path / "g")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import write_png
 
-from mll_registry.matching import Embedder, WordNetCaptions, transfer_matrix
-from mll_registry.reuse import accuracy, ensemble_scores, entropy_weights
+from mll_registry.selection.matching import Embedder, WordNetCaptions, transfer_matrix
+from mll_registry.selection.reuse import accuracy, ensemble_scores, entropy_weights
 from mll_registry.task import Task, TaskClass, TaskError, data_folders
 
 
@@ -171,7 +171,7 @@ def test_openai_compatible_provider_on_a_loopback_server(tmp_path: Path,
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from mll_registry.matching import OpenAICompatibleCaptions, describe_and_embed
+    from mll_registry.selection.matching import OpenAICompatibleCaptions, describe_and_embed
 
     seen: list[dict] = []
     status = [200]

@@ -27,13 +27,13 @@ from production_stack import ProductionStack, postgres_available
 pytestmark = pytest.mark.slow
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-MLL = [sys.executable, "-m", "mll_registry.cli"]
+MLL = [sys.executable, "-m", "mll_registry.cli.main"]
 N_MODELS = 4
 
 
 def _tiny_repo(seed: int) -> dict[str, bytes]:
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.model_loading import save_open_clip_dir
+    from mll_registry.models.loading import save_open_clip_dir
 
     model, cfg = build_tiny("tiny-vit", seed=seed)
     import tempfile

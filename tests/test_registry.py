@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 from conftest import label_and_register
 
-from mll_registry.concepts import resolve_concept
 from mll_registry.demo.archs import build_tiny
-from mll_registry.graph import SampleDataset, build_graph
-from mll_registry.label_index import LabelIndex
-from mll_registry.labeller import LabelConfig, label_model
-from mll_registry.mlflow_labels import ALIAS, Registry
-from mll_registry.mlflow_tracking import LABEL_EXPERIMENT, RegistryError
-from mll_registry.model_loading import save_open_clip_dir
-from mll_registry.model_refs import registered_name, resolve
+from mll_registry.graph.bundle import SampleDataset, build_graph
+from mll_registry.graph.concepts import resolve_concept
+from mll_registry.labels.labeller import LabelConfig, label_model
+from mll_registry.models.loading import save_open_clip_dir
+from mll_registry.models.refs import registered_name, resolve
+from mll_registry.registry.label_index import LabelIndex
+from mll_registry.registry.labels import ALIAS, Registry
+from mll_registry.registry.tracking import LABEL_EXPERIMENT, RegistryError
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_label_run_version_tags_alias(registry: Registry, models: list[Path], gr
 def _register_after_barrier(uri: str, root: str, ref: str, label_dir: str, barrier, out) -> None:
     """A separate process: open the registry, wait until every process is ready, register."""
     try:
-        from mll_registry.label_format import ModelLabel
+        from mll_registry.labels.format import ModelLabel
 
         reg = Registry(uri, root=root)
         res, lab = resolve(ref), ModelLabel.load(label_dir)
@@ -120,7 +120,7 @@ def test_concurrent_registration_leaves_one_version(registry: Registry, models: 
     import multiprocessing as mp
 
     res = resolve(f"local-dir:{models[1]}")
-    from mll_registry.model_loading import load
+    from mll_registry.models.loading import load
 
     lab = label_model(load(res, device="cpu"), graph, LabelConfig(top_k=4)).label
     path = lab.save(Path(registry.root or ".") / "lab")
@@ -172,7 +172,7 @@ def test_label_index_queries_and_invalidation(registry: Registry, models: list[P
     assert len(hits) == n0 + 1
     # ranked by acc@1 (then acc@5, mean own score), values straight from the labels
     store = registry.list_labels(graph.version)
-    from mll_registry.label_format import ModelLabel
+    from mll_registry.labels.format import ModelLabel
 
     direct = {}
     for ref, p in store.items():
@@ -197,8 +197,8 @@ def test_label_index_queries_and_invalidation(registry: Registry, models: list[P
 
 
 def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp_path: Path) -> None:
-    from mll_registry.label_format import ModelLabel
-    from mll_registry.selection import select
+    from mll_registry.labels.format import ModelLabel
+    from mll_registry.selection.select import select
     from mll_registry.task import Task, TaskClass
 
     cfg = LabelConfig(top_k=4, device="cpu")
@@ -261,7 +261,7 @@ def test_labels_are_mlflow_native(registry: Registry, graph, tmp_path: Path,
     """`models:/NAME@labeled` downloads the label with MLflow's own API; pyfunc reads it."""
     import mlflow
 
-    from mll_registry.label_format import ModelLabel
+    from mll_registry.labels.format import ModelLabel
 
     demo = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-animals"
     ref = f"local-dir:{demo}"
@@ -291,8 +291,8 @@ def test_labels_are_mlflow_native(registry: Registry, graph, tmp_path: Path,
 
 def test_names_aliases_and_commands_agree(registry: Registry, graph, tmp_path: Path) -> None:
     """A registered name works wherever a MODEL_REF does; query label reports the UI's aliases."""
-    from mll_registry import cli_card
-    from mll_registry.app import App
+    from mll_registry.app.root import App
+    from mll_registry.cli import card as cli_card
     from mll_registry.settings import Settings
 
     demo = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-food"

@@ -28,11 +28,11 @@ def _files_with(root: Path, needle: bytes) -> list[str]:
 def test_token_appears_nowhere_but_the_authorization_header(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         capfd: pytest.CaptureFixture[str], tree: Path) -> None:
-    from mll_registry.app import App
-    from mll_registry.cards import push_card
-    from mll_registry.graph import SampleDataset, build_graph
-    from mll_registry.label_format import ModelLabel
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.app.root import App
+    from mll_registry.graph.bundle import SampleDataset, build_graph
+    from mll_registry.hub.cards import push_card
+    from mll_registry.labels.format import ModelLabel
+    from mll_registry.registry.labels import Registry
     from mll_registry.settings import Settings
 
     hub = start_hub({"org/model": DEMO}, tokens=[TOKEN])

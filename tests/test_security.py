@@ -25,9 +25,9 @@ from conftest import label_and_register
 from hub_server import HubHandle, start_hub, use_hub
 
 from mll_registry.errors import ModelRefError, UnsafeModelError
-from mll_registry.model_config import validate_config
-from mll_registry.model_loading import load
-from mll_registry.model_refs import resolve
+from mll_registry.models.config import validate_config
+from mll_registry.models.loading import load
+from mll_registry.models.refs import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo_hub" / "mll-demo"
@@ -151,7 +151,7 @@ def test_every_allowed_key_is_a_real_open_clip_option() -> None:
 
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
-    from mll_registry.model_config import TEXT_KEYS, VISION_KEYS
+    from mll_registry.models.config import TEXT_KEYS, VISION_KEYS
 
     assert set(VISION_KEYS) <= {f.name for f in dataclasses.fields(CLIPVisionCfg)}
     assert set(TEXT_KEYS) <= {f.name for f in dataclasses.fields(CLIPTextCfg)}
@@ -195,28 +195,28 @@ def test_non_ascii_hub_names_do_not_fold_into_another_name() -> None:
 # -- 2-4: the registry ---------------------------------------------------------------------------
 @pytest.fixture()
 def graph(tree: Path):
-    from mll_registry.graph import SampleDataset, build_graph
+    from mll_registry.graph.bundle import SampleDataset, build_graph
 
     return build_graph([SampleDataset("A", tree / "A"), SampleDataset("B", tree / "B")])[0]
 
 
 @pytest.fixture()
 def registry(tmp_path: Path):
-    from mll_registry.mlflow_labels import Registry
+    from mll_registry.registry.labels import Registry
 
     return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data")
 
 
 def _cfg():
-    from mll_registry.labeller import LabelConfig
+    from mll_registry.labels.labeller import LabelConfig
 
     return LabelConfig(top_k=4, device="cpu")
 
 
 @pytest.mark.slow
 def test_name_takeover_by_a_local_copy_fails(registry, graph, tmp_path: Path) -> None:
-    from mll_registry.mlflow_labels import ALIAS
-    from mll_registry.model_refs import registered_name
+    from mll_registry.models.refs import registered_name
+    from mll_registry.registry.labels import ALIAS
 
     real = f"local-dir:{DEMO / 'vit-food'}"
     fake_dir = tmp_path / "any" / "where" / "mll-demo" / "vit-food"
@@ -240,9 +240,9 @@ def test_legacy_shared_name_is_split_by_migration(registry, graph, tmp_path: Pat
     """A registry written by the old naming (two sources under one name) migrates apart."""
     import unittest.mock as um
 
-    from mll_registry import mlflow_labels as R
-    from mll_registry.model_refs import registered_name
-    from mll_registry.schemes import LocalDirScheme
+    from mll_registry.models.refs import registered_name
+    from mll_registry.models.schemes import LocalDirScheme
+    from mll_registry.registry import labels as R
 
     real = f"local-dir:{DEMO / 'vit-food'}"
     fake_dir = tmp_path / "x" / "mll-demo" / "vit-food"
@@ -273,9 +273,9 @@ def _kill_during_registration(tmp_path: Path, uri: str, graph_dir: Path, ref: st
     script = textwrap.dedent(f"""
         import os, signal
         from mlflow import MlflowClient
-        from mll_registry.graph import SemanticGraph
-        from mll_registry.app import App
-        from mll_registry.mlflow_labels import Registry
+        from mll_registry.graph.bundle import SemanticGraph
+        from mll_registry.app.root import App
+        from mll_registry.registry.labels import Registry
         from mll_registry.settings import Settings
         real = MlflowClient.create_model_version
         def create_then_die(self, *a, **k):
@@ -293,8 +293,8 @@ def _kill_during_registration(tmp_path: Path, uri: str, graph_dir: Path, ref: st
 
 @pytest.mark.slow
 def test_kill_during_registration_does_not_wedge(registry, graph, tmp_path: Path) -> None:
-    from mll_registry.mlflow_labels import ALIAS
-    from mll_registry.model_refs import registered_name
+    from mll_registry.models.refs import registered_name
+    from mll_registry.registry.labels import ALIAS
 
     ref = f"local-dir:{DEMO / 'vit-symbols'}"
     graph_dir = graph.save(tmp_path / "graph")
@@ -318,7 +318,7 @@ def test_kill_during_registration_does_not_wedge(registry, graph, tmp_path: Path
 def test_live_lease_is_respected_and_expired_or_dead_ones_are_not() -> None:
     import time
 
-    from mll_registry.mlflow_labels import lease_stale, lease_tags
+    from mll_registry.registry.labels import lease_stale, lease_tags
 
     mine = lease_tags(60)
     assert not lease_stale(mine)  # this process, lease running
@@ -333,7 +333,7 @@ def test_live_lease_is_respected_and_expired_or_dead_ones_are_not() -> None:
 
 @pytest.mark.slow
 def test_pickled_label_index_is_refused_and_rebuilt(registry, graph, tmp_path: Path) -> None:
-    from mll_registry.label_index import LabelIndex
+    from mll_registry.registry.label_index import LabelIndex
 
     ref = f"local-dir:{DEMO / 'vit-food'}"
     out = label_and_register(ref, graph, _cfg(), registry, root=registry.root)
@@ -371,7 +371,7 @@ def test_absurd_config_is_refused_before_allocation(tmp_path: Path) -> None:
     """A config whose estimate is ~100 GB is refused by load(), before open_clip builds it."""
     import resource
 
-    from mll_registry.model_config import estimate_bytes
+    from mll_registry.models.config import estimate_bytes
 
     d = tmp_path / "huge" / "m"
     shutil.copytree(DEMO / "vit-food", d)
@@ -386,7 +386,7 @@ def test_absurd_config_is_refused_before_allocation(tmp_path: Path) -> None:
     grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     assert grew_mb < 500, grew_mb  # nothing near the model's size was allocated
     # a genuine large model passes with a raised limit (only the estimate is checked here)
-    from mll_registry.model_config import check_size
+    from mll_registry.models.config import check_size
 
     assert check_size(cfg["model_cfg"], "m", max_gb=1e4) > 16
 
@@ -394,7 +394,7 @@ def test_absurd_config_is_refused_before_allocation(tmp_path: Path) -> None:
 def test_real_architectures_are_estimated_within_a_few_percent() -> None:
     import open_clip
 
-    from mll_registry.model_config import estimate_bytes
+    from mll_registry.models.config import estimate_bytes
 
     for arch, real_m in (("ViT-B-32", 151.28), ("RN50", 102.01)):  # open_clip's own counts
         est_m = estimate_bytes(open_clip.get_model_config(arch))[0] / 4 / 1e6

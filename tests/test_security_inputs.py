@@ -24,7 +24,7 @@ import pytest
 from conftest import write_png
 
 from mll_registry.errors import UnsafeModelError
-from mll_registry.label_format import LabelError
+from mll_registry.labels.format import LabelError
 
 DEMO = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo"
 
@@ -32,7 +32,7 @@ DEMO = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo"
 # -- shared: a real graph, a real tiny model and its real label --------------------------------
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory):
-    from mll_registry.graph import SampleDataset, build_graph
+    from mll_registry.graph.bundle import SampleDataset, build_graph
 
     root = tmp_path_factory.mktemp("samples")
     for i in range(3):
@@ -46,14 +46,14 @@ def graph(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.model_loading import save_open_clip_dir
+    from mll_registry.models.loading import save_open_clip_dir
 
     m, cfg = build_tiny("tiny-vit", seed=3)
     return save_open_clip_dir(m, cfg, tmp_path_factory.mktemp("models") / "org" / "tiny")
 
 
 def _app(data: Path, **kw: Any):
-    from mll_registry.app import App
+    from mll_registry.app.root import App
     from mll_registry.settings import Settings
 
     return App(Settings(top_k=4, device="cpu", data_dir=str(data), label_store="local", **kw))
@@ -159,8 +159,8 @@ def test_crafted_label_headers_give_one_line_label_errors_on_the_selection_path(
 
 def test_an_intact_label_still_opens_and_counts(label_copy, graph) -> None:
     """The checks refuse nothing real: the label's arrays read back as saved."""
-    from mll_registry.label_format import ModelLabel
-    from mll_registry.selection import count_all
+    from mll_registry.labels.format import ModelLabel
+    from mll_registry.selection.select import count_all
 
     app, path, ref = label_copy
     mapped = app.labels(graph, mapped=True)[ref]
@@ -178,7 +178,7 @@ def test_a_damaged_summary_is_a_one_line_label_error_where_selection_reads_it(
         label_copy, graph, damage: str) -> None:
     import pandas as pd
 
-    from mll_registry.selection import general_order
+    from mll_registry.selection.select import general_order
 
     app, path, ref = label_copy
     f = path / "summary.parquet"
@@ -205,8 +205,7 @@ def _model_dir(root: Path, src: Path) -> Path:
 @pytest.fixture()
 def counted_hashes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
     """Every weights file hashed from now on (the digest cache is in a fresh data dir)."""
-    from mll_registry import model_refs
-
+    from mll_registry.models import refs as model_refs
     monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
     calls: list[Path] = []
     real = model_refs.file_digest
@@ -222,8 +221,8 @@ def counted_hashes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path
 def test_weights_over_max_model_gb_are_refused_before_hashing(
         tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
         counted_hashes: list[Path], caplog: pytest.LogCaptureFixture) -> None:
-    from mll_registry.discovery import LocalDirHubSource
-    from mll_registry.model_refs import resolve
+    from mll_registry.hub.discovery import LocalDirHubSource
+    from mll_registry.models.refs import resolve
 
     d = _model_dir(tmp_path / "hub", tiny_model)
     w = d / "open_clip_model.safetensors"
@@ -239,7 +238,7 @@ def test_weights_over_max_model_gb_are_refused_before_hashing(
     assert "\n" not in msg and w.name in msg and "4.295 GB" in msg, msg
     assert "max_model_gb limit of 0.001 GB" in msg and "MLL_MAX_MODEL_GB" in msg, msg
     assert counted_hashes == [] and took < 1.0, (counted_hashes, took)
-    with caplog.at_level("WARNING", logger="mll_registry.discovery"):
+    with caplog.at_level("WARNING", logger="mll_registry.hub.discovery"):
         t0 = time.perf_counter()
         assert LocalDirHubSource(tmp_path / "hub").list_new() == []  # skipped, named
         assert time.perf_counter() - t0 < 1.0
@@ -250,7 +249,7 @@ def test_unchanged_weights_are_hashed_once_across_listings_and_changed_ones_agai
         tmp_path: Path, tiny_model: Path, counted_hashes: list[Path]) -> None:
     import hashlib
 
-    from mll_registry.discovery import LocalDirHubSource
+    from mll_registry.hub.discovery import LocalDirHubSource
 
     d = _model_dir(tmp_path / "hub", tiny_model)
     w = d / "open_clip_model.safetensors"
@@ -290,9 +289,9 @@ def test_hub_ids_differing_in_case_are_one_registered_model(
     from conftest import label_and_register
     from hub_server import start_hub, use_hub
 
-    from mll_registry.labeller import LabelConfig
-    from mll_registry.mlflow_labels import Registry
-    from mll_registry.model_refs import registered_name, resolve
+    from mll_registry.labels.labeller import LabelConfig
+    from mll_registry.models.refs import registered_name, resolve
+    from mll_registry.registry.labels import Registry
 
     with start_hub({"MLL-Org/Tiny-Clip": tiny_model}) as hub:
         use_hub(monkeypatch, hub, cache_dir=tmp_path / "hf-cache")
@@ -320,10 +319,10 @@ def test_labeled_stays_on_the_default_settings_version_under_a_forced_race(
     aliases it computed. ``labeled`` must end on A, ``labeled-<hash>`` on each own version."""
     import dataclasses
 
-    from mll_registry.labeller import LabelConfig, label_model
-    from mll_registry.mlflow_labels import ALIAS, Registry
-    from mll_registry.model_loading import load
-    from mll_registry.model_refs import registered_name, resolve
+    from mll_registry.labels.labeller import LabelConfig, label_model
+    from mll_registry.models.loading import load
+    from mll_registry.models.refs import registered_name, resolve
+    from mll_registry.registry.labels import ALIAS, Registry
     from mll_registry.settings import DEFAULTS
 
     res = resolve(f"local-dir:{tiny_model}")

@@ -27,7 +27,8 @@ import yaml
 from conftest import write_png
 from typer.testing import CliRunner
 
-from mll_registry.cards import (
+from mll_registry.cli.main import app
+from mll_registry.hub.cards import (
     END_MARKER,
     MAX_FRONT_MATTER_BYTES,
     START_MARKER,
@@ -35,8 +36,7 @@ from mll_registry.cards import (
     render_card,
     split_card,
 )
-from mll_registry.cli import app
-from mll_registry.label_format import ModelLabel
+from mll_registry.labels.format import ModelLabel
 from mll_registry.terminal import controls, safe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def _run_coloured(args: list[str], cwd: Path) -> subprocess.CompletedProcess[byt
     """``mll ARGS`` as its own process with colours forced, as on a terminal."""
     env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "400", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
-    return subprocess.run([sys.executable, "-m", "mll_registry.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "mll_registry.cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, timeout=300, check=False)
 
 
@@ -219,8 +219,8 @@ def _timed_render(readme: str, tmp_path: Path, timeout: float = 30.0) -> dict[st
     code = textwrap.dedent("""
         import json, sys, time
         from pathlib import Path
-        from mll_registry.cards import CardError, render_card
-        from mll_registry.label_format import ModelLabel
+        from mll_registry.hub.cards import CardError, render_card
+        from mll_registry.labels.format import ModelLabel
         label = ModelLabel.load(sys.argv[1])
         render_card(None, label)  # warm-up: templates, WordNet
         text = Path(sys.argv[2]).read_text(encoding="utf-8")

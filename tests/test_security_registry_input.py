@@ -22,10 +22,10 @@ import pytest
 from conftest import write_png
 from typer.testing import CliRunner
 
-from mll_registry.app import App
+from mll_registry.app.root import App
 from mll_registry.fsutil import path_under
-from mll_registry.graph import GraphError, SampleDataset, build_and_save, build_graph
-from mll_registry.graph_store import GRAPH_MODEL
+from mll_registry.graph.bundle import GraphError, SampleDataset, build_and_save, build_graph
+from mll_registry.registry.graph_store import GRAPH_MODEL
 from mll_registry.settings import Settings
 
 
@@ -70,7 +70,7 @@ def test_a_graph_version_tag_that_is_a_path_deletes_no_directory(published, monk
     bad = client.create_model_version(GRAPH_MODEL, good.source, run_id=good.run_id,
                                       tags={**good.tags, "mll.graph_version": str(victim)})
     client.set_registered_model_alias(GRAPH_MODEL, "default", str(bad.version))
-    from mll_registry.cli import app
+    from mll_registry.cli.main import app
 
     monkeypatch.setenv("MLL_DATA_DIR", str(p["worker"]))
     res = CliRunner().invoke(app, ["graph", "info", "default", "--json"])
@@ -234,7 +234,7 @@ def test_a_non_integer_tag_is_skipped_by_list_and_valid_versions_stay_listed(pub
     good = client.get_model_version(GRAPH_MODEL, str(p["out"]["registry_version"]))
     client.create_model_version(GRAPH_MODEL, good.source, run_id=good.run_id, tags={
         **good.tags, "mll.graph_version": "0123456789abcdef", "mll.nodes": "many\x1b[31m"})
-    with caplog.at_level(logging.WARNING, logger="mll_registry.graph_store"):
+    with caplog.at_level(logging.WARNING, logger="mll_registry.registry.graph_store"):
         graphs = _app(p["worker"]).graphs()
     assert [(g.graph_version, g.default) for g in graphs] == [(p["graph"].version, True)]
     warning = [r.getMessage() for r in caplog.records if "mll.nodes" in r.getMessage()]
@@ -247,7 +247,7 @@ def test_a_non_integer_tag_is_skipped_by_list_and_valid_versions_stay_listed(pub
 @pytest.mark.timeout(60)
 def test_a_fifo_in_a_sample_folder_is_refused_without_hanging(tree, tmp_path, monkeypatch):
     os.mkfifo(tree / "A" / "dog.n.01" / "x.png")
-    from mll_registry.cli import app
+    from mll_registry.cli.main import app
 
     monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
     res = CliRunner().invoke(app, ["graph", "build", "--source", f"A={tree / 'A'}",
@@ -289,7 +289,7 @@ def test_graph_default_is_the_registrys_default_even_with_a_default_folder_here(
 
 def test_a_child_graph_with_lineage_passes_the_manifest_checks(tree, tmp_path, monkeypatch):
     """The shape checks accept what `mll graph extend` writes (parent, ancestors, delta)."""
-    from mll_registry.graph_lineage import extend_and_save
+    from mll_registry.graph.lineage import extend_and_save
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
     base, _ = build_and_save([SampleDataset("A", tree / "A")], tmp_path / "base")
@@ -307,8 +307,8 @@ def test_a_label_versions_run_id_that_is_a_path_deletes_no_directory(tmp_path: P
     """A version whose run id is an absolute or ``..`` path (the sqlite and REST stores accept
     it) would point the label, embeddings and summary caches at any directory, which a download
     then replaces: refused by shape, the victim survives."""
-    from mll_registry.label_format import LabelError
-    from mll_registry.mlflow_labels import LabelledVersion, Registry, run_cache_dir
+    from mll_registry.labels.format import LabelError
+    from mll_registry.registry.labels import LabelledVersion, Registry, run_cache_dir
 
     victim = tmp_path / "victim"
     victim.mkdir()

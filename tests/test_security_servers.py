@@ -206,7 +206,7 @@ def _mll(stack: ProductionStack, args: list[str], home: Path, **env: str) -> tup
                 MLFLOW_TRACKING_PASSWORD=stack.client_password)
     base.update(env)
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "mll_registry.cli", *args], env=base, cwd=home,
+    r = subprocess.run([sys.executable, "-m", "mll_registry.cli.main", *args], env=base, cwd=home,
                        capture_output=True, text=True, timeout=400)
     return r, time.monotonic() - t0
 

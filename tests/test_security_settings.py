@@ -97,8 +97,8 @@ class _Embedder:
 
 def _describe_as_selection_does(root: Path) -> list[list[str]]:
     """The configured caption provider describing a task, as `mll select` asks it."""
-    from mll_registry.app import App
-    from mll_registry.matching import describe_task
+    from mll_registry.app.root import App
+    from mll_registry.selection.matching import describe_task
 
     provider = App.configured().caption_provider()
     task = Task("pets", [TaskClass("dog"), TaskClass("cat")], "pet photograph")
@@ -118,7 +118,7 @@ def test_project_config_cannot_send_the_caption_key_elsewhere(
         caplog: pytest.LogCaptureFixture) -> None:
     from typer.testing import CliRunner
 
-    from mll_registry.cli import app
+    from mll_registry.cli.main import app
     from mll_registry.settings import load_settings
 
     proj = _project(tmp_path, captions.url)
@@ -193,8 +193,8 @@ def test_the_users_own_config_chooses_the_endpoint(
 
 def test_plain_http_to_another_host_is_refused_before_connecting(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_env: Path) -> None:
-    from mll_registry.app import App
-    from mll_registry.matching import OpenAICompatibleCaptions
+    from mll_registry.app.root import App
+    from mll_registry.selection.matching import OpenAICompatibleCaptions
     from mll_registry.settings import SettingsError, load_settings
 
     looked_up: list[object] = []
@@ -231,9 +231,9 @@ def test_plain_http_to_another_host_is_refused_before_connecting(
 ])
 def test_caption_endpoint_failures_are_one_line(
         captions: _Captions, user_env: Path, status: int, body: bytes, says: str) -> None:
-    from mll_registry.cli import _known_errors
+    from mll_registry.cli.main import _known_errors
     from mll_registry.errors import CaptionProviderError
-    from mll_registry.matching import OpenAICompatibleCaptions
+    from mll_registry.selection.matching import OpenAICompatibleCaptions
 
     captions.status, captions.body = status, body
     url = captions.url + "?api_key=qtoken0123456789"
@@ -250,7 +250,7 @@ def test_caption_endpoint_failures_are_one_line(
 
 def test_caption_endpoint_timeout_is_one_line(user_env: Path) -> None:
     from mll_registry.errors import CaptionProviderError
-    from mll_registry.matching import OpenAICompatibleCaptions
+    from mll_registry.selection.matching import OpenAICompatibleCaptions
 
     silent = socket.socket()  # accepts the connection (backlog) and never answers
     silent.bind(("127.0.0.1", 0))
@@ -276,7 +276,7 @@ def _mll(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
     e = {k: v for k, v in os.environ.items() if not k.startswith(("MLL_", "HF_", "MLFLOW_"))}
     e.update(PYTHONPATH=str(ROOT), MLL_DATA_DIR=str(tmp_path / "data"), MLL_RETRY_BUDGET_S="1",
              XDG_CONFIG_HOME=str(tmp_path / "xdg"), HF_HOME=str(tmp_path / "hf"), **env)
-    return subprocess.run([sys.executable, "-c", "from mll_registry.cli import run; run()", *args],
+    return subprocess.run([sys.executable, "-c", "from mll_registry.cli.main import run; run()", *args],
                           cwd=tmp_path, env=e, capture_output=True, text=True, timeout=240)
 
 
@@ -298,7 +298,7 @@ def test_down_tracking_server_error_shows_no_credentials(tmp_path: Path, passwor
 def test_hub_error_shows_no_endpoint_credentials(tree: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from mll_registry.cli import app
+    from mll_registry.cli.main import app
 
     graph = tmp_path / "g"
     res = CliRunner().invoke(app, ["graph", "build", "-s", f"A={tree / 'A'}", "--out", str(graph)])
@@ -322,7 +322,7 @@ def test_hub_source_shows_no_endpoint_credentials(monkeypatch: pytest.MonkeyPatc
     CLI's line: a Prefect worker logs them."""
     from huggingface_hub import constants
 
-    from mll_registry.discovery import HfHubSource, HubUnavailable
+    from mll_registry.hub.discovery import HfHubSource, HubUnavailable
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     port = _closed_port()

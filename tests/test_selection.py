@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll_registry.graph import SemanticGraph
-from mll_registry.label_format import ModelLabel
-from mll_registry.selection import (
+from mll_registry.graph.bundle import SemanticGraph
+from mll_registry.labels.format import ModelLabel
+from mll_registry.selection.select import (
     candidate_rows,
     class_scores,
     dense_predictions,
@@ -121,7 +121,7 @@ def test_selection_does_not_depend_on_model_order() -> None:
 
 
 def test_with_k_keeps_the_top_k_of_the_same_reuse_matrix() -> None:
-    from mll_registry.selection import SelectionResult
+    from mll_registry.selection.select import SelectionResult
 
     r = np.array([[0.1, 0.9], [0.5, 0.2], [0.3, 0.4]])  # 3 models x 2 classes
     s1 = SelectionResult("t", ["a", "b"], ["m0", "m1", "m2"], top_models(r, 1), r, r, {}, [],
@@ -135,7 +135,7 @@ def test_with_k_keeps_the_top_k_of_the_same_reuse_matrix() -> None:
 
 def test_blockwise_counts_equal_the_whole_and_the_hand_counts() -> None:
     """count_all reads MODEL_BLOCK models at a time; any block size gives the hand counts."""
-    from mll_registry.selection import count_all
+    from mll_registry.selection.select import count_all
 
     for block in (1, 2, 64):
         TP, FP, P = count_all(G, [M1, M2], np.array([A, B]), block=block)
@@ -146,8 +146,8 @@ def test_blockwise_counts_equal_the_whole_and_the_hand_counts() -> None:
 def test_memory_mapped_labels_select_exactly_as_loaded_ones(tmp_path) -> None:
     """A label saved to disk and opened memory-mapped gives the same counts as in memory, and an
     out-of-range node index (a damaged label) is never taken for a candidate."""
-    from mll_registry.label_format import MappedLabel
-    from mll_registry.selection import count_all
+    from mll_registry.labels.format import MappedLabel
+    from mll_registry.selection.select import count_all
 
     mapped = []
     for i, lab in enumerate((M1, M2)):
@@ -165,7 +165,7 @@ def test_memory_mapped_labels_select_exactly_as_loaded_ones(tmp_path) -> None:
 
 
 def test_mapped_label_refuses_truncated_files_and_wrong_shapes(tmp_path) -> None:
-    from mll_registry.label_format import LabelError, MappedLabel
+    from mll_registry.labels.format import LabelError, MappedLabel
 
     path = M1.save(tmp_path / "m")
     with pytest.raises(LabelError, match="graph has 5"):
@@ -186,7 +186,7 @@ def test_scores_of_a_class_with_no_images_and_no_predictions_are_zero_not_nan() 
 
 
 def test_labels_for_another_graph_version_are_refused_by_name() -> None:
-    from mll_registry.selection import SelectionError, select
+    from mll_registry.selection.select import SelectionError, select
     from mll_registry.task import Task, TaskClass
 
     other = _label([[A, B]] * 4, [0.5] * 4)

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mll_registry.graph import GraphError, SampleDataset, SemanticGraph, describe_sources
-from mll_registry.label_format import ModelLabel
-from mll_registry.matching import Embedder
-from mll_registry.selection import count_all, task_source_weights
-from mll_registry.source_weights import (
+from mll_registry.graph.bundle import GraphError, SampleDataset, SemanticGraph, describe_sources
+from mll_registry.labels.format import ModelLabel
+from mll_registry.selection.matching import Embedder
+from mll_registry.selection.select import count_all, task_source_weights
+from mll_registry.selection.source_weights import (
     SourceWeights,
     calibrate_temperature,
     softmax_weights,
@@ -148,7 +148,7 @@ def test_calibration_prefers_the_similar_source_when_it_predicts(embedder: Embed
 
 
 def test_source_accuracy_reads_the_per_source_counts_of_folder_nodes() -> None:
-    from mll_registry.label_format import LabelError
+    from mll_registry.labels.format import LabelError
 
     g = _two_source_graph()
     g.nodes["n_own"] = [4, 0]  # b is a hypernym node here: its counts do not count
@@ -164,8 +164,8 @@ def test_source_accuracy_reads_the_per_source_counts_of_folder_nodes() -> None:
 
 def test_the_weights_used_are_logged_with_the_selection_run(embedder: Embedder, tmp_path) -> None:
     from flows.selection import source_weights_markdown
-    from mll_registry.mlflow_labels import Registry
-    from mll_registry.selection import select
+    from mll_registry.registry.labels import Registry
+    from mll_registry.selection.select import select
 
     g = _two_source_graph()
     labels = {"m1": _label([0, 0, 1, 1, 0, 0, 0, 0]), "m2": _label([1, 1, 1, 1, 0, 0, 1, 1])}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mll_registry.concepts import resolve_concept
+from mll_registry.graph.concepts import resolve_concept
 from mll_registry.settings import Settings
 
 DEMO = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo"
@@ -19,8 +19,8 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     """A small graph (dogs, cats and their hypernyms) and three demo models labelled on it."""
     from conftest import write_png
 
-    from mll_registry.app import App
-    from mll_registry.graph import SampleDataset, build_graph
+    from mll_registry.app.root import App
+    from mll_registry.graph.bundle import SampleDataset, build_graph
 
     root = tmp_path_factory.mktemp("unmatched")
     for i in range(3):
@@ -55,7 +55,7 @@ def test_absent_class_is_flagged_and_present_ones_are_not(world) -> None:
 
 @pytest.mark.slow
 def test_fallback_gives_unmatched_classes_the_best_general_models(world) -> None:
-    from mll_registry.label_stores import load_labels
+    from mll_registry.labels.stores import load_labels
 
     app, g = world
     app = type(app)(Settings(**{**app.settings.recorded(), "k": 2, "unmatched": "fallback"}))
@@ -74,7 +74,7 @@ def test_fallback_gives_unmatched_classes_the_best_general_models(world) -> None
 
 @pytest.mark.slow
 def test_drop_and_fail(world) -> None:
-    from mll_registry.selection import SelectionError
+    from mll_registry.selection.select import SelectionError
 
     app, g = world
     drop = type(app)(Settings(**{**app.settings.recorded(), "unmatched": "drop"}))
@@ -89,7 +89,7 @@ def test_drop_and_fail(world) -> None:
 @pytest.mark.parametrize("k", [1, 2])
 def test_choose_by_hand(k: int) -> None:
     """Unmatched classes take the general order; the others the reuse metric's order."""
-    from mll_registry.selection import choose
+    from mll_registry.selection.select import choose
 
     r = np.array([[0.9, 0.1, 0.2],   # model 0: best for class 0
                   [0.1, 0.8, 0.3],   # model 1: best for class 1

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mll_registry import wordnet as W
+from mll_registry.graph import wordnet as W
 
 
 def test_lexnames_table_is_wordnets_fixed_table() -> None:

@@ -6,7 +6,7 @@ rendered in every style as view 0 (the clean render) plus seeded augmented views
 scale, shift, blur), so that a node has several images. Rendering is deterministic: the same
 mapping, style, size and views give byte-identical PNGs.
 
-Output layout (the ImageNet convention that :mod:`mll_registry.graph` reads)::
+Output layout (the ImageNet convention that :mod:`mll_registry.graph.bundle` reads)::
 
     <data>/demo/images/<style>/<wnid>/<view>.png
     <data>/demo/images/<style>/manifest.json      render parameters; a rerun with the same ones
@@ -153,8 +153,7 @@ def render_style(style: str, concepts: Sequence[Concept], out_root: str | os.Pat
     A no-op when a complete render with the same parameters is already there (unless ``force``).
     The folder is written under a temporary name and renamed when complete.
     """
-    from mll_registry import wordnet as W
-
+    from mll_registry.graph import wordnet as W
     t0 = time.perf_counter()
     target = Path(out_root) / style
     params = _params(style, size, views, mapping)

@@ -11,7 +11,7 @@ from pathlib import Path
 from mll_registry.config import graphs_dir
 from mll_registry.demo import sources as S
 from mll_registry.demo.data import ensure_demo_images
-from mll_registry.graph import (
+from mll_registry.graph.bundle import (
     BuildReport,
     GraphConfig,
     GraphError,

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mll_registry.graph import SemanticGraph
+from mll_registry.graph.bundle import SemanticGraph
 
 if TYPE_CHECKING:
-    from mll_registry.labeller import LabelConfig
+    from mll_registry.labels.labeller import LabelConfig
 
 ORG = "mll-demo"
 
@@ -48,8 +48,8 @@ def ensure_demo_labels(graph: SemanticGraph, cfg: LabelConfig | None = None,
 
     Returns ref -> label directory (the local label store's layout).
     """
-    from mll_registry.label_stores import LocalLabelStore
-    from mll_registry.labeller import LabelConfig, label_ref
+    from mll_registry.labels.labeller import LabelConfig, label_ref
+    from mll_registry.labels.stores import LocalLabelStore
 
     cfg = cfg or LabelConfig()
     have = LocalLabelStore(root).list_labels(graph.version, cfg.label_hash())

@@ -61,8 +61,7 @@ def display_name(c: Concept) -> str:
 
 
 def _is_tool(c: Concept) -> bool:
-    from mll_registry import wordnet as W
-
+    from mll_registry.graph import wordnet as W
     if c.group != "object":
         return False
     anc = {a.name() for a in W.synset(c.synset).closure(lambda s: s.hypernyms())}

@@ -120,10 +120,10 @@ def train(spec: ModelSpec, concepts: Sequence[Concept], out_dir: str | Path,
     import open_clip
     import torch
 
-    from mll_registry import wordnet as W
     from mll_registry.demo.archs import build_tiny
-    from mll_registry.image_stream import PixelPipeline
-    from mll_registry.model_loading import save_open_clip_dir
+    from mll_registry.graph import wordnet as W
+    from mll_registry.models.image_stream import PixelPipeline
+    from mll_registry.models.loading import save_open_clip_dir
 
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)

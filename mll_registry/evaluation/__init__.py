@@ -1,0 +1,1 @@
+"""Layer 6, evaluation: baselines and the benchmark that compares selection methods."""

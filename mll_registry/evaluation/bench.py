@@ -1,0 +1,344 @@
+"""The benchmark harness: MLL against its baselines on any task files (docs/method.md §5).
+
+Per task: top-1 of INB, ModelGPT as the paper trains it (on pseudo-tasks of the graph's sample
+datasets) and fit on the other target tasks, MLL with k=1 and k=3, and the two oracles (the best
+single model; per class the model with the best measured F1); Kendall tau between each method's
+predicted model ranking and the measured one; selection time against the time of evaluating every
+model on the task's data. Every model is evaluated once per task (the oracles need it) and those
+probabilities are reused for every method, so MLL's own reuse cost is what ``mll reuse`` would
+spend.
+
+Results are one flat table (one row per task x method, CLIP_benchmark style), a Markdown table,
+a bar plot, and the growth curve (average accuracy as the hub grows, over random model orders).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mll_registry.evaluation import baselines as B
+from mll_registry.graph.bundle import SemanticGraph
+from mll_registry.labels.format import ModelLabel
+from mll_registry.selection.matching import Embedder, WordNetCaptions
+from mll_registry.selection.reuse import ProbCache, TaskImages, accuracy, ensemble_scores
+from mll_registry.selection.select import select
+from mll_registry.settings import DEFAULTS
+from mll_registry.task import Task
+
+#: MLL with the graph's sample sources pooled alike (the paper) and weighted by the task's domain
+MLL_MODES = ("uniform", "domain")
+METHODS = ("INB", "ModelGPT (paper)", "ModelGPT (target-fit)",
+           *(f"MLL k={k} ({mode})" for mode in MLL_MODES for k in (1, 3)),
+           "Oracle (single)", "Oracle (per-class F1)")
+ORACLES = ("Oracle (single)", "Oracle (per-class F1)")  # references, not selection methods
+
+
+@dataclass
+class BenchConfig:
+    """Selection and reuse settings used for every task (recorded with the results)."""
+
+    alpha: float = DEFAULTS.alpha
+    metric: str = DEFAULTS.metric
+    top_n: int = DEFAULTS.top_n
+    weighting: str = DEFAULTS.weighting
+    source_weighting: str = DEFAULTS.source_weighting  # the MLL of the growth curve ("MLL k=1")
+    source_temperature: float = DEFAULTS.source_temperature  # of the "(domain)" rows
+    growth_orders: int = 10
+    seed: int = 0
+
+
+@dataclass
+class TaskRun:
+    """Everything measured on one task."""
+
+    task: Task
+    top1: dict[str, float]  # method -> top-1
+    chosen: dict[str, Any]  # method -> model(s)
+    per_model_top1: dict[str, float]
+    per_class: np.ndarray  # (M, C) measured per-class accuracy
+    tau: dict[str, float]
+    selection_s: float
+    eval_all_s: float
+    probs: list[np.ndarray] = field(repr=False, default_factory=list)
+    targets: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    reuse: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # (M, C)
+    per_class_f1: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # (M, C)
+    source_weights: dict[str, Any] = field(default_factory=dict)  # of the "(domain)" rows
+
+
+@dataclass
+class BenchResult:
+    runs: list[TaskRun]
+    models: list[str]
+    config: BenchConfig
+    growth: dict[str, list[float]] = field(default_factory=dict)
+    modelgpt_paper: dict[str, Any] = field(default_factory=dict)  # its pseudo-task training
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Flat table: one row per task x method."""
+        out = []
+        for r in self.runs:
+            for m in METHODS:
+                out.append({"task": r.task.name, "classes": len(r.task.classes), "method": m,
+                            "top1": round(r.top1[m], 4), "chosen": r.chosen[m]})
+        return out
+
+    def averages(self) -> dict[str, float]:
+        return {m: round(float(np.mean([r.top1[m] for r in self.runs])), 4) for m in METHODS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": self.models, "config": self.config.__dict__,
+            "tasks": [{"task": r.task.name, "classes": len(r.task.classes),
+                       "top1": {m: round(v, 4) for m, v in r.top1.items()},
+                       "chosen": r.chosen, "source_weights": r.source_weights,
+                       "kendall_tau": {m: round(v, 4) for m, v in r.tau.items()},
+                       "selection_s": round(r.selection_s, 3),
+                       "eval_all_models_s": round(r.eval_all_s, 2),
+                       "per_model_top1": {k: round(v, 4) for k, v in r.per_model_top1.items()}}
+                      for r in self.runs],
+            "average_top1": self.averages(),
+            "average_kendall_tau": {m: round(float(np.nanmean([r.tau[m] for r in self.runs])), 4)
+                                    for m in self.runs[0].tau} if self.runs else {},
+            "growth": self.growth,
+            "modelgpt_paper": self.modelgpt_paper,
+        }
+
+    def markdown(self) -> str:
+        taus = ("MLL (uniform)", "MLL (domain)", "INB", "ModelGPT (paper)")
+        head = "| task | classes | " + " | ".join(METHODS) + " | tau MLL (uniform) | " \
+               "tau MLL (domain) | tau INB | tau GPT (paper) | select s | eval-all s |\n"
+        head += "|---|---:|" + "---:|" * len(METHODS) + "---:|" * (len(taus) + 2) + "\n"
+        selection = [m for m in METHODS if m not in ORACLES]  # bold: the best of these
+        lines = []
+        for r in self.runs:
+            best = max(r.top1[m] for m in selection)
+            cells = [f"**{r.top1[m]:.3f}**" if m in selection and r.top1[m] == best
+                     else f"{r.top1[m]:.3f}" for m in METHODS]
+            lines.append(f"| {r.task.name} | {len(r.task.classes)} | " + " | ".join(cells) +
+                         "".join(f" | {r.tau.get(t, float('nan')):.2f}" for t in taus) +
+                         f" | {r.selection_s:.2f} | {r.eval_all_s:.1f} |")
+        av = self.averages()
+        d = self.to_dict()["average_kendall_tau"]
+        lines.append("| **average** | | " + " | ".join(f"{av[m]:.3f}" for m in METHODS) +
+                     "".join(f" | {d.get(t, float('nan')):.2f}" for t in taus) + " | "
+                     f"{np.mean([r.selection_s for r in self.runs]):.2f} | "
+                     f"{np.mean([r.eval_all_s for r in self.runs]):.1f} |")
+        return head + "\n".join(lines) + "\n"
+
+
+def _ensemble_top1(probs: Sequence[np.ndarray], chosen: np.ndarray, targets: np.ndarray,
+                   weighting: str) -> float:
+    return accuracy(ensemble_scores(probs, chosen, weighting), targets)["top1"]
+
+
+def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, ModelLabel],
+              load: Callable[[str], Any], cfg: BenchConfig | None = None,
+              log: Callable[[str], None] = lambda s: None,
+              embedder: Embedder | None = None,
+              embeddings: dict[str, Path] | None = None) -> BenchResult:
+    """Benchmark every method on every task. ``load`` maps a MODEL_REF to a loaded model;
+    ``embeddings`` each ref to its label's embeddings file (ModelGPT (paper) needs them: a model
+    without one is an error naming the fix, never a silent fallback)."""
+    cfg = cfg or BenchConfig()
+    embedder = embedder or Embedder()
+    provider = WordNetCaptions()
+    refs = sorted(labels)
+    general = B.inb_scores(labels)
+    inb = B.best_of(general)
+    loaded: dict[str, Any] = {}
+
+    def get(ref: str) -> Any:
+        if ref not in loaded:
+            loaded[ref] = load(ref)
+        return loaded[ref]
+
+    banks: dict[str, B.TextBank] = {}
+
+    def bank(ref: str) -> B.TextBank:
+        if ref not in banks:
+            banks[ref] = B.TextBank(get(ref))
+        return banks[ref]
+
+    paper = B.fit_paper_modelgpt(graph, labels, embeddings or {}, bank, general,
+                                 provider.describe)
+    log(f"ModelGPT (paper): trained on {len(paper.tasks)} pseudo-tasks from "
+        f"{len({t.source for t in paper.tasks})} sample sources")
+    # warm the sentence model so selection timings measure selection, not a model load
+    embedder.encode(["warm up"])
+    runs: list[TaskRun] = []
+    feats: dict[str, np.ndarray] = {}  # task -> (M, F) ModelGPT features
+    for task in tasks:
+        log(f"{task.name}: {len(task.classes)} classes")
+        images = TaskImages.from_task(task)
+        cache = ProbCache(images)
+        t0 = time.perf_counter()
+        probs = [cache.get(r, get) for r in refs]
+        eval_all = time.perf_counter() - t0
+        accs = [accuracy(p, images.targets) for p in probs]
+        top1 = {r: a["top1"] for r, a in zip(refs, accs, strict=True)}
+        C = len(task.classes)
+        per_class = np.array([[a["per_class"].get(c, 0.0) for c in range(C)] for a in accs])
+        sel: dict[str, Any] = {}
+        sel_s = 0.0
+        for mode in MLL_MODES:
+            t1 = time.perf_counter()
+            sel[mode] = select(task, graph, labels, k=1, alpha=cfg.alpha, metric=cfg.metric,
+                               top_n=cfg.top_n, embedder=embedder, provider=provider,
+                               source_weighting=mode, source_temperature=cfg.source_temperature)
+            if mode == cfg.source_weighting:
+                sel_s = time.perf_counter() - t1
+        s1 = sel[cfg.source_weighting]  # the configured MLL: tau "MLL" and the growth curve
+        desc = [provider.describe(c, task) for c in task.classes]
+        feats[task.name] = np.stack([B.feature_vector(general[r], B.text_features(
+            get(r), task.class_names, desc)) for r in refs])
+        texts = B.ClassTexts(task.class_names, desc,
+                             [B.class_synonyms(c) for c in task.class_names])
+        gpt = paper.regression.predict(np.stack([B.paper_features(bank(r), texts, general[r])
+                                                 for r in refs]))
+        gpt_pick = refs[int(np.argmax(gpt))]
+        f1 = B.per_class_f1(np.stack([p.argmax(1) for p in probs]), images.targets, C)
+        oracle_pc = B.oracle_per_class(f1)
+        res = {
+            "INB": top1[inb],
+            **{f"MLL k={k} ({mode})": _ensemble_top1(probs, sel[mode].with_k(k).chosen,
+                                                     images.targets, cfg.weighting)
+               for mode in MLL_MODES for k in (1, 3)},
+            "Oracle (single)": max(top1.values()),
+            "Oracle (per-class F1)": _ensemble_top1(probs, oracle_pc, images.targets,
+                                                    cfg.weighting),
+            "ModelGPT (paper)": top1[gpt_pick],
+        }
+        chosen = {"INB": inb,
+                  **{f"MLL k={k} ({mode})": sel[mode].with_k(k).selected_models()
+                     for mode in MLL_MODES for k in (1, 3)},
+                  "Oracle (single)": B.oracle_single(top1),
+                  "Oracle (per-class F1)": sorted({refs[int(m)] for m in oracle_pc[:, 0]}),
+                  "ModelGPT (paper)": gpt_pick}
+        measured = [top1[r] for r in refs]
+        tau = {"MLL": B.kendall_tau(s1.reuse.mean(1).tolist(), measured),
+               **{f"MLL ({mode})": B.kendall_tau(sel[mode].reuse.mean(1).tolist(), measured)
+                  for mode in MLL_MODES},
+               "INB": B.kendall_tau([general[r] for r in refs], measured),
+               "ModelGPT (paper)": B.kendall_tau(gpt.tolist(), measured)}
+        runs.append(TaskRun(task, res, chosen, top1, per_class, tau, sel_s, eval_all,
+                            probs, images.targets, s1.reuse, f1,
+                            dict(sel["domain"].params.get("source_weights") or {})))
+        log(f"  MLL k=1 uniform {res['MLL k=1 (uniform)']:.3f}  domain "
+            f"{res['MLL k=1 (domain)']:.3f}  INB {res['INB']:.3f}  oracle "
+            f"{res['Oracle (single)']:.3f}")
+
+    # ModelGPT (target-fit): leave-one-task-out ridge regression on the other target tasks
+    tf = "ModelGPT (target-fit)"
+    for run in runs:
+        others = [r for r in runs if r is not run]
+        if not others:
+            run.top1[tf], run.chosen[tf] = run.top1["INB"], inb
+            run.tau[tf] = run.tau["INB"]
+            continue
+        X = np.concatenate([feats[o.task.name] for o in others])
+        y = np.concatenate([[o.per_model_top1[r] for r in refs] for o in others])
+        pred = B.ModelGPT().fit(X, y).predict(feats[run.task.name])
+        pick = refs[int(np.argmax(pred))]
+        run.top1[tf], run.chosen[tf] = run.per_model_top1[pick], pick
+        run.tau[tf] = B.kendall_tau(pred.tolist(), [run.per_model_top1[r] for r in refs])
+    result = BenchResult(runs, refs, cfg, modelgpt_paper=paper.summary())
+    result.growth = growth(runs, labels, cfg)
+    return result
+
+
+def growth(runs: Sequence[TaskRun], labels: dict[str, ModelLabel],
+           cfg: BenchConfig) -> dict[str, list[float]]:
+    """Average top-1 over tasks as the hub grows from 1 model to all, over random orders.
+
+    Every selection quantity is per model (a model's reuse metric does not depend on the other
+    models), so the k=1 choice within a subset is the argmax of the full reuse matrix over it.
+    """
+    refs = sorted(labels)
+    rng = np.random.default_rng(cfg.seed)
+    general = B.inb_scores(labels)
+    curves: dict[str, list[list[float]]] = {"MLL k=1": [], "INB": [], "Oracle (single)": []}
+    for _ in range(cfg.growth_orders):
+        order = [refs[i] for i in rng.permutation(len(refs))]
+        mll, inb, orc = [], [], []
+        for n in range(1, len(order) + 1):
+            sub = {r: labels[r] for r in order[:n]}
+            idx = np.array([refs.index(r) for r in sorted(sub)])
+            a_mll, a_inb, a_orc = [], [], []
+            for run in runs:
+                chosen = idx[np.argmax(run.reuse[idx], axis=0)][:, None]  # (C, 1) into refs
+                a_mll.append(_ensemble_top1(run.probs, chosen, run.targets, cfg.weighting))
+                a_inb.append(run.per_model_top1[B.best_of({r: general[r] for r in sub})])
+                a_orc.append(max(run.per_model_top1[r] for r in sub))
+            mll.append(float(np.mean(a_mll)))
+            inb.append(float(np.mean(a_inb)))
+            orc.append(float(np.mean(a_orc)))
+        curves["MLL k=1"].append(mll)
+        curves["INB"].append(inb)
+        curves["Oracle (single)"].append(orc)
+    out: dict[str, list[float]] = {}
+    for k, v in curves.items():
+        arr = np.array(v)
+        out[f"{k} mean"] = arr.mean(0).round(4).tolist()
+        out[f"{k} std"] = arr.std(0).round(4).tolist()
+    return out
+
+
+def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    """Per-task bars for every method, and the growth curve beside them (one PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [2, 1]})
+    names = [r.task.name for r in result.runs] + ["average"]
+    x = np.arange(len(names))
+    w = 0.8 / len(METHODS)
+    av = result.averages()
+    for i, m in enumerate(METHODS):
+        vals = [r.top1[m] for r in result.runs] + [av[m]]
+        ax.bar(x + (i - len(METHODS) / 2 + 0.5) * w, vals, w, label=m)
+    ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right"
+                  if len(names) > 6 else "center", fontsize=8 if len(names) > 10 else 10)
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(f"{len(result.runs)} task{'s' if len(result.runs) != 1 else ''} "
+                 f"({', '.join(n for n in names[:-1][:6])}{', ...' if len(names) > 7 else ''}): "
+                 "selection methods", fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    g = result.growth
+    if g:
+        n = np.arange(1, len(g["MLL k=1 mean"]) + 1)
+        for k in ("MLL k=1", "INB", "Oracle (single)"):
+            mu, sd = np.array(g[f"{k} mean"]), np.array(g[f"{k} std"])
+            ax2.plot(n, mu, marker="o", ms=3, label=k if k != "MLL k=1"
+                     else f"MLL k=1 ({result.config.source_weighting})")
+            ax2.fill_between(n, mu - sd, mu + sd, alpha=0.2)
+        ax2.set_xlabel("models in the hub")
+        ax2.set_ylabel("average top-1 over tasks")
+        ax2.set_title(f"growth ({result.config.growth_orders} random orders)")
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _key(method: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in method.lower()).strip("_")
+
+
+def single_model_top1(task: Task, refs: Sequence[str], load: Callable[[str], Any],
+                      data: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """Measured top-1 of every model alone on a task's labelled images (for INB and oracle)."""
+    cache = ProbCache(TaskImages.from_task(task, data))
+    return {r: accuracy(cache.get(r, load), cache.images.targets)["top1"] for r in refs}

@@ -1,0 +1,1 @@
+"""Layer 1, the concept graph: WordNet access, concept resolution, graph bundles and their lineage."""

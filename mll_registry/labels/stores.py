@@ -1,0 +1,151 @@
+"""Where labels live: the label-store port, its key, and the local-directory store.
+
+A label is identified by :class:`LabelKey` = (model source, revision, graph version, hash of the
+label settings). A :class:`LabelStore` can tell whether it holds a key (``has``), give its label
+directory (``get``), take a new label (``put``) and list what a graph version has (``list``).
+Built-in stores (:data:`LABEL_STORES`): ``local`` (files in the data directory) here, and
+``registry`` (MLflow: :class:`mll_registry.registry.labels.Registry`), which registers itself through
+the ``mll_registry.label_stores`` entry point as a company store would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from mll_registry.config import data_dir
+from mll_registry.labels.embeddings import embeddings_path
+from mll_registry.labels.format import MappedLabel, ModelLabel
+from mll_registry.models.refs import ModelRef, ResolvedModel
+from mll_registry.plugins import Plugins
+
+
+@dataclass(frozen=True)
+class LabelKey:
+    """What a label is the label of; the same key is the same label (a no-op to redo)."""
+
+    source: str  # model source, revision excluded (``hf-hub:org/name``, ``local-dir:/path``)
+    revision: str  # Hub commit sha, or the weights' content digest
+    graph_version: str
+    label_hash: str  # Settings.label_hash(): templates, text source, top-K, format
+
+    @classmethod
+    def of(cls, res: ResolvedModel, graph_version: str, label_hash: str) -> LabelKey:
+        return cls(res.ref.source, res.revision, graph_version, label_hash)
+
+
+@dataclass
+class StoredLabel:
+    """A label as a store holds it (what ``put`` returns and ``mll label`` reports)."""
+
+    key: LabelKey
+    model_ref: str
+    path: Path | None  # the label directory, when local
+    created: bool  # this call stored it (False: it was there already)
+    name: str = ""  # registered model name (registry store)
+    version: int | None = None
+    run_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("key"))
+        d["path"] = str(self.path) if self.path else None
+        return d
+
+
+class LabelStore(Protocol):
+    """Read and write labels by :class:`LabelKey`."""
+
+    def has(self, key: LabelKey) -> bool: ...
+
+    def get(self, key: LabelKey) -> Path | None: ...
+
+    def put(self, key: LabelKey, res: ResolvedModel, label: ModelLabel, label_dir: Path,
+            force: bool = False) -> StoredLabel: ...
+
+    def list_labels(self, graph_version: str, label_hash: str | None = None) -> dict[str, Path]:
+        """Model ref -> label directory of the newest label per model for ``graph_version``."""
+        ...
+
+    def embeddings(self, key: LabelKey) -> Path | None:
+        """The stored embeddings file of the label ``key`` (:mod:`mll_registry.labels.embeddings`),
+        or None when the label or its embeddings are not there."""
+        ...
+
+
+class LocalLabelStore:
+    """Labels under ``<data>/labels/<model key>/<graph version>-<label hash>/``."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.base = data_dir(root) / "labels"
+
+    def path(self, key: LabelKey, model_ref: str | ModelRef) -> Path:
+        ref = model_ref if isinstance(model_ref, ModelRef) else ModelRef.parse(model_ref)
+        return self.base / ref.key / f"{key.graph_version}-{key.label_hash}"
+
+    def _metas(self, graph_version: str, label_hash: str | None) -> list[tuple[dict[str, Any],
+                                                                               Path]]:
+        if not self.base.is_dir():
+            return []
+        out = []
+        for meta in sorted(self.base.glob(f"*/{graph_version}-{label_hash or '*'}/meta.json")):
+            out.append((json.loads(meta.read_text(encoding="utf-8")), meta.parent))
+        return out
+
+    def has(self, key: LabelKey) -> bool:
+        return self.get(key) is not None
+
+    def get(self, key: LabelKey) -> Path | None:
+        for m, p in self._metas(key.graph_version, key.label_hash):
+            if m.get("revision") == key.revision and m.get("source") == key.source:
+                return p
+        return None
+
+    def put(self, key: LabelKey, res: ResolvedModel, label: ModelLabel, label_dir: Path,
+            force: bool = False) -> StoredLabel:
+        dest = self.path(key, res.ref)
+        if Path(label_dir).resolve() == dest.resolve():  # the labeller wrote it in place
+            return StoredLabel(key, str(res.ref), dest, created=True)
+        if not force and self.has(key):
+            return StoredLabel(key, str(res.ref), dest, created=False)
+        label.save(dest)
+        emb = embeddings_path(label_dir)
+        if emb.is_file():
+            from mll_registry.fsutil import atomic_path
+
+            with atomic_path(embeddings_path(dest), suffix=".safetensors") as tmp:
+                shutil.copyfile(emb, tmp)
+        return StoredLabel(key, str(res.ref), dest, created=True)
+
+    def embeddings(self, key: LabelKey) -> Path | None:
+        path = self.get(key)
+        emb = embeddings_path(path) if path is not None else None
+        return emb if emb is not None and emb.is_file() else None
+
+    def list_labels(self, graph_version: str, label_hash: str | None = None) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for m, p in self._metas(graph_version, label_hash):
+            if m.get("model_ref"):
+                out[str(m["model_ref"])] = p
+        return out
+
+
+#: label stores by name: factory(root) -> LabelStore
+LABEL_STORES: Plugins[Any] = Plugins("label_stores")
+LABEL_STORES.register("local", LocalLabelStore)
+
+
+def load_labels(paths: dict[str, Path], graph_version: str) -> dict[str, ModelLabel]:
+    """Load and validate labels (each must be for ``graph_version``)."""
+    return {ref: ModelLabel.load(p, graph_version=graph_version) for ref, p in paths.items()}
+
+
+def open_labels(paths: dict[str, Path], graph_version: str, n_images: int | None = None,
+                n_members: int | None = None) -> dict[str, MappedLabel]:
+    """Open labels for selection by their headers (each must be for ``graph_version``)."""
+    return {ref: MappedLabel.open(p, graph_version, n_images, n_members)
+            for ref, p in paths.items()}
