@@ -1,11 +1,24 @@
-"""Errors about models that callers catch by kind (the CLI prints them as one line, exit 2)."""
+"""The library's error base, and errors about models that callers catch by kind.
+
+Every error this library raises on purpose is an :class:`MLLError`; the CLI prints one as one line
+and exits 2 (``mll_registry.cli.common.boundary``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 
-class ModelRefError(ValueError):
+class MLLError(Exception):
+    """Base of every error this library raises on purpose.
+
+    Its message is one line naming the problem and the fix, so it is shown as is (no traceback).
+    Each subclass keeps a built-in base too (``ValueError``, ``RuntimeError``, ...), so callers
+    that catch those keep working.
+    """
+
+
+class ModelRefError(MLLError, ValueError):
     """A model reference is malformed, or names something that is not a loadable open_clip model."""
 
 
@@ -17,11 +30,11 @@ class UnsafeModelError(ModelRefError):
     """A model's files ask for something an untrusted model may not do (run code, fetch elsewhere)."""
 
 
-class CaptionProviderError(RuntimeError):
+class CaptionProviderError(MLLError, RuntimeError):
     """A caption endpoint did not answer, answered an error, or not a chat completion."""
 
 
-class ImageFileError(ValueError):
+class ImageFileError(MLLError, ValueError):
     """An image file cannot be used (not an image, truncated, or larger than the pixel limit)."""
 
 

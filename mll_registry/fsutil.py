@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mll_registry.errors import MLLError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
@@ -169,11 +171,11 @@ def path_under(root: str | os.PathLike[str], *parts: str) -> Path:
     return target
 
 
-class NotRegularFile(ValueError):
+class NotRegularFile(MLLError, ValueError):
     """A path that should be a regular file is a FIFO, a device, a socket or a directory."""
 
 
-class FileTooLarge(ValueError):
+class FileTooLarge(MLLError, ValueError):
     """A file is larger than the bound its reader allows."""
 
 

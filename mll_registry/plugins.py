@@ -15,10 +15,12 @@ from __future__ import annotations
 import importlib
 from typing import Generic, TypeVar, cast
 
+from mll_registry.errors import MLLError
+
 T = TypeVar("T")
 
 
-class PluginError(LookupError):
+class PluginError(MLLError, LookupError):
     """No implementation of that name; the message lists the known ones."""
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from mll_registry.errors import MLLError
+
 ENV_PREFIX = "MLL_"
 CONFIG_FILE = "mll.toml"
 #: the user's own config file, under $XDG_CONFIG_HOME (default ~/.config)
@@ -51,7 +53,7 @@ _WARNED: set[str] = set()
 LABEL_FORMAT = 1
 
 
-class SettingsError(ValueError):
+class SettingsError(MLLError, ValueError):
     """A setting has a bad value or a config file is unreadable; the message names which."""
 
 

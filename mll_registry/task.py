@@ -21,8 +21,10 @@ from typing import Any
 
 import yaml
 
+from mll_registry.errors import MLLError
 
-class TaskError(ValueError):
+
+class TaskError(MLLError, ValueError):
     """A task file or task data folder is unusable; the message says what to fix."""
 
 

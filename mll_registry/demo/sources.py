@@ -34,6 +34,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
+from mll_registry.errors import MLLError
+
 NOTO_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 SYMBOLA_FONT = Path("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf")
 GEMOJIONE_PNG = Path("/usr/share/rubygems-integration/all/gems/gemojione-3.3.0/assets/png")
@@ -65,7 +67,7 @@ INSTALL_HINT = (
 )
 
 
-class SourceMissing(RuntimeError):
+class SourceMissing(MLLError, RuntimeError):
     """An image source needed for a style is not installed."""
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from mll_registry import __version__
+from mll_registry.errors import MLLError
 from mll_registry.fsutil import FileTooLarge, atomic_dir, read_json_object, read_regular
 from mll_registry.graph import wordnet as W
 
@@ -53,7 +54,7 @@ _EXAMPLES = 5  # examples of skipped items kept in the report
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 
-class GraphError(ValueError):
+class GraphError(MLLError, ValueError):
     """A graph could not be built or loaded; the message says why and how to fix it."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mll_registry.config import data_dir
+from mll_registry.errors import MLLError
 from mll_registry.fsutil import atomic_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,7 +55,7 @@ HOW_TO_GET_WORDNET = (
 )
 
 
-class WordNetUnavailable(RuntimeError):
+class WordNetUnavailable(MLLError, RuntimeError):
     """No usable WordNet corpus could be found or built."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from mll_registry import __version__
+from mll_registry.errors import MLLError
 from mll_registry.labels.format import ModelLabel
 
 START_MARKER = "<!-- mll-label:start -->"
@@ -51,7 +52,7 @@ _YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]|~"})
 
 
-class CardError(ValueError):
+class CardError(MLLError, ValueError):
     """A card cannot be rendered or pushed (bad existing metadata, wrong label, no token...)."""
 
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from mll_registry.errors import ModelRefError, exception_chain
+from mll_registry.errors import MLLError, ModelRefError, exception_chain
 from mll_registry.fsutil import write_json
 from mll_registry.models.refs import (
     CONFIG_NAME,
@@ -48,7 +48,7 @@ _REPO_RE = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 _EXPAND: list[Any] = ["createdAt", "lastModified", "sha", "tags", "library_name"]
 
 
-class HubSourceError(RuntimeError):
+class HubSourceError(MLLError, RuntimeError):
     """The source could not answer: repo or revision missing, access denied, Hub unreachable.
 
     Its message is redacted (:func:`~mll_registry.redaction.redact`): it names the endpoint,

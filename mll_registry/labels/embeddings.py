@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mll_registry.errors import MLLError
 from mll_registry.fsutil import atomic_path
 
 FORMAT = "mll-embeddings/1"
@@ -41,7 +42,7 @@ _ORDER = ("image_digest", "text_key", "text_emb", "image_emb")  # image_emb last
 _DT = {np.dtype(np.uint8): "U8", np.dtype(np.float16): "F16"}
 
 
-class EmbeddingsError(ValueError):
+class EmbeddingsError(MLLError, ValueError):
     """An embeddings file is missing, damaged, or does not belong to the label it is used for."""
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mll_registry.errors import MLLError
 from mll_registry.fsutil import atomic_dir, read_json_object, sha256_file
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def files_look_whole(path: Path) -> bool:
         return False
 
 
-class LabelError(ValueError):
+class LabelError(MLLError, ValueError):
     """A label file is missing, malformed, or for another graph version."""
 
 

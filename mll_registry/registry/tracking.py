@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from mll_registry.config import data_dir
+from mll_registry.errors import MLLError
 
 LABEL_EXPERIMENT = "mll-labels"
 SELECTION_EXPERIMENT = "mll-selection"
@@ -28,7 +29,7 @@ T = TypeVar("T")
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # the shape of MLflow's run ids (uuid4 hex)
 
 
-class RegistryError(RuntimeError):
+class RegistryError(MLLError, RuntimeError):
     """The registry is unreachable or inconsistent; the message says what to do (redacted: it
     may name the tracking URI, never credentials in it)."""
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mll_registry.errors import MLLError
 from mll_registry.graph.bundle import SemanticGraph
 from mll_registry.settings import DEFAULTS
 
@@ -55,7 +56,7 @@ class LabelRows(Protocol):
     def summary(self) -> Any: ...
 
 
-class SelectionError(ValueError):
+class SelectionError(MLLError, ValueError):
     """Selection cannot run; the message says what to do."""
 
 
