@@ -361,7 +361,7 @@ def test_discover_label_and_push_a_real_model(tree: Path, tmp_path: Path,
     """A real tiny open_clip model on the loopback Hub: list -> fetch -> label -> card PR."""
     from mll_registry.demo.archs import build_tiny
     from mll_registry.graph.bundle import SampleDataset, build_graph
-    from mll_registry.hub.discovery import HfHubSource, Watermark
+    from mll_registry.hub.discovery import HfHubSource
     from mll_registry.labels.labeller import LabelConfig, label_model
     from mll_registry.models.loading import load, save_open_clip_dir
 
@@ -369,8 +369,8 @@ def test_discover_label_and_push_a_real_model(tree: Path, tmp_path: Path,
     d = save_open_clip_dir(model, cfg, tmp_path / "tiny", readme=EXISTING)
     with start_hub({"org/tiny": d}) as hub:
         use_hub(monkeypatch, hub, cache_dir=tmp_path / "hf-cache", token=TOKEN)
-        src, wm = HfHubSource(), Watermark(tmp_path / "wm.json")
-        [found] = src.list_new(wm.load(), limit=5)
+        src = HfHubSource()
+        [found] = src.list_new(None, limit=5)
         assert found.ref == f"hf-hub:org/tiny@{hub.head('org/tiny')}"
         assert sorted(p.name for p in src.fetch(found.repo_id, found.sha).iterdir()) == [
             "open_clip_config.json", "open_clip_model.safetensors"]
@@ -379,8 +379,7 @@ def test_discover_label_and_push_a_real_model(tree: Path, tmp_path: Path,
         label = label_model(lm, graph, LabelConfig(top_k=4, device="cpu")).label
         assert label.meta["model_ref"] == found.ref and label.meta["revision"] == found.sha
         out = push_card(found.repo_id, label, top_k=5)
-        wm.advance([found])
-        assert src.list_new(wm.load(), limit=5) == []
+        assert src.list_new(found.created_at, limit=5) == []
         pr_files = hub.files("org/tiny", out["target"])
         readme = pr_files["README.md"].decode()
         assert BODY in readme and _section(readme).count("\n| ") >= 5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +17,6 @@ from mll_registry.hub.discovery import (
     HubSourceError,
     HubUnavailable,
     LocalDirHubSource,
-    Watermark,
-    new_models,
 )
 from mll_registry.models import refs as hubmod
 
@@ -47,30 +44,22 @@ def _source(hub: HubHandle, tmp_path: Path, sleeps: list[float] | None = None) -
                        sleep=(sleeps.append if sleeps is not None else lambda s: None))
 
 
-def test_list_new_watermark_only_newer(hub: HubHandle, tmp_path: Path) -> None:
+def test_list_new_only_newer(hub: HubHandle, tmp_path: Path) -> None:
     src = _source(hub, tmp_path)
-    wm = Watermark(tmp_path / "state" / "wm.json")
-    assert wm.load() is None
-    first = new_models(src, wm, limit=10)
+    first = src.list_new(None, limit=10)
     assert [m.repo_id for m in first] == ["org/a", "org/b"]  # oldest first, bert filtered out
     assert first[0].ref == f"hf-hub:org/a@{hub.head('org/a')}"
     assert first[0].sha == hub.head("org/a") and first[0].created_at == T0
     assert "open_clip" in first[0].tags and first[0].last_modified is not None
-    assert wm.advance(first) == T0 + timedelta(hours=1)
-    saved = json.loads((tmp_path / "state" / "wm.json").read_text())
-    assert saved["created_at"] == (T0 + timedelta(hours=1)).isoformat()
-    assert saved["repo_ids"] == ["org/b"]
 
     hub.add_repo("org/c", open_clip_repo_files("c"), created_at=T0 + timedelta(hours=3))
     hub.clear_log()
-    again = new_models(src, Watermark(tmp_path / "state" / "wm.json"), limit=10)
+    again = src.list_new(T0 + timedelta(hours=1), limit=10)
     assert [m.repo_id for m in again] == ["org/c"]
     # newest first + stop at the watermark: the page holding org/a is never requested
     listing = [r for r in hub.requests if r.path.startswith("/api/models?")]
     assert len(listing) == 2  # pages [c], [b] (<= watermark: stop); [a] is not fetched
-    assert wm.advance(again) == T0 + timedelta(hours=3)
-    assert wm.advance(first) == T0 + timedelta(hours=3)  # never backwards
-    assert new_models(src, wm, limit=10) == []
+    assert src.list_new(T0 + timedelta(hours=3), limit=10) == []
 
 
 def test_list_new_pages_oldest_first_and_keeps_ties(hub: HubHandle, tmp_path: Path) -> None:
@@ -197,7 +186,7 @@ def _local_model(root: Path, repo: str, created: str | None = None) -> Path:
     return d
 
 
-def test_local_dir_source_and_watermark(tmp_path: Path) -> None:
+def test_local_dir_source_lists_only_newer(tmp_path: Path) -> None:
     root = tmp_path / "hub"
     a = _local_model(root, "org/a", "2025-01-01T00:00:00Z")
     b = _local_model(root, "org/b", "2025-01-02T00:00:00Z")
@@ -209,12 +198,10 @@ def test_local_dir_source_and_watermark(tmp_path: Path) -> None:
     assert models[0].ref == f"local-dir:{a}" and models[0].sha.startswith("sha256:")
     assert models[0].created_at == T0 and models[0].tags == ("clip", "local")
     assert models[0].sha == hubmod.resolve(f"local-dir:{a}").revision
-    wm = Watermark.for_source(src, tmp_path / "data")
-    assert wm.path.parent == (tmp_path / "data" / "hub").resolve()
-    wm.advance(models)
-    assert new_models(src, wm) == []
+    newest = max(m.created_at for m in models)
+    assert src.list_new(newest) == []
     c = _local_model(root, "org/c")  # no created_at in the card: the directory mtime
-    assert [m.ref for m in new_models(src, wm)] == [f"local-dir:{c}"]
+    assert [m.ref for m in src.list_new(newest)] == [f"local-dir:{c}"]
     assert src.fetch("org/b", models[1].sha) == b
     with pytest.raises(HubSourceError, match="changed since it was listed"):
         src.fetch("org/b", "sha256:0000")
@@ -232,16 +219,9 @@ def test_local_dir_source_on_the_demo_hub() -> None:
                for m in models)
 
 
-def test_watermark_file_errors_are_clear(tmp_path: Path) -> None:
-    p = tmp_path / "wm.json"
-    p.write_text("{not json")
-    with pytest.raises(HubSourceError, match="delete it to start over"):
-        Watermark(p).load()
+def test_hub_model_to_dict_writes_iso_times() -> None:
     m = HubModel("o/n", "s", T0, None, (), "hf-hub:o/n@s")
     assert m.to_dict()["created_at"] == T0.isoformat()
-    wm = Watermark(tmp_path / "ok.json")
-    assert wm.load() is None and wm.set(T0 + timedelta(days=1)) == T0 + timedelta(days=1)
-    assert wm.set(T0) == T0 and wm.load() == T0  # an explicit set may move it back
 
 
 def test_open_clip_refs_take_safetensors_and_refuse_pickles_before_downloading(

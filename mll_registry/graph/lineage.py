@@ -274,8 +274,3 @@ def extend_and_save(base: SemanticGraph, sources: Sequence[SampleDataset],
     child.save(Path(out))
     return child, report, diff_graphs(base, child)
 
-
-def parent_of(graph: SemanticGraph) -> str | None:
-    """The version ``graph`` was extended from, if it was."""
-    p = graph.manifest.get("lineage", {}).get("parent")
-    return str(p) if p else None

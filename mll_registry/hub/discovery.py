@@ -10,7 +10,8 @@ A :class:`HubSource` answers two questions for a scheduled labelling run:
 
 Two sources: :class:`HfHubSource` (the Hugging Face Hub, or any endpoint speaking its API) and
 :class:`LocalDirHubSource` (a directory laid out as ``ROOT/ORG/NAME/``, e.g. ``demo_hub/``).
-:class:`Watermark` persists the newest ``created_at`` processed, so each run sees only new models.
+The watermark (the newest ``created_at`` processed) is kept by
+:mod:`mll_registry.registry.discovery_state`, so each run sees only new models.
 
 Paging policy (both sources): with a watermark, the *oldest* ``limit`` new models are returned,
 oldest first, so advancing the watermark after processing them never skips one; models sharing the
@@ -21,19 +22,17 @@ returned: a registry starts from the current models, not from the Hub's whole hi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from mll_registry.errors import MLLError, ModelRefError, exception_chain
-from mll_registry.fsutil import write_json
 from mll_registry.models.refs import (
     CONFIG_NAME,
     hub_files,  # the one place that decides which files (and which weights) are safe to load
@@ -444,71 +443,6 @@ class LocalDirHubSource:
         return d
 
 
-# -- the watermark --------------------------------------------------------------------------------
-class Watermark:
-    """The newest ``created_at`` processed, persisted as JSON (atomic write).
-
-    Read it before listing, advance it only after the listed models were processed: a crash in
-    between lists the same models again instead of losing them.
-    """
-
-    FORMAT = "mll-watermark/1"
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def for_source(cls, source: HubSource, root: str | os.PathLike[str] | None = None
-                   ) -> Watermark:
-        """The default watermark file of a source under the data directory."""
-        from mll_registry.config import data_dir
-
-        return cls(data_dir(root) / "hub" / f"watermark-{source.key}.json")
-
-    def _read(self) -> dict[str, Any]:
-        if not self.path.is_file():
-            return {}
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("format") != self.FORMAT:
-                raise ValueError("not a watermark")
-            _utc(data["created_at"])
-            return data
-        except (ValueError, KeyError, TypeError) as exc:
-            raise HubSourceError(
-                f"watermark {self.path} is unreadable ({exc}); delete it to start over (the "
-                "next run then lists the newest models)") from exc
-
-    def load(self) -> datetime | None:
-        """The newest ``created_at`` processed so far (None before the first run)."""
-        data = self._read()
-        return _utc(data["created_at"]) if data else None
-
-    def set(self, created_at: datetime, repo_ids: Iterable[str] = ()) -> datetime:
-        """Persist ``created_at`` as the watermark, even backwards (an explicit reset)."""
-        t = _utc(created_at)
-        assert t is not None
-        write_json(self.path, {"format": self.FORMAT, "created_at": t.isoformat(),
-                               "repo_ids": sorted(set(repo_ids)),
-                               "updated_at": datetime.now(UTC).isoformat(timespec="seconds")})
-        return t
-
-    def seen(self) -> list[str]:
-        """Repo ids processed at exactly the watermark time."""
-        return list(self._read().get("repo_ids", []))
-
-    def advance(self, models: Sequence[HubModel]) -> datetime | None:
-        """Move the watermark to the newest ``created_at`` among ``models`` (never backwards)."""
-        current = self.load()
-        if not models:
-            return current
-        newest = max(m.created_at for m in models)
-        if current is not None and newest < current:
-            return current
-        ids = {m.repo_id for m in models if m.created_at == newest}
-        return self.set(newest, ids | (set(self.seen()) if newest == current else set()))
-
-
 #: hub sources by name: factory(local_root=None, cache_dir=None) -> HubSource
 HUB_SOURCES: Plugins[Any] = Plugins("hub_sources")
 HUB_SOURCES.register("hf", lambda local_root=None, cache_dir=None: HfHubSource(
@@ -523,7 +457,3 @@ def _local_source(local_root: str | None = None, cache_dir: Any = None) -> Local
 
 HUB_SOURCES.register("local", _local_source)
 
-
-def new_models(source: HubSource, watermark: Watermark, limit: int = 50) -> list[HubModel]:
-    """Models the source has after the watermark (does not advance it; see :class:`Watermark`)."""
-    return source.list_new(watermark.load(), limit)
