@@ -390,3 +390,20 @@ def test_device_cuda_without_cuda_is_one_clear_line(tiny_dir: Path, graph, tmp_p
                                    "--out", str(tmp_path / "label"), "--device", "cuda"])
     assert res.exit_code == 2, res.output
     assert "CUDA is not available" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("bad", [{"top_k": 0}, {"text_source": "title"}, {"templates": ("no slot",)},
+                                 {"chunk_size": 0}, {"pixel_cache_gb": -1.0}])
+def test_label_config_is_validated_by_settings(bad: dict) -> None:
+    """LabelConfig has no checks of its own: Settings' reject the value, with Settings' message."""
+    from mll_registry.settings import Settings, SettingsError
+
+    (key, value), = bad.items()
+    with pytest.raises(SettingsError) as from_settings:
+        Settings(**bad)
+    with pytest.raises(SettingsError) as from_config:
+        LabelConfig(**bad)
+    assert str(from_config.value) == str(from_settings.value)
+    assert f"setting {key}={value!r} is invalid" in str(from_config.value)
+    s = Settings(top_k=7, chunk_size=3, device="cpu")
+    assert LabelConfig.from_settings(s) == LabelConfig(top_k=7, chunk_size=3, device="cpu")

@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,24 +72,17 @@ class LabelConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> LabelConfig:
-        return cls(templates=s.templates, text_source=s.text_source, top_k=s.top_k,
-                   batch_size=s.batch_size, chunk_size=s.chunk_size, device=s.device,
-                   max_model_gb=s.max_model_gb, decode_workers=s.decode_workers,
-                   pixel_cache_gb=s.pixel_cache_gb)
+        """The labelling fields of ``s`` (already validated there)."""
+        return cls(**{f.name: getattr(s, f.name) for f in fields(cls)})
 
     def label_hash(self) -> str:
         """The hash of the label-content settings (part of the label key)."""
         return label_identity_hash(self.templates, self.text_source, self.top_k)
 
     def __post_init__(self) -> None:
-        if self.text_source not in ("lemma", "caption"):
-            raise ValueError(f"text_source must be 'lemma' or 'caption', got {self.text_source!r}")
-        if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError("each template must contain '{}' where the node text goes")
-        if self.top_k < 1 or self.batch_size < 1 or self.chunk_size < 1:
-            raise ValueError("top_k, batch_size and chunk_size must be >= 1")
-        if self.decode_workers < 0 or self.pixel_cache_gb < 0:
-            raise ValueError("decode_workers and pixel_cache_gb must be >= 0")
+        """Validated by :class:`Settings`, the one validator: its checks and error messages
+        (:class:`mll_registry.settings.SettingsError`, a ``ValueError``)."""
+        Settings(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 # -- text side ------------------------------------------------------------------------------------
