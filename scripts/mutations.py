@@ -134,10 +134,9 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        k = 0\n",
       ("tests/test_label_index.py::test_a_per_source_query_ranks_on_that_sources_images_only",)),
     # -- registry idempotency ----------------------------------------------------------------
-    M("no-precheck", "label() relabels before finding the stored label",
-      "mll_registry/app/labelling.py",
-      "        if not force:\n            old = st.find(key, str(res.ref))",
-      "        if False:\n            old = st.find(key, str(res.ref))",
+    M("no-precheck", "label() relabels before finding the stored label", "mll_registry/app/root.py",
+      "        if not force:\n            old = self._stored(st, key, str(res.ref))",
+      "        if False:\n            old = self._stored(st, key, str(res.ref))",
       ("tests/test_registry.py::test_label_run_version_tags_alias",), slow=True),
     # -- label files and graph bundles -------------------------------------------------------
     M("label-shape-unchecked", "a label for another number of images is accepted",
@@ -167,9 +166,9 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        stats = [(f, 0, 0, 0) for f in",
       ("tests/test_graph.py::test_a_verified_bundle_is_not_hashed_again_until_its_files_change",)),
     M("warm-select-starts-mlflow", "selection asks MLflow for labels the caches already hold",
-      "mll_registry/registry/store.py",
-      "        return {v.model_ref: cached_label_dir(v, self.root) or self.registry.download_label(v)",
-      "        return {v.model_ref: self.registry.download_label(v)",
+      "mll_registry/app/root.py",
+      "        return {v.model_ref: cached_label_dir(v, self.root) or self.registry().download_label(v)",
+      "        return {v.model_ref: self.registry().download_label(v)",
       ("tests/test_e2e_cli.py::test_warm_queries_and_selection_load_neither_mlflow_nor_wordnet_nor"
        "_the_text_model",), slow=True),
     # -- untrusted input ---------------------------------------------------------------------
@@ -209,10 +208,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if False:\n            raise GraphError(f\"sample image {paths[row]} changed",
       ("tests/test_graph_store.py::test_a_changed_image_is_refused_at_publish",)),
     M("default-graph-is-demo", "a missing default graph falls back to the demo graph",
-      "mll_registry/app/graphs.py",
-      "        if spec in GRAPHS:\n            return GRAPHS.get(spec)(root=root)",
-      '        if spec in GRAPHS or spec == "default":\n'
-      '            return GRAPHS.get("demo" if spec == "default" else spec)(root=root)',
+      "mll_registry/app/root.py", '        if spec in (None, "demo"):\n',
+      '        if spec in (None, "demo", "default"):\n',
       ("tests/test_graph_store.py::test_no_default_graph_is_a_clear_error",)),
     M("watermark-stuck", "a recorded page does not move the watermark",
       "mll_registry/registry/discovery_state.py", "            self.watermark = newest.isoformat()\n",
@@ -331,7 +328,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       "mll_registry/fsutil.py", "        if not stat.S_ISREG(st.st_mode):\n", "        if False:\n",
       ("tests/test_security_registry_input.py::test_a_fifo_in_a_sample_folder_is_refused_without_hanging",)),
     M("graph-spec-folder-first", "`--graph default` loads a ./default folder when there is one",
-      "mll_registry/app/graphs.py", "        if is_graph_version(spec):\n",
+      "mll_registry/app/root.py", "        if is_graph_version(spec):\n",
       "        if is_graph_version(spec) and not Path(spec).exists():\n",
       ("tests/test_security_registry_input.py::test_graph_default_is_the_registrys_default_even_with_a_default_folder_here",)),
     # -- security: settings that direct a secret, credentials in error lines ------------------

@@ -175,10 +175,10 @@ def test_custom_scheme_and_caption_provider_plug_in(graph, tmp_path: Path) -> No
         a = App(Settings(top_k=4, device="cpu", caption_provider="fixed", label_store="local",
                          data_dir=str(tmp_path / "data")))
         for name in ("vit-animals", "resnet-objects"):
-            out = a.labelling.label(f"company:{name}", graph).to_dict()
+            out = a.label(f"company:{name}", graph)
             assert out["status"] == "labelled" and out["model_ref"] == f"company:{name}"
         assert registered_name("company:vit-animals") == "company--vit-animals"
-        sel = a.selection.select(Task("pets", [TaskClass("dog"), TaskClass("cat")]), graph)
+        sel = a.select(Task("pets", [TaskClass("dog"), TaskClass("cat")]), graph)
     finally:
         SCHEMES.unregister("company")
         CAPTION_PROVIDERS.unregister("fixed")
@@ -201,8 +201,7 @@ def test_label_identity_includes_the_label_settings(graph, tmp_path: Path) -> No
 
     def label(**s):
         base = {"top_k": 4, "device": "cpu", "data_dir": str(tmp_path / "data")}
-        return App(Settings(**{**base, **s}), registry=reg,
-                   label_stores={"registry": reg}).labelling.label(ref, graph).to_dict()
+        return App(Settings(**{**base, **s}), mlflow=reg).label(ref, graph)
 
     first = label()
     again = label()

@@ -138,10 +138,10 @@ def test_query_best_source_through_the_app_and_the_cli(graph, summaries, tmp_pat
     from mll_registry.settings import Settings
 
     a = App(Settings(data_dir=str(tmp_path / "data")),
-            registry=cast("Registry", MemoryRegistry(tmp_path / "data", summaries)))
-    q = a.queries.best("dog.n.01", graph=graph, source="B")
+            mlflow=cast("Registry", MemoryRegistry(tmp_path / "data", summaries)))
+    q = a.query_best("dog.n.01", graph=graph, source="B")
     assert q.source == "B" and [h.name for h in q.models] == ["sketchy", "sharp"]
-    assert [h.name for h in a.queries.best("dog.n.01", graph=graph).models] == ["sharp", "sketchy"]
+    assert [h.name for h in a.query_best("dog.n.01", graph=graph).models] == ["sharp", "sketchy"]
     bundle = graph.save(tmp_path / "g")
     monkeypatch.setattr(cli, "_app", lambda data_dir=None, **kw: a)
     res = CliRunner().invoke(cli.app, ["query", "best", "-c", "dog.n.01", "--graph", str(bundle),

@@ -100,7 +100,7 @@ def _describe_as_selection_does(root: Path) -> list[list[str]]:
     from mll_registry.app.root import App
     from mll_registry.selection.matching import describe_task
 
-    provider = App.configured().caption_provider
+    provider = App.configured().caption_provider()
     task = Task("pets", [TaskClass("dog"), TaskClass("cat")], "pet photograph")
     return describe_task(task, provider, _Embedder(), root=root).descriptions
 
@@ -209,7 +209,7 @@ def test_plain_http_to_another_host_is_refused_before_connecting(
     url = "http://user:pw0rd@captions.invalid/v1"
     app = App(load_settings({"caption_provider": "openai", "caption_url": url}))
     with pytest.raises(SettingsError) as err:
-        _ = app.caption_provider
+        app.caption_provider()
     msg = str(err.value)
     assert "https://" in msg and "$OPENAI_API_KEY" in msg and "captions.invalid" in msg
     assert "pw0rd" not in msg and KEY not in msg and "\n" not in msg

@@ -28,7 +28,7 @@ from mll_registry.graph.bundle import SemanticGraph
 from mll_registry.labels.format import ModelLabel
 from mll_registry.selection.matching import Embedder, WordNetCaptions
 from mll_registry.selection.reuse import ProbCache, TaskImages, accuracy, ensemble_scores
-from mll_registry.selection.select import SelectOptions, select
+from mll_registry.selection.select import select
 from mll_registry.settings import DEFAULTS
 from mll_registry.task import Task
 
@@ -190,9 +190,9 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         sel_s = 0.0
         for mode in MLL_MODES:
             t1 = time.perf_counter()
-            sel[mode] = select(task, graph, labels, SelectOptions(
-                k=1, alpha=cfg.alpha, metric=cfg.metric, top_n=cfg.top_n, source_weighting=mode,
-                source_temperature=cfg.source_temperature), embedder=embedder, provider=provider)
+            sel[mode] = select(task, graph, labels, k=1, alpha=cfg.alpha, metric=cfg.metric,
+                               top_n=cfg.top_n, embedder=embedder, provider=provider,
+                               source_weighting=mode, source_temperature=cfg.source_temperature)
             if mode == cfg.source_weighting:
                 sel_s = time.perf_counter() - t1
         s1 = sel[cfg.source_weighting]  # the configured MLL: tau "MLL" and the growth curve
