@@ -444,7 +444,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       "mll_registry/models/refs.py", "st.st_mtime_ns, st.st_ctime_ns]", "st.st_mtime_ns]",
       ("tests/test_security_inputs.py::test_unchanged_weights_are_hashed_once_across_listings_and_changed_ones_again",)),
     M("hub-id-as-typed", "a Hub id keeps the case it was typed in (two names for one model)",
-      "mll_registry/models/schemes.py", 'ModelRef("hf-hub", repo_id, ref.revision)',
+      "mll_registry/hub/scheme.py", 'ModelRef("hf-hub", repo_id, ref.revision)',
       'ModelRef("hf-hub", ref.name, ref.revision)',
       ("tests/test_security_inputs.py::test_hub_ids_differing_in_case_are_one_registered_model",), slow=True),
     M("labeled-alias-unchecked", "the aliases are set once from a possibly stale read",
