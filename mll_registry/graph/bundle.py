@@ -29,10 +29,8 @@ import hashlib
 import json
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,43 +38,26 @@ import numpy as np
 import pandas as pd
 
 from mll_registry import __version__
-from mll_registry.errors import MLLError
-from mll_registry.fsutil import FileTooLarge, atomic_dir, read_json_object, read_regular
+from mll_registry.fsutil import atomic_dir, read_json_object
+from mll_registry.graph import build as B
 from mll_registry.graph import wordnet as W
 
+# the build's types and constants, named by the bundle too (where callers look for them)
+from mll_registry.graph.build import DEFAULT_CAPTION as DEFAULT_CAPTION
+from mll_registry.graph.build import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from mll_registry.graph.build import MAX_IMAGE_BYTES as MAX_IMAGE_BYTES
+from mll_registry.graph.build import (
+    BuildReport,
+    GraphConfig,
+    GraphError,
+    Parent,
+    SampleDataset,
+    SourceReport,
+)
+from mll_registry.graph.build import read_sample as read_sample
+
 FORMAT = "mll-graph/2"  # 2: lemmas and table order in the version
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-DEFAULT_CAPTION = "{lemma} which is {definition}"
 _TABLES = ("nodes", "edges", "images", "members")
-_EXAMPLES = 5  # examples of skipped items kept in the report
-#: the largest sample image read, in bytes (a 64 Mpx image as uncompressed RGBA); larger files are
-#: skipped as unreadable when building and refused in a published graph's shards
-MAX_IMAGE_BYTES = 256 * 1024 * 1024
-
-
-class GraphError(MLLError, ValueError):
-    """A graph could not be built or loaded; the message says why and how to fix it."""
-
-
-@dataclass(frozen=True)
-class SampleDataset:
-    """An ImageFolder root whose sub-folders are wnids or synset ids.
-
-    ``description`` names its domain in a few words ("colour emoji", "pencil sketch"): recorded
-    in the graph, compared with a task's domain by domain-aware selection; "" = not described.
-    """
-
-    name: str
-    root: Path
-    description: str = ""
-
-    @classmethod
-    def parse(cls, spec: str) -> SampleDataset:
-        """Parse ``NAME=PATH`` or ``PATH`` (name = folder name)."""
-        name, sep, path = spec.partition("=")
-        if not sep:
-            path, name = spec, Path(spec).expanduser().resolve().name
-        return cls(name=name, root=Path(path).expanduser().resolve())
 
 
 def describe_sources(sets: Sequence[SampleDataset], describe: Sequence[str]) -> list[SampleDataset]:
@@ -94,213 +75,6 @@ def describe_sources(sets: Sequence[SampleDataset], describe: Sequence[str]) -> 
         raise GraphError(f"--describe names {unknown}, which are not among the sources "
                          f"{[s.name for s in sets]}; use the NAME of a --source NAME=PATH")
     return [dataclasses.replace(s, description=texts.get(s.name, s.description)) for s in sets]
-
-
-@dataclass(frozen=True)
-class GraphConfig:
-    """How a graph is built. Every field is recorded in the bundle's manifest.
-
-    Attributes:
-        cap: maximum images per node (the paper: 75).
-        seed: seed of the per-node draw.
-        caption_template: node caption; fields ``{lemma} {definition} {synset} {wnid} {lemmas}``.
-        expand_hypernyms: add the folder nodes' WordNet hypernyms as parent nodes.
-        min_depth: hypernyms shallower than this WordNet depth are left out (``entity`` is 0,
-            ``object`` 2, ``whole`` 3): they stand for everything and tell models apart poorly.
-        fill_from_descendants: fill nodes with fewer than ``cap`` own images from descendants.
-        workers: threads used to check and hash images (I/O and decoding release the GIL).
-    """
-
-    cap: int = 75
-    seed: int = 0
-    caption_template: str = DEFAULT_CAPTION
-    expand_hypernyms: bool = True
-    min_depth: int = 4
-    fill_from_descendants: bool = True
-    workers: int = 8
-
-    def recorded(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("workers")  # does not change the result
-        return d
-
-
-@dataclass
-class SourceReport:
-    """What was found and skipped in one sample dataset."""
-
-    name: str
-    root: str
-    folders: int = 0
-    unknown_folders: int = 0
-    unknown_examples: list[str] = field(default_factory=list)
-    files: int = 0
-    non_image_files: int = 0
-    candidates: int = 0
-    unreadable: int = 0
-    unreadable_examples: list[str] = field(default_factory=list)
-    used: int = 0
-
-
-@dataclass
-class BuildReport:
-    """Summary of a build: counts, skips and timing."""
-
-    version: str
-    nodes: int
-    folder_nodes: int
-    hypernym_nodes: int
-    edges: int
-    images: int
-    memberships: int
-    seconds: float
-    sources: list[SourceReport]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _seed_for(seed: int, key: str) -> int:
-    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little")
-
-
-def read_sample(path: Path) -> bytes:
-    """A sample image's bytes: a regular file (or a link to one) of at most ``MAX_IMAGE_BYTES``.
-
-    Raises:
-        GraphError: a FIFO, device or other non-regular file (reading it would hang or never
-            end).
-        FileTooLarge: larger than ``MAX_IMAGE_BYTES``.
-        OSError: it cannot be read.
-    """
-    try:
-        return read_regular(path, MAX_IMAGE_BYTES)
-    except FileTooLarge:
-        raise
-    except ValueError as exc:
-        raise GraphError(f"sample image {exc}; sample folders take regular image files only: "
-                         "remove or replace it") from exc
-
-
-def _check_image(path: Path) -> str | None:
-    """Decode ``path`` fully (so truncated files fail) and return its content digest, or None.
-
-    Raises:
-        GraphError: ``path`` is no regular file (a FIFO, a link to a device).
-    """
-    from PIL import Image
-
-    from mll_registry.errors import MAX_IMAGE_PIXELS
-
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # a bomb raises, and is skipped as unreadable
-    try:
-        data = read_sample(path)
-    except (FileTooLarge, OSError):  # skipped as unreadable, like a decompression bomb
-        return None
-    try:
-        import io
-
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format == "JPEG":
-                im.draft("RGB", (64, 64))  # a reduced decode is enough to prove it decodes
-            im.load()
-            if im.width < 1 or im.height < 1:
-                return None
-    except Exception:
-        return None
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def _scan(ds: SampleDataset, exts: tuple[str, ...], rep: SourceReport,
-          resolve: Callable[[str], str | None]) -> dict[str, list[str]]:
-    """List ``ds``: node_id -> sorted relative image paths. Unknown folders are counted."""
-    out: dict[str, list[str]] = defaultdict(list)
-    if not ds.root.is_dir():
-        raise GraphError(f"sample dataset {ds.name!r}: {ds.root} is not a directory")
-    with os.scandir(ds.root) as it:
-        folders = sorted((e.name for e in it if e.is_dir()), key=str)
-    for name in folders:
-        rep.folders += 1
-        node = resolve(name)
-        if node is None:
-            rep.unknown_folders += 1
-            if len(rep.unknown_examples) < _EXAMPLES:
-                rep.unknown_examples.append(name)
-            continue
-        files: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(ds.root / name):
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, ds.root)
-            for fn in sorted(filenames):
-                rep.files += 1
-                if fn.lower().endswith(exts) and not fn.startswith("."):
-                    files.append(os.path.join(rel, fn))
-                else:
-                    rep.non_image_files += 1
-        rep.candidates += len(files)
-        out[node].extend(files)
-    return out
-
-
-def draw_images(node: str, cands: list[tuple[int, str]], want: int, seed: int,
-                sources: Sequence[SampleDataset], checked: dict[tuple[int, str], str | None],
-                reports: list[SourceReport], pool: ThreadPoolExecutor) -> list[tuple[int, str]]:
-    """Up to ``want`` readable images of ``node`` from ``cands`` (source index, relpath), by a
-    draw seeded per node; only drawn images are opened (``checked`` caches their digests,
-    unreadable ones are counted in ``reports``)."""
-    perm = np.random.default_rng(_seed_for(seed, node)).permutation(len(cands))
-    chosen: list[tuple[int, str]] = []
-    pos = 0
-    while len(chosen) < want and pos < len(perm):
-        batch = [cands[i] for i in perm[pos:pos + (want - len(chosen))]]
-        pos += len(batch)
-        todo = [b for b in batch if b not in checked]
-        paths = [sources[si].root / rel for si, rel in todo]
-        for key, dig in zip(todo, pool.map(_check_image, paths), strict=True):
-            checked[key] = dig
-            if dig is None:
-                rep = reports[key[0]]
-                rep.unreadable += 1
-                if len(rep.unreadable_examples) < _EXAMPLES:
-                    rep.unreadable_examples.append(key[1])
-        chosen.extend(b for b in batch if checked[b] is not None)
-    return chosen
-
-
-def descendants(children: dict[str, list[str]], node: str) -> list[str]:
-    """Every node below ``node`` (``children``: parent -> child nodes), sorted."""
-    seen: set[str] = set()
-    stack = list(children.get(node, []))
-    while stack:
-        c = stack.pop()
-        if c not in seen:
-            seen.add(c)
-            stack.extend(children.get(c, []))
-    return sorted(seen)
-
-
-def fill(keys: list[Any], cap: int, queues: list[list[Any]], seed: int, node: str) -> None:
-    """Fill ``keys`` up to ``cap`` from the descendants' image ``queues``, round-robin over
-    queues in a seeded order, each queue shuffled (seed per node); keys already in are skipped."""
-    rng = np.random.default_rng(_seed_for(seed, "fill:" + node))
-    for q in queues:
-        rng.shuffle(q)  # type: ignore[arg-type]
-    order = rng.permutation(len(queues)).tolist()
-    taken = set(keys)
-    while len(keys) < cap and order:
-        nxt = []
-        for qi in order:
-            q = queues[qi]
-            while q and q[-1] in taken:
-                q.pop()
-            if q and len(keys) < cap:
-                k = q.pop()
-                taken.add(k)
-                keys.append(k)
-            if q:
-                nxt.append(qi)
-        order = nxt
 
 
 class SemanticGraph:
@@ -496,11 +270,66 @@ def content_version(nodes: pd.DataFrame, edges: pd.DataFrame, images: pd.DataFra
     return h.hexdigest()[:16]
 
 
-def _caption(s: Any, template: str) -> str:
-    return template.format(
-        lemma=W.lemma(s), definition=s.definition(), synset=s.name(), wnid=W.wnid(s),
-        lemmas=", ".join(n.replace("_", " ") for n in s.lemma_names()),
-    )
+def report_of(version: str, t: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame],
+              seconds: float,
+              reports: list[SourceReport]) -> BuildReport:
+    """The build report of tables ``t`` = (nodes, edges, images, members)."""
+    nodes, edges, images, members = t
+    return BuildReport(
+        version=version, nodes=len(nodes), folder_nodes=int((nodes["n_own"] > 0).sum()),
+        hypernym_nodes=int((nodes["n_own"] == 0).sum()), edges=len(edges),
+        images=len(images), memberships=len(members), seconds=round(seconds, 3),
+        sources=reports)
+
+
+def build_manifest(report: BuildReport, parent: Parent, sources: Sequence[SampleDataset],
+                   cfg: GraphConfig) -> dict[str, Any]:
+    """The bundle's manifest: the parent's sources, descriptions and reports, then the new."""
+    base = parent.manifest
+    return {
+        "format": FORMAT, "version": report.version,
+        "config": base.get("config", cfg.recorded()),
+        "sources": {**base.get("sources", {}), **{s.name: str(s.root) for s in sources}},
+        "descriptions": {**base.get("descriptions", {}),
+                         **{s.name: s.description for s in sources if s.description}},
+        "counts": {k: v for k, v in report.to_dict().items() if k not in ("sources", "version")},
+        "report": list(base.get("report", [])) + [asdict(r) for r in report.sources],
+        "code_version": __version__, "wordnet": base.get("wordnet", "3.0"),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+@dataclass
+class Grown:
+    """A graph the pipeline made: the graph, its report, and how many folder nodes it drew."""
+
+    graph: SemanticGraph
+    report: BuildReport
+    folders: int
+
+
+def grow(parent: Parent, sources: Sequence[SampleDataset], cfg: GraphConfig, workers: int,
+         progress: Callable[[int, int], None] | None,
+         empty: Callable[[list[SourceReport]], GraphError], t0: float) -> Grown:
+    """The one pipeline of a build (from an empty parent) and an extension: the steps of
+    :mod:`mll_registry.graph.build`, then the content version and the manifest; ``empty(reports)``
+    is raised when no new image is drawn."""
+    wn = W.wn()
+    col = B.collect(sources)
+    checked: dict[tuple[int, str], str | None] = {}
+    own_new = B.draw_own(col, parent, sources, cfg, workers, checked, progress)
+    if not own_new:
+        raise empty(col.reports)
+    keep = set(col.folder_nodes) if parent.empty else set()
+    node_set = B.expand(parent, own_new, cfg, wn, keep)
+    members = B.assign_members(node_set, B.hypernym_edges(node_set, wn), parent, own_new, cfg)
+    t = B.tables(members, B.hypernym_edges(set(members), wn), parent, own_new, sources, checked,
+                 col.reports, cfg, wn)
+    version = content_version(*t)
+    report = report_of(version, t, time.perf_counter() - t0, col.reports)
+    nodes, edges, images, members_df = t
+    g = SemanticGraph(nodes, edges, images, members_df, build_manifest(report, parent, sources, cfg))
+    return Grown(g, report, len(col.folder_nodes))
 
 
 def build_graph(
@@ -508,7 +337,7 @@ def build_graph(
     config: GraphConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[SemanticGraph, BuildReport]:
-    """Build a semantic graph from sample datasets.
+    """Build a semantic graph from sample datasets: :func:`grow` from no parent.
 
     Args:
         sources: ImageFolder roots (sub-folders named by wnid or synset id).
@@ -529,137 +358,16 @@ def build_graph(
         raise GraphError(f"sample dataset names must be unique, got {names}; use NAME=PATH")
     if cfg.cap < 1:
         raise GraphError(f"cap must be >= 1, got {cfg.cap}")
-    t0 = time.perf_counter()
-    wn = W.wn()
 
-    resolved: dict[str, str | None] = {}
-
-    def resolve(folder: str) -> str | None:
-        if folder not in resolved:
-            try:
-                resolved[folder] = W.synset(folder).name() if W.is_node_name(folder) else None
-            except KeyError:
-                resolved[folder] = None
-        return resolved[folder]
-
-    reports = [SourceReport(name=s.name, root=str(s.root)) for s in sources]
-    # node -> [(source index, relpath)], in a fixed order: by source, then path
-    candidates: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for si, (ds, rep) in enumerate(zip(sources, reports, strict=True)):
-        for node, files in _scan(ds, IMAGE_EXTENSIONS, rep, resolve).items():
-            candidates[node].extend((si, f) for f in files)
-
-    # -- nodes and edges ------------------------------------------------------------------------
-    folder_nodes = sorted(n for n, c in candidates.items() if c)
-    node_set = set(folder_nodes)
-    if cfg.expand_hypernyms:
-        for n in folder_nodes:
-            for anc in wn.synset(n).closure(lambda s: s.hypernyms() + s.instance_hypernyms()):
-                if anc.min_depth() >= cfg.min_depth:
-                    node_set.add(anc.name())
-    edges = sorted({(h.name(), n) for n in node_set
-                    for h in wn.synset(n).hypernyms() + wn.synset(n).instance_hypernyms()
-                    if h.name() in node_set})
-    children: dict[str, list[str]] = defaultdict(list)
-    for p, c in edges:
-        children[p].append(c)
-
-    # -- own images: seeded draw, check only what is drawn ----------------------------------------
-    checked: dict[tuple[int, str], str | None] = {}
-    own: dict[str, list[tuple[int, str]]] = {}
-    total = len(folder_nodes)
-    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        for done, n in enumerate(folder_nodes, 1):
-            own[n] = draw_images(n, candidates[n], cfg.cap, cfg.seed, sources, checked,
-                                 reports, pool)
-            if progress:
-                progress(done, total)
-
-    own = {n: c for n, c in own.items() if c}
-    if not own:
-        raise GraphError(
+    def empty(reports: list[SourceReport]) -> GraphError:
+        return GraphError(
             "the graph is empty: no readable image in any folder named by a wnid (n02084071) "
             f"or synset id (dog.n.01). Report: {[asdict(r) for r in reports]}")
-    if cfg.expand_hypernyms:  # drop ancestors of folders that turned out to be unreadable
-        keep = set(own)
-        for n in own:
-            keep.update(a.name() for a in wn.synset(n).closure(
-                lambda s: s.hypernyms() + s.instance_hypernyms()) if a.name() in node_set)
-        node_set = keep
-    else:
-        node_set = set(own)
-    edges = [(p, c) for p, c in edges if p in node_set and c in node_set]
-    children = defaultdict(list)
-    for p, c in edges:
-        children[p].append(c)
 
-    # -- fill from descendants: round-robin over shuffled descendant nodes ------------------------
-    members: dict[str, list[tuple[tuple[int, str], bool]]] = {}
-    for n in sorted(node_set):
-        mine = own.get(n, [])
-        picked = [(k, True) for k in mine]
-        if cfg.fill_from_descendants and len(picked) < cfg.cap:
-            keys = list(mine)
-            fill(keys, cfg.cap, [list(own[d]) for d in descendants(children, n) if d in own],
-                 cfg.seed, n)
-            picked += [(k, False) for k in keys[len(mine):]]
-        if picked:
-            members[n] = picked
-
-    node_set = set(members)
-    edges = [(p, c) for p, c in edges if p in node_set and c in node_set]
-
-    # -- tables ---------------------------------------------------------------------------------
-    image_keys = sorted({k for picks in members.values() for k, _ in picks})
-    image_id = {k: i for i, k in enumerate(image_keys)}
-    origin: dict[tuple[int, str], str] = {k: n for n, ks in own.items() for k in ks}
-    images = pd.DataFrame({
-        "image_id": np.arange(len(image_keys), dtype=np.int64),
-        "source": [sources[si].name for si, _ in image_keys],
-        "relpath": [rel for _, rel in image_keys],
-        "node_id": [origin[k] for k in image_keys],
-        "digest": [checked[k] for k in image_keys],
-    })
-    for si, rep in enumerate(reports):
-        rep.used = sum(1 for s, _ in image_keys if s == si)
-    node_rows = []
-    for n in sorted(node_set, key=lambda x: W.wnid(wn.synset(x))):
-        s = wn.synset(n)
-        node_rows.append({
-            "node_id": n, "wnid": W.wnid(s), "lemma": W.lemma(s), "definition": s.definition(),
-            "caption": _caption(s, cfg.caption_template), "lexname": s.lexname(),
-            "depth": s.min_depth(), "n_own": len(own.get(n, [])), "n_images": len(members[n]),
-        })
-    nodes = pd.DataFrame(node_rows)
-    mem_rows = [(n, image_id[k], o) for n in nodes["node_id"] for k, o in members[n]]
-    members_df = pd.DataFrame(mem_rows, columns=["node_id", "image_id", "own"]).astype(
-        {"image_id": np.int64, "own": bool})
-    edges_df = pd.DataFrame(sorted(edges), columns=["parent", "child"], dtype=object)
-    if edges_df.empty:
-        edges_df = pd.DataFrame({"parent": pd.Series(dtype=str), "child": pd.Series(dtype=str)})
-    version = content_version(nodes, edges_df, images, members_df)
-    seconds = time.perf_counter() - t0
-    report = BuildReport(
-        version=version, nodes=len(nodes), folder_nodes=int((nodes["n_own"] > 0).sum()),
-        hypernym_nodes=int((nodes["n_own"] == 0).sum()), edges=len(edges_df),
-        images=len(images), memberships=len(members_df), seconds=round(seconds, 3),
-        sources=reports,
-    )
-    manifest = {
-        "format": FORMAT,
-        "version": version,
-        "config": cfg.recorded(),
-        "sources": {s.name: str(s.root) for s in sources},
-        "descriptions": {s.name: s.description for s in sources if s.description},
-        "counts": {k: v for k, v in report.to_dict().items() if k not in ("sources", "version")},
-        "report": [asdict(r) for r in reports],
-        "code_version": __version__,
-        "wordnet": "3.0",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    out = grow(Parent(), sources, cfg, cfg.workers, progress, empty, time.perf_counter())
     if progress:
-        progress(total, total)
-    return SemanticGraph(nodes, edges_df, images, members_df, manifest), report
+        progress(out.folders, out.folders)
+    return out.graph, out.report
 
 
 def build_and_save(sources: Iterable[SampleDataset], out: str | os.PathLike[str],
