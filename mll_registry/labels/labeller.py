@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -422,29 +422,16 @@ def label_model(
             images and node texts they do not hold are encoded; the label equals a full one.
             Embeddings of another revision, preprocess or prompt settings are not used.
     """
-    import torch
-
     cfg = cfg or LabelConfig()
     t0 = time.perf_counter()
     pipe = PixelPipeline.from_preprocess(lm.preprocess)
     texts = node_texts(graph, cfg)
     keys = text_keys(texts)
     identity = embeddings_identity(lm, pipe, cfg)
-    reuse_note = None
-    if reuse is not None:
-        reuse_note = reuse.matches(identity)
-        if reuse_note is not None:
-            reuse = None
-    if reuse is not None:
-        ti = row_index(reuse.text_key, keys)
-        new_t = np.flatnonzero(ti < 0)
-        txt16 = np.empty((len(texts), reuse.text_emb.shape[1]), np.float16)
-        txt16[ti >= 0] = reuse.text_emb[ti[ti >= 0]]
-        if len(new_t):
-            txt16[new_t] = encode_texts(lm, [texts[i] for i in new_t]).cpu().numpy()
-    else:
-        new_t = np.arange(len(texts))
-        txt16 = encode_texts(lm, texts).cpu().numpy().astype(np.float16)
+    reuse_note = reuse.matches(identity) if reuse is not None else None
+    if reuse_note is not None:  # embeddings of other weights or settings: label in full
+        reuse = None
+    txt16, new_t = _text_embeddings(lm, texts, keys, reuse)
     t_txt = time.perf_counter()
 
     work = _work_dir(lm, graph, root)
@@ -455,34 +442,11 @@ def label_model(
             "model_ref": str(lm.resolved.ref)}
     bounds = [(lo, min(n, lo + cfg.chunk_size)) for lo in range(0, n, cfg.chunk_size)]
     if reuse is not None:
-        work.mkdir(parents=True, exist_ok=True)
-        rows = row_index(reuse.image_digest, digests)
-        new_i = np.flatnonzero(rows < 0)
-        new_emb = _encode_rows(lm, graph, pipe, cfg, new_i, progress)
-        pixels = "stream"
-        write_embeddings(emb_file, digests, keys, txt16, n,
-                         _reused_blocks(reuse, rows, new_emb), info)
-        n_encoded, todo, done = len(new_i), [], set()
+        enc = _embed_incremental(lm, graph, pipe, cfg, reuse, digests, work, progress)
     else:
-        state = {"graph_version": graph.version, "revision": lm.resolved.revision,
-                 "pixels": pipe.key, "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
-                 "device": lm.device, "torch": torch.__version__}
-        sf = work / "state.json"
-        if sf.is_file() and json.loads(sf.read_text()) != state:
-            for old in work.glob("chunk-*.npy"):  # checkpoints from other settings are not reused
-                old.unlink()
-        write_json(sf, state)
-        ckpt = [work / f"chunk-{c:05d}.npy" for c in range(len(bounds))]
-        done = {c for c, (lo, hi) in enumerate(bounds) if _whole_checkpoint(ckpt[c], hi - lo)}
-        todo = [c for c in range(len(bounds)) if c not in done]
-        if progress and done:
-            progress("images", sum(bounds[c][1] - bounds[c][0] for c in done), n)
-        pixels = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n,
-                                progress, on_chunk)
-        # chunk embeddings memory-mapped from their checkpoints, rounded to fp16 block by block
-        write_embeddings(emb_file, digests, keys, txt16, n,
-                         (np.load(f, mmap_mode="r") for f in ckpt), info)
-        n_encoded = sum(bounds[c][1] - bounds[c][0] for c in todo)
+        enc = _embed_in_chunks(lm, graph, pipe, cfg, root, bounds, work, progress, on_chunk)
+    write_embeddings(emb_file, digests, keys, txt16, n, enc.blocks, info)
+    n_encoded, todo, done, pixels = enc.n_encoded, enc.todo, enc.done, enc.pixels
     t_img = time.perf_counter()
     # the label is computed from the fp16 embeddings just written (what a later incremental
     # label reuses), read one block at a time
@@ -520,6 +484,76 @@ def label_model(
                    n_members=len(graph.members))
     return LabelRun(label, len(bounds), len(todo), len(done), seconds, pixels, emb_file,
                     int(n_encoded))
+
+
+def _text_embeddings(lm: LoadedModel, texts: list[list[str]], keys: np.ndarray,
+                     reuse: LabelEmbeddings | None) -> tuple[np.ndarray, np.ndarray]:
+    """The node texts' fp16 embeddings (those ``reuse`` holds taken from it) and the indices of
+    the texts encoded now."""
+    if reuse is None:
+        return (encode_texts(lm, texts).cpu().numpy().astype(np.float16),
+                np.arange(len(texts)))
+    ti = row_index(reuse.text_key, keys)
+    new_t = np.flatnonzero(ti < 0)
+    txt16 = np.empty((len(texts), reuse.text_emb.shape[1]), np.float16)
+    txt16[ti >= 0] = reuse.text_emb[ti[ti >= 0]]
+    if len(new_t):
+        txt16[new_t] = encode_texts(lm, [texts[i] for i in new_t]).cpu().numpy()
+    return txt16, new_t
+
+
+@dataclass
+class _Encoded:
+    """The graph images' embeddings as one strategy produced them: ``blocks`` in image order
+    (written to the label's embeddings file), and what was encoded now."""
+
+    blocks: Iterable[np.ndarray]
+    n_encoded: int
+    todo: list[int]  # chunks encoded now (full labels)
+    done: set[int]  # chunks resumed from checkpoints (full labels)
+    pixels: str  # where the pixels came from (stream, cache)
+
+
+def _embed_in_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline,
+                     cfg: LabelConfig, root: str | os.PathLike[str] | None,
+                     bounds: list[tuple[int, int]], work: Path,
+                     progress: Callable[[str, int, int], None] | None,
+                     on_chunk: Callable[[int], None] | None) -> _Encoded:
+    """Full labels: every image encoded in checkpointed chunks, resuming whole checkpoints of
+    the same settings (checkpoints of other settings are deleted, never reused)."""
+    import torch
+
+    n = len(graph.images)
+    state = {"graph_version": graph.version, "revision": lm.resolved.revision,
+             "pixels": pipe.key, "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
+             "device": lm.device, "torch": torch.__version__}
+    sf = work / "state.json"
+    if sf.is_file() and json.loads(sf.read_text()) != state:
+        for old in work.glob("chunk-*.npy"):
+            old.unlink()
+    write_json(sf, state)
+    ckpt = [work / f"chunk-{c:05d}.npy" for c in range(len(bounds))]
+    done = {c for c, (lo, hi) in enumerate(bounds) if _whole_checkpoint(ckpt[c], hi - lo)}
+    todo = [c for c in range(len(bounds)) if c not in done]
+    if progress and done:
+        progress("images", sum(bounds[c][1] - bounds[c][0] for c in done), n)
+    pixels = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n, progress,
+                            on_chunk)
+    # chunk embeddings memory-mapped from their checkpoints, rounded to fp16 block by block
+    return _Encoded((np.load(f, mmap_mode="r") for f in ckpt),
+                    sum(bounds[c][1] - bounds[c][0] for c in todo), todo, done, pixels)
+
+
+def _embed_incremental(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline,
+                       cfg: LabelConfig, reuse: LabelEmbeddings, digests: np.ndarray,
+                       work: Path, progress: Callable[[str, int, int], None] | None) -> _Encoded:
+    """Incremental labels: images matched by content digest taken from ``reuse``, only the
+    others encoded (streamed, no checkpoints: they are few)."""
+    work.mkdir(parents=True, exist_ok=True)
+    rows = row_index(reuse.image_digest, digests)
+    new_i = np.flatnonzero(rows < 0)
+    new_emb = _encode_rows(lm, graph, pipe, cfg, new_i, progress)
+    return _Encoded(_reused_blocks(reuse, rows, new_emb), len(new_i), [], set(), "stream")
 
 
 def default_label_path(lm_ref_key: str, graph_version: str, label_hash: str,
