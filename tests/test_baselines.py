@@ -345,7 +345,7 @@ def test_bench_table_bolds_the_best_selection_method_not_an_oracle() -> None:
 
 def test_run_bench_reports_every_method_and_refuses_labels_without_embeddings(
         labelled, tmp_path: Path) -> None:
-    from mll_registry.evaluation.bench import METHODS, run_bench
+    from mll_registry.evaluation.bench import BENCH_METHODS, METHODS, BenchMethod, run_bench
     from mll_registry.models.loading import load
     from mll_registry.task import Task, TaskClass
 
@@ -357,12 +357,20 @@ def test_run_bench_reports_every_method_and_refuses_labels_without_embeddings(
     labels = {r: ModelLabel.load(d) for r, d in dirs.items()}
     with pytest.raises(EmbeddingsError, match="keep_embeddings"):
         run_bench([task], g, labels, lambda r: load(r, device="cpu"))
-    res = run_bench([task], g, labels, lambda r: load(r, device="cpu"),
-                    embeddings={r: embeddings_path(d) for r, d in dirs.items()})
+    # a method registered in code is measured as a column after the built-ins
+    last = BenchMethod("Last model", lambda ev: (ev.top1[ev.refs[-1]], ev.refs[-1]))
+    BENCH_METHODS.register("last", last)
+    try:
+        res = run_bench([task], g, labels, lambda r: load(r, device="cpu"),
+                        embeddings={r: embeddings_path(d) for r, d in dirs.items()})
+    finally:
+        BENCH_METHODS.unregister("last")
     run = res.runs[0]
-    assert set(run.top1) == set(METHODS)
+    assert res.methods == (*METHODS, "Last model") and "Last model" in res.markdown()
+    assert len(res.rows()) == len(METHODS) + 1
+    assert run.top1["Last model"] == run.per_model_top1[sorted(dirs)[-1]]
+    assert set(run.top1) == {*METHODS, "Last model"}
     for m in ("ModelGPT (paper)", "ModelGPT (target-fit)", "INB"):
         assert run.top1[m] == run.per_model_top1[run.chosen[m]]
     assert "ModelGPT (paper)" in run.tau and run.per_class_f1.shape == (len(dirs), 3)
     assert res.modelgpt_paper["sources"] == ["s1", "s2"]
-    assert len(res.rows()) == len(METHODS)

@@ -1,6 +1,6 @@
 """Each plug point works from outside the package: a separate distribution (a ``*.dist-info``
-with ``entry_points.txt`` on ``sys.path``, as ``pip install`` would leave it) adds a model scheme
-and a label store, and the library finds them by name without being edited.
+with ``entry_points.txt`` on ``sys.path``, as ``pip install`` would leave it) adds a model scheme,
+a label store and a benchmark method, and the library finds them by name without being edited.
 
 Each check runs in a fresh interpreter so the entry points are read as a user's process reads
 them (the port tables cache what they found).
@@ -21,6 +21,7 @@ PLUGIN = '''
 """A company's plug-ins, outside mll_registry."""
 from pathlib import Path
 
+from mll_registry.evaluation.bench import BenchMethod
 from mll_registry.labels.stores import LocalLabelStore
 from mll_registry.models.refs import ModelRef
 from mll_registry.models.schemes import LocalDirScheme
@@ -52,6 +53,15 @@ class ShelfStore(LocalLabelStore):
 
 
 ZOO_SCHEME = ZooScheme()
+
+
+def _worst(ev):
+    """The single model worst on the task (a floor beside the oracles' ceilings)."""
+    ref = min(ev.top1, key=ev.top1.get)
+    return ev.top1[ref], ref
+
+
+WORST = BenchMethod("Worst single", _worst, reference=True)
 '''
 
 
@@ -66,7 +76,8 @@ def _distribution(tmp: Path) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-mll\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
         "[mll_registry.schemes]\nzoo = acme_mll:ZOO_SCHEME\n\n"
-        "[mll_registry.label_stores]\nshelf = acme_mll:ShelfStore\n")
+        "[mll_registry.label_stores]\nshelf = acme_mll:ShelfStore\n\n"
+        "[mll_registry.bench_methods]\nworst = acme_mll:WORST\n")
     return site
 
 
@@ -128,3 +139,23 @@ def test_an_unknown_scheme_lists_the_plugged_in_one(tmp_path: Path) -> None:
             print(json.dumps({"error": str(exc)}))
     """)
     assert "zoo:" in str(got["error"]) and "hf-hub:" in str(got["error"])
+
+
+def test_a_bench_method_from_another_package_is_a_column_after_the_built_ins(tmp_path: Path) -> None:
+    site = _distribution(tmp_path)
+    got = _run(site, """
+        import json
+        import numpy as np
+        from mll_registry.evaluation.bench import (METHODS, BenchMethod, TaskEvidence, _columns,
+                                                   bench_methods)
+        from mll_registry.task import Task, TaskClass
+        methods = bench_methods()
+        ev = TaskEvidence(Task("t", [TaskClass("a")]), ["m1", "m2", "m3"], [], np.zeros(0),
+                          {"m1": 0.5, "m2": 0.125, "m3": 0.75}, "m1", {}, "m3",
+                          np.zeros((3, 1)), "inverse_entropy")
+        plugged = methods[-1]
+        print(json.dumps({"columns": list(_columns(methods)), "builtin": list(METHODS),
+                          "pick": list(plugged.pick(ev)), "reference": plugged.reference}))
+    """)
+    assert got["columns"] == [*got["builtin"], "Worst single"]  # built-ins first, in order
+    assert got["pick"] == [0.125, "m2"] and got["reference"] is True

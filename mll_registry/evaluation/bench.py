@@ -26,18 +26,94 @@ import numpy as np
 from mll_registry.evaluation import baselines as B
 from mll_registry.graph.bundle import SemanticGraph
 from mll_registry.labels.format import ModelLabel
+from mll_registry.plugins import Plugins
 from mll_registry.selection.matching import Embedder, WordNetCaptions
 from mll_registry.selection.reuse import ProbCache, TaskImages, accuracy, ensemble_scores
-from mll_registry.selection.select import select
+from mll_registry.selection.select import SelectionResult, SelectOptions, select
 from mll_registry.settings import DEFAULTS
 from mll_registry.task import Task
 
 #: MLL with the graph's sample sources pooled alike (the paper) and weighted by the task's domain
 MLL_MODES = ("uniform", "domain")
-METHODS = ("INB", "ModelGPT (paper)", "ModelGPT (target-fit)",
-           *(f"MLL k={k} ({mode})" for mode in MLL_MODES for k in (1, 3)),
-           "Oracle (single)", "Oracle (per-class F1)")
-ORACLES = ("Oracle (single)", "Oracle (per-class F1)")  # references, not selection methods
+
+
+@dataclass
+class TaskEvidence:
+    """What a benchmark method sees of one task: every model's class probabilities on the task's
+    images (computed once), the measured single-model figures, the MLL selections per source
+    weighting and the baselines' picks. A method only chooses; the ensemble is scored here."""
+
+    task: Task
+    refs: list[str]
+    probs: list[np.ndarray]  # per model (N, C)
+    targets: np.ndarray
+    top1: dict[str, float]  # model -> measured top-1 alone
+    inb: str
+    selections: dict[str, SelectionResult]  # source weighting -> the k=1 selection
+    gpt_pick: str  # ModelGPT as the paper trains it
+    per_class_f1: np.ndarray  # (M, C) measured
+    weighting: str
+
+    def ensemble_top1(self, chosen: np.ndarray) -> float:
+        """Top-1 of the entropy-weighted ensemble of ``chosen`` ((C, k) indices into refs)."""
+        return _ensemble_top1(self.probs, chosen, self.targets, self.weighting)
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    """One column of the benchmark: ``pick`` gives its top-1 on a task and the model(s) chosen.
+
+    A ``reference`` (an oracle) looks at the task's labelled images: a ceiling, not a method a
+    user could run, so it is never the best one in bold.
+    """
+
+    name: str
+    pick: Callable[[TaskEvidence], tuple[float, Any]]
+    reference: bool = False
+
+
+def _mll(k: int, mode: str) -> BenchMethod:
+    def pick(ev: TaskEvidence) -> tuple[float, Any]:
+        sel = ev.selections[mode].with_k(k)
+        return ev.ensemble_top1(sel.chosen), sel.selected_models()
+
+    return BenchMethod(f"MLL k={k} ({mode})", pick)
+
+
+def _oracle_per_class(ev: TaskEvidence) -> tuple[float, Any]:
+    chosen = B.oracle_per_class(ev.per_class_f1)
+    return ev.ensemble_top1(chosen), sorted({ev.refs[int(m)] for m in chosen[:, 0]})
+
+
+#: ModelGPT fit on the other target tasks (leave one task out): a column, scored across tasks
+TARGET_FIT = "ModelGPT (target-fit)"
+#: the built-in per-task methods, in the order the tables show them (TARGET_FIT after the paper's)
+BUILTIN_METHODS: tuple[BenchMethod, ...] = (
+    BenchMethod("INB", lambda ev: (ev.top1[ev.inb], ev.inb)),
+    BenchMethod("ModelGPT (paper)", lambda ev: (ev.top1[ev.gpt_pick], ev.gpt_pick)),
+    *(_mll(k, mode) for mode in MLL_MODES for k in (1, 3)),
+    BenchMethod("Oracle (single)", lambda ev: (max(ev.top1.values()), B.oracle_single(ev.top1)),
+                reference=True),
+    BenchMethod("Oracle (per-class F1)", _oracle_per_class, reference=True),
+)
+#: more methods, from other packages: an entry point in the group ``mll_registry.bench_methods``
+#: naming a :class:`BenchMethod` (or ``BENCH_METHODS.register(name, method)`` in code); shown
+#: after the built-ins, in name order
+BENCH_METHODS: Plugins[BenchMethod] = Plugins("bench_methods")
+
+
+def bench_methods() -> list[BenchMethod]:
+    """The per-task methods a run measures: the built-ins, then the plugged ones."""
+    return [*BUILTIN_METHODS, *(BENCH_METHODS.get(n) for n in BENCH_METHODS.names())]
+
+
+def _columns(methods: Sequence[BenchMethod]) -> tuple[str, ...]:
+    names = [m.name for m in methods]
+    return (*names[:2], TARGET_FIT, *names[2:])
+
+
+METHODS = _columns(BUILTIN_METHODS)  # the built-in columns
+ORACLES = tuple(m.name for m in BUILTIN_METHODS if m.reference)  # references, not methods
 
 
 @dataclass
@@ -80,18 +156,21 @@ class BenchResult:
     config: BenchConfig
     growth: dict[str, list[float]] = field(default_factory=dict)
     modelgpt_paper: dict[str, Any] = field(default_factory=dict)  # its pseudo-task training
+    methods: tuple[str, ...] = METHODS  # the columns, in order
+    references: tuple[str, ...] = ORACLES  # the columns that are ceilings, not methods
 
     def rows(self) -> list[dict[str, Any]]:
         """Flat table: one row per task x method."""
         out = []
         for r in self.runs:
-            for m in METHODS:
+            for m in self.methods:
                 out.append({"task": r.task.name, "classes": len(r.task.classes), "method": m,
                             "top1": round(r.top1[m], 4), "chosen": r.chosen[m]})
         return out
 
     def averages(self) -> dict[str, float]:
-        return {m: round(float(np.mean([r.top1[m] for r in self.runs])), 4) for m in METHODS}
+        return {m: round(float(np.mean([r.top1[m] for r in self.runs])), 4)
+                for m in self.methods}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,21 +192,22 @@ class BenchResult:
 
     def markdown(self) -> str:
         taus = ("MLL (uniform)", "MLL (domain)", "INB", "ModelGPT (paper)")
-        head = "| task | classes | " + " | ".join(METHODS) + " | tau MLL (uniform) | " \
+        cols = self.methods
+        head = "| task | classes | " + " | ".join(cols) + " | tau MLL (uniform) | " \
                "tau MLL (domain) | tau INB | tau GPT (paper) | select s | eval-all s |\n"
-        head += "|---|---:|" + "---:|" * len(METHODS) + "---:|" * (len(taus) + 2) + "\n"
-        selection = [m for m in METHODS if m not in ORACLES]  # bold: the best of these
+        head += "|---|---:|" + "---:|" * len(cols) + "---:|" * (len(taus) + 2) + "\n"
+        selection = [m for m in cols if m not in self.references]  # bold: the best of these
         lines = []
         for r in self.runs:
             best = max(r.top1[m] for m in selection)
             cells = [f"**{r.top1[m]:.3f}**" if m in selection and r.top1[m] == best
-                     else f"{r.top1[m]:.3f}" for m in METHODS]
+                     else f"{r.top1[m]:.3f}" for m in cols]
             lines.append(f"| {r.task.name} | {len(r.task.classes)} | " + " | ".join(cells) +
                          "".join(f" | {r.tau.get(t, float('nan')):.2f}" for t in taus) +
                          f" | {r.selection_s:.2f} | {r.eval_all_s:.1f} |")
         av = self.averages()
         d = self.to_dict()["average_kendall_tau"]
-        lines.append("| **average** | | " + " | ".join(f"{av[m]:.3f}" for m in METHODS) +
+        lines.append("| **average** | | " + " | ".join(f"{av[m]:.3f}" for m in cols) +
                      "".join(f" | {d.get(t, float('nan')):.2f}" for t in taus) + " | "
                      f"{np.mean([r.selection_s for r in self.runs]):.2f} | "
                      f"{np.mean([r.eval_all_s for r in self.runs]):.1f} |")
@@ -148,6 +228,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
     ``embeddings`` each ref to its label's embeddings file (ModelGPT (paper) needs them: a model
     without one is an error naming the fix, never a silent fallback)."""
     cfg = cfg or BenchConfig()
+    methods = bench_methods()
     embedder = embedder or Embedder()
     provider = WordNetCaptions()
     refs = sorted(labels)
@@ -190,9 +271,9 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         sel_s = 0.0
         for mode in MLL_MODES:
             t1 = time.perf_counter()
-            sel[mode] = select(task, graph, labels, k=1, alpha=cfg.alpha, metric=cfg.metric,
-                               top_n=cfg.top_n, embedder=embedder, provider=provider,
-                               source_weighting=mode, source_temperature=cfg.source_temperature)
+            sel[mode] = select(task, graph, labels, SelectOptions(
+                k=1, alpha=cfg.alpha, metric=cfg.metric, top_n=cfg.top_n, source_weighting=mode,
+                source_temperature=cfg.source_temperature), embedder=embedder, provider=provider)
             if mode == cfg.source_weighting:
                 sel_s = time.perf_counter() - t1
         s1 = sel[cfg.source_weighting]  # the configured MLL: tau "MLL" and the growth curve
@@ -205,23 +286,11 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
                                                  for r in refs]))
         gpt_pick = refs[int(np.argmax(gpt))]
         f1 = B.per_class_f1(np.stack([p.argmax(1) for p in probs]), images.targets, C)
-        oracle_pc = B.oracle_per_class(f1)
-        res = {
-            "INB": top1[inb],
-            **{f"MLL k={k} ({mode})": _ensemble_top1(probs, sel[mode].with_k(k).chosen,
-                                                     images.targets, cfg.weighting)
-               for mode in MLL_MODES for k in (1, 3)},
-            "Oracle (single)": max(top1.values()),
-            "Oracle (per-class F1)": _ensemble_top1(probs, oracle_pc, images.targets,
-                                                    cfg.weighting),
-            "ModelGPT (paper)": top1[gpt_pick],
-        }
-        chosen = {"INB": inb,
-                  **{f"MLL k={k} ({mode})": sel[mode].with_k(k).selected_models()
-                     for mode in MLL_MODES for k in (1, 3)},
-                  "Oracle (single)": B.oracle_single(top1),
-                  "Oracle (per-class F1)": sorted({refs[int(m)] for m in oracle_pc[:, 0]}),
-                  "ModelGPT (paper)": gpt_pick}
+        ev = TaskEvidence(task, refs, probs, images.targets, top1, inb, sel, gpt_pick, f1,
+                          cfg.weighting)
+        picks = {m.name: m.pick(ev) for m in methods}
+        res = {name: top for name, (top, _) in picks.items()}
+        chosen = {name: models for name, (_, models) in picks.items()}
         measured = [top1[r] for r in refs]
         tau = {"MLL": B.kendall_tau(s1.reuse.mean(1).tolist(), measured),
                **{f"MLL ({mode})": B.kendall_tau(sel[mode].reuse.mean(1).tolist(), measured)
@@ -236,7 +305,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
             f"{res['Oracle (single)']:.3f}")
 
     # ModelGPT (target-fit): leave-one-task-out ridge regression on the other target tasks
-    tf = "ModelGPT (target-fit)"
+    tf = TARGET_FIT
     for run in runs:
         others = [r for r in runs if r is not run]
         if not others:
@@ -249,7 +318,9 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         pick = refs[int(np.argmax(pred))]
         run.top1[tf], run.chosen[tf] = run.per_model_top1[pick], pick
         run.tau[tf] = B.kendall_tau(pred.tolist(), [run.per_model_top1[r] for r in refs])
-    result = BenchResult(runs, refs, cfg, modelgpt_paper=paper.summary())
+    result = BenchResult(runs, refs, cfg, modelgpt_paper=paper.summary(),
+                         methods=_columns(methods),
+                         references=tuple(m.name for m in methods if m.reference))
     result.growth = growth(runs, labels, cfg)
     return result
 
@@ -301,11 +372,12 @@ def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [2, 1]})
     names = [r.task.name for r in result.runs] + ["average"]
     x = np.arange(len(names))
-    w = 0.8 / len(METHODS)
+    cols = result.methods
+    w = 0.8 / len(cols)
     av = result.averages()
-    for i, m in enumerate(METHODS):
+    for i, m in enumerate(cols):
         vals = [r.top1[m] for r in result.runs] + [av[m]]
-        ax.bar(x + (i - len(METHODS) / 2 + 0.5) * w, vals, w, label=m)
+        ax.bar(x + (i - len(cols) / 2 + 0.5) * w, vals, w, label=m)
     ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right"
                   if len(names) > 6 else "center", fontsize=8 if len(names) > 10 else 10)
     ax.set_ylabel("top-1 accuracy")
