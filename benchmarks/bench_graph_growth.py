@@ -54,20 +54,20 @@ def run(name: str, parent_spec: str, child_path: str, refs: list[str], work: Pat
     inc_app = App(Settings(label_store="local", device="cpu"))
     full_app = App(Settings(data_dir=str(work / f"full-{name}"), label_store="local",
                             device="cpu"))
-    parent = inc_app.graph(parent_spec)
+    parent = inc_app.graphs.get(parent_spec)
     child = SemanticGraph.load(child_path)
     new_rows = int((~child.images["digest"].isin(set(parent.images["digest"]))).sum())
     share = new_rows / len(child.images)
     t_inc = t_full = c_inc = c_full = 0.0
     agree, worst, emb_bytes, dim = True, 0.0, [], 0
     for ref in refs:
-        inc_app.label(ref, parent)
+        inc_app.labelling.label(ref, parent).to_dict()
         t = time.perf_counter()
-        inc = inc_app.label(ref, child, force=True)
+        inc = inc_app.labelling.label(ref, child, force=True).to_dict()
         t_inc += time.perf_counter() - t
         assert inc["images_encoded"] == new_rows, inc["incremental"]
         t = time.perf_counter()
-        full = full_app.label(ref, child, force=True, full=True)
+        full = full_app.labelling.label(ref, child, force=True, full=True).to_dict()
         t_full += time.perf_counter() - t
         c_inc += inc["seconds"]["total"]
         c_full += full["seconds"]["total"]
@@ -114,7 +114,7 @@ def main() -> None:
     a = App.configured()
     rows: list[str] = []
     if not args.skip_demo:
-        out = a.extend_graph("demo", demo=True, out=work / "demo-child")
+        out = a.graphs.extend("demo", demo=True, out=work / "demo-child").to_dict()
         rows += run("demo", "demo", out["path"], demo_refs(), work)
 
     per_node = 75
@@ -128,8 +128,8 @@ def main() -> None:
     else:
         parent, _ = build_and_save([SampleDataset("synthetic", base)], gpath,
                                    GraphConfig(expand_hypernyms=False))
-    out = a.extend_graph(str(gpath), [f"synthetic-new={more}"],
-                         out=work / "graphs" / f"synthetic-{args.images}-child")
+    out = a.graphs.extend(str(gpath), [f"synthetic-new={more}"],
+                          out=work / "graphs" / f"synthetic-{args.images}-child").to_dict()
     mdir = work / "models" / "demo-vit-random"
     if not (mdir / "open_clip_config.json").is_file():
         model, cfg = build_tiny("tiny-vit", seed=0)  # random init: throughput only

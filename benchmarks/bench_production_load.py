@@ -102,16 +102,16 @@ def run_load(mlflow_uri: str, graph_version: str, work: Path) -> dict[str, Any]:
     qroot = work / "query"
 
     def app() -> App:  # one client per thread, as separate users have
-        return App(Settings(data_dir=str(qroot)), mlflow=Registry(mlflow_uri, root=qroot))
+        return App(Settings(data_dir=str(qroot)), registry=Registry(mlflow_uri, root=qroot))
 
-    app().graph(graph_version)  # the graph, fetched once
+    app().graphs.get(graph_version)  # the graph, fetched once
     t = time.perf_counter()
-    app().query_best("dog.n.01", 5, graph_version, refresh=True)  # builds the index
+    app().queries.best("dog.n.01", graph_version, 5, refresh=True)  # builds the index
     cold_s = time.perf_counter() - t
 
     def query(_: int) -> float:
         t = time.perf_counter()
-        q = app().query_best("dog.n.01", 5, graph_version, refresh=True)
+        q = app().queries.best("dog.n.01", graph_version, 5, refresh=True)
         if not q.models:
             raise AssertionError("a query found no models")
         return time.perf_counter() - t
@@ -149,7 +149,7 @@ def main() -> None:
         g, _ = build_and_save([SampleDataset("toy", work / "src")], work / "bundle")
         with ProductionStack(work / "stack") as stack, stack.client_credentials():
             os.environ["MLFLOW_TRACKING_URI"] = stack.mlflow_uri
-            App(Settings(data_dir=str(work / "pub"))).publish_graph(work / "bundle",
+            App(Settings(data_dir=str(work / "pub"))).graphs.publish(work / "bundle",
                                                                     default=True)
             out = run_load(stack.mlflow_uri, g.version, work / "load")
             out["server_answers"] = status_counts(stack.root / "mlflow.log")
@@ -164,7 +164,7 @@ def main() -> None:
                 "bench_production_load.py` (PostgreSQL 15 + moto S3 + `mlflow server`, 1 "
                 "worker, deploy/ scripts). Registrations: 8 different models + 4 of one model, "
                 "concurrent `mll label` processes; queries: 50 concurrent "
-                "`App.query_best(refresh=True)` threads.\n\n"
+                "`app.queries.best(refresh=True)` threads.\n\n"
                 "| date | machine | registrations ok | label keys / versions | 12 registrations "
                 "wall s | cold query s | query p50 s | query p95 s | 50 queries wall s | "
                 "MLflow server answers |\n"

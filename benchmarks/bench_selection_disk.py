@@ -153,7 +153,7 @@ def main() -> None:
     task.write_text(json.dumps({"name": "hub-scale", "classes": names}))  # JSON is YAML
     a = App.configured(data_dir=str(data), label_store="local")
     t1 = time.perf_counter()
-    m = match(Task.from_yaml(task), g, embedder=a.embedder(), provider=a.caption_provider(),
+    m = match(Task.from_yaml(task), g, embedder=a.embedder, provider=a.caption_provider,
               top_n=DEFAULTS.top_n, root=str(data))  # warms the node-embedding cache
     text_cache_s = time.perf_counter() - t1
     n_img, n_nodes = len(g.images), len(g.nodes)

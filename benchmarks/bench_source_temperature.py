@@ -27,7 +27,7 @@ def main() -> None:
     from mll_registry.selection.source_weights import calibrate_temperature, source_accuracy
 
     a = App.configured()
-    g = a.graph()
+    g = a.graphs.get("demo")
     labels = load_labels(ensure_demo_labels(g, a.label_config(), a.root, log=print), g.version)
     refs = sorted(labels)
     names, acc = source_accuracy(g, [labels[r] for r in refs])

@@ -34,7 +34,7 @@ def main() -> None:
     from mll_registry.task import Task, TaskClass
 
     a = App.configured()
-    g = a.graph()
+    g = a.graphs.get("demo")
     nodes = g.node_ids
     present = sorted({c.name for p in ensure_demo_tasks(a.root)
                       for c in Task.from_yaml(p).classes})
@@ -48,7 +48,7 @@ def main() -> None:
 
     def best_sims(names: list[str]) -> np.ndarray:
         t = Task("calibration", [TaskClass(n) for n in names], domain="emoji")
-        return match(t, g, embedder=a.embedder(), provider=a.caption_provider(),
+        return match(t, g, embedder=a.embedder, provider=a.caption_provider,
                      root=a.root).top_sims[:, 0]
 
     by_name = {"present": np.array([in_graph(n, nodes) is not None for n in present]),

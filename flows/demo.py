@@ -35,13 +35,13 @@ def ensure_graph() -> dict[str, Any]:
     """The demo graph: loaded if built, else built (rendering the sample styles if needed)."""
     from mll_registry.demo.graph import demo_graph_path
 
-    g = app().graph()
+    g = app().graphs.get("demo")
     return {**g.summary(), "path": str(demo_graph_path())}
 
 
 def _labels_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     """Cache key: task file content + graph + the registry's labelled versions."""
-    versions = sorted((v.name, v.version) for v in app().registry().labelled_versions())
+    versions = sorted((v.name, v.version) for v in app().registry.labelled_versions())
     blob = Path(params["task_file"]).read_bytes() + params["graph_path"].encode() + \
         repr(versions).encode()
     return "demo-baselines-" + hashlib.sha256(blob).hexdigest()[:24]
@@ -57,7 +57,7 @@ def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
     from mll_registry.task import Task
 
     a = app()
-    labels = a.labels(a.graph(graph_path))
+    labels = a.selection.labels(a.graphs.get(Path(graph_path)))
     t = Task.from_yaml(task_file)
     top1 = single_model_top1(t, sorted(labels), lambda r: load(r, device=a.settings.device))
     inb = best_of(inb_scores(labels))
@@ -67,8 +67,10 @@ def baselines(task_file: str, graph_path: str) -> dict[str, Any]:
 
 
 @flow(name="mll-demo", log_prints=True, flow_run_name="mll demo")
-def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device) -> dict[str, Any]:
-    """The whole embedded-default demo; returns the summary the CLI prints."""
+def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device,
+         pixel_cache_gb: float | None = None) -> dict[str, Any]:
+    """The whole embedded-default demo; returns the summary the CLI prints. ``pixel_cache_gb``:
+    the labelling runs' raw-pixel cache budget (None: the settings')."""
     import yaml
 
     from mll_registry.demo.graph import demo_graph_path
@@ -81,7 +83,8 @@ def demo(tasks: list[str] | None = None, device: str = DEFAULTS.device) -> dict[
     graph = ensure_graph()
     graph_path = str(demo_graph_path())
     labelled = label_new_models(source="local", local_root=str(demo_hub_dir()),
-                                graph=graph_path, device=device)
+                                graph=graph_path, device=device,
+                                pixel_cache_gb=pixel_cache_gb)
     out: dict[str, Any] = {"graph": graph, "labelling": {k: labelled[k] for k in
                                                         ("found", "labelled")}, "tasks": []}
     for name in tasks or list(DEMO_TASKS):

@@ -17,8 +17,8 @@ def build(sources: list[str], demo: bool, out: str | None, cap: int, seed: int) 
 
     if not demo and (not sources or not out):
         raise ValueError("give sources (NAME=PATH) and out, or demo=True")
-    return app().build_graph(sources, demo=demo, out=out,
-                             config=GraphConfig(cap=cap, seed=seed)).to_dict()
+    return app().graphs.build(sources, demo=demo, out=out,
+                              config=GraphConfig(cap=cap, seed=seed)).to_dict()
 
 
 @flow(name="build-graph", log_prints=True, flow_run_name="build graph")
@@ -36,7 +36,7 @@ def build_graph(sources: list[str] | None = None, demo: bool = False, out: str |
 def publish_graph(bundle: str = "demo", default: bool = False) -> dict[str, Any]:
     """Publish a graph bundle (a directory this worker can read, or `demo`) by version."""
     clean_env()
-    out = app().publish_graph(bundle, default=default)
+    out = app().graphs.publish(bundle, default=default).to_dict()
     print(f"graph {out['graph_version']}: {'published' if out['created'] else 'already published'}"
           f", registry version {out['registry_version']}, {out['images']} images in "
           f"{out['shards']} shard(s){' (default)' if out['default'] else ''}")
@@ -46,7 +46,7 @@ def publish_graph(bundle: str = "demo", default: bool = False) -> dict[str, Any]
 @task(task_run_name="label {model_ref} on {graph_version}")
 def label_on(model_ref: str, graph_version: str) -> dict[str, Any]:
     """Label one model on the child graph (incrementally, from its label on the parent)."""
-    return app().label(model_ref, graph_version)
+    return app().labelling.label(model_ref, graph_version).to_dict()
 
 
 @flow(name="extend-graph", log_prints=True, flow_run_name="extend graph {base}")
@@ -56,13 +56,14 @@ def extend_graph(base: str = "default", sources: list[str] | None = None, demo: 
     extension concepts), publish the child, and (``relabel``) label every model labelled on
     the parent on the child: incrementally, only new images and node texts are encoded."""
     clean_env()
-    out = app().extend_graph(base, sources or [], demo=demo, publish=True, default=default)
+    out = app().graphs.extend(base, sources or [], demo=demo, publish=True,
+                              default=default).to_dict()
     d = out["delta"]
     print(f"graph {out['version']} (child of {out['parent']}): +{d['n_added_nodes']} nodes, "
           f"+{d['added_images']} images; published{' as the default' if default else ''}")
     labelled = []
     if relabel:
-        for ref in app().labelled_models(out["parent"]):
+        for ref in app().labelling.labelled_models(out["parent"]):
             r = label_on(ref, out["version"])
             inc = r.get("incremental") or {}
             print(f"{ref}: {r['status']}, {r.get('images_encoded', 0)} images encoded"

@@ -31,47 +31,48 @@ GraphParam = Annotated[str, Field(
 @task
 def graph_version(graph: str) -> str:
     """The graph version every page and worker of this run uses (fetched and cached here)."""
-    return app().graph(graph).version
+    return app().graphs.get(graph).version
 
 
 @task
 def discovery_state(source: str, local_root: str | None, version: str) -> dict[str, Any]:
     """Where discovery of the source for the graph version stands (in the tracking server,
     shared by every worker)."""
-    return app().discovery_state(source, local_root, version)
+    return app().discovery.state(source, local_root, version).to_dict()
 
 
 @task
 def discover(source: str, local_root: str | None, page_size: int, state: dict[str, Any],
              retry_failed: bool) -> list[dict[str, Any]]:
     """The next page of new models after the watermark (and the failed ones to retry)."""
-    return app().discover(source, local_root, page_size, state, retry_failed=retry_failed)
+    return app().discovery.page(source, local_root, page_size, state, retry_failed=retry_failed)
 
 
 @task
 def unlabelled(models: list[dict[str, Any]], graph: str) -> list[dict[str, Any]]:
     """Drop the models whose label key (revision, graph, settings) is already registered."""
-    return app().unlabelled(models, graph)
+    return app().discovery.unlabelled(models, graph)
 
 
 @task
 def record_page(state: dict[str, Any], page: list[dict[str, Any]], errors: dict[str, str],
                 labelled: int) -> dict[str, Any]:
     """Move the watermark past the page and keep its failures for the next runs."""
-    return app().record_discovery(state, page, errors, labelled)
+    return app().discovery.record(state, page, errors, labelled).to_dict()
 
 
 @task
-def label_and_register_task(model_ref: str, graph: str, device: str,
-                            force: bool) -> dict[str, Any]:
+def label_and_register_task(model_ref: str, graph: str, device: str, force: bool,
+                            pixel_cache_gb: float | None = None) -> dict[str, Any]:
     """Download, label and register one model (idempotent: a rerun is safe)."""
     import os
 
-    a = app(device=device)
-    out = a.label(model_ref, graph, force=force, progress=progress_logger(model_ref))
+    a = app(device=device, pixel_cache_gb=pixel_cache_gb)
+    out = a.labelling.label(model_ref, graph, force=force,
+                            progress=progress_logger(model_ref)).to_dict()
     out["worker"] = os.environ.get("MLL_WORKER_NAME", "")
     if out.get("run_id") and out["worker"]:
-        a.registry().client.set_tag(out["run_id"], "mll.worker", out["worker"])
+        a.registry.client.set_tag(out["run_id"], "mll.worker", out["worker"])
     return out
 
 
@@ -94,10 +95,12 @@ def label_model(
     device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
     force: Annotated[bool, Field(description="Relabel even if registered")] = False,
     push_card: Annotated[bool, Field(description="Open a card PR on the Hub")] = False,
+    pixel_cache_gb: Annotated[float | None, Field(
+        ge=0.0, description="Raw-pixel cache budget in GB (empty: the worker's setting)")] = None,
 ) -> dict[str, Any]:
     """Label one model on the graph and register it in MLflow; optionally push its card."""
     clean_env()
-    out = label_and_register_task(model_ref, graph, device, force)
+    out = label_and_register_task(model_ref, graph, device, force, pixel_cache_gb)
     get_run_logger().info("%s: %s (version %s)", model_ref, out["status"], out.get("version"))
     if push_card and model_ref.startswith("hf-hub:") and out["status"] == "labelled":
         out["card"] = push_card_task(model_ref, out["path"], create_pr=True)
@@ -161,6 +164,9 @@ def label_new_models(
     deployment_name: Annotated[str, Field(
         description="Deployment that labels one model")] = "label-model/label-model-gpu",
     push_card: Annotated[bool, Field(description="Open card PRs on the Hub")] = False,
+    pixel_cache_gb: Annotated[float | None, Field(
+        ge=0.0, description="Raw-pixel cache budget in GB of the labelling runs (empty: each "
+                            "worker's setting)")] = None,
 ) -> dict[str, Any]:
     """Label every model published since the last run, a page at a time, each once.
 
@@ -180,8 +186,9 @@ def label_new_models(
         if not page:
             break
         todo = unlabelled(page, spec)
+        cache = {} if pixel_cache_gb is None else {"pixel_cache_gb": pixel_cache_gb}
         errors = _label_page([{"model_ref": m["ref"], "graph": spec, "device": device,
-                               "push_card": push_card} for m in todo], deployment_name)
+                               "push_card": push_card, **cache} for m in todo], deployment_name)
         state = record_page(state, page, errors, len(todo) - len(errors))
         found += len(page)
         labelled += len(todo) - len(errors)

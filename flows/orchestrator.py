@@ -1,4 +1,4 @@
-"""How :meth:`mll_registry.app.root.App.demo` runs on Prefect: the ``prefect`` orchestrator.
+"""How :meth:`mll_registry.app.demo.DemoService.demo` runs on Prefect: the ``prefect`` orchestrator.
 
 Declared as an entry point (``mll_registry.orchestrators``) in pyproject.toml, so the library
 finds it by name and never imports Prefect itself. Prefect is configured before it is imported
@@ -12,7 +12,8 @@ from typing import Any
 
 
 def run_demo(application: Any, tasks: list[str] | None = None) -> dict[str, Any]:
-    """The ``prefect`` orchestrator of :meth:`mll_registry.app.root.App.demo` (an entry point).
+    """The ``prefect`` orchestrator of :meth:`mll_registry.app.demo.DemoService.demo` (an entry
+    point): the demo flow under ``application``'s data dir, device and pixel-cache budget.
 
     Prefect's ephemeral mode with quiet defaults: no analytics, a start-up timeout this 2-core
     class of machine needs, and a ``PREFECT_HOME`` created with its parents.
@@ -30,4 +31,5 @@ def run_demo(application: Any, tasks: list[str] | None = None) -> dict[str, Any]
         os.environ["MLL_DATA_DIR"] = str(application.settings.data_dir)
     from flows.demo import demo
 
-    return demo(tasks=tasks, device=application.settings.device)
+    s = application.settings
+    return demo(tasks=tasks, device=s.device, pixel_cache_gb=s.pixel_cache_gb)

@@ -31,7 +31,7 @@ def run_selection(task_name: str, classes: list[str], domain: str, task_type: st
     t = Task(task_name, [TaskClass(c) for c in classes], domain=domain or "photo",
              task=task_type, domain_given=bool(domain))
     return app(k=k, alpha=alpha, metric=metric, top_n=top_n, unmatched=unmatched,
-               source_weighting=source_weighting).select(t, graph)
+               source_weighting=source_weighting).selection.select(t, graph)
 
 
 def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -75,8 +75,8 @@ def evaluate_ensemble(sel: Any, data_path: str, device: str) -> dict[str, Any]:
       cache_expiration=timedelta(days=7))
 def log_run(sel: Any, reuse: Any) -> dict[str, str]:
     a = app()
-    rid = a.log_selection(sel, reuse)
-    reg = a.registry()
+    rid = a.selection.log(sel, reuse)
+    reg = a.registry
     exp = reg.experiment("mll-selection")
     uri = redact(reg.uri)  # the link is shown in the UI: no credentials in it
     link = (f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{rid}"

@@ -134,7 +134,7 @@ print("RESULT " + json.dumps({{"flow_run_id": str(out.state_details.flow_run_id)
             "            p = work / 'src' / syn / f'{i}.png'\n"
             "            p.parent.mkdir(parents=True, exist_ok=True)\n"
             "            Image.fromarray(np.full((32, 32, 3), base + 10 * i, np.uint8)).save(p)\n"
-            "    return App.configured().build_graph(['toy=' + str(work / 'src')],\n"
+            "    return App.configured().graphs.build(['toy=' + str(work / 'src')],\n"
             "                                        out=work / 'graph').path\n")
         r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                            text=True, timeout=600,

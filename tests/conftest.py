@@ -87,7 +87,8 @@ def label_and_register(ref: str, graph, cfg, registry, force: bool = False,
 
     s = Settings(templates=cfg.templates, text_source=cfg.text_source, top_k=cfg.top_k,
                  device=cfg.device, data_dir=str(registry.root) if registry.root else None)
-    return App(s, mlflow=registry).label(ref, graph, force=force, same_as=same_as)
+    a = App(s, registry=registry, label_stores={"registry": registry})
+    return a.labelling.label(ref, graph, force=force, same_as=same_as).to_dict()
 
 
 def free_port() -> int:

@@ -86,12 +86,12 @@ def test_top_k_default_is_stated_once() -> None:
     import inspect
 
     from mll_registry.app.root import App
-    from mll_registry.cli import main as cli
+    from mll_registry.cli import label as label_cli
     from mll_registry.labels.labeller import LabelConfig
 
     assert LabelConfig().top_k == DEFAULTS.top_k == 64
     assert App(Settings()).label_config().top_k == DEFAULTS.top_k
-    assert inspect.signature(cli.label).parameters["top_k"].default is None  # unset -> settings
+    assert inspect.signature(label_cli.label).parameters["top_k"].default is None  # unset -> settings
     src = (REPO / "flows" / "labeling.py").read_text() + (REPO / "prefect.yaml").read_text()
     assert "top_k" not in src  # the flows take it from the settings too
 
@@ -175,10 +175,10 @@ def test_custom_scheme_and_caption_provider_plug_in(graph, tmp_path: Path) -> No
         a = App(Settings(top_k=4, device="cpu", caption_provider="fixed", label_store="local",
                          data_dir=str(tmp_path / "data")))
         for name in ("vit-animals", "resnet-objects"):
-            out = a.label(f"company:{name}", graph)
+            out = a.labelling.label(f"company:{name}", graph).to_dict()
             assert out["status"] == "labelled" and out["model_ref"] == f"company:{name}"
         assert registered_name("company:vit-animals") == "company--vit-animals"
-        sel = a.select(Task("pets", [TaskClass("dog"), TaskClass("cat")]), graph)
+        sel = a.selection.select(Task("pets", [TaskClass("dog"), TaskClass("cat")]), graph)
     finally:
         SCHEMES.unregister("company")
         CAPTION_PROVIDERS.unregister("fixed")
@@ -201,7 +201,8 @@ def test_label_identity_includes_the_label_settings(graph, tmp_path: Path) -> No
 
     def label(**s):
         base = {"top_k": 4, "device": "cpu", "data_dir": str(tmp_path / "data")}
-        return App(Settings(**{**base, **s}), mlflow=reg).label(ref, graph)
+        return App(Settings(**{**base, **s}), registry=reg,
+                   label_stores={"registry": reg}).labelling.label(ref, graph).to_dict()
 
     first = label()
     again = label()

@@ -74,8 +74,9 @@ from mll_registry.settings import Settings
 
 reg = Registry(f"sqlite:///{data}/mlflow.db", root=data)
 app = App(Settings(top_k=4, device="cpu", batch_size=2, chunk_size=2, decode_workers=0,
-                   data_dir=data), mlflow=reg)
-out = app.label(ref, graph)
+                   data_dir=data), registry=reg,
+          label_stores={"registry": reg})
+out = app.labelling.label(ref, graph).to_dict()
 print(json.dumps({"status": out["status"], "name": out["name"], "version": out["version"]}))
 """
 

@@ -117,7 +117,7 @@ def test_a_model_that_fails_is_reported_then_retried_by_the_next_run(world, tmp_
         hub.fail_next("*", r"^/api/models/org/flaky(/revision/.*)?$", status=503, times=1000)
         with pytest.raises(Exception, match="1 of 3 models failed.*org/flaky"):
             label_new_models(**run)
-        st = App.configured().discovery_state("hf", None, world["graph"].version)
+        st = App.configured().discovery.state("hf", None, world["graph"].version).to_dict()
         assert [f["repo_id"] for f in st["failed"].values()] == ["org/flaky"]
         assert st["failed"][next(iter(st["failed"]))]["attempts"] == 1
         # the watermark moved past all three: the failure is kept, not the page held back
@@ -126,7 +126,7 @@ def test_a_model_that_fails_is_reported_then_retried_by_the_next_run(world, tmp_
         hub._state.faults.clear()
         again = label_new_models(**run)
         assert (again["found"], again["labelled"], again["failed"]) == (1, 1, {})
-        st = App.configured().discovery_state("hf", None, world["graph"].version)
+        st = App.configured().discovery.state("hf", None, world["graph"].version).to_dict()
         assert st["failed"] == {}
         assert set(_registered(world["graph"].version).values()) == {1}
         assert set(_registered(world["graph"].version)) == {"org/seed", *repos}

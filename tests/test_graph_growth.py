@@ -127,16 +127,16 @@ def test_an_incremental_label_equals_a_full_one_and_encodes_only_new_images(
         sources, tmp_path, tiny_ref) -> None:
     parent, child = _graphs(sources, tmp_path)
     a = App(Settings(data_dir=str(tmp_path / "data"), label_store="local", device="cpu"))
-    first = a.label(tiny_ref, parent)
+    first = a.labelling.label(tiny_ref, parent).to_dict()
     assert first["incremental"] is None and first["images_encoded"] == len(parent.images)
     emb = LabelEmbeddings.open(embeddings_path(first["path"]))
     assert emb.image_emb.dtype == np.float16 and emb.image_emb.shape[0] == len(parent.images)
-    inc = a.label(tiny_ref, child)
+    inc = a.labelling.label(tiny_ref, child).to_dict()
     new_rows = int((~child.images["digest"].isin(set(parent.images["digest"]))).sum())
     assert new_rows == 9 and inc["images_encoded"] == new_rows  # the same-bytes image is reused
     assert inc["incremental"]["from_graph"] == parent.version
     assert inc["incremental"]["texts_encoded"] == len(set(child.node_ids) - set(parent.node_ids))
-    full = a.label(tiny_ref, child, out=tmp_path / "full", full=True)
+    full = a.labelling.label(tiny_ref, child, out=tmp_path / "full", full=True).to_dict()
     assert full["incremental"] is None and full["images_encoded"] == len(child.images)
     _compare(ModelLabel.load(inc["path"]), ModelLabel.load(tmp_path / "full"))
     per = ModelLabel.load(inc["path"]).source_summary("more").set_index("node_id")
@@ -150,17 +150,17 @@ def test_an_incremental_label_equals_a_full_one_and_encodes_only_new_images(
 def test_damaged_or_foreign_embeddings_are_not_reused(sources, tmp_path, tiny_ref) -> None:
     parent, child = _graphs(sources, tmp_path)
     a = App(Settings(data_dir=str(tmp_path / "data"), label_store="local", device="cpu"))
-    first = a.label(tiny_ref, parent)
+    first = a.labelling.label(tiny_ref, parent).to_dict()
     f = embeddings_path(first["path"])
     raw = bytearray(f.read_bytes())
     raw[-3] ^= 0xFF  # one embedding value changed: the file's digest no longer matches
     f.write_bytes(bytes(raw))
-    out = a.label(tiny_ref, child)
+    out = a.labelling.label(tiny_ref, child).to_dict()
     assert out["incremental"] is None and out["images_encoded"] == len(child.images)
     # another model's embeddings never stand in (its revision differs)
     model, cfg = build_tiny("tiny-vit", seed=6)
     other = save_open_clip_dir(model, cfg, tmp_path / "other")
-    o = a.label(f"local-dir:{other}", parent)
+    o = a.labelling.label(f"local-dir:{other}", parent).to_dict()
     e = LabelEmbeddings.open(embeddings_path(o["path"]))
     lab = ModelLabel.load(out["path"])
     assert e.matches({"revision": lab.meta["revision"]}) is not None
@@ -171,10 +171,10 @@ def test_without_kept_embeddings_a_grown_graph_is_labelled_in_full(sources, tmp_
     parent, child = _graphs(sources, tmp_path)
     a = App(Settings(data_dir=str(tmp_path / "data"), label_store="local", device="cpu",
                      keep_embeddings=False))
-    first = a.label(tiny_ref, parent)
+    first = a.labelling.label(tiny_ref, parent).to_dict()
     assert first["embeddings"] is None and not embeddings_path(first["path"]).exists()
     assert ModelLabel.load(first["path"]).meta["embeddings"]["kept"] is False
-    out = a.label(tiny_ref, child)
+    out = a.labelling.label(tiny_ref, child).to_dict()
     assert out["incremental"] is None and out["images_encoded"] == len(child.images)
 
 
@@ -183,14 +183,14 @@ def test_registry_child_versions_record_their_lineage_and_reuse_from_any_worker(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
     parent, child = _graphs(sources, tmp_path)
     a = App(Settings(data_dir=str(tmp_path / "one"), device="cpu"))
-    first = a.label(tiny_ref, parent)
+    first = a.labelling.label(tiny_ref, parent).to_dict()
     # registering a version leaves the process's tracking URI as it was (MLflow's helper unset it)
     assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'shared.db'}"
     # a worker with its own data dir gets the parent's embeddings from the artifact store
     b = App(Settings(data_dir=str(tmp_path / "two"), device="cpu"))
-    out = b.label(tiny_ref, child)
+    out = b.labelling.label(tiny_ref, child).to_dict()
     assert out["status"] == "labelled" and out["images_encoded"] == 9
-    reg = b.registry()
+    reg = b.registry
     v = reg.client.get_model_version(out["name"], str(out["version"]))
     assert v.tags["mll.parent_graph"] == parent.version
     assert v.tags["mll.incremental_from"] == parent.version and v.tags["mll.images_encoded"] == "9"
@@ -202,7 +202,7 @@ def test_registry_child_versions_record_their_lineage_and_reuse_from_any_worker(
     assert {x.path for x in reg.client.list_artifacts(first["run_id"], "embeddings")} == {
         "embeddings/embeddings.safetensors"}
     # selection on the child works as on any label
-    assert b.labelled_models(child.version) == [tiny_ref]
+    assert b.labelling.labelled_models(child.version) == [tiny_ref]
 
 
 def test_cli_extend_and_diff(sources, tmp_path, monkeypatch) -> None:
@@ -247,25 +247,25 @@ def test_demo_graph_growth_on_demo_models(tmp_path, data_root) -> None:
     assert len(refs) == 4
     inc_app = App(Settings(data_dir=str(data_root), label_store="local", device="cpu"))
     full_app = App(Settings(data_dir=str(tmp_path / "full"), label_store="local", device="cpu"))
-    parent = inc_app.graph("demo")
-    out = inc_app.extend_graph("demo", demo=True, out=tmp_path / "child")
+    parent = inc_app.graphs.get("demo")
+    out = inc_app.graphs.extend("demo", demo=True, out=tmp_path / "child").to_dict()
     child = SemanticGraph.load(out["path"])
     new = {c.synset for c in load_concepts(EXTENSION)}
     assert len(new) == 60 and not new & set(parent.node_ids) and new <= set(child.node_ids)
     assert out["delta"]["n_added_nodes"] >= 50
     n_new = int((~child.images["digest"].isin(set(parent.images["digest"]))).sum())
     for ref in refs:
-        inc_app.label(ref, parent)
-        inc = inc_app.label(ref, child)
+        inc_app.labelling.label(ref, parent).to_dict()
+        inc = inc_app.labelling.label(ref, child).to_dict()
         assert inc["incremental"]["from_graph"] == parent.version, ref
         assert inc["images_encoded"] == n_new, ref
-        full = full_app.label(ref, child, full=True)
+        full = full_app.labelling.label(ref, child, full=True).to_dict()
         assert full["images_encoded"] == len(child.images)
         _compare(ModelLabel.load(inc["path"]), ModelLabel.load(full["path"]))
     for t in DEMO_TASKS:
         task = Task(t.name, [TaskClass(display_name(c))
                              for c in task_concepts(t, load_concepts())], domain=t.domain)
-        a, b = inc_app.select(task, child).result, full_app.select(task, child).result
+        a, b = inc_app.selection.select(task, child).result, full_app.selection.select(task, child).result
         assert a.models == b.models and len(a.models) == 4
         np.testing.assert_array_equal(a.chosen, b.chosen)
         np.testing.assert_array_equal(a.with_k(3).chosen, b.with_k(3).chosen)

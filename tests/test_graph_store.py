@@ -34,7 +34,7 @@ def test_publish_then_fetch_elsewhere_gives_the_same_graph_and_image_bytes(built
     g, bundle = built
     pub = _app(tmp_path / "publisher")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
-    out = pub.publish_graph(bundle, default=True)
+    out = pub.graphs.publish(bundle, default=True).to_dict()
     assert out["created"] and out["default"] and out["graph_version"] == g.version
     assert out["images"] == len(g.images) and out["shards"] == 1
     originals = [p.read_bytes() for p in g.image_paths()]  # in image_id order
@@ -42,13 +42,13 @@ def test_publish_then_fetch_elsewhere_gives_the_same_graph_and_image_bytes(built
     shutil.rmtree(tmp_path / "A", ignore_errors=True)
     shutil.rmtree(tmp_path / "B", ignore_errors=True)
     worker = _app(tmp_path / "worker")
-    got = worker.graph("default")
+    got = worker.graphs.get("default")
     assert got.version == g.version
     assert [p.read_bytes() for p in got.image_paths()] == originals
     assert all(str(p).startswith(str(tmp_path / "worker")) for p in got.image_paths())
     # by version, from the cache: no server needed any more
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
-    assert _app(tmp_path / "worker").graph(g.version).version == g.version
+    assert _app(tmp_path / "worker").graphs.get(g.version).version == g.version
     assert GraphStore(lambda: pytest.fail("the server was asked"),
                       tmp_path / "worker").cached(g.version) is not None
 
@@ -58,28 +58,28 @@ def test_publishing_twice_is_one_registry_entry_and_list_shows_the_default(built
     g, bundle = built
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
     a = _app(tmp_path / "publisher")
-    first = a.publish_graph(bundle)
-    again = a.publish_graph(bundle)
+    first = a.graphs.publish(bundle).to_dict()
+    again = a.graphs.publish(bundle).to_dict()
     assert first["created"] and not again["created"]
     assert first["registry_version"] == again["registry_version"]
-    graphs = a.graphs()
+    graphs = a.graphs.list()
     assert [x.graph_version for x in graphs] == [g.version]
     assert not graphs[0].default
-    a.set_default_graph(g.version)
-    assert a.graphs()[0].default
-    versions = a.registry().client.search_model_versions(f"name='{GRAPH_MODEL}'")
+    a.graphs.set_default(g.version)
+    assert a.graphs.list()[0].default
+    versions = a.registry.client.search_model_versions(f"name='{GRAPH_MODEL}'")
     assert len(versions) == 1 and versions[0].tags["mll.graph_version"] == g.version
     # a published graph is no label: label queries and selection do not see it
-    assert a.registry().labelled_versions() == []
-    assert a.registry().labelled_versions(g.version) == []
+    assert a.registry.labelled_versions() == []
+    assert a.registry.labelled_versions(g.version) == []
 
 
 def test_no_default_graph_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(GraphError, match="no default graph.*mll graph publish"):
-        _app(tmp_path / "w").graph("default")
+        _app(tmp_path / "w").graphs.get("default")
     with pytest.raises(GraphError, match="not published"):
-        _app(tmp_path / "w").graph("0123456789abcdef")
+        _app(tmp_path / "w").graphs.get("0123456789abcdef")
 
 
 def test_shards_are_content_addressed_and_deterministic(built, tmp_path):
@@ -113,7 +113,7 @@ def test_a_damaged_shard_in_the_store_is_refused_and_nothing_is_cached(built, tm
                                                                       monkeypatch):
     g, bundle = built
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
-    out = _app(tmp_path / "publisher").publish_graph(bundle)
+    out = _app(tmp_path / "publisher").graphs.publish(bundle).to_dict()
     # damage the shard where the artifact store keeps it (embedded: under the publisher's dir)
     shard = next((tmp_path / "publisher").rglob(f"mlartifacts/**/{out['run_id']}/**/*.tar"))
     data = bytearray(shard.read_bytes())
@@ -121,6 +121,6 @@ def test_a_damaged_shard_in_the_store_is_refused_and_nothing_is_cached(built, tm
     shard.write_bytes(bytes(data))
     w = _app(tmp_path / "worker")
     with pytest.raises(GraphError, match="fails its sha256"):
-        w.graph(g.version)
-    assert w.graph_store().cached(g.version) is None
+        w.graphs.get(g.version)
+    assert w.graph_store.cached(g.version) is None
     assert not json.dumps([str(p) for p in (tmp_path / "worker").rglob("*.png")]).count(".png")

@@ -135,15 +135,16 @@ def test_query_best_source_through_the_app_and_the_cli(graph, summaries, tmp_pat
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from mll_registry.app.root import App
     from mll_registry.cli import main as cli
+    from mll_registry.cli import query as query_cli
     from mll_registry.settings import Settings
 
     a = App(Settings(data_dir=str(tmp_path / "data")),
-            mlflow=cast("Registry", MemoryRegistry(tmp_path / "data", summaries)))
-    q = a.query_best("dog.n.01", graph=graph, source="B")
+            registry=cast("Registry", MemoryRegistry(tmp_path / "data", summaries)))
+    q = a.queries.best("dog.n.01", graph=graph, source="B")
     assert q.source == "B" and [h.name for h in q.models] == ["sketchy", "sharp"]
-    assert [h.name for h in a.query_best("dog.n.01", graph=graph).models] == ["sharp", "sketchy"]
+    assert [h.name for h in a.queries.best("dog.n.01", graph=graph).models] == ["sharp", "sketchy"]
     bundle = graph.save(tmp_path / "g")
-    monkeypatch.setattr(cli, "_app", lambda data_dir=None, **kw: a)
+    monkeypatch.setattr(query_cli, "open_app", lambda data_dir=None, **kw: a)
     res = CliRunner().invoke(cli.app, ["query", "best", "-c", "dog.n.01", "--graph", str(bundle),
                                        "--source", "B", "--json"])
     assert res.exit_code == 0, res.output

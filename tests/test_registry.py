@@ -198,7 +198,7 @@ def test_label_index_queries_and_invalidation(registry: Registry, models: list[P
 
 def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp_path: Path) -> None:
     from mll_registry.labels.format import ModelLabel
-    from mll_registry.selection.select import select
+    from mll_registry.selection.select import SelectOptions, select
     from mll_registry.task import Task, TaskClass
 
     cfg = LabelConfig(top_k=4, device="cpu")
@@ -206,7 +206,7 @@ def test_selection_run_logged(registry: Registry, models: list[Path], graph, tmp
         label_and_register(f"local-dir:{m}", graph, cfg, registry, root=registry.root)
     labels = {r: ModelLabel.load(p) for r, p in registry.list_labels(graph.version).items()}
     task = Task("pets", [TaskClass("dog"), TaskClass("cat")], domain="photo")
-    sel = select(task, graph, labels, k=1, root=registry.root)
+    sel = select(task, graph, labels, SelectOptions(k=1), root=registry.root)
     links, model_ids = registry.selection_links(sel.selected_models(), graph.version)
     rid = registry.log_selection(task, sel, links=links, model_ids=model_ids)
     run = registry.client.get_run(rid)
@@ -298,18 +298,19 @@ def test_names_aliases_and_commands_agree(registry: Registry, graph, tmp_path: P
     demo = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-food"
     ref = f"local-dir:{demo}"
     label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry)
-    a = App(Settings(top_k=4, device="cpu", data_dir=str(registry.root)), mlflow=registry)
+    a = App(Settings(top_k=4, device="cpu", data_dir=str(registry.root)), registry=registry,
+            label_stores={"registry": registry})
     name = registered_name(ref)
-    found = a.query_label(name, graph)  # by registered name
+    found = a.queries.label(name, graph)  # by registered name
     assert found is not None
     v = found[0]
     assert v.model_ref == ref
     h = Settings(top_k=4).label_hash()
     assert sorted(v.aliases) == sorted([ALIAS, f"{ALIAS}-{h}"])
     assert sorted(registry.client.get_registered_model(name).aliases) == sorted(v.aliases)
-    assert a.query_label(ref, graph)[0].version == v.version  # by MODEL_REF: the same version
+    assert a.queries.label(ref, graph)[0].version == v.version  # by MODEL_REF: the same version
     old = cli_card.REGISTERED
-    cli_card.REGISTERED = a.registered_ref
+    cli_card.REGISTERED = a.labelling.registered_ref
     try:
         assert cli_card.model_ref_of(name) == ref
         assert cli_card.model_ref_of(ref) == ref

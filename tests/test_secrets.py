@@ -43,8 +43,9 @@ def test_token_appears_nowhere_but_the_authorization_header(
             logging.getLogger(name).setLevel(logging.DEBUG)
         graph = build_graph([SampleDataset("A", tree / "A")])[0]
         reg = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", root=tmp_path / "data")
-        app = App(Settings(top_k=4, device="cpu", data_dir=str(tmp_path / "data")), mlflow=reg)
-        out = app.label("hf-hub:org/model", graph)
+        app = App(Settings(top_k=4, device="cpu", data_dir=str(tmp_path / "data")), registry=reg,
+                  label_stores={"registry": reg})
+        out = app.labelling.label("hf-hub:org/model", graph).to_dict()
         assert out["status"] == "labelled"
         pushed = push_card("org/model", ModelLabel.load(out["path"]))
         assert pushed["pr_url"]

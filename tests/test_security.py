@@ -283,7 +283,8 @@ def _kill_during_registration(tmp_path: Path, uri: str, graph_dir: Path, ref: st
             os.kill(os.getpid(), signal.SIGKILL)
         MlflowClient.create_model_version = create_then_die
         reg = Registry({uri!r}, root={str(tmp_path / 'data')!r})
-        App(Settings(top_k=4, device="cpu", data_dir=str(reg.root)), mlflow=reg).label(
+        App(Settings(top_k=4, device="cpu", data_dir=str(reg.root)), registry=reg,
+            label_stores={{"registry": reg}}).labelling.label(
             {ref!r}, SemanticGraph.load({str(graph_dir)!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -63,7 +63,7 @@ def _app(data: Path, **kw: Any):
 def labelled(tmp_path_factory: pytest.TempPathFactory, graph, tiny_model: Path) -> Path:
     """A data dir whose local label store holds the tiny model's real label."""
     data = tmp_path_factory.mktemp("labelled")
-    out = _app(data).label(f"local-dir:{tiny_model}", graph)
+    out = _app(data).labelling.label(f"local-dir:{tiny_model}", graph).to_dict()
     assert out["status"] == "labelled"
     return data
 
@@ -75,7 +75,7 @@ def label_copy(labelled: Path, tmp_path: Path, graph, tiny_model: Path):
     shutil.copytree(labelled / "labels", tmp_path / "data" / "labels")
     app = _app(tmp_path / "data")
     ref = f"local-dir:{tiny_model}"
-    opened = app.labels(graph, mapped=True)
+    opened = app.selection.mapped_labels(graph)
     assert list(opened) == [ref]
     return app, opened[ref].path, ref
 
@@ -153,7 +153,7 @@ def test_crafted_label_headers_give_one_line_label_errors_on_the_selection_path(
     app, path, ref = label_copy
     _edit_header(path / "label.safetensors", CRAFTED[case])
     with pytest.raises(LabelError) as e:
-        app.labels(graph, mapped=True)  # what App.select opens its labels with
+        app.selection.mapped_labels(graph)  # what App.select opens its labels with
     _one_line_naming(e.value, path, ref)
 
 
@@ -163,7 +163,7 @@ def test_an_intact_label_still_opens_and_counts(label_copy, graph) -> None:
     from mll_registry.selection.select import count_all
 
     app, path, ref = label_copy
-    mapped = app.labels(graph, mapped=True)[ref]
+    mapped = app.selection.mapped_labels(graph)[ref]
     full = ModelLabel.load(path, graph.version)
     np.testing.assert_array_equal(np.asarray(mapped.topk_idx), full.topk_idx)
     np.testing.assert_array_equal(np.asarray(mapped.member_score), full.member_score)
@@ -186,7 +186,7 @@ def test_a_damaged_summary_is_a_one_line_label_error_where_selection_reads_it(
         f.write_bytes(b"PAR1 not really parquet PAR1")
     else:
         pd.read_parquet(f).drop(columns=["acc1"]).to_parquet(f)
-    labels = app.labels(graph, mapped=True)  # opened by their headers: the summary is lazy
+    labels = app.selection.mapped_labels(graph)  # opened by their headers: the summary is lazy
     with pytest.raises(LabelError) as e:
         general_order(list(labels.values()))  # the fallback order of unmatched classes
     _one_line_naming(e.value, f, ref)

@@ -39,13 +39,13 @@ def published(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
     g, _ = build_and_save([SampleDataset("A", tree / "A"), SampleDataset("B", tree / "B")],
                           tmp_path / "bundle")
-    out = _app(tmp_path / "publisher").publish_graph(tmp_path / "bundle", default=True)
+    out = _app(tmp_path / "publisher").graphs.publish(tmp_path / "bundle", default=True).to_dict()
     art = next((tmp_path / "publisher").rglob(f"{out['run_id']}/artifacts/graph/index.json")).parent
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("precious")
     return {"graph": g, "out": out, "art": art, "victim": victim,
-            "worker": tmp_path / "worker", "client": _app(tmp_path / "publisher").registry().client}
+            "worker": tmp_path / "worker", "client": _app(tmp_path / "publisher").registry.client}
 
 
 def _one_line_error(exc: pytest.ExceptionInfo[BaseException]) -> str:
@@ -55,7 +55,7 @@ def _one_line_error(exc: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 def _nothing_cached(p: dict[str, Any]) -> None:
-    w = _app(p["worker"]).graph_store()
+    w = _app(p["worker"]).graph_store
     assert w.cached(p["graph"].version) is None
     assert not list(p["worker"].rglob("*.png"))
 
@@ -79,7 +79,7 @@ def test_a_graph_version_tag_that_is_a_path_deletes_no_directory(published, monk
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert "mll graph default VERSION" in " ".join(res.output.split())
     # the valid version is still listed, the bad one skipped
-    assert [g.graph_version for g in _app(p["worker"]).graphs()] == [p["graph"].version]
+    assert [g.graph_version for g in _app(p["worker"]).graphs.list()] == [p["graph"].version]
 
 
 def test_a_shard_name_that_is_a_path_deletes_no_directory(published):
@@ -95,7 +95,7 @@ def test_a_shard_name_that_is_a_path_deletes_no_directory(published):
     shard["name"] = str(victim) + "/" + shard["name"]
     (art / "index.json").write_text(json.dumps(index))
     with pytest.raises(GraphError) as exc:
-        _app(p["worker"]).graph(p["graph"].version)
+        _app(p["worker"]).graphs.get(p["graph"].version)
     assert "shard name" in _one_line_error(exc)
     assert (victim / "keep.txt").read_text() == "precious"
     assert sorted(x.name for x in victim.iterdir()) == ["keep.txt"]
@@ -167,7 +167,7 @@ def test_a_sparse_shard_member_is_refused_without_reading_its_declared_size(publ
     tracemalloc.start()
     try:
         with pytest.raises(GraphError) as exc:
-            _app(p["worker"]).graph(p["graph"].version)
+            _app(p["worker"]).graphs.get(p["graph"].version)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -181,7 +181,7 @@ def test_a_shard_member_declaring_more_than_an_image_may_have_is_refused(publish
     digest = str(p["graph"].images["digest"].iloc[0])
     _serve_shard(p, _regular_member(f"{digest}.png", 64 * 1024 ** 3, b"x" * 512))
     with pytest.raises(GraphError) as exc:
-        _app(p["worker"]).graph(p["graph"].version)
+        _app(p["worker"]).graphs.get(p["graph"].version)
     assert "declares 68,719,476,736 bytes" in _one_line_error(exc)
     _nothing_cached(p)
 
@@ -191,7 +191,7 @@ def test_a_link_member_in_a_shard_is_refused(published):
     digest = str(p["graph"].images["digest"].iloc[0])
     _serve_shard(p, _link_member(f"{digest}.png"))
     with pytest.raises(GraphError) as exc:
-        _app(p["worker"]).graph(p["graph"].version)
+        _app(p["worker"]).graphs.get(p["graph"].version)
     assert "is a link" in _one_line_error(exc)
     _nothing_cached(p)
 
@@ -207,7 +207,7 @@ def test_two_image_rows_pointed_at_one_file_are_refused(published):
     images.loc[1, ["source", "relpath"]] = images.loc[0, ["source", "relpath"]].to_list()
     images.to_parquet(f, index=False)
     with pytest.raises(GraphError) as exc:
-        _app(p["worker"]).graph(p["graph"].version)
+        _app(p["worker"]).graphs.get(p["graph"].version)
     assert "named by two image rows" in _one_line_error(exc)
     _nothing_cached(p)
 
@@ -221,7 +221,7 @@ def test_a_fetched_graph_holds_each_rows_own_image(published):
     images["relpath"] = images["relpath"].iloc[::-1].to_list()
     images.loc[:, "source"] = images["source"].iloc[::-1].to_list()
     images.to_parquet(f, index=False)
-    got = _app(p["worker"]).graph(p["graph"].version)
+    got = _app(p["worker"]).graphs.get(p["graph"].version)
     assert got.version == p["graph"].version
     for path, digest in zip(got.image_paths(), got.images["digest"], strict=True):
         assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == digest
@@ -235,12 +235,12 @@ def test_a_non_integer_tag_is_skipped_by_list_and_valid_versions_stay_listed(pub
     client.create_model_version(GRAPH_MODEL, good.source, run_id=good.run_id, tags={
         **good.tags, "mll.graph_version": "0123456789abcdef", "mll.nodes": "many\x1b[31m"})
     with caplog.at_level(logging.WARNING, logger="mll_registry.registry.graph_store"):
-        graphs = _app(p["worker"]).graphs()
+        graphs = _app(p["worker"]).graphs.list()
     assert [(g.graph_version, g.default) for g in graphs] == [(p["graph"].version, True)]
     warning = [r.getMessage() for r in caplog.records if "mll.nodes" in r.getMessage()]
     assert len(warning) == 1 and "\x1b" not in warning[0], caplog.text
     with pytest.raises(GraphError, match="not published"):
-        _app(p["worker"]).graph("0123456789abcdef")
+        _app(p["worker"]).graphs.get("0123456789abcdef")
 
 
 # -- sample folders: regular files only ----------------------------------------------------------
@@ -279,12 +279,12 @@ def test_graph_default_is_the_registrys_default_even_with_a_default_folder_here(
     assert other.version != p["graph"].version
     monkeypatch.chdir(tmp_path / "here")
     w = _app(p["worker"])
-    assert w.graph("default").version == p["graph"].version
-    assert w.graph("./default").version == other.version  # the folder, written as a path
-    assert w.graph(Path("default")).version == other.version
+    assert w.graphs.get("default").version == p["graph"].version
+    assert w.graphs.get("./default").version == other.version  # the folder, written as a path
+    assert w.graphs.get(Path("default")).version == other.version
     with pytest.raises(GraphError, match=r"no graph 'nothing': give a bundle directory as "
                                          r"\./nothing"):
-        w.graph("nothing")
+        w.graphs.get("nothing")
 
 
 def test_a_child_graph_with_lineage_passes_the_manifest_checks(tree, tmp_path, monkeypatch):
@@ -294,8 +294,8 @@ def test_a_child_graph_with_lineage_passes_the_manifest_checks(tree, tmp_path, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
     base, _ = build_and_save([SampleDataset("A", tree / "A")], tmp_path / "base")
     child, _, _ = extend_and_save(base, [SampleDataset("B", tree / "B")], tmp_path / "child")
-    _app(tmp_path / "publisher").publish_graph(tmp_path / "child")
-    got = _app(tmp_path / "worker").graph(child.version)
+    _app(tmp_path / "publisher").graphs.publish(tmp_path / "child").to_dict()
+    got = _app(tmp_path / "worker").graphs.get(child.version)
     assert got.manifest["lineage"]["parent"] == base.version
     assert got.manifest["lineage"]["ancestors"] == [base.version]
 

@@ -100,7 +100,7 @@ def _describe_as_selection_does(root: Path) -> list[list[str]]:
     from mll_registry.app.root import App
     from mll_registry.selection.matching import describe_task
 
-    provider = App.configured().caption_provider()
+    provider = App.configured().caption_provider
     task = Task("pets", [TaskClass("dog"), TaskClass("cat")], "pet photograph")
     return describe_task(task, provider, _Embedder(), root=root).descriptions
 
@@ -209,7 +209,7 @@ def test_plain_http_to_another_host_is_refused_before_connecting(
     url = "http://user:pw0rd@captions.invalid/v1"
     app = App(load_settings({"caption_provider": "openai", "caption_url": url}))
     with pytest.raises(SettingsError) as err:
-        app.caption_provider()
+        _ = app.caption_provider
     msg = str(err.value)
     assert "https://" in msg and "$OPENAI_API_KEY" in msg and "captions.invalid" in msg
     assert "pw0rd" not in msg and KEY not in msg and "\n" not in msg
@@ -231,7 +231,7 @@ def test_plain_http_to_another_host_is_refused_before_connecting(
 ])
 def test_caption_endpoint_failures_are_one_line(
         captions: _Captions, user_env: Path, status: int, body: bytes, says: str) -> None:
-    from mll_registry.cli.main import _known_errors
+    from mll_registry.cli.common import known_message
     from mll_registry.errors import CaptionProviderError
     from mll_registry.selection.matching import OpenAICompatibleCaptions
 
@@ -245,7 +245,7 @@ def test_caption_endpoint_failures_are_one_line(
     assert "\n" not in msg and "qtoken0123456789" not in msg and KEY not in msg
     assert err.value.__cause__ is None  # no chained traceback either
     assert err.value.__context__ is None or err.value.__suppress_context__
-    assert isinstance(err.value, _known_errors())  # the CLI prints it as one line, exit 2
+    assert known_message(err.value) == msg  # the CLI prints it as one line, exit 2
 
 
 def test_caption_endpoint_timeout_is_one_line(user_env: Path) -> None:

@@ -165,12 +165,13 @@ def test_source_accuracy_reads_the_per_source_counts_of_folder_nodes() -> None:
 def test_the_weights_used_are_logged_with_the_selection_run(embedder: Embedder, tmp_path) -> None:
     from flows.selection import source_weights_markdown
     from mll_registry.registry.labels import Registry
-    from mll_registry.selection.select import select
+    from mll_registry.selection.select import SelectOptions, select
 
     g = _two_source_graph()
     labels = {"m1": _label([0, 0, 1, 1, 0, 0, 0, 0]), "m2": _label([1, 1, 1, 1, 0, 0, 1, 1])}
     task = Task("t", [TaskClass("a"), TaskClass("b")], domain="pencil line drawing")
-    res = select(task, g, labels, embedder=embedder, root=tmp_path, source_weighting="domain")
+    res = select(task, g, labels, SelectOptions(source_weighting="domain"), embedder=embedder,
+                 root=tmp_path)
     sw = res.params["source_weights"]
     want = task_source_weights(task, g, embedder, "domain").weights  # computed on its own
     assert sw["weights"] == {k: round(v, 4) for k, v in want.items()}
@@ -181,6 +182,7 @@ def test_the_weights_used_are_logged_with_the_selection_run(embedder: Embedder, 
     assert run.data.metrics["source_weight_s1"] == pytest.approx(want["s1"], abs=1e-4)
     md = source_weights_markdown(sw)
     assert f"| s2 | {sw['weights']['s2']:.3f} |" in md and "pencil line drawing" in md
-    uni = select(task, g, labels, embedder=embedder, root=tmp_path, source_weighting="uniform")
+    uni = select(task, g, labels, SelectOptions(source_weighting="uniform"), embedder=embedder,
+                 root=tmp_path)
     assert uni.params["source_weights"]["weights"] == {"s1": 0.5, "s2": 0.5}
     assert "(uniform" not in source_weights_markdown(uni.params["source_weights"])

@@ -29,7 +29,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     g = build_graph([SampleDataset("src", root / "src")])[0]
     app = App(Settings(top_k=4, device="cpu", label_store="local", data_dir=str(root / "d")))
     for name in ("vit-animals", "resnet-objects", "vit-food"):
-        app.label(f"local-dir:{DEMO / name}", g)
+        app.labelling.label(f"local-dir:{DEMO / name}", g).to_dict()
     return app, g
 
 
@@ -42,7 +42,7 @@ def _task(*names: str):
 @pytest.mark.slow
 def test_absent_class_is_flagged_and_present_ones_are_not(world) -> None:
     app, g = world
-    sel = app.select(_task("dog", "giraffe", "Siamese cat"), g).result
+    sel = app.selection.select(_task("dog", "giraffe", "Siamese cat"), g).result
     assert sel.weak == ["giraffe"]
     assert sel.matched_by == {"dog": "name", "giraffe": "none", "Siamese cat": "name"}
     # the same resolution answers `mll query best`: giraffe is no graph concept, Siamese cat is
@@ -59,7 +59,7 @@ def test_fallback_gives_unmatched_classes_the_best_general_models(world) -> None
 
     app, g = world
     app = type(app)(Settings(**{**app.settings.recorded(), "k": 2, "unmatched": "fallback"}))
-    sel = app.select(_task("dog", "giraffe"), g).result
+    sel = app.selection.select(_task("dog", "giraffe"), g).result
     labels = load_labels(app.label_store().list_labels(g.version, app.settings.label_hash()),
                          g.version)
     general = sorted(labels, key=lambda r: -float(labels[r].summary["acc1"].mean()))
@@ -78,12 +78,12 @@ def test_drop_and_fail(world) -> None:
 
     app, g = world
     drop = type(app)(Settings(**{**app.settings.recorded(), "unmatched": "drop"}))
-    sel = drop.select(_task("dog", "giraffe"), g)
+    sel = drop.selection.select(_task("dog", "giraffe"), g)
     assert sel.result.classes == ["dog"] and sel.result.dropped == ["giraffe"]
     assert sel.task.class_names == ["dog"]  # reuse then measures the classes left
     fail = type(app)(Settings(**{**app.settings.recorded(), "unmatched": "fail"}))
     with pytest.raises(SelectionError, match="giraffe"):
-        fail.select(_task("dog", "giraffe"), g)
+        fail.selection.select(_task("dog", "giraffe"), g)
 
 
 @pytest.mark.parametrize("k", [1, 2])

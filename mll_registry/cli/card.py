@@ -7,20 +7,19 @@ for "the latest registered label of this model" when ``--label`` is not given.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from mll_registry.cli.common import JsonOpt, boundary, console, emit
 from mll_registry.labels.format import ModelLabel
-from mll_registry.terminal import SafeConsole, controls, safe
+from mll_registry.terminal import controls
 
 card_app = typer.Typer(help="Model cards: render a model's label section, or push it to the Hub.",
                        no_args_is_help=True)
-console = SafeConsole(stderr=True)  # data is printed as text (mll_registry.terminal)
 
 #: ``LATEST_LABEL(model_ref) -> label directory or None``, used when ``--label`` is not given.
 LATEST_LABEL: Callable[[str], Path | None] | None = None
@@ -41,35 +40,15 @@ def model_ref_of(model: str) -> str:
                         "registered model with a label; see `mll query label` for names")
     return ref
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 LabelOpt = Annotated[Path | None, typer.Option(
     "--label", help="Label directory (from `mll label`); default: the model's latest label.")]
 TopKOpt = Annotated[int, typer.Option("--top", min=1, help="Concepts shown in the card's table.")]
-
-
-def _fail(msg: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {safe(msg)}", markup=True, highlight=False,
-                  soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _write_card(text: str) -> None:
     """A card on stdout: the README's own control characters (a stranger's) shown as escapes,
     its line ends (LF or CRLF) kept."""
     sys.stdout.write("\r\n".join(controls(part) for part in text.split("\r\n")))
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    from mll_registry.errors import ModelRefError
-    from mll_registry.hub.cards import CardError
-    from mll_registry.hub.discovery import HubSourceError
-    from mll_registry.labels.format import LabelError
-
-    return CardError, ModelRefError, HubSourceError, LabelError
 
 
 def load_label_for(model_ref: str, label: Path | None,
@@ -158,12 +137,10 @@ def render_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the model card MODEL_REF would get: its README with the label section and metadata."""
-    try:
+    with boundary():
         out = render_for(model_ref_of(model_ref), label, top, latest=LATEST_LABEL)
-    except _known_errors() as exc:
-        _fail(str(exc))
     if as_json:
-        _emit(out)
+        emit(out)
     else:
         if not out["existing_card"]:
             console.print(f"{model_ref} has no README.md: this is a new card")
@@ -185,12 +162,10 @@ def push_cmd(
 
     The token comes from HF_TOKEN (or `hf auth login`); it needs write access to the repo.
     """
-    try:
+    with boundary():
         out = push_for(model_ref_of(model_ref), label, direct, dry_run, top, latest=LATEST_LABEL)
-    except _known_errors() as exc:
-        _fail(str(exc))
     if as_json:
-        _emit(out)
+        emit(out)
         return
     if dry_run:
         console.print(f"dry run: would commit to {out['repo_id']} ({out['target']}), no "

@@ -1,11 +1,13 @@
 """Where labels live: the label-store port, its key, and the local-directory store.
 
 A label is identified by :class:`LabelKey` = (model source, revision, graph version, hash of the
-label settings). A :class:`LabelStore` can tell whether it holds a key (``has``), give its label
-directory (``get``), take a new label (``put``) and list what a graph version has (``list``).
-Built-in stores (:data:`LABEL_STORES`): ``local`` (files in the data directory) here, and
-``registry`` (MLflow: :class:`mll_registry.registry.labels.Registry`), which registers itself through
-the ``mll_registry.label_stores`` entry point as a company store would.
+label settings). A :class:`LabelStore` can tell whether it holds a key (``has``, ``find``), give
+its label directory (``get``) and embeddings (``embeddings``), take a new label (``put``), list
+what a graph version has (``list_labels``, ``labelled_models``, ``label_dirs``) and find a
+model's newest label on any graph (``latest_ref``, ``latest_label_dir``). Built-in stores
+(:data:`LABEL_STORES`): ``local`` (files in the data directory) here, and ``registry`` (MLflow:
+:mod:`mll_registry.registry.store`), which registers itself through the
+``mll_registry.label_stores`` entry point as a company store would.
 """
 
 from __future__ import annotations
@@ -76,6 +78,33 @@ class LabelStore(Protocol):
         or None when the label or its embeddings are not there."""
         ...
 
+    def find(self, key: LabelKey, model_ref: str) -> dict[str, Any] | None:
+        """What ``mll label`` reports about the stored label ``key`` of ``model_ref``, or None
+        when the store does not hold it (nothing is downloaded)."""
+        ...
+
+    def describe(self, stored: StoredLabel) -> dict[str, Any]:
+        """What ``mll label`` reports about a label ``put`` just returned."""
+        ...
+
+    def labelled_models(self, graph_version: str, label_hash: str | None = None) -> list[str]:
+        """Model refs with a label for ``graph_version``, sorted (no label is read)."""
+        ...
+
+    def label_dirs(self, graph_version: str, label_hash: str) -> dict[str, Path]:
+        """Model ref -> label directory of the newest label per model, as selection reads them
+        (a store may answer from its caches: :meth:`list_labels` by default)."""
+        ...
+
+    def latest_ref(self, model: str) -> str | None:
+        """The MODEL_REF of the newest label of ``model`` (a MODEL_REF or registered name) on
+        any graph, or None."""
+        ...
+
+    def latest_label_dir(self, model: str) -> Path | None:
+        """The label directory of the newest label of ``model`` on any graph, or None."""
+        ...
+
 
 class LocalLabelStore:
     """Labels under ``<data>/labels/<model key>/<graph version>-<label hash>/``."""
@@ -132,6 +161,47 @@ class LocalLabelStore:
             if m.get("model_ref"):
                 out[str(m["model_ref"])] = p
         return out
+
+    def find(self, key: LabelKey, model_ref: str) -> dict[str, Any] | None:
+        path = self.get(key)
+        return ({**asdict(key), "model_ref": model_ref, "path": str(path)}
+                if path is not None else None)
+
+    def describe(self, stored: StoredLabel) -> dict[str, Any]:
+        return stored.to_dict()
+
+    def labelled_models(self, graph_version: str, label_hash: str | None = None) -> list[str]:
+        return sorted(self.list_labels(graph_version, label_hash))
+
+    def label_dirs(self, graph_version: str, label_hash: str) -> dict[str, Path]:
+        return self.list_labels(graph_version, label_hash)
+
+    def _latest(self, model: str) -> tuple[str, Path] | None:
+        """(model ref, label dir) of the most recently written label of ``model``: a MODEL_REF
+        (matched by source) or a registered model name."""
+        from mll_registry.models.refs import registered_name
+
+        want = ModelRef.parse(model).source if ":" in model else None
+        best: tuple[float, str, Path] | None = None
+        for m, p in self._metas("*", None):
+            ref = str(m.get("model_ref") or "")
+            if not ref:
+                continue
+            src = ModelRef.parse(ref).source
+            if (src != want) if want is not None else (registered_name(src) != model):
+                continue
+            t = (p / "meta.json").stat().st_mtime
+            if best is None or t > best[0]:
+                best = (t, ref, p)
+        return (best[1], best[2]) if best is not None else None
+
+    def latest_ref(self, model: str) -> str | None:
+        found = self._latest(model)
+        return found[0] if found is not None else None
+
+    def latest_label_dir(self, model: str) -> Path | None:
+        found = self._latest(model)
+        return found[1] if found is not None else None
 
 
 #: label stores by name: factory(root) -> LabelStore

@@ -706,6 +706,36 @@ class Registry(Tracking):
         return {v.model_ref: self.download_label(v)
                 for v in self.latest_per_model(graph_version, label_hash)}
 
+    def find(self, key: LabelKey, model_ref: str) -> dict[str, Any] | None:
+        """The ready version holding ``key``, as its entry (nothing is downloaded)."""
+        v = self.find_labelled(registered_name(key.source), key.revision, key.graph_version,
+                               key.label_hash)
+        return version_entry(v).to_dict() if v is not None else None
+
+    def describe(self, stored: StoredLabel) -> dict[str, Any]:
+        """The version entry ``put`` registered, read back (the single-version read carries the
+        aliases, as the UI shows them)."""
+        if not stored.name or stored.version is None:
+            return stored.to_dict()
+        name, version = stored.name, str(stored.version)
+        return version_entry(self.call(lambda: self.client.get_model_version(name, version),
+                                       "get model version")).to_dict()
+
+    def labelled_models(self, graph_version: str, label_hash: str | None = None) -> list[str]:
+        """From the registry's tags: no label is downloaded."""
+        return sorted({v.model_ref for v in self.latest_per_model(graph_version, label_hash)})
+
+    def label_dirs(self, graph_version: str, label_hash: str) -> dict[str, Path]:
+        return self.list_labels(graph_version, label_hash)
+
+    def latest_ref(self, model: str) -> str | None:
+        v = self.latest_for(model)
+        return v.model_ref if v is not None else None
+
+    def latest_label_dir(self, model: str) -> Path | None:
+        v = self.latest_for(model)
+        return self.download_label(v) if v is not None else None
+
     def selection_links(self, refs: list[str], graph_version: str | None = None,
                         label_hash: str | None = None) -> tuple[list[str], list[str]]:
         """(``name/version``, logged-model ids) of the versions behind ``refs`` (selection runs)."""

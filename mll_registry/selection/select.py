@@ -24,15 +24,21 @@ dense computation on the demo tasks it agrees less (benchmarks/results/label_com
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from mll_registry.errors import MLLError
 from mll_registry.graph.bundle import SemanticGraph
 from mll_registry.settings import DEFAULTS
+
+if TYPE_CHECKING:
+    from mll_registry.selection.matching import CaptionProvider, TextEmbedder
+    from mll_registry.settings import Settings
+    from mll_registry.task import Task
 
 EPS = 1e-8
 #: models whose counts are taken at once (bounds selection memory at hub scale)
@@ -413,23 +419,49 @@ def general_order(labels: Sequence[LabelRows]) -> np.ndarray:
     return np.argsort(-score, kind="stable")
 
 
-def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
-           k: int = DEFAULTS.k, alpha: float = DEFAULTS.alpha, metric: str = DEFAULTS.metric,
-           top_n: int = DEFAULTS.top_n, embedder: object = None,
-           provider: object = None, root: object = None,
-           unmatched: str = DEFAULTS.unmatched,
-           match_similarity: float = DEFAULTS.weak_similarity,
-           source_weighting: str = DEFAULTS.source_weighting,
-           source_temperature: float = DEFAULTS.source_temperature) -> SelectionResult:
+@dataclass(frozen=True)
+class SelectOptions:
+    """How :func:`select` chooses: k models per class by the reuse metric (``alpha``,
+    ``metric``) over each class's ``top_n`` graph nodes; classes matched below
+    ``match_similarity`` are handled by ``unmatched``; sample sources weighted by
+    ``source_weighting`` at ``source_temperature``."""
+
+    k: int = DEFAULTS.k
+    alpha: float = DEFAULTS.alpha
+    metric: str = DEFAULTS.metric
+    top_n: int = DEFAULTS.top_n
+    unmatched: str = DEFAULTS.unmatched
+    match_similarity: float = DEFAULTS.weak_similarity
+    source_weighting: str = DEFAULTS.source_weighting
+    source_temperature: float = DEFAULTS.source_temperature
+
+    def __post_init__(self) -> None:
+        if self.unmatched not in ("fallback", "drop", "fail"):
+            raise ValueError(f"unmatched must be fallback, drop or fail, got {self.unmatched!r}")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> SelectOptions:
+        """The options the settings ``s`` configure."""
+        return cls(k=s.k, alpha=s.alpha, metric=s.metric, top_n=s.top_n, unmatched=s.unmatched,
+                   match_similarity=s.weak_similarity, source_weighting=s.source_weighting,
+                   source_temperature=s.source_temperature)
+
+
+def select(task: Task, graph: SemanticGraph, labels: Mapping[str, LabelRows],
+           options: SelectOptions = SelectOptions(), *, embedder: TextEmbedder | None = None,
+           provider: CaptionProvider | None = None,
+           root: str | os.PathLike[str] | None = None) -> SelectionResult:
     """Select the top-k models per class of ``task`` from their labels (no model is run).
 
-    The counts of each sample source of the graph are weighted by ``source_weighting``
+    The counts of each sample source of the graph are weighted by ``options.source_weighting``
     (:mod:`mll_registry.selection.source_weights`: ``domain`` by the task's domain, ``uniform`` as the
     paper); the weights used are in ``params["source_weights"]``.
 
     Classes with no good match in the graph (:mod:`mll_registry.selection.matching`) are handled by
-    ``unmatched``: ``fallback`` gives them the best general models, ``drop`` leaves them out of
-    the selection (``dropped``), ``fail`` raises.
+    ``options.unmatched``: ``fallback`` gives them the best general models, ``drop`` leaves them
+    out of the selection (``dropped``), ``fail`` raises. ``embedder`` (default: the sentence
+    model, loaded on first use) and ``provider`` (default: WordNet captions) describe and embed
+    the classes; ``root`` is the data dir of their caches.
 
     Raises:
         SelectionError: no labels, labels for another graph version, unmatched classes with
@@ -437,9 +469,10 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
     """
     from mll_registry.selection.matching import Embedder, match, node_similarity_report
 
+    o = options
+    k, alpha, metric, top_n, unmatched = o.k, o.alpha, o.metric, o.top_n, o.unmatched
+
     embedder = embedder or Embedder()  # loads on first use: one model for matching and weights
-    if unmatched not in ("fallback", "drop", "fail"):
-        raise ValueError(f"unmatched must be fallback, drop or fail, got {unmatched!r}")
     if not labels:
         raise SelectionError("no labelled models: label some first (`mll label MODEL_REF`)")
     wrong = [r for r, lab in labels.items() if lab.graph_version != graph.version]
@@ -447,8 +480,8 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
         raise SelectionError(f"labels of {wrong[:3]} are for another graph version than "
                              f"{graph.version}; relabel them on this graph")
     refs = sorted(labels)
-    m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,  # type: ignore[arg-type]
-              low_similarity=match_similarity, root=root)  # type: ignore[arg-type]
+    m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,
+              low_similarity=o.match_similarity, root=root)
     dropped: list[str] = []
     if m.weak and unmatched == "fail":
         raise SelectionError(
@@ -456,16 +489,16 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
             "graph concept and their descriptions are far from every node. Describe them "
             "(classes: {name: description}), rename them, or choose --unmatched fallback/drop")
     if m.weak and unmatched == "drop":
-        keep = [c for c in task.classes if c.name not in m.weak]  # type: ignore[attr-defined]
+        keep = [c for c in task.classes if c.name not in m.weak]
         if not keep:
             raise SelectionError(f"every class of the task has no good match in the graph: "
                                  f"{m.weak}; nothing is left to select for")
         dropped = list(m.weak)
-        task = dataclasses.replace(task, classes=keep)  # type: ignore[type-var]
-        m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,  # type: ignore[arg-type]
-                  low_similarity=match_similarity, root=root)  # type: ignore[arg-type]
+        task = dataclasses.replace(task, classes=keep)
+        m = match(task, graph, embedder=embedder, provider=provider, top_n=top_n,
+                  low_similarity=o.match_similarity, root=root)
         m.weak = []
-    sw = task_source_weights(task, graph, embedder, source_weighting, source_temperature)
+    sw = task_source_weights(task, graph, embedder, o.source_weighting, o.source_temperature)
     img_w = None if sw.uniform else sw.image_weights(graph.images["source"].to_numpy())
     TP, FP, P = count_all(graph, [labels[r] for r in refs], m.cand_nodes, image_weight=img_w)
     s = class_scores(TP, FP, P, m.Z, metric)
@@ -475,9 +508,9 @@ def select(task: object, graph: SemanticGraph, labels: Mapping[str, LabelRows],
                if unmatched == "fallback" and m.weak else None)
     chosen = choose(r, k, [m.classes.index(c) for c in m.weak], general)
     return SelectionResult(
-        task=getattr(task, "name", "task"), classes=m.classes, models=refs, chosen=chosen,
+        task=task.name, classes=m.classes, models=refs, chosen=chosen,
         reuse=r, score=s, matched=node_similarity_report(m, graph), weak=m.weak,
         params={"k": int(chosen.shape[1]), "alpha": alpha, "metric": metric, **m.params,
                 "unmatched": unmatched, "graph_version": graph.version,
-                "source_weighting": source_weighting, "source_weights": sw.to_dict()},
+                "source_weighting": o.source_weighting, "source_weights": sw.to_dict()},
         general=general, matched_by=m.matched_by, dropped=dropped)

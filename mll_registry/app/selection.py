@@ -1,0 +1,101 @@
+"""Selection and reuse: the labels a graph has, the models chosen per class of a task, their
+ensemble measured on labelled images, and the MLflow runs recording both."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mll_registry.app.results import Reuse, Selection
+
+if TYPE_CHECKING:
+    from mll_registry.app.graphs import GraphService, GraphSpec
+    from mll_registry.app.parts import Parts
+    from mll_registry.graph.bundle import SemanticGraph
+    from mll_registry.labels.format import MappedLabel, ModelLabel
+    from mll_registry.selection.reuse import ReuseResult
+    from mll_registry.task import Task
+
+
+class SelectionService:
+    """The selection and reuse use cases over an App's :class:`~mll_registry.app.parts.Parts`
+    and its graphs."""
+
+    def __init__(self, parts: Parts, graphs: GraphService) -> None:
+        self.app = parts
+        self.graphs = graphs
+
+    def labels(self, graph: SemanticGraph, store: str | None = None
+               ) -> dict[str, ModelLabel]:
+        """The labels of ``graph`` with the configured label settings, read and validated
+        whole (the newest per model)."""
+        from mll_registry.labels.stores import load_labels
+
+        return load_labels(self._label_dirs(graph, store), graph.version)
+
+    def mapped_labels(self, graph: SemanticGraph, store: str | None = None
+                      ) -> dict[str, MappedLabel]:
+        """The same labels opened by their headers: selection reads only its candidate rows."""
+        from mll_registry.labels.stores import open_labels
+
+        return open_labels(self._label_dirs(graph, store), graph.version, len(graph.images),
+                           len(graph.members))
+
+    def _label_dirs(self, graph: SemanticGraph, store: str | None) -> dict[str, Path]:
+        from mll_registry.selection.select import SelectionError
+
+        h = self.app.settings.label_hash()
+        st = self.app.label_store(store)
+        paths = st.label_dirs(graph.version, h)
+        if not paths and st.list_labels(graph.version, None):
+            raise SelectionError(
+                f"no labels with the configured label settings (hash {h}) for graph "
+                f"{graph.version}, but labels with other settings exist: label the models with "
+                "these settings, set the same templates/top_k, or run `mll registry migrate` "
+                "for a registry written by mll-registry 0.1")
+        return dict(paths)
+
+    def select(self, task: Task | str | os.PathLike[str], graph: SemanticGraph | GraphSpec, *,
+               store: str | None = None, log: bool = False) -> Selection:
+        """Match the task's classes to the graph by text and choose models per class."""
+        import dataclasses
+
+        from mll_registry.selection.select import SelectOptions, select
+        from mll_registry.task import Task
+
+        a = self.app
+        t = task if isinstance(task, Task) else Task.from_yaml(task)
+        g = self.graphs.of(graph)
+        res = select(t, g, self.mapped_labels(g, store), SelectOptions.from_settings(a.settings),
+                     embedder=a.embedder, provider=a.caption_provider, root=a.root)
+        if res.dropped:  # the selection is for the classes left
+            t = dataclasses.replace(t, classes=[c for c in t.classes if c.name not in res.dropped])
+        sel = Selection(t, g, res)
+        if log:
+            sel.run_id = self.log(sel)
+        return sel
+
+    def log(self, sel: Selection, reuse: ReuseResult | None = None) -> str:
+        """One MLflow run for a selection (and its measured reuse), linked to the versions used."""
+        a = self.app
+        reg = a.registry
+        links, model_ids = reg.selection_links(sel.result.selected_models(), sel.graph.version,
+                                               a.settings.label_hash())
+        return reg.log_selection(sel.task, sel.result, reuse, links=links,
+                                 settings=a.settings.recorded(), model_ids=model_ids)
+
+    def reuse(self, task: Task | str | os.PathLike[str], data: str | os.PathLike[str] | None,
+              graph: SemanticGraph | GraphSpec, *, store: str | None = None,
+              log: bool = False) -> Reuse:
+        """Select, run the entropy-weighted ensemble on labelled images, measure it."""
+        from mll_registry.selection.reuse import evaluate
+
+        sel = self.select(task, graph, store=store)
+        s = self.app.settings
+        out = evaluate(sel.result, sel.task, data, weighting=s.weighting, prompts=s.prompts,
+                       device=s.device)
+        r = Reuse(sel, out)
+        if log:
+            r.run_id = self.log(sel, out)
+        return r
