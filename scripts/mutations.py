@@ -6,20 +6,23 @@ copy (``PYTHONPATH`` puts it first) and must fail. The report lists caught and s
 exit status is 1 if any survived, or if a mutation no longer applies (the code it targets
 changed: update the list with it).
 
-    uv run python scripts/mutations.py [--only ID ...] [--list] [--fast]
+    uv run python scripts/mutations.py [--only ID ...] [--list] [--fast] [--jobs N]
 
-``--fast`` skips mutations whose guard is a slow test. CI runs the whole list
-(``scripts/bootstrap.sh test``).
+``--fast`` skips mutations whose guard is a slow test. ``--jobs`` runs that many mutations at
+once, each in a copy of its own (the guarding tests start their servers on free ports and write
+under their own temporary directories). CI runs the whole list (``scripts/bootstrap.sh test``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +137,10 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        k = 0\n",
       ("tests/test_label_index.py::test_a_per_source_query_ranks_on_that_sources_images_only",)),
     # -- registry idempotency ----------------------------------------------------------------
-    M("no-precheck", "label() relabels before finding the stored label", "mll_registry/app/root.py",
-      "        if not force:\n            old = self._stored(st, key, str(res.ref))",
-      "        if False:\n            old = self._stored(st, key, str(res.ref))",
+    M("no-precheck", "label() relabels before finding the stored label",
+      "mll_registry/app/labelling.py",
+      "        if not force:\n            old = st.find(key, str(res.ref))",
+      "        if False:\n            old = st.find(key, str(res.ref))",
       ("tests/test_registry.py::test_label_run_version_tags_alias",), slow=True),
     # -- label files and graph bundles -------------------------------------------------------
     M("label-shape-unchecked", "a label for another number of images is accepted",
@@ -166,9 +170,9 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        stats = [(f, 0, 0, 0) for f in",
       ("tests/test_graph.py::test_a_verified_bundle_is_not_hashed_again_until_its_files_change",)),
     M("warm-select-starts-mlflow", "selection asks MLflow for labels the caches already hold",
-      "mll_registry/app/root.py",
-      "        return {v.model_ref: cached_label_dir(v, self.root) or self.registry().download_label(v)",
-      "        return {v.model_ref: self.registry().download_label(v)",
+      "mll_registry/registry/store.py",
+      "        return {v.model_ref: cached_label_dir(v, self.root) or self.registry.download_label(v)",
+      "        return {v.model_ref: self.registry.download_label(v)",
       ("tests/test_e2e_cli.py::test_warm_queries_and_selection_load_neither_mlflow_nor_wordnet_nor"
        "_the_text_model",), slow=True),
     # -- untrusted input ---------------------------------------------------------------------
@@ -208,8 +212,10 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if False:\n            raise GraphError(f\"sample image {paths[row]} changed",
       ("tests/test_graph_store.py::test_a_changed_image_is_refused_at_publish",)),
     M("default-graph-is-demo", "a missing default graph falls back to the demo graph",
-      "mll_registry/app/root.py", '        if spec in (None, "demo"):\n',
-      '        if spec in (None, "demo", "default"):\n',
+      "mll_registry/app/graphs.py",
+      "        if spec in GRAPHS:\n            return GRAPHS.get(spec)(root=root)",
+      '        if spec in GRAPHS or spec == "default":\n'
+      '            return GRAPHS.get("demo" if spec == "default" else spec)(root=root)',
       ("tests/test_graph_store.py::test_no_default_graph_is_a_clear_error",)),
     M("watermark-stuck", "a recorded page does not move the watermark",
       "mll_registry/registry/discovery_state.py", "            self.watermark = newest.isoformat()\n",
@@ -225,8 +231,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       "            out[have] = reuse.image_emb[np.maximum(r[have] - 1, 0)]\n",
       ("tests/test_graph_growth.py::test_an_incremental_label_equals_a_full_one_and_encodes_only_new_images",)),
     M("incremental-texts-by-position", "stored node-text embeddings reused by row, not by prompt",
-      "mll_registry/labels/labeller.py", "        txt16[ti >= 0] = reuse.text_emb[ti[ti >= 0]]\n",
-      "        txt16[ti >= 0] = reuse.text_emb[np.flatnonzero(ti >= 0) % len(reuse.text_emb)]\n",
+      "mll_registry/labels/labeller.py", "    txt16[ti >= 0] = reuse.text_emb[ti[ti >= 0]]\n",
+      "    txt16[ti >= 0] = reuse.text_emb[np.flatnonzero(ti >= 0) % len(reuse.text_emb)]\n",
       ("tests/test_graph_growth.py::test_an_incremental_label_equals_a_full_one_and_encodes_only_new_images",)),
     M("embeddings-digest-unchecked", "a damaged embeddings file is reused",
       "mll_registry/labels/embeddings.py",
@@ -234,9 +240,9 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if False:\n",
       ("tests/test_graph_growth.py::test_damaged_or_foreign_embeddings_are_not_reused",)),
     M("child-reorders-parent-members", "a child puts new images before a parent node's own",
-      "mll_registry/graph/lineage.py",
-      "        picked = list(base_members.get(n, [])) + [(k, True) for k in own_new.get(n, [])]\n",
-      "        picked = [(k, True) for k in own_new.get(n, [])] + list(base_members.get(n, []))\n",
+      "mll_registry/graph/build.py",
+      "        picked = list(parent.members.get(n, [])) + [(k, True) for k in own_new.get(n, [])]\n",
+      "        picked = [(k, True) for k in own_new.get(n, [])] + list(parent.members.get(n, []))\n",
       ("tests/test_graph_growth.py::test_a_child_keeps_the_parent_and_records_the_delta",)),
     M("diff-images-by-path", "the graph diff counts images by path, not content",
       "mll_registry/graph/lineage.py",
@@ -328,7 +334,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       "mll_registry/fsutil.py", "        if not stat.S_ISREG(st.st_mode):\n", "        if False:\n",
       ("tests/test_security_registry_input.py::test_a_fifo_in_a_sample_folder_is_refused_without_hanging",)),
     M("graph-spec-folder-first", "`--graph default` loads a ./default folder when there is one",
-      "mll_registry/app/root.py", "        if is_graph_version(spec):\n",
+      "mll_registry/app/graphs.py", "        if is_graph_version(spec):\n",
       "        if is_graph_version(spec) and not Path(spec).exists():\n",
       ("tests/test_security_registry_input.py::test_graph_default_is_the_registrys_default_even_with_a_default_folder_here",)),
     # -- security: settings that direct a secret, credentials in error lines ------------------
@@ -467,11 +473,38 @@ def apply(copy: Path, m: Mutation) -> str:
     return text
 
 
+def _copy_project(tmp: Path) -> None:
+    """The project's code, tests and data the tests read, copied to ``tmp`` (the demo hub linked)."""
+    for d in ("mll_registry", "flows", "tests", "model_cards", "deploy"):
+        shutil.copytree(ROOT / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("pyproject.toml", "prefect.yaml"):
+        shutil.copy2(ROOT / f, tmp / f)
+    (tmp / "demo_hub").symlink_to(ROOT / "demo_hub")
+
+
+def _run(copy: Path, m: Mutation) -> tuple[str, float, str]:
+    """Apply ``m`` to ``copy``, run its guarding tests there, restore the file."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    original = apply(copy, m)
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                            "-m", "slow or not slow", *m.tests],
+                           cwd=copy, env=env, capture_output=True, text=True)
+    finally:
+        (copy / m.file).write_text(original, encoding="utf-8")
+    # exit 1: tests failed (caught); 0: all passed (survived); else: could not run
+    status = {0: "SURVIVED", 1: "caught"}.get(p.returncode, f"ERROR rc={p.returncode}")
+    return status, time.perf_counter() - t0, p.stdout[-1500:] + p.stderr[-1500:]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--fast", action="store_true", help="skip mutations guarded by slow tests")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="mutations run at once, each in its own copy (default: 2, or 1 on one core)")
     args = ap.parse_args()
     chosen = [m for m in MUTATIONS if (args.only is None or m.id in args.only)
               and not (args.fast and m.slow)]
@@ -479,33 +512,43 @@ def main() -> int:
         for m in chosen:
             print(f"{m.id:32} {m.what}  [{', '.join(m.tests)}]")
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="mll-mutations-"))
+    for m in chosen:  # every target is checked before anything runs: a stale list fails at once
+        if (ROOT / m.file).read_text(encoding="utf-8").count(m.old) != 1:
+            apply(ROOT, m)  # raises SystemExit naming the mutation
+    # the slow ones (server stacks) first, so the jobs end together
+    todo: queue.Queue[Mutation] = queue.Queue()
+    for m in sorted(chosen, key=lambda m: not m.slow):
+        todo.put(m)
+    results: list[tuple[Mutation, str]] = []
+    lock = threading.Lock()
+    tmps = [Path(tempfile.mkdtemp(prefix="mll-mutations-")) for _ in range(max(1, args.jobs))]
+
+    def worker(copy: Path) -> None:
+        _copy_project(copy)
+        while True:
+            try:
+                m = todo.get_nowait()
+            except queue.Empty:
+                return
+            status, took, tail = _run(copy, m)
+            with lock:
+                results.append((m, status))
+                print(f"{status:9} {m.id:32} {took:6.1f} s  {m.what}", flush=True)
+                if status.startswith("ERROR"):
+                    print(tail, flush=True)
+
     try:
-        for d in ("mll_registry", "flows", "tests", "model_cards", "deploy"):
-            shutil.copytree(ROOT / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__"))
-        for f in ("pyproject.toml", "prefect.yaml"):
-            shutil.copy2(ROOT / f, tmp / f)
-        (tmp / "demo_hub").symlink_to(ROOT / "demo_hub")
-        env = {**os.environ, "PYTHONPATH": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
-        results = []
-        for m in chosen:
-            original = apply(tmp, m)
-            t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
-                                "no:cacheprovider", "-m", "slow or not slow", *m.tests],
-                               cwd=tmp, env=env, capture_output=True, text=True)
-            (tmp / m.file).write_text(original, encoding="utf-8")
-            # exit 1: tests failed (caught); 0: all passed (survived); else: could not run
-            status = {0: "SURVIVED", 1: "caught"}.get(p.returncode, f"ERROR rc={p.returncode}")
-            results.append((m, status))
-            print(f"{status:9} {m.id:32} {time.perf_counter() - t0:6.1f} s  {m.what}", flush=True)
-            if status.startswith("ERROR"):
-                print(p.stdout[-1500:] + p.stderr[-1500:])
+        threads = [threading.Thread(target=worker, args=(t,)) for t in tmps]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for t in tmps:
+            shutil.rmtree(t, ignore_errors=True)
     caught = sum(s == "caught" for _, s in results)
-    print(f"\n{caught}/{len(results)} mutations caught")
-    return 0 if caught == len(results) else 1
+    print(f"\n{caught}/{len(chosen)} mutations caught")
+    return 0 if caught == len(chosen) == len(results) else 1
 
 
 if __name__ == "__main__":

@@ -196,7 +196,10 @@ def mlflow_on_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
         yield stack
 
 
-def _mll(stack: ProductionStack, args: list[str], home: Path, **env: str) -> tuple[Any, float]:
+def _mll(stack: ProductionStack, args: list[str], home: Path, timeout: float = 400,
+         **env: str) -> tuple[Any, float]:
+    """Run ``mll ARGS`` against the stack; a run past ``timeout`` seconds fails the test then
+    (not when the command gives up by itself)."""
     import os
 
     base = {k: v for k, v in os.environ.items()
@@ -206,8 +209,11 @@ def _mll(stack: ProductionStack, args: list[str], home: Path, **env: str) -> tup
                 MLFLOW_TRACKING_PASSWORD=stack.client_password)
     base.update(env)
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "mll_registry.cli.main", *args], env=base, cwd=home,
-                       capture_output=True, text=True, timeout=400)
+    try:
+        r = subprocess.run([sys.executable, "-m", "mll_registry.cli.main", *args], env=base,
+                           cwd=home, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"mll {' '.join(args)} ran past {timeout:.0f} s", pytrace=False)
     return r, time.monotonic() - t0
 
 
@@ -228,7 +234,11 @@ def test_cli_unauthenticated_then_postgres_down_within_the_retry_budget(mlflow_o
     # engine (~100 s, MLflow's own loop) inside the first request, the case that ignored the budget
     stack.stop_postgres()
     budget = 3.0
-    r, took = _mll(stack, ["graph", "list"], home, MLL_RETRY_BUDGET_S=str(budget))
+    # within the budget, plus the process start and generous slack for a loaded 2-core box
+    # (before: ~100 s, MLflow's own database retries in the server); a run past that is stopped
+    limit = start_s + budget + 25
+    r, took = _mll(stack, ["graph", "list"], home, timeout=limit,
+                   MLL_RETRY_BUDGET_S=str(budget))
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2, r.stderr[-3000:]
     assert len(lines) == 1, r.stderr[-3000:]
@@ -238,6 +248,4 @@ def test_cli_unauthenticated_then_postgres_down_within_the_retry_budget(mlflow_o
     assert "database" in line and "MLL_RETRY_BUDGET_S" in line, line
     for secret in stack.secrets().values():
         assert secret not in r.stderr + r.stdout
-    # within the budget, plus the process start and generous slack for a loaded 2-core box
-    # (before: ~100 s, MLflow's own database retries in the server)
-    assert took < start_s + budget + 25, (took, start_s, line)
+    assert took < limit, (took, start_s, line)
