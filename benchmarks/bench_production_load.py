@@ -11,7 +11,7 @@ in the registry and its artifact in the bucket); reports p50/p95 query latency.
 
     uv run python benchmarks/bench_production_load.py   # starts and stops its own stack
 
-Appends to benchmarks/results/production_load.md. ``tests/test_production.py`` runs
+Appends to benchmarks/results/production_load.md. ``tests/production/test_production.py`` runs
 :func:`run_load` on its stack and asserts the same checks.
 """
 

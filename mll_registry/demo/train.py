@@ -5,7 +5,7 @@ in one or both *training* styles (plain Noto colour, Symbola line art; ``sources
 No training render is a graph render: training views use augmentation seeds of their own
 (``train:...``), and three of the graph's five sources are transformations no model was trained on
 (silhouette, greyscale, textured background); target styles (EmojiOne, Twemoji, sketch) are never
-seen in training or labelling (``tests/test_demo_data.py`` checks both by recipe and by pixels). Captions mix templates over the
+seen in training or labelling (``tests/demo/test_demo_data.py`` checks both by recipe and by pixels). Captions mix templates over the
 WordNet lemma and the emoji's own name ("a drawing of a hotdog.", "an emoji of a hot dog.").
 
 Specialities come from data, tower and budget (``DEMO_SPECS``): concept subsets (animals, food,

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "demo_hub" / "mll-demo" / "vit-animals"
 
 PLUGIN = '''

@@ -22,7 +22,7 @@ from mll_registry.paths import Paths
 from mll_registry.settings import DEFAULTS, Settings
 from mll_registry.task import Task, TaskClass
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NODES = ("dog.n.01", "cat.n.01", "car.n.01", "tree.n.01")
 
 

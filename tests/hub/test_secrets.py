@@ -17,7 +17,7 @@ import pytest
 from hub_server import start_hub, use_hub
 
 TOKEN = "hf_mllSecretToken0123456789abcdefXYZ"
-DEMO = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-food"
+DEMO = Path(__file__).resolve().parents[2] / "demo_hub" / "mll-demo" / "vit-food"
 
 
 def _files_with(root: Path, needle: bytes) -> list[str]:

@@ -26,7 +26,7 @@ from conftest import write_png
 from mll_registry.errors import UnsafeModelError
 from mll_registry.labels.format import LabelError
 
-DEMO = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo"
+DEMO = Path(__file__).resolve().parents[2] / "demo_hub" / "mll-demo"
 
 
 # -- shared: a real graph, a real tiny model and its real label --------------------------------

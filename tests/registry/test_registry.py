@@ -263,7 +263,7 @@ def test_labels_are_mlflow_native(registry: Registry, graph, tmp_path: Path,
 
     from mll_registry.labels.format import ModelLabel
 
-    demo = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-animals"
+    demo = Path(__file__).resolve().parents[2] / "demo_hub" / "mll-demo" / "vit-animals"
     ref = f"local-dir:{demo}"
     out = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry)
     name = registered_name(ref)
@@ -295,7 +295,7 @@ def test_names_aliases_and_commands_agree(registry: Registry, graph, tmp_path: P
     from mll_registry.cli import card as cli_card
     from mll_registry.settings import Settings
 
-    demo = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo" / "vit-food"
+    demo = Path(__file__).resolve().parents[2] / "demo_hub" / "mll-demo" / "vit-food"
     ref = f"local-dir:{demo}"
     label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry)
     a = App(Settings(top_k=4, device="cpu", data_dir=str(registry.root)), registry=registry,

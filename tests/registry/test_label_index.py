@@ -1,5 +1,5 @@
 """The label index's per-source figures, on labels computed from constructed embeddings and served
-by an in-memory registry (the MLflow-backed index is tests/test_registry.py, a slow test)."""
+by an in-memory registry (the MLflow-backed index is tests/registry/test_registry.py, a slow test)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mll_registry"
+PACKAGE = Path(__file__).resolve().parents[2] / "mll_registry"
 #: lowest first; names in one tuple are peers that must not import each other
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kernel",), ("graph",), ("models",), ("labels",), ("hub", "registry"), ("selection",),
@@ -104,6 +104,19 @@ def circles(package: Path) -> list[list[str]]:
 def test_every_sub_package_has_a_layer() -> None:
     groups = {group_of(m, PACKAGE) for m in import_graph(PACKAGE)}
     assert groups == {g for peers in LAYERS for g in peers}
+
+
+#: test folders for concerns that cut across the layers (the flows, security, the server stack)
+CROSS_CUTTING = {"flows", "security", "production"}
+
+
+def test_tests_mirror_the_layers() -> None:
+    """One test folder per layer (``kernel`` for the top-level modules), plus the cross-cutting
+    ones; no test module left at the top."""
+    tests = PACKAGE.parent / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    assert folders == {g for peers in LAYERS for g in peers} | CROSS_CUTTING
+    assert sorted(p.name for p in tests.glob("test_*.py")) == []
 
 
 def test_each_layer_imports_only_from_below() -> None:

@@ -29,7 +29,7 @@ from mll_registry.models.config import validate_config
 from mll_registry.models.loading import load
 from mll_registry.models.refs import resolve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo_hub" / "mll-demo"
 
 

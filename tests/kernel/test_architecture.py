@@ -12,7 +12,7 @@ import pytest
 
 from mll_registry.settings import DEFAULTS, Settings, SettingsError, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo_hub" / "mll-demo"
 
 

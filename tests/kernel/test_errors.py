@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mll_registry.errors import MLLError
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mll_registry"
+PACKAGE = Path(__file__).resolve().parents[2] / "mll_registry"
 #: modules that run something when imported
 SKIP = {"mll_registry.cli.__main__"}
 

@@ -15,7 +15,7 @@ from mll_registry.cli import common
 from mll_registry.cli import main as cli
 from mll_registry.graph.bundle import GraphError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _one_error_line(stderr: str) -> str:

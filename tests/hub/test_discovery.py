@@ -210,7 +210,7 @@ def test_local_dir_source_lists_only_newer(tmp_path: Path) -> None:
 
 
 def test_local_dir_source_on_the_demo_hub() -> None:
-    root = Path(__file__).resolve().parents[1] / "demo_hub"
+    root = Path(__file__).resolve().parents[2] / "demo_hub"
     if not any(root.glob("*/*/open_clip_config.json")):
         missing_demo_hub()
     models = LocalDirHubSource(root).list_new(None, limit=100)

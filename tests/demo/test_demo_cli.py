@@ -14,7 +14,7 @@ import pytest
 from conftest import missing_demo_hub, missing_sources
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mll_demo_then_quick_second_run(tmp_path: Path, data_root: Path) -> None:

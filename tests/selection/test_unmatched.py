@@ -11,7 +11,7 @@ import pytest
 from mll_registry.graph.concepts import resolve_concept
 from mll_registry.settings import Settings
 
-DEMO = Path(__file__).resolve().parents[1] / "demo_hub" / "mll-demo"
+DEMO = Path(__file__).resolve().parents[2] / "demo_hub" / "mll-demo"
 
 
 @pytest.fixture(scope="module")

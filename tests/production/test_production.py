@@ -258,7 +258,7 @@ def test_select_models_from_a_fresh_directory_logs_the_run_with_its_metrics(prod
 def test_under_load_one_version_per_label_key_and_nothing_lost(prod):
     """8 concurrent registrations of different models + 4 of one model, then 50 concurrent
     best-per-concept queries, against the stack (figures: benchmarks/bench_production_load.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from bench_production_load import DIFFERENT, QUERIES, SAME, run_load, status_counts
 
     version = prod["state"].get("graph_version")

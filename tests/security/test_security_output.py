@@ -39,7 +39,7 @@ from mll_registry.hub.cards import (
 from mll_registry.labels.format import ModelLabel
 from mll_registry.terminal import controls, safe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO / "demo_hub" / "mll-demo" / "vit-animals"
 runner = CliRunner()
 
