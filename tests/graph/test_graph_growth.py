@@ -227,9 +227,9 @@ def test_cli_extend_and_diff(sources, tmp_path, monkeypatch) -> None:
 @pytest.mark.slow
 def test_demo_graph_growth_on_demo_models(tmp_path, data_root) -> None:
     """The demo graph grown by its 60 extension concepts (in the five sample styles): labels of
-    4 of the trained demo models (both image towers, generalists and specialists; all 10 took
-    twice the time for the same check) computed incrementally equal full relabelling, and the 7
-    demo tasks get the same selections from either."""
+    2 of the trained demo models (one per image tower, a generalist and a specialist; 4 took
+    twice the time, 296 s, for the same check) computed incrementally equal full relabelling,
+    and the 7 demo tasks get the same selections from either."""
     from conftest import missing_demo_hub
 
     from mll_registry.demo.data import EXTENSION, load_concepts
@@ -242,9 +242,8 @@ def test_demo_graph_growth_on_demo_models(tmp_path, data_root) -> None:
     except FileNotFoundError:
         missing_demo_hub()
     assert len(refs) == 10
-    refs = [r for r in refs if r.rsplit("/", 1)[-1] in (
-        "resnet-all-both-short", "resnet-animals-lineart", "vit-all-colour", "vit-food")]
-    assert len(refs) == 4
+    refs = [r for r in refs if r.rsplit("/", 1)[-1] in ("resnet-all-both-short", "vit-food")]
+    assert len(refs) == 2
     inc_app = App(Settings(data_dir=str(data_root), label_store="local", device="cpu"))
     full_app = App(Settings(data_dir=str(tmp_path / "full"), label_store="local", device="cpu"))
     parent = inc_app.graphs.get("demo")
@@ -266,6 +265,6 @@ def test_demo_graph_growth_on_demo_models(tmp_path, data_root) -> None:
         task = Task(t.name, [TaskClass(display_name(c))
                              for c in task_concepts(t, load_concepts())], domain=t.domain)
         a, b = inc_app.selection.select(task, child).result, full_app.selection.select(task, child).result
-        assert a.models == b.models and len(a.models) == 4
+        assert a.models == b.models and len(a.models) == 2
         np.testing.assert_array_equal(a.chosen, b.chosen)
         np.testing.assert_array_equal(a.with_k(3).chosen, b.with_k(3).chosen)
