@@ -25,13 +25,16 @@ from mll_registry.settings import DEFAULTS
 @task
 def run_selection(task_name: str, classes: list[str], domain: str, task_type: str, k: int,
                   alpha: float, metric: str, top_n: int, graph: str,
-                  unmatched: str, source_weighting: str = DEFAULTS.source_weighting) -> Any:
+                  unmatched: str, source_weighting: str = DEFAULTS.source_weighting,
+                  reuse_mode: str = DEFAULTS.reuse_mode, fallback: str = DEFAULTS.fallback,
+                  fallback_z: float = DEFAULTS.fallback_z) -> Any:
     from mll_registry.task import Task, TaskClass
 
     t = Task(task_name, [TaskClass(c) for c in classes], domain=domain or "photo",
              task=task_type, domain_given=bool(domain))
     return app(k=k, alpha=alpha, metric=metric, top_n=top_n, unmatched=unmatched,
-               source_weighting=source_weighting).selection.select(t, graph)
+               source_weighting=source_weighting, reuse_mode=reuse_mode, fallback=fallback,
+               fallback_z=fallback_z).selection.select(t, graph)
 
 
 def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -132,13 +135,24 @@ def select_models(
         description="How the graph's sample sources count: by the similarity of their "
                     "descriptions to the domain, or all alike (the paper)")] =
         DEFAULTS.source_weighting,
+    reuse_mode: Annotated[Literal["per_class", "pooled", "soft"], Field(
+        description="How the selected models vote: each class by its own models (the paper), "
+                    "every class by all of them, or all weighted by their reuse metric")] =
+        DEFAULTS.reuse_mode,
+    fallback: Annotated[Literal["margin", "off"], Field(
+        description="margin: a class keeps its own best model only where it is clearly ahead "
+                    "of the task-level model; off: never falls back")] = DEFAULTS.fallback,
+    fallback_z: Annotated[float, Field(
+        ge=0.0, description="How clearly: standard errors of the class-score margin")] =
+        DEFAULTS.fallback_z,
 ) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given."""
     from mll_registry.selection.reuse import ReuseResult
 
     clean_env()
     selection = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n,
-                              graph, unmatched, source_weighting)
+                              graph, unmatched, source_weighting, reuse_mode, fallback,
+                              fallback_z)
     reuse = (ReuseResult.from_json(evaluate_ensemble(selection, data_path, device))
              if data_path else None)
     logged = log_run(selection, reuse)
@@ -148,10 +162,16 @@ def select_models(
              "reuse score": c["models"][0]["reuse"], "top node": c["nodes"][0]["node"],
              "similarity": c["nodes"][0]["similarity"],
              "good match in the graph": "no: best general models" if c["fallback"] else
-             "no" if c["weak_match"] else "yes"}
+             "no" if c["weak_match"] else "yes",
+             "own best model": str(c.get("own_model", "")).rsplit("/", 1)[-1],
+             "margin (se)": (f"{c['margin']:+.3f} ({c['margin_se']:.3f})"
+                             if c.get("own_model") != c.get("task_model") else "-"),
+             "fell back to the task's model": "yes" if c.get("fell_back") else "no"}
             for c in sel.per_class()]
     key = re.sub(r"[^a-z0-9-]", "-", f"selection-{task_name}".lower())[:60]
-    create_table_artifact(rows, key=key, description=f"MLL selection for {task_name} (k={k})")
+    create_table_artifact(rows, key=key, description=(
+        f"MLL selection for {task_name} (k={k}, reuse {sel.params.get('reuse_mode')}, fall "
+        f"back below z={sel.params.get('fallback_z')}: {sel.params.get('fell_back')} classes)"))
     summary = f"### MLL selection for `{task_name}`\n\nMLflow: {logged['link']}\n\n"
     summary += source_weights_markdown(sel.params.get("source_weights") or {})
     if reuse is not None:

@@ -88,6 +88,15 @@ class Settings:
         A task with no domain, or a graph with undescribed sources, is pooled uniformly either way.
     Reuse:
         prompts: class prompt templates; weighting: ``inverse_entropy``, ``entropy``, ``uniform``.
+        reuse_mode: how the selected models vote: ``per_class`` (the paper: each class is
+        scored by its own k models only), ``pooled`` (every class by the entropy-weighted
+        ensemble of all distinct selected models: every class compared like with like) or
+        ``soft`` (as pooled, each model's vote on a class weighted by (r / max r)^2, r its reuse
+        metric there). fallback: ``margin`` lets a class keep its own best model only where
+        its class score is ahead of the task-level model's by more than ``fallback_z``
+        standard errors (:func:`mll_registry.selection.select.class_margins`); ``off`` never
+        falls back. The defaults were chosen on leave-one-source-out pseudo-tasks of the
+        demo graph's own sources, never on the demo tasks (benchmarks/results/reuse_settings.md).
     Where:
         device: ``auto``, ``cpu``, ``cuda[:N]``; max_model_gb: a model whose config needs more
         (estimated fp32 parameters + one batch's activations) is refused before allocation;
@@ -126,6 +135,9 @@ class Settings:
     source_temperature: float = 0.1
     prompts: tuple[str, ...] = ("a photo of a {}.",)
     weighting: Literal["inverse_entropy", "entropy", "uniform"] = "inverse_entropy"
+    reuse_mode: Literal["per_class", "pooled", "soft"] = "per_class"
+    fallback: Literal["margin", "off"] = "margin"
+    fallback_z: float = 2.0
     device: str = "auto"
     max_model_gb: float = 16.0
     retry_budget_s: float = 60.0
@@ -149,6 +161,8 @@ class Settings:
             "max_model_gb": self.max_model_gb > 0, "retry_budget_s": self.retry_budget_s >= 0,
             "alpha": 0.0 <= self.alpha <= 1.0, "metric": self.metric in ("f1", "precision"),
             "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),
+            "reuse_mode": self.reuse_mode in ("per_class", "pooled", "soft"),
+            "fallback": self.fallback in ("margin", "off"), "fallback_z": self.fallback_z >= 0,
             "unmatched": self.unmatched in ("fallback", "drop", "fail"),
             "source_weighting": self.source_weighting in ("domain", "uniform"),
             "source_temperature": self.source_temperature > 0,
@@ -162,6 +176,10 @@ class Settings:
             raise SettingsError(f"setting {k}={getattr(self, k)!r} is invalid "
                                 f"(from {self.sources.get(k, 'the arguments')}); see "
                                 "`mll settings` for the allowed values")
+
+    def fallback_z_or_none(self) -> float | None:
+        """The fall-back rule's threshold in standard errors, or None when it is off."""
+        return self.fallback_z if self.fallback == "margin" else None
 
     # -- identity and records ---------------------------------------------------------------
     def label_identity(self) -> dict[str, Any]:

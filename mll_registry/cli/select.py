@@ -46,6 +46,16 @@ LogOpt = Annotated[bool, typer.Option("--log/--no-log", help="Log the run to MLf
 UnmatchedOpt = Annotated[str | None, typer.Option(
     help="Classes with no good match in the graph: fallback (best general models), drop, or "
          f"fail [default: {DEFAULTS.unmatched}].")]
+ReuseModeOpt = Annotated[str | None, typer.Option(
+    "--reuse-mode", help="How the selected models vote: per_class (each class by its own "
+    "models, the paper), pooled (every class by all selected models) or soft (pooled, weighted "
+    f"by the reuse metric) [default: {DEFAULTS.reuse_mode}].")]
+FallbackOpt = Annotated[str | None, typer.Option(
+    "--fallback", help="margin: a class keeps its own best model only where it is ahead of the "
+    "task-level model by more than --fallback-z standard errors; off: never falls back "
+    f"[default: {DEFAULTS.fallback}].")]
+FallbackZOpt = Annotated[float | None, typer.Option(
+    "--fallback-z", help=f"The margin rule's threshold [default: {DEFAULTS.fallback_z}].")]
 SourceWeightingOpt = Annotated[str | None, typer.Option(
     "--source-weighting", help="Weigh the graph's sample sources by the similarity of their "
     "descriptions to the task's domain (domain) or all alike, as the paper (uniform) "
@@ -101,13 +111,17 @@ def select_cmd(
     labels: LabelsOpt = None,
     unmatched: UnmatchedOpt = None,
     source_weighting: SourceWeightingOpt = None,
+    reuse_mode: ReuseModeOpt = None,
+    fallback: FallbackOpt = None,
+    fallback_z: FallbackZOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select the best models per class of a task from their labels (no model is run)."""
     a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
-                       unmatched=unmatched, source_weighting=source_weighting)
+                       unmatched=unmatched, source_weighting=source_weighting,
+                       reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z)
     with boundary(ValueError):
         sel = a.selection.select(task, graph or DEMO_GRAPH, log=log)
     _warn_unmatched(sel.result)
@@ -118,6 +132,13 @@ def select_cmd(
     SafeConsole().print(res.table())
     console.print(f"{len(res.models)} labelled models considered; ensemble uses "
                   f"{len(res.selected_models())}: {', '.join(res.selected_models())}")
+    if res.margins is not None:
+        z = res.params.get("fallback_z")
+        console.print(f"{int(res.margins.fell_back.sum())} of {len(res.classes)} classes fell "
+                      "back to the task-level model "
+                      f"({res.models[int(res.margins.task_order[0])]}): "
+                      + (f"their own best was not ahead by more than {z} standard errors"
+                         if z is not None else "fall-back off"), soft_wrap=True)
     _print_source_weights(res.params.get("source_weights"))
     if sel.run_id:
         console.print(f"logged to MLflow run {sel.run_id} (experiment mll-selection)")
@@ -143,6 +164,9 @@ def reuse_cmd(
     labels: LabelsOpt = None,
     unmatched: UnmatchedOpt = None,
     source_weighting: SourceWeightingOpt = None,
+    reuse_mode: ReuseModeOpt = None,
+    fallback: FallbackOpt = None,
+    fallback_z: FallbackZOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -150,7 +174,8 @@ def reuse_cmd(
     """Select per class, run the entropy-weighted ensemble on labelled images, measure it."""
     a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
                        weighting=weighting, prompts=prompt or None, device=device,
-                       unmatched=unmatched, source_weighting=source_weighting)
+                       unmatched=unmatched, source_weighting=source_weighting,
+                       reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z)
     with boundary(ValueError), heartbeat("mll reuse"):
         r = a.selection.reuse(task, data, graph or DEMO_GRAPH, log=log)
     _warn_unmatched(r.selection.result)
@@ -184,6 +209,9 @@ def bench(
     metric: MetricOpt = None,
     top_n: TopNOpt = None,
     growth_orders: Annotated[int, typer.Option(help="Random hub orders for the growth curve.")] = 10,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="The demo tasks' fresh render set (new views of their art, never used "
+        "for any decision) instead of their images.")] = False,
     device: DeviceOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
@@ -199,7 +227,7 @@ def bench(
     with boundary(ValueError):
         out = a.demo.bench([*(tasks or []), *(more or [])], graph or DEMO_GRAPH,
                            growth_orders=growth_orders, plot=plot, markdown=markdown, log=log,
-                           say=say).to_dict()
+                           say=say, fresh=fresh).to_dict()
     md = out.pop("markdown")
     plot_path = out.pop("plot")
     if as_json:

@@ -255,7 +255,8 @@ class Tracking:
                       "embedding_model": p.get("embedding_model"),
                       "graph_version": p.get("graph_version"),
                       "models_considered": len(selection.models),
-                      "source_weighting": p.get("source_weighting")}
+                      "source_weighting": p.get("source_weighting"),
+                      "reuse_mode": p.get("reuse_mode"), "fallback_z": p.get("fallback_z")}
             sw = p.get("source_weights") or {}
             if sw:
                 params["source_temperature"] = sw.get("temperature")
@@ -272,7 +273,9 @@ class Tracking:
                                  "selection.json")
             rows = [{"class": c["class"], "rank": i + 1, "model": m["model"],
                      "reuse": m["reuse"], "score": m["score"], "weak_match": c["weak_match"],
-                     "top_node": c["nodes"][0]["node"] if c["nodes"] else ""}
+                     "top_node": c["nodes"][0]["node"] if c["nodes"] else "",
+                     "margin": c.get("margin"), "margin_se": c.get("margin_se"),
+                     "fell_back": c.get("fell_back")}
                     for c in selection.per_class() for i, m in enumerate(c["models"])]
             self.client.log_text(rid, pd.DataFrame(rows).to_csv(index=False), "selection.csv")
             comp: dict[str, list[str]] = {}
@@ -282,6 +285,7 @@ class Tracking:
             self.client.log_dict(rid, comp, "ensemble_composition.json")
             self.client.log_metric(rid, "models_used", float(len(used)))
             self.client.log_metric(rid, "weak_matches", float(len(selection.weak)))
+            self.client.log_metric(rid, "classes_fell_back", float(p.get("fell_back") or 0))
             if reuse is not None:
                 self.client.log_metric(rid, "top1", reuse.ensemble["top1"])
                 self.client.log_metric(rid, "top5", reuse.ensemble["top5"])

@@ -63,17 +63,54 @@ def entropy_weights(probs: np.ndarray, weighting: str = DEFAULTS.weighting,
     raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
 
 
+#: how the selected models vote (``reuse_mode``; :func:`routing_weights`)
+REUSE_MODES = ("per_class", "pooled", "soft")
+
+
+def routing_weights(chosen: np.ndarray, reuse: np.ndarray, mode: str = DEFAULTS.reuse_mode
+                    ) -> np.ndarray:
+    """(M, C) weight of model m's vote on class y.
+
+    ``per_class`` (the paper): 1 where m is one of the models chosen for y, else 0: a class's
+    score comes from its own models only, so classes routed to differently calibrated models
+    are compared on different scales. ``pooled``: 1 for every distinct chosen model on every
+    class: one entropy-weighted ensemble, every class scored by the same models. ``soft``: as
+    pooled, weighted by (r_{m,y} / max_m' r_{m',y})^2 over the chosen models (r: ``reuse``), so
+    a class leans on the models its labels favour.
+    """
+    M, C = reuse.shape
+    W = np.zeros((M, C))
+    used = np.unique(chosen)
+    if mode == "per_class":
+        W[chosen.T, np.arange(C)[None, :]] = 1.0
+    elif mode == "pooled":
+        W[used] = 1.0
+    elif mode == "soft":
+        r = np.clip(reuse[used], 0.0, None)
+        W[used] = (r / np.maximum(r.max(axis=0, keepdims=True), EPS)) ** 2
+    else:
+        raise ValueError(f"reuse_mode must be one of {', '.join(REUSE_MODES)}, got {mode!r}")
+    return W
+
+
 def ensemble_scores(probs: Sequence[np.ndarray], chosen: np.ndarray,
-                    weighting: str = DEFAULTS.weighting) -> np.ndarray:
-    """score (n, C): for class y, the weighted sum over the models chosen for y.
+                    weighting: str = DEFAULTS.weighting,
+                    routing: np.ndarray | None = None) -> np.ndarray:
+    """score (n, C): for class y, the entropy-weighted sum of the models' probabilities of y.
 
     Args:
         probs: per model, (n, C) class probabilities.
-        chosen: (C, k) model positions (into ``probs``) per class.
+        chosen: (C, k) model positions (into ``probs``) per class: with no ``routing``, class y
+            is scored by its chosen models alone (the paper's per-class reuse).
+        routing: (len(probs), C) weight of each model's vote per class (:func:`routing_weights`).
     """
     w = [entropy_weights(p, weighting) for p in probs]
     n, C = probs[0].shape
     out = np.zeros((n, C))
+    if routing is not None:
+        for m in np.flatnonzero(routing.any(axis=1)).tolist():
+            out += (w[m][:, None] * probs[m]) * routing[m][None, :]
+        return out
     for y in range(C):
         for m in chosen[y]:
             out[:, y] += w[int(m)] * probs[int(m)][:, y]
@@ -197,7 +234,11 @@ def evaluate(selection: Any, task: Task, data: str | os.PathLike[str] | None = N
     elapsed = time.perf_counter() - t0
     pos = {ref: i for i, ref in enumerate(used)}
     chosen = np.vectorize(lambda m: pos[selection.models[int(m)]])(selection.chosen)
-    scores = ensemble_scores(probs, chosen.reshape(selection.chosen.shape), weighting)
+    mode = getattr(selection, "reuse_mode", "per_class")
+    routing = None
+    if mode != "per_class":  # the used models' rows of the routing weights, in ``used`` order
+        routing = selection.routing()[[selection.models.index(r) for r in used]]
+    scores = ensemble_scores(probs, chosen.reshape(selection.chosen.shape), weighting, routing)
     per_model = {ref: accuracy(p, images.targets) for ref, p in zip(used, probs, strict=True)}
     spent = sum(cache.seconds.get(r, 0.0) for r in used) or elapsed
     return ReuseResult(task=task.name, n_images=len(images.paths),

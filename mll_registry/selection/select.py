@@ -335,17 +335,47 @@ class SelectionResult:
     general: np.ndarray | None = None  # model positions by general score (fallback order)
     matched_by: dict[str, str] = dataclasses.field(default_factory=dict)
     dropped: list[str] = dataclasses.field(default_factory=list)
+    #: how sure each class's own choice is (:func:`class_margins`); None: not computed
+    margins: Margins | None = None
+    reuse_mode: str = DEFAULTS.reuse_mode
 
     def with_k(self, k: int) -> SelectionResult:
-        """The same selection keeping the top ``k`` models per class (reuse does not depend on k)."""
-        chosen = choose(self.reuse, k, [self.classes.index(c) for c in self.weak], self.general)
+        """The same selection keeping the top ``k`` models per class (reuse does not depend on k;
+        a class that fell back keeps the task-level order)."""
+        chosen = choose(self.reuse, k, [self.classes.index(c) for c in self.weak], self.general,
+                        self.margins)
         return dataclasses.replace(self, chosen=chosen,
                                    params={**self.params, "k": int(chosen.shape[1])})
 
+    def with_models(self, keep: Sequence[int]) -> SelectionResult:
+        """The selection a hub of only the models at positions ``keep`` gives (same task, same
+        rule): every per-model quantity is the model's own, so nothing is recomputed from
+        labels. Used for sub-hub benchmarks."""
+        pos = np.asarray(sorted(keep), np.int64)
+        reuse, score = self.reuse[pos], self.score[pos]
+        general = None
+        if self.general is not None:
+            general = np.array([int(np.flatnonzero(pos == g)[0]) for g in self.general
+                                if g in pos], np.int64)
+        margins = None
+        if self.margins is not None:
+            margins = class_margins(score, reuse, self.margins.n, self.margins.z)
+        chosen = choose(reuse, self.chosen.shape[1], [self.classes.index(c) for c in self.weak],
+                        general, margins)
+        return dataclasses.replace(self, models=[self.models[i] for i in pos], chosen=chosen,
+                                   reuse=reuse, score=score, general=general, margins=margins)
+
+    def routing(self) -> np.ndarray:
+        """(M, C) weight of each model's vote on each class in the ensemble (``reuse_mode``)."""
+        from mll_registry.selection.reuse import routing_weights
+
+        return routing_weights(self.chosen, self.reuse, self.reuse_mode)
+
     def per_class(self) -> list[dict[str, object]]:
         out = []
+        mg = self.margins
         for c, cls in enumerate(self.classes):
-            out.append({
+            row: dict[str, object] = {
                 "class": cls,
                 "models": [{"model": self.models[m], "reuse": round(float(self.reuse[m, c]), 4),
                             "score": round(float(self.score[m, c]), 4)} for m in self.chosen[c]],
@@ -353,7 +383,14 @@ class SelectionResult:
                 "weak_match": cls in self.weak,
                 "matched_by": self.matched_by.get(cls, ""),
                 "fallback": cls in self.weak and self.general is not None,
-            })
+            }
+            if mg is not None:
+                row.update({"own_model": self.models[int(mg.best[c])],
+                            "task_model": self.models[int(mg.task[c])],
+                            "margin": round(float(mg.margin[c]), 4),
+                            "margin_se": round(float(mg.se[c]), 4),
+                            "fell_back": bool(mg.fell_back[c]) and cls not in self.weak})
+            out.append(row)
         return out
 
     def selected_models(self) -> list[str]:
@@ -376,9 +413,13 @@ class SelectionResult:
 
         from mll_registry.terminal import controls
 
-        t = Table(title=f"selection for {self.task} (k={self.chosen.shape[1]})")
+        t = Table(title=f"selection for {self.task} (k={self.chosen.shape[1]}, reuse "
+                        f"{self.reuse_mode.replace('_', '-')})")
         t.add_column("class")
         t.add_column("models (reuse score)")
+        if self.margins is not None:
+            t.add_column("margin (+- se)", justify="right")
+            t.add_column("choice")
         t.add_column("matched nodes (similarity)")
         for row in self.per_class():
             models = ", ".join(f"{m['model'].split('/')[-1]} ({m['reuse']:.3f})"  # type: ignore[index]
@@ -387,14 +428,67 @@ class SelectionResult:
                               for n in row["nodes"][:3])  # type: ignore[index]
             flag = (" (no good match: best general model)" if row["fallback"] else
                     " (no good match)" if row["weak_match"] else "")
-            t.add_row(Text.assemble(controls(row["class"]), (flag, "yellow")), models, nodes)
+            cells: list[Any] = [Text.assemble(controls(row["class"]), (flag, "yellow")), models]
+            if self.margins is not None:
+                same = row["own_model"] == row["task_model"]
+                cells += ["-" if same else f"{row['margin']:+.3f} (+-{row['margin_se']:.3f})",
+                          "task's model" if same else
+                          Text("fell back to the task's model", "yellow") if row["fell_back"]
+                          else "own"]
+            t.add_row(*cells, nodes)
         return t
 
 
+@dataclass(frozen=True)
+class Margins:
+    """How far each class's own best model is ahead of the task-level choice, and whether the
+    class falls back to it (:func:`class_margins`). All arrays are per class (C,)."""
+
+    best: np.ndarray  # the class's own best model by the reuse metric
+    task: np.ndarray  # the task-level model (best mean class score over the task)
+    task_order: np.ndarray  # (M,) all models by task-level score, best first
+    margin: np.ndarray  # class score of ``best`` minus that of ``task``
+    se: np.ndarray  # its standard error from the counts behind the scores
+    n: np.ndarray  # images behind each class's scores (similarity-weighted)
+    z: float | None  # the rule's threshold; None: per-class choice never falls back
+    fell_back: np.ndarray  # bool: the class uses the task-level order
+
+
+def class_margins(score: np.ndarray, reuse: np.ndarray, n: np.ndarray,
+                  z: float | None) -> Margins:
+    """The fall-back rule, stated once: a class keeps its own best model only where that
+    model's class score is ahead of the task-level model's by more than ``z`` standard errors.
+
+    The task-level model is the one with the best mean class score over all the task's classes
+    (what a single-model choice from the labels would take; the reuse metric's mean over classes
+    is the same mean). A class score is a proportion over the ``n`` images of the class's matched
+    nodes, so each model's score has binomial variance s(1-s)/n and the margin's standard error
+    is sqrt((s_b (1-s_b) + s_t (1-s_t)) / n) (the two scores' covariance, positive on shared
+    images, is left out: the rule errs toward falling back). ``z=None`` never falls back (the
+    paper's per-class choice); a very large ``z`` always does (a single-model choice).
+    """
+    M, C = score.shape
+    cols = np.arange(C)
+    task_order = np.argsort(-score.mean(axis=1), kind="stable")
+    best = top_models(reuse, 1)[:, 0]
+    task = np.full(C, task_order[0])
+    sb, st = score[best, cols], score[task, cols]
+    margin = sb - st
+    nn = np.maximum(np.asarray(n, np.float64), 1.0)
+    se = np.sqrt((sb * (1 - sb) + st * (1 - st)) / nn)
+    differs = best != task
+    fell = (differs & (margin <= z * se)) if z is not None else np.zeros(C, bool)
+    return Margins(best, task, task_order, margin, se, np.asarray(n, np.float64), z, fell)
+
+
 def choose(r: np.ndarray, k: int, unmatched: Sequence[int] = (),
-           general: np.ndarray | None = None) -> np.ndarray:
-    """Top-k models per class by the reuse metric; unmatched classes get the ``general`` order."""
+           general: np.ndarray | None = None, margins: Margins | None = None) -> np.ndarray:
+    """Top-k models per class by the reuse metric; a class that falls back (``margins``) takes
+    the task-level order; unmatched classes get the ``general`` order."""
     chosen = top_models(r, k)
+    if margins is not None:
+        for fc in np.flatnonzero(margins.fell_back):
+            chosen[fc] = margins.task_order[:chosen.shape[1]]
     if general is not None:
         for c in unmatched:
             chosen[c] = general[:chosen.shape[1]]
@@ -434,17 +528,27 @@ class SelectOptions:
     match_similarity: float = DEFAULTS.weak_similarity
     source_weighting: str = DEFAULTS.source_weighting
     source_temperature: float = DEFAULTS.source_temperature
+    reuse_mode: str = DEFAULTS.reuse_mode
+    fallback_z: float | None = DEFAULTS.fallback_z_or_none()
 
     def __post_init__(self) -> None:
+        from mll_registry.selection.reuse import REUSE_MODES
+
         if self.unmatched not in ("fallback", "drop", "fail"):
             raise ValueError(f"unmatched must be fallback, drop or fail, got {self.unmatched!r}")
+        if self.reuse_mode not in REUSE_MODES:
+            raise ValueError(f"reuse_mode must be one of {', '.join(REUSE_MODES)}, got "
+                             f"{self.reuse_mode!r}")
+        if self.fallback_z is not None and not self.fallback_z >= 0:
+            raise ValueError(f"fallback_z must be >= 0 (or None: never), got {self.fallback_z}")
 
     @classmethod
     def from_settings(cls, s: Settings) -> SelectOptions:
         """The options the settings ``s`` configure."""
         return cls(k=s.k, alpha=s.alpha, metric=s.metric, top_n=s.top_n, unmatched=s.unmatched,
                    match_similarity=s.weak_similarity, source_weighting=s.source_weighting,
-                   source_temperature=s.source_temperature)
+                   source_temperature=s.source_temperature, reuse_mode=s.reuse_mode,
+                   fallback_z=s.fallback_z_or_none())
 
 
 def select(task: Task, graph: SemanticGraph, labels: Mapping[str, LabelRows],
@@ -503,14 +607,18 @@ def select(task: Task, graph: SemanticGraph, labels: Mapping[str, LabelRows],
     TP, FP, P = count_all(graph, [labels[r] for r in refs], m.cand_nodes, image_weight=img_w)
     s = class_scores(TP, FP, P, m.Z, metric)
     r = reuse_metric(s, alpha)
+    margins = class_margins(s, r, P @ m.Z, o.fallback_z)
     # the general order reads every label's summary: only when a class needs the fallback
     general = (general_order([labels[r] for r in refs])
                if unmatched == "fallback" and m.weak else None)
-    chosen = choose(r, k, [m.classes.index(c) for c in m.weak], general)
+    chosen = choose(r, k, [m.classes.index(c) for c in m.weak], general, margins)
     return SelectionResult(
         task=task.name, classes=m.classes, models=refs, chosen=chosen,
         reuse=r, score=s, matched=node_similarity_report(m, graph), weak=m.weak,
         params={"k": int(chosen.shape[1]), "alpha": alpha, "metric": metric, **m.params,
                 "unmatched": unmatched, "graph_version": graph.version,
-                "source_weighting": o.source_weighting, "source_weights": sw.to_dict()},
-        general=general, matched_by=m.matched_by, dropped=dropped)
+                "source_weighting": o.source_weighting, "source_weights": sw.to_dict(),
+                "reuse_mode": o.reuse_mode, "fallback_z": o.fallback_z,
+                "fell_back": int(margins.fell_back.sum())},
+        general=general, matched_by=m.matched_by, dropped=dropped, margins=margins,
+        reuse_mode=o.reuse_mode)
