@@ -48,10 +48,11 @@ class DemoService:
     def bench(self, tasks: Sequence[str | os.PathLike[str]] = (), graph: GraphSpec = "demo", *,
               growth_orders: int = 10, plot: str | os.PathLike[str] | None = None,
               markdown: str | os.PathLike[str] | None = None, log: bool = True,
-              say: Callable[[str], None] = lambda s: None) -> BenchReport:
+              say: Callable[[str], None] = lambda s: None, fresh: bool = False) -> BenchReport:
         """MLL against INB, ModelGPT and the oracles on task files (default: the demo tasks).
         On the ``demo`` graph the demo models are labelled first (once); on another graph the
-        local store's labels are used."""
+        local store's labels are used. ``fresh``: the demo tasks' fresh render set (new views,
+        rendered only to be reported) instead of their images."""
         from mll_registry.evaluation.bench import BenchConfig, run_bench
         from mll_registry.evaluation.bench import plot as draw
         from mll_registry.labels.embeddings import embeddings_path
@@ -66,7 +67,7 @@ class DemoService:
         else:
             from mll_registry.demo.tasks import ensure_demo_tasks
 
-            task_list = [Task.from_yaml(p) for p in ensure_demo_tasks(a.root)]
+            task_list = [Task.from_yaml(p) for p in ensure_demo_tasks(a.root, fresh=fresh)]
         if graph == "demo":
             from mll_registry.demo.hub import ensure_demo_labels
 
@@ -83,7 +84,8 @@ class DemoService:
         s = a.settings
         cfg = BenchConfig(alpha=s.alpha, metric=s.metric, top_n=s.top_n, weighting=s.weighting,
                           source_weighting=s.source_weighting,
-                          source_temperature=s.source_temperature, growth_orders=growth_orders)
+                          source_temperature=s.source_temperature, reuse_mode=s.reuse_mode,
+                          fallback_z=s.fallback_z_or_none(), growth_orders=growth_orders)
         res = run_bench(task_list, g, labels, lambda r: load(r, device=s.device), cfg, log=say,
                         embeddings={r: embeddings_path(p) for r, p in paths.items()})
         md = res.markdown()

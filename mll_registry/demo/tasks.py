@@ -120,32 +120,42 @@ def target_seed(style: str, codepoint: int, view: int) -> str | None:
     return None if view == 0 else f"target:{style}:{codepoint:X}:{view}"
 
 
-def task_renders(t: DemoTask, concepts: Sequence[Concept] | None = None) -> list[Render]:
+def task_views(fresh: bool = False) -> range:
+    """The views of a task's images: 0 (clean) .. TARGET_VIEWS - 1; ``fresh``: the next
+    TARGET_VIEWS views, new augmentations of the same art (the fresh render set, rendered only
+    to be reported, never used for any decision)."""
+    return range(TARGET_VIEWS, 2 * TARGET_VIEWS) if fresh else range(TARGET_VIEWS)
+
+
+def task_renders(t: DemoTask, concepts: Sequence[Concept] | None = None,
+                 fresh: bool = False) -> list[Render]:
     """The recipe of every image of demo task ``t`` (what :func:`ensure_task` draws)."""
     return [Render(S.GLYPHS[st], c.codepoint, st, target_seed(st, c.codepoint, v))
             for c in task_concepts(t, concepts or load_concepts()) for st in t.styles
-            for v in range(TARGET_VIEWS)]
+            for v in task_views(fresh)]
 
 
-def tasks_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    return demo_dir(root) / "tasks"
+def tasks_dir(root: str | os.PathLike[str] | None = None, fresh: bool = False) -> Path:
+    return demo_dir(root) / ("tasks-fresh" if fresh else "tasks")
 
 
-def _params(t: DemoTask, concepts: Sequence[Concept]) -> str:
+def _params(t: DemoTask, concepts: Sequence[Concept], fresh: bool = False) -> str:
+    views: int | list[int] = TARGET_VIEWS if not fresh else list(task_views(fresh))
     blob = json.dumps({"name": t.name, "domain": t.domain, "styles": t.styles, "views":
-                       TARGET_VIEWS, "size": IMAGE_SIZE, "classes": [
+                       views, "size": IMAGE_SIZE, "classes": [
                            (display_name(c), c.codepoint) for c in concepts], "v": 1})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def ensure_task(t: DemoTask, root: str | os.PathLike[str] | None = None,
-                concepts: Sequence[Concept] | None = None) -> Path:
-    """Render one demo task (if missing or stale) and return its task file."""
+                concepts: Sequence[Concept] | None = None, fresh: bool = False) -> Path:
+    """Render one demo task (if missing or stale) and return its task file (``fresh``: its
+    fresh render set, :func:`task_views`)."""
     chosen = task_concepts(t, concepts or load_concepts())
-    base = tasks_dir(root)
+    base = tasks_dir(root, fresh)
     yml = base / f"{t.name}.yaml"
     img_dir = base / t.name
-    stamp = _params(t, chosen)
+    stamp = _params(t, chosen, fresh)
     if yml.is_file() and (img_dir / ".params").is_file() and \
             (img_dir / ".params").read_text() == stamp:
         return yml
@@ -156,24 +166,27 @@ def ensure_task(t: DemoTask, root: str | os.PathLike[str] | None = None,
             d.mkdir()
             for st in t.styles:
                 img = S.render(c.codepoint, st, IMAGE_SIZE)
-                for v in range(TARGET_VIEWS):
+                for v in task_views(fresh):
                     seed = target_seed(st, c.codepoint, v)
                     (img if seed is None else augment(img, seed)).save(d / f"{st}-{v:02d}.png")
         (tmp / ".params").write_text(stamp)
     body = {"name": t.name, "domain": t.domain, "task": "image classification",
             "classes": [display_name(c) for c in chosen], "data": str(img_dir)}
-    header = (f"# MLL demo task: {t.description}.\n# Images: target styles {', '.join(t.styles)} "
-              f"only (never labelling or training images).\n")
+    header = (f"# MLL demo task: {t.description}"
+              f"{' (fresh render set: new views, only reported)' if fresh else ''}.\n"
+              f"# Images: target styles {', '.join(t.styles)} only (never labelling or training "
+              "images).\n")
     write_text(yml, header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
     return yml
 
 
 def ensure_demo_tasks(root: str | os.PathLike[str] | None = None,
-                      names: Sequence[str] | None = None) -> list[Path]:
-    """Render the demo tasks (all, or ``names``) and return their task files."""
+                      names: Sequence[str] | None = None, fresh: bool = False) -> list[Path]:
+    """Render the demo tasks (all, or ``names``; ``fresh``: their fresh render sets) and return
+    their task files."""
     concepts = load_concepts()
     known = {t.name: t for t in DEMO_TASKS}
     unknown = [n for n in names or [] if n not in known]
     if unknown:
         raise ValueError(f"unknown demo task(s) {unknown}; known: {sorted(known)}")
-    return [ensure_task(known[n], root, concepts) for n in (names or list(known))]
+    return [ensure_task(known[n], root, concepts, fresh) for n in (names or list(known))]

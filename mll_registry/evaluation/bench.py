@@ -14,6 +14,7 @@ a bar plot, and the growth curve (average accuracy as the hub grows, over random
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mll_registry.evaluation import baselines as B
+from mll_registry.evaluation.intervals import Interval, paired_bootstrap
 from mll_registry.graph.bundle import SemanticGraph
 from mll_registry.labels.format import ModelLabel
 from mll_registry.plugins import Plugins
@@ -40,8 +42,8 @@ MLL_MODES = ("uniform", "domain")
 @dataclass
 class TaskEvidence:
     """What a benchmark method sees of one task: every model's class probabilities on the task's
-    images (computed once), the measured single-model figures, the MLL selections per source
-    weighting and the baselines' picks. A method only chooses; the ensemble is scored here."""
+    images (computed once), the measured single-model figures, the MLL selections and the
+    baselines' picks. A method only chooses; its ensemble is scored here, image by image."""
 
     task: Task
     refs: list[str]
@@ -49,51 +51,84 @@ class TaskEvidence:
     targets: np.ndarray
     top1: dict[str, float]  # model -> measured top-1 alone
     inb: str
-    selections: dict[str, SelectionResult]  # source weighting -> the k=1 selection
+    selections: dict[str, SelectionResult]  # "uniform"/"domain": the paper's rule; "configured"
     gpt_pick: str  # ModelGPT as the paper trains it
     per_class_f1: np.ndarray  # (M, C) measured
     weighting: str
 
-    def ensemble_top1(self, chosen: np.ndarray) -> float:
-        """Top-1 of the entropy-weighted ensemble of ``chosen`` ((C, k) indices into refs)."""
-        return _ensemble_top1(self.probs, chosen, self.targets, self.weighting)
+    def correct_of(self, ref: str) -> np.ndarray:
+        """(N,) whether model ``ref`` alone gets each image right."""
+        return np.asarray(self.probs[self.refs.index(ref)].argmax(1) == self.targets)
+
+    def ensemble_correct(self, chosen: np.ndarray, routing: np.ndarray | None = None
+                         ) -> np.ndarray:
+        """(N,) whether the entropy-weighted ensemble of ``chosen`` ((C, k) indices into refs;
+        ``routing``: (M, C) vote weights, :func:`~mll_registry.selection.reuse.routing_weights`)
+        gets each image right."""
+        scores = ensemble_scores(self.probs, chosen, self.weighting, routing)
+        return np.asarray(scores.argmax(1) == self.targets)
+
+    def selection_correct(self, sel: SelectionResult) -> np.ndarray:
+        """(N,) per image: right or not, reusing ``sel`` as its ``reuse_mode`` says."""
+        routing = None if sel.reuse_mode == "per_class" else sel.routing()
+        return self.ensemble_correct(sel.chosen, routing)
 
 
 @dataclass(frozen=True)
 class BenchMethod:
-    """One column of the benchmark: ``pick`` gives its top-1 on a task and the model(s) chosen.
+    """One column of the benchmark: ``pick`` gives, per image of a task, whether the method's
+    prediction is right, and the model(s) it chose (its top-1 is the mean; the per-image
+    vector is what the paired bootstrap intervals resample).
 
     A ``reference`` (an oracle) looks at the task's labelled images: a ceiling, not a method a
     user could run, so it is never the best one in bold.
     """
 
     name: str
-    pick: Callable[[TaskEvidence], tuple[float, Any]]
+    pick: Callable[[TaskEvidence], tuple[np.ndarray, Any]]
     reference: bool = False
 
 
-def _mll(k: int, mode: str) -> BenchMethod:
-    def pick(ev: TaskEvidence) -> tuple[float, Any]:
+def _mll(k: int, mode: str, reuse_mode: str | None = None, name: str | None = None
+         ) -> BenchMethod:
+    """MLL with the selection ``mode`` (``uniform``/``domain``: the paper's per-class rule;
+    ``configured``: the settings' reuse mode and fall-back rule), optionally voting as
+    ``reuse_mode`` instead."""
+    def pick(ev: TaskEvidence) -> tuple[np.ndarray, Any]:
         sel = ev.selections[mode].with_k(k)
-        return ev.ensemble_top1(sel.chosen), sel.selected_models()
+        if reuse_mode is not None:
+            sel = dataclasses.replace(sel, reuse_mode=reuse_mode)
+        return ev.selection_correct(sel), sel.selected_models()
 
-    return BenchMethod(f"MLL k={k} ({mode})", pick)
+    return BenchMethod(name or f"MLL k={k} ({mode})", pick)
 
 
-def _oracle_per_class(ev: TaskEvidence) -> tuple[float, Any]:
+def _oracle_per_class(ev: TaskEvidence) -> tuple[np.ndarray, Any]:
     chosen = B.oracle_per_class(ev.per_class_f1)
-    return ev.ensemble_top1(chosen), sorted({ev.refs[int(m)] for m in chosen[:, 0]})
+    return ev.ensemble_correct(chosen), sorted({ev.refs[int(m)] for m in chosen[:, 0]})
 
 
+def _single(pick: Callable[[TaskEvidence], str]) -> Callable[[TaskEvidence], tuple[np.ndarray, Any]]:
+    def run(ev: TaskEvidence) -> tuple[np.ndarray, Any]:
+        ref = pick(ev)
+        return ev.correct_of(ref), ref
+
+    return run
+
+
+#: the configured MLL (the settings' reuse mode and fall-back rule): the one the intervals test
+MLL = "MLL k=1"
 #: ModelGPT fit on the other target tasks (leave one task out): a column, scored across tasks
 TARGET_FIT = "ModelGPT (target-fit)"
 #: the built-in per-task methods, in the order the tables show them (TARGET_FIT after the paper's)
 BUILTIN_METHODS: tuple[BenchMethod, ...] = (
-    BenchMethod("INB", lambda ev: (ev.top1[ev.inb], ev.inb)),
-    BenchMethod("ModelGPT (paper)", lambda ev: (ev.top1[ev.gpt_pick], ev.gpt_pick)),
+    BenchMethod("INB", _single(lambda ev: ev.inb)),
+    BenchMethod("ModelGPT (paper)", _single(lambda ev: ev.gpt_pick)),
+    _mll(1, "configured", name=MLL),
+    _mll(3, "configured", name="MLL k=3"),
     *(_mll(k, mode) for mode in MLL_MODES for k in (1, 3)),
-    BenchMethod("Oracle (single)", lambda ev: (max(ev.top1.values()), B.oracle_single(ev.top1)),
-                reference=True),
+    *(_mll(1, "uniform", rm, f"MLL k=1 ({rm})") for rm in ("pooled", "soft")),
+    BenchMethod("Oracle (single)", _single(lambda ev: B.oracle_single(ev.top1)), reference=True),
     BenchMethod("Oracle (per-class F1)", _oracle_per_class, reference=True),
 )
 #: more methods, from other packages: an entry point in the group ``mll_registry.bench_methods``
@@ -114,6 +149,8 @@ def _columns(methods: Sequence[BenchMethod]) -> tuple[str, ...]:
 
 METHODS = _columns(BUILTIN_METHODS)  # the built-in columns
 ORACLES = tuple(m.name for m in BUILTIN_METHODS if m.reference)  # references, not methods
+#: the differences the benchmark gives paired 95 % intervals for: (method, baseline)
+COMPARISONS = ((MLL, "INB"), (MLL, "ModelGPT (paper)"), (MLL, TARGET_FIT))
 
 
 @dataclass
@@ -126,7 +163,11 @@ class BenchConfig:
     weighting: str = DEFAULTS.weighting
     source_weighting: str = DEFAULTS.source_weighting  # the MLL of the growth curve ("MLL k=1")
     source_temperature: float = DEFAULTS.source_temperature  # of the "(domain)" rows
+    reuse_mode: str = DEFAULTS.reuse_mode  # of the configured MLL ("MLL k=1", "MLL k=3")
+    fallback_z: float | None = DEFAULTS.fallback_z_or_none()  # of the configured MLL
     growth_orders: int = 10
+    subhub_sizes: tuple[int, ...] = (5, 7)  # random sub-hubs of these sizes ...
+    subhub_draws: int = 30  # ... this many of each
     seed: int = 0
 
 
@@ -147,6 +188,10 @@ class TaskRun:
     reuse: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # (M, C)
     per_class_f1: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # (M, C)
     source_weights: dict[str, Any] = field(default_factory=dict)  # of the "(domain)" rows
+    correct: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # method -> (N,)
+    selection: SelectionResult | None = field(repr=False, default=None)  # the configured MLL's
+    gpt_scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # (M,)
+    fell_back: int = 0  # classes of the configured MLL that fell back to the task's model
 
 
 @dataclass
@@ -158,6 +203,17 @@ class BenchResult:
     modelgpt_paper: dict[str, Any] = field(default_factory=dict)  # its pseudo-task training
     methods: tuple[str, ...] = METHODS  # the columns, in order
     references: tuple[str, ...] = ORACLES  # the columns that are ceilings, not methods
+    subhubs: dict[str, Any] = field(default_factory=dict)  # size -> MLL vs INB over draws
+
+    def intervals(self) -> dict[str, Interval]:
+        """Paired bootstrap 95 % intervals of each comparison of :data:`COMPARISONS` (over the
+        tasks' classes and images), for the runs that kept their per-image results."""
+        out = {}
+        for a, b in COMPARISONS:
+            if self.runs and all(a in r.correct and b in r.correct for r in self.runs):
+                out[f"{a} - {b}"] = paired_bootstrap(
+                    [(r.correct[a], r.correct[b], r.targets) for r in self.runs])
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """Flat table: one row per task x method."""
@@ -188,6 +244,9 @@ class BenchResult:
                                     for m in self.runs[0].tau} if self.runs else {},
             "growth": self.growth,
             "modelgpt_paper": self.modelgpt_paper,
+            "intervals": {k: v.to_dict() for k, v in self.intervals().items()},
+            "subhubs": self.subhubs,
+            "fell_back": {r.task.name: r.fell_back for r in self.runs},
         }
 
     def markdown(self) -> str:
@@ -211,7 +270,22 @@ class BenchResult:
                      "".join(f" | {d.get(t, float('nan')):.2f}" for t in taus) + " | "
                      f"{np.mean([r.selection_s for r in self.runs]):.2f} | "
                      f"{np.mean([r.eval_all_s for r in self.runs]):.1f} |")
-        return head + "\n".join(lines) + "\n"
+        out = head + "\n".join(lines) + "\n"
+        iv = self.intervals()
+        if iv:
+            out += ("\n| difference of average top-1 | estimate | paired bootstrap 95 % "
+                    "interval |\n|---|---:|---|\n")
+            out += "".join(f"| {k} | {v.estimate:+.3f} | [{v.low:+.3f}, {v.high:+.3f}]"
+                           f"{' (above 0)' if v.above_zero else ''} |\n" for k, v in iv.items())
+        if self.subhubs:
+            out += ("\n| random sub-hubs | draws | MLL k=1 | INB | ModelGPT (paper) | "
+                    "MLL - INB (mean, 2.5-97.5 % of draws) | draws MLL >= INB |\n"
+                    "|---|---:|---:|---:|---:|---|---:|\n")
+            for size, h in self.subhubs.items():
+                out += (f"| {size} models | {h['draws']} | {h['mll']:.3f} | {h['inb']:.3f} | "
+                        f"{h['modelgpt_paper']:.3f} | {h['mll_minus_inb']:+.3f} "
+                        f"[{h['low']:+.3f}, {h['high']:+.3f}] | {h['mll_at_least_inb']:.0%} |\n")
+        return out
 
 
 def _ensemble_top1(probs: Sequence[np.ndarray], chosen: np.ndarray, targets: np.ndarray,
@@ -268,14 +342,18 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         C = len(task.classes)
         per_class = np.array([[a["per_class"].get(c, 0.0) for c in range(C)] for a in accs])
         sel: dict[str, Any] = {}
-        sel_s = 0.0
-        for mode in MLL_MODES:
-            t1 = time.perf_counter()
+        for mode in MLL_MODES:  # the paper's rule: per-class votes, never falling back
             sel[mode] = select(task, graph, labels, SelectOptions(
                 k=1, alpha=cfg.alpha, metric=cfg.metric, top_n=cfg.top_n, source_weighting=mode,
-                source_temperature=cfg.source_temperature), embedder=embedder, provider=provider)
-            if mode == cfg.source_weighting:
-                sel_s = time.perf_counter() - t1
+                source_temperature=cfg.source_temperature, reuse_mode="per_class",
+                fallback_z=None), embedder=embedder, provider=provider)
+        t1 = time.perf_counter()
+        sel["configured"] = select(task, graph, labels, SelectOptions(
+            k=1, alpha=cfg.alpha, metric=cfg.metric, top_n=cfg.top_n,
+            source_weighting=cfg.source_weighting, source_temperature=cfg.source_temperature,
+            reuse_mode=cfg.reuse_mode, fallback_z=cfg.fallback_z),
+            embedder=embedder, provider=provider)
+        sel_s = time.perf_counter() - t1
         s1 = sel[cfg.source_weighting]  # the configured MLL: tau "MLL" and the growth curve
         desc = [provider.describe(c, task) for c in task.classes]
         feats[task.name] = np.stack([B.feature_vector(general[r], B.text_features(
@@ -289,7 +367,8 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         ev = TaskEvidence(task, refs, probs, images.targets, top1, inb, sel, gpt_pick, f1,
                           cfg.weighting)
         picks = {m.name: m.pick(ev) for m in methods}
-        res = {name: top for name, (top, _) in picks.items()}
+        correct = {name: np.asarray(c, bool) for name, (c, _) in picks.items()}
+        res = {name: float(np.mean(c)) for name, c in correct.items()}
         chosen = {name: models for name, (_, models) in picks.items()}
         measured = [top1[r] for r in refs]
         tau = {"MLL": B.kendall_tau(s1.reuse.mean(1).tolist(), measured),
@@ -299,9 +378,11 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
                "ModelGPT (paper)": B.kendall_tau(gpt.tolist(), measured)}
         runs.append(TaskRun(task, res, chosen, top1, per_class, tau, sel_s, eval_all,
                             probs, images.targets, s1.reuse, f1,
-                            dict(sel["domain"].params.get("source_weights") or {})))
-        log(f"  MLL k=1 uniform {res['MLL k=1 (uniform)']:.3f}  domain "
-            f"{res['MLL k=1 (domain)']:.3f}  INB {res['INB']:.3f}  oracle "
+                            dict(sel["domain"].params.get("source_weights") or {}),
+                            correct, sel["configured"], np.asarray(gpt, np.float64),
+                            int(sel["configured"].params.get("fell_back", 0))))
+        log(f"  MLL k=1 {res[MLL]:.3f} (paper rule: uniform {res['MLL k=1 (uniform)']:.3f}, "
+            f"domain {res['MLL k=1 (domain)']:.3f})  INB {res['INB']:.3f}  oracle "
             f"{res['Oracle (single)']:.3f}")
 
     # ModelGPT (target-fit): leave-one-task-out ridge regression on the other target tasks
@@ -310,6 +391,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         others = [r for r in runs if r is not run]
         if not others:
             run.top1[tf], run.chosen[tf] = run.top1["INB"], inb
+            run.correct[tf] = run.correct["INB"]
             run.tau[tf] = run.tau["INB"]
             continue
         X = np.concatenate([feats[o.task.name] for o in others])
@@ -317,12 +399,54 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         pred = B.ModelGPT().fit(X, y).predict(feats[run.task.name])
         pick = refs[int(np.argmax(pred))]
         run.top1[tf], run.chosen[tf] = run.per_model_top1[pick], pick
+        run.correct[tf] = np.asarray(run.probs[refs.index(pick)].argmax(1) == run.targets)
         run.tau[tf] = B.kendall_tau(pred.tolist(), [run.per_model_top1[r] for r in refs])
     result = BenchResult(runs, refs, cfg, modelgpt_paper=paper.summary(),
                          methods=_columns(methods),
                          references=tuple(m.name for m in methods if m.reference))
     result.growth = growth(runs, labels, cfg)
+    result.subhubs = subhubs(runs, general, cfg)
     return result
+
+
+def subhubs(runs: Sequence[TaskRun], general: dict[str, float],
+            cfg: BenchConfig) -> dict[str, Any]:
+    """The configured MLL against INB and ModelGPT (paper) on random sub-hubs: for each size,
+    ``subhub_draws`` random model subsets (seeded), each method choosing within the subset
+    (MLL: the same selection restricted, :meth:`SelectionResult.with_models`)."""
+    if not runs or runs[0].selection is None:
+        return {}
+    refs = runs[0].selection.models
+    rng = np.random.default_rng([cfg.seed, 1])
+    out: dict[str, Any] = {}
+    for size in cfg.subhub_sizes:
+        if size >= len(refs):
+            continue
+        rows = []
+        for _ in range(cfg.subhub_draws):
+            keep = np.sort(rng.choice(len(refs), size, replace=False))
+            m, i, g = [], [], []
+            for run in runs:
+                sel = run.selection.with_models(keep.tolist())  # type: ignore[union-attr]
+                probs = [run.probs[j] for j in keep]
+                routing = None if sel.reuse_mode == "per_class" else sel.routing()
+                sc = ensemble_scores(probs, sel.chosen, cfg.weighting, routing)
+                m.append(float(np.mean(sc.argmax(1) == run.targets)))
+                inb = max(keep, key=lambda j: (general[refs[j]], -j))
+                i.append(run.per_model_top1[refs[inb]])
+                gp = keep[int(np.argmax(run.gpt_scores[keep]))]
+                g.append(run.per_model_top1[refs[gp]])
+            rows.append((np.mean(m), np.mean(i), np.mean(g)))
+        a = np.array(rows)
+        d = a[:, 0] - a[:, 1]
+        out[str(size)] = {"draws": len(a), "mll": round(float(a[:, 0].mean()), 4),
+                          "inb": round(float(a[:, 1].mean()), 4),
+                          "modelgpt_paper": round(float(a[:, 2].mean()), 4),
+                          "mll_minus_inb": round(float(d.mean()), 4),
+                          "low": round(float(np.quantile(d, 0.025)), 4),
+                          "high": round(float(np.quantile(d, 0.975)), 4),
+                          "mll_at_least_inb": round(float(np.mean(d >= 0)), 4)}
+    return out
 
 
 def growth(runs: Sequence[TaskRun], labels: dict[str, ModelLabel],
@@ -369,7 +493,10 @@ def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [2, 1]})
+    iv = result.intervals()
+    fig, axes = plt.subplots(1, 3 if iv else 2, figsize=(20 if iv else 15, 4.8),
+                             gridspec_kw={"width_ratios": [2, 1, 1] if iv else [2, 1]})
+    ax, ax2 = axes[0], axes[1]
     names = [r.task.name for r in result.runs] + ["average"]
     x = np.arange(len(names))
     cols = result.methods
@@ -397,6 +524,17 @@ def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
         ax2.set_ylabel("average top-1 over tasks")
         ax2.set_title(f"growth ({result.config.growth_orders} random orders)")
         ax2.legend(fontsize=8)
+    if iv:
+        ax3 = axes[2]
+        names_iv = list(iv)
+        est = np.array([iv[k].estimate for k in names_iv])
+        err = np.array([[iv[k].estimate - iv[k].low for k in names_iv],
+                        [iv[k].high - iv[k].estimate for k in names_iv]])
+        ax3.errorbar(est, np.arange(len(names_iv)), xerr=err, fmt="o", capsize=4)
+        ax3.axvline(0, color="grey", lw=1, ls="--")
+        ax3.set_yticks(np.arange(len(names_iv)), names_iv, fontsize=8)
+        ax3.set_xlabel("difference of average top-1")
+        ax3.set_title("paired bootstrap 95 % intervals", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ ZOO_SCHEME = ZooScheme()
 def _worst(ev):
     """The single model worst on the task (a floor beside the oracles' ceilings)."""
     ref = min(ev.top1, key=ev.top1.get)
-    return ev.top1[ref], ref
+    return ev.correct_of(ref), ref
 
 
 WORST = BenchMethod("Worst single", _worst, reference=True)
@@ -150,12 +150,14 @@ def test_a_bench_method_from_another_package_is_a_column_after_the_built_ins(tmp
                                                    bench_methods)
         from mll_registry.task import Task, TaskClass
         methods = bench_methods()
-        ev = TaskEvidence(Task("t", [TaskClass("a")]), ["m1", "m2", "m3"], [], np.zeros(0),
-                          {"m1": 0.5, "m2": 0.125, "m3": 0.75}, "m1", {}, "m3",
-                          np.zeros((3, 1)), "inverse_entropy")
+        probs = [np.eye(2)[[0, 0, 1, 1]], np.eye(2)[[1, 1, 1, 0]], np.eye(2)[[0, 0, 1, 0]]]
+        ev = TaskEvidence(Task("t", [TaskClass("a"), TaskClass("b")]), ["m1", "m2", "m3"],
+                          probs, np.array([0, 0, 1, 1]), {"m1": 1.0, "m2": 0.25, "m3": 0.75},
+                          "m1", {}, "m3", np.zeros((3, 2)), "inverse_entropy")
         plugged = methods[-1]
+        correct, chosen = plugged.pick(ev)
         print(json.dumps({"columns": list(_columns(methods)), "builtin": list(METHODS),
-                          "pick": list(plugged.pick(ev)), "reference": plugged.reference}))
+                          "pick": [correct.tolist(), chosen], "reference": plugged.reference}))
     """)
     assert got["columns"] == [*got["builtin"], "Worst single"]  # built-ins first, in order
-    assert got["pick"] == [0.125, "m2"] and got["reference"] is True
+    assert got["pick"] == [[False, False, True, False], "m2"] and got["reference"] is True

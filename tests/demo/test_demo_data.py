@@ -120,6 +120,9 @@ def test_graph_images_share_no_bytes_and_no_render_with_training_or_task_images(
     graph = set(graph_renders(concepts))
     train = set(training_renders(concepts, trained_styles))
     tasks = {r for t in DEMO_TASKS for r in task_renders(t, concepts)}
+    fresh = {r for t in DEMO_TASKS for r in task_renders(t, concepts, fresh=True)}
+    assert len(fresh) == len(tasks) and not fresh & tasks  # new views of the same art
+    tasks |= fresh
     assert len(graph) == len(concepts) * len(S.SAMPLE_STYLES) * 8
     assert not graph & train and not graph & tasks
     # the glyphs are shared (Noto, Symbola) but never with the same transformation and view

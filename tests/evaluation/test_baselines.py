@@ -358,7 +358,7 @@ def test_run_bench_reports_every_method_and_refuses_labels_without_embeddings(
     with pytest.raises(EmbeddingsError, match="keep_embeddings"):
         run_bench([task], g, labels, lambda r: load(r, device="cpu"))
     # a method registered in code is measured as a column after the built-ins
-    last = BenchMethod("Last model", lambda ev: (ev.top1[ev.refs[-1]], ev.refs[-1]))
+    last = BenchMethod("Last model", lambda ev: (ev.correct_of(ev.refs[-1]), ev.refs[-1]))
     BENCH_METHODS.register("last", last)
     try:
         res = run_bench([task], g, labels, lambda r: load(r, device="cpu"),
@@ -374,3 +374,36 @@ def test_run_bench_reports_every_method_and_refuses_labels_without_embeddings(
         assert run.top1[m] == run.per_model_top1[run.chosen[m]]
     assert "ModelGPT (paper)" in run.tau and run.per_class_f1.shape == (len(dirs), 3)
     assert res.modelgpt_paper["sources"] == ["s1", "s2"]
+
+
+def test_pseudo_evidence_holds_the_tasks_source_out_and_scores_from_the_embeddings(
+        labelled) -> None:
+    from mll_registry.evaluation.baselines import (
+        label_node_prompts,
+        pseudo_task_accuracy,
+        pseudo_tasks,
+    )
+    from mll_registry.evaluation.tuning import choose_reuse_settings, pseudo_evidence
+    from mll_registry.labels.embeddings import LabelEmbeddings
+
+    g, dirs, _ = labelled
+    labels = {r: ModelLabel.load(d) for r, d in dirs.items()}
+    emb = {r: embeddings_path(d) for r, d in dirs.items()}
+    tasks = pseudo_tasks(g, per_source=2)
+    ev = pseudo_evidence(g, labels, emb, tasks=tasks)
+    refs = sorted(labels)
+    member_node = g.members["node_id"].to_numpy()
+    member_src = g.images["source"].to_numpy()[g.members["image_id"].to_numpy(np.int64)]
+    for e, t in zip(ev, tasks, strict=True):
+        # each model's argmax accuracy is the one pseudo_task_accuracy computes on its own
+        for m, ref in enumerate(refs):
+            want = pseudo_task_accuracy([t], g, LabelEmbeddings.open(emb[ref]),
+                                        label_node_prompts(g, labels[ref]))[0]
+            assert np.mean(e.probs[m].argmax(1) == t.targets) == pytest.approx(want)
+            assert np.allclose(e.probs[m].sum(1), 1.0)
+        # the counts behind each class: its node's member images from the other sources only
+        held = [int(((member_node == n) & (member_src != t.source)).sum()) for n in t.nodes]
+        assert e.n.tolist() == held
+    choice = choose_reuse_settings(ev, zs=(None, 1e9))
+    assert choice.best == max(choice.table, key=choice.table.get)
+    assert choice.table[("per_class", 1e9)] == choice.table[("pooled", 1e9)]  # one model each
