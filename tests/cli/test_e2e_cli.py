@@ -92,9 +92,16 @@ def test_select_json(labelled: list[dict], small_world: dict[str, Path]) -> None
     task = yaml.safe_load(small_world["pets"].read_text())
     assert [c["class"] for c in out["classes"]] == task["classes"]
     assert out["models_considered"] == len(labelled)
+    assert out["params"]["reuse_mode"] == "per_class" and out["params"]["fallback_z"] == 2.0
     for c in out["classes"]:
         assert len(c["models"]) == 2
-        assert c["models"][0]["reuse"] >= c["models"][1]["reuse"]
+        if c["fell_back"]:  # the task-level order: the task's model first, the class's own not
+            assert c["models"][0]["model"] == c["task_model"] != c["own_model"]
+            assert c["margin"] <= 2.0 * c["margin_se"]
+        else:  # its own ranking by the reuse metric
+            assert c["models"][0]["model"] == c["own_model"]
+            assert c["models"][0]["reuse"] >= c["models"][1]["reuse"]
+            assert c["own_model"] == c["task_model"] or c["margin"] > 2.0 * c["margin_se"]
         assert len(c["nodes"]) == 5
         assert c["nodes"][0]["similarity"] >= c["nodes"][-1]["similarity"]
     dog = next(c for c in out["classes"] if c["class"] == "dog")
