@@ -10,19 +10,18 @@ changed: update the list with it).
 
 ``--fast`` skips mutations whose guard is a slow test. ``--jobs`` runs that many mutations at
 once, each in a copy of its own (the guarding tests start their servers on free ports and write
-under their own temporary directories). CI runs the whole list (``scripts/bootstrap.sh test``).
+under their own temporary directories), each in a process forked from the runner after it has
+imported the heavy third-party modules once (:data:`PRELOAD`; never this project's own, so the
+mutated copy is what the tests import). CI runs the whole list (``scripts/bootstrap.sh test``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import queue
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -504,20 +503,52 @@ def _copy_project(tmp: Path) -> None:
     (tmp / "demo_hub").symlink_to(ROOT / "demo_hub")
 
 
-def _run(copy: Path, m: Mutation) -> tuple[str, float, str]:
-    """Apply ``m`` to ``copy``, run its guarding tests there, restore the file."""
-    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
-    original = apply(copy, m)
-    t0 = time.perf_counter()
+#: third-party modules imported once by the runner, so each mutation's test process (forked
+#: from it) starts with them; never a module of this project (the mutated copy is imported fresh)
+PRELOAD = ("numpy", "PIL.Image", "pandas", "pyarrow", "yaml", "safetensors", "torch", "open_clip",
+           "sentence_transformers", "mlflow", "nltk.corpus", "typer", "rich", "pytest")
+
+
+def _preload() -> None:
+    """Import :data:`PRELOAD` with the tests' offline environment (conftest sets the same)."""
+    import contextlib
+    import importlib
+
+    for k, v in {"HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
+        os.environ.setdefault(k, v)
+    for name in PRELOAD:  # a module that cannot load is simply not preloaded
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    assert not [n for n in sys.modules if n.split(".")[0] in ("mll_registry", "flows", "conftest")]
+
+
+def _child(copy: Path, m: Mutation, log: Path) -> None:
+    """In the forked child: run ``m``'s guarding tests on ``copy`` and exit with pytest's code."""
+    code = 3
     try:
-        p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                            "-m", "slow or not slow", *m.tests],
-                           cwd=copy, env=env, capture_output=True, text=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the child's whole life
+        sys.stderr = sys.stdout
+        os.chdir(copy)
+        # the copy first, for this process and the processes its tests start
+        os.environ.update(PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+        sys.path.insert(0, str(copy))
+        sys.dont_write_bytecode = True
+        import pytest
+
+        code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
+                                *m.tests]))
+        sys.stdout.flush()
     finally:
-        (copy / m.file).write_text(original, encoding="utf-8")
+        os._exit(code)
+
+
+def _status(code: int) -> str:
     # exit 1: tests failed (caught); 0: all passed (survived); else: could not run
-    status = {0: "SURVIVED", 1: "caught"}.get(p.returncode, f"ERROR rc={p.returncode}")
-    return status, time.perf_counter() - t0, p.stdout[-1500:] + p.stderr[-1500:]
+    return {0: "SURVIVED", 1: "caught"}.get(code, f"ERROR rc={code}")
 
 
 def main() -> int:
@@ -537,34 +568,34 @@ def main() -> int:
     for m in chosen:  # every target is checked before anything runs: a stale list fails at once
         if (ROOT / m.file).read_text(encoding="utf-8").count(m.old) != 1:
             apply(ROOT, m)  # raises SystemExit naming the mutation
+    _preload()
     # the slow ones (server stacks) first, so the jobs end together
-    todo: queue.Queue[Mutation] = queue.Queue()
-    for m in sorted(chosen, key=lambda m: not m.slow):
-        todo.put(m)
-    results: list[tuple[Mutation, str]] = []
-    lock = threading.Lock()
-    tmps = [Path(tempfile.mkdtemp(prefix="mll-mutations-")) for _ in range(max(1, args.jobs))]
-
-    def worker(copy: Path) -> None:
+    todo = sorted(chosen, key=lambda m: not m.slow)
+    free = [Path(tempfile.mkdtemp(prefix="mll-mutations-")) for _ in range(max(1, args.jobs))]
+    tmps = list(free)
+    for copy in free:
         _copy_project(copy)
-        while True:
-            try:
-                m = todo.get_nowait()
-            except queue.Empty:
-                return
-            status, took, tail = _run(copy, m)
-            with lock:
-                results.append((m, status))
-                print(f"{status:9} {m.id:32} {took:6.1f} s  {m.what}", flush=True)
-                if status.startswith("ERROR"):
-                    print(tail, flush=True)
-
+    running: dict[int, tuple[Mutation, Path, str, float]] = {}
+    results: list[tuple[Mutation, str]] = []
     try:
-        threads = [threading.Thread(target=worker, args=(t,)) for t in tmps]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        while todo or running:
+            while todo and free:  # one process per mutation, forked from this single thread
+                m, copy = todo.pop(0), free.pop()
+                original = apply(copy, m)
+                t0 = time.perf_counter()
+                pid = os.fork()
+                if pid == 0:
+                    _child(copy, m, copy / "mutation.log")
+                running[pid] = (m, copy, original, t0)
+            pid, wait = os.wait()
+            m, copy, original, t0 = running.pop(pid)
+            (copy / m.file).write_text(original, encoding="utf-8")
+            status = _status(os.waitstatus_to_exitcode(wait))
+            results.append((m, status))
+            print(f"{status:9} {m.id:32} {time.perf_counter() - t0:6.1f} s  {m.what}", flush=True)
+            if status.startswith("ERROR"):
+                print((copy / "mutation.log").read_text(errors="replace")[-3000:], flush=True)
+            free.append(copy)
     finally:
         for t in tmps:
             shutil.rmtree(t, ignore_errors=True)
