@@ -53,7 +53,7 @@ case "$job" in
     # lint and types first (they take seconds; the suite takes minutes)
     "${UV[@]}" run --frozen ruff check .
     "${UV[@]}" run --frozen mypy mll_registry flows
-    "${UV[@]}" run --frozen pytest "$@"
+    "${UV[@]}" run --frozen pytest --durations=25 "$@"
     # the whole suite (no arguments): then the mutation check, every deliberate bug caught
     if [ $# -eq 0 ]; then "${UV[@]}" run --frozen python scripts/mutations.py; fi ;;
   env) echo "bootstrap: environment ready (.venv); run commands with: uv run mll ..." >&2 ;;
