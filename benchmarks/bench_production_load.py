@@ -64,16 +64,19 @@ def _env(mlflow_uri: str, home: Path) -> dict[str, str]:
     return env
 
 
-def run_load(mlflow_uri: str, graph_version: str, work: Path) -> dict[str, Any]:
-    """Run the load; returns what happened (the caller checks it)."""
+def run_load(mlflow_uri: str, graph_version: str, work: Path, different: int = DIFFERENT,
+             same: int = SAME, queries: int = QUERIES) -> dict[str, Any]:
+    """Run the load (``different`` models registered at once beside ``same`` registrations of
+    one more model, then ``queries`` concurrent queries); returns what happened (the caller
+    checks it)."""
     from mlflow import MlflowClient
 
     from mll_registry.app.root import App
     from mll_registry.registry.labels import Registry
     from mll_registry.settings import Settings
 
-    models = make_models(work / "models", DIFFERENT + 1)
-    refs = [f"local-dir:{m}" for m in models[:DIFFERENT]] + [f"local-dir:{models[-1]}"] * SAME
+    models = make_models(work / "models", different + 1)
+    refs = [f"local-dir:{m}" for m in models[:different]] + [f"local-dir:{models[-1]}"] * same
     t0 = time.perf_counter()
     procs = []
     for i, ref in enumerate(refs):
@@ -117,8 +120,8 @@ def run_load(mlflow_uri: str, graph_version: str, work: Path) -> dict[str, Any]:
         return time.perf_counter() - t
 
     t1 = time.perf_counter()
-    with ThreadPoolExecutor(QUERIES) as pool:
-        lat = sorted(pool.map(query, range(QUERIES)))
+    with ThreadPoolExecutor(queries) as pool:
+        lat = sorted(pool.map(query, range(queries)))
     query_s = time.perf_counter() - t1
     return {"results": results, "versions_per_key": keys, "register_s": register_s,
             "statuses": sorted(r["out"]["status"] for r in results if r["out"]),

@@ -256,16 +256,19 @@ def test_select_models_from_a_fresh_directory_logs_the_run_with_its_metrics(prod
 
 
 def test_under_load_one_version_per_label_key_and_nothing_lost(prod):
-    """8 concurrent registrations of different models + 4 of one model, then 50 concurrent
-    best-per-concept queries, against the stack (figures: benchmarks/bench_production_load.py)."""
+    """4 concurrent registrations of different models + 4 of one model, then 20 concurrent
+    best-per-concept queries, against the stack (the benchmark's full load, 8 + 4 and 50, with
+    its figures: benchmarks/bench_production_load.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from bench_production_load import DIFFERENT, QUERIES, SAME, run_load, status_counts
+    from bench_production_load import run_load, status_counts
+
+    DIFFERENT, SAME, QUERIES = 4, 4, 20  # noqa: N806 - the benchmark's names
 
     version = prod["state"].get("graph_version")
     if version is None:
         pytest.fail("needs the published graph of the first test")
     stack = prod["stack"]
-    out = run_load(stack.mlflow_uri, version, prod["root"] / "load")
+    out = run_load(stack.mlflow_uri, version, prod["root"] / "load", DIFFERENT, SAME, QUERIES)
     failed = [(r["ref"], r["err"]) for r in out["results"] if r["rc"] != 0]
     assert not failed, failed  # transient server errors were retried, none left
     assert len(out["versions_per_key"]) == DIFFERENT + 1  # nothing lost
@@ -277,5 +280,6 @@ def test_under_load_one_version_per_label_key_and_nothing_lost(prod):
     answers = status_counts(stack.root / "mlflow.log")
     assert answers.get("2xx", 0) > 100  # the access log is read (the check below can fail)
     # every command succeeded above: whatever 5xx the server answered was retried, none left
-    print(f"\nload: 12 registrations {out['register_s']:.1f} s; 50 queries p50 "
+    print(f"\nload: {DIFFERENT + SAME} registrations {out['register_s']:.1f} s; {QUERIES} "
+          f"queries p50 "
           f"{out['p50_s']:.2f} s, p95 {out['p95_s']:.2f} s; MLflow server answers {answers}")
