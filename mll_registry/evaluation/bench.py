@@ -70,8 +70,7 @@ class TaskEvidence:
 
     def selection_correct(self, sel: SelectionResult) -> np.ndarray:
         """(N,) per image: right or not, reusing ``sel`` as its ``reuse_mode`` says."""
-        routing = None if sel.reuse_mode == "per_class" else sel.routing()
-        return self.ensemble_correct(sel.chosen, routing)
+        return self.ensemble_correct(sel.chosen, sel.vote_weights())
 
 
 @dataclass(frozen=True)
@@ -429,8 +428,7 @@ def subhubs(runs: Sequence[TaskRun], general: dict[str, float],
             for run in runs:
                 sel = run.selection.with_models(keep.tolist())  # type: ignore[union-attr]
                 probs = [run.probs[j] for j in keep]
-                routing = None if sel.reuse_mode == "per_class" else sel.routing()
-                sc = ensemble_scores(probs, sel.chosen, cfg.weighting, routing)
+                sc = ensemble_scores(probs, sel.chosen, cfg.weighting, sel.vote_weights())
                 m.append(float(np.mean(sc.argmax(1) == run.targets)))
                 inb = max(keep, key=lambda j: (general[refs[j]], -j))
                 i.append(run.per_model_top1[refs[inb]])

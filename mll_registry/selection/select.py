@@ -371,6 +371,11 @@ class SelectionResult:
 
         return routing_weights(self.chosen, self.reuse, self.reuse_mode)
 
+    def vote_weights(self) -> np.ndarray | None:
+        """:meth:`routing` for :func:`~mll_registry.selection.reuse.ensemble_scores`, or None for
+        per-class votes (scored class by class, exactly as the paper's reuse)."""
+        return None if self.reuse_mode == "per_class" else self.routing()
+
     def per_class(self) -> list[dict[str, object]]:
         out = []
         mg = self.margins
