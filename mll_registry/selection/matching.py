@@ -18,8 +18,11 @@ the same rule as ``mll query best`` (:func:`mll_registry.graph.concepts.resolve_
 senses, those chosen for the task when selecting, then its head noun) *and* its best node
 similarity is below ``low_similarity`` (0.6, calibrated on the demo graph: 1.1 % of 271 demo-task
 classes vs 71 % of 150 ImageNet classes with no sense in the graph are flagged;
-benchmarks/results/unmatched.md). What selection then does with
-it is the user's choice (``unmatched``: fallback, drop or fail).
+benchmarks/results/unmatched.md). A name whose chosen senses are not in the graph but which
+resolves under *another* of its senses to the very node its description matches best (the top-1
+node) is matched too (:func:`match_kind`, ``other_sense``): "hammer" read as the gun part while the
+graph holds the tool is the tool, as the text says. What selection then does with an unmatched
+class is the user's choice (``unmatched``: fallback, drop or fail).
 """
 
 from __future__ import annotations
@@ -493,8 +496,10 @@ class Matching:
         cand_nodes: (V,) the candidate set V_T (sorted node positions).
         Z: (V, C) transfer weights.
         weak: the unmatched classes (no good match in the graph; see the module docstring).
-        matched_by: per class, ``name`` (resolves to a graph node), ``similarity`` (only the
-            caption similarity clears the threshold) or ``none`` (unmatched).
+        matched_by: per class, one of :data:`MATCH_KINDS` (:func:`match_kind`): ``name``
+            (resolves to a graph node), ``other_sense`` (resolves under another of its senses to
+            its best-matching node), ``similarity`` (only the caption similarity clears the
+            threshold) or ``none`` (unmatched).
         senses: per class, the synset ids of its name's WordNet senses chosen for the task
             (:func:`choose_senses`; empty when the name is no WordNet noun). Also in ``params``.
     """
@@ -526,6 +531,24 @@ def transfer_matrix(sims: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarra
     return top, top_s, cand, Z
 
 
+#: how a class was matched (:func:`match_kind`); ``none`` is an unmatched ("weak") class
+MATCH_KINDS: tuple[str, ...] = ("name", "other_sense", "similarity", "none")
+
+
+def match_kind(by_chosen_sense: str | None, by_any_sense: str | None, top1: str,
+               top1_similarity: float, low_similarity: float) -> str:
+    """How a class is matched, by one rule (module docstring): ``name`` when its name resolves
+    to a graph node under the senses chosen for the task; ``other_sense`` when not, but it
+    resolves under another sense to the node its description matches best (``top1``);
+    ``similarity`` when only the best caption similarity clears ``low_similarity``; else
+    ``none`` (unmatched)."""
+    if by_chosen_sense:
+        return "name"
+    if by_any_sense and by_any_sense == top1:
+        return "other_sense"
+    return "similarity" if top1_similarity >= low_similarity else "none"
+
+
 def match(task: Task, graph: SemanticGraph, embedder: TextEmbedder | None = None,
           provider: CaptionProvider | None = None, top_n: int = DEFAULTS.top_n,
           low_similarity: float = DEFAULTS.weak_similarity,
@@ -539,9 +562,12 @@ def match(task: Task, graph: SemanticGraph, embedder: TextEmbedder | None = None
     sims = C @ N.T
     top, top_s, cand, Z = transfer_matrix(sims, top_n)
     in_graph = graph_nodes_of(task.class_names, graph, root, senses=senses)
-    matched_by = {c.name: "name" if in_graph[c.name] else
-                  "similarity" if top_s[i, 0] >= low_similarity else "none"
-                  for i, c in enumerate(task.classes)}
+    unresolved = [c for c in task.class_names if not in_graph[c]]
+    any_sense = graph_nodes_of(unresolved, graph, root) if unresolved else {}
+    ids = graph.nodes["node_id"].to_numpy()
+    matched_by = {c: match_kind(in_graph[c], any_sense.get(c), str(ids[top[i, 0]]),
+                                float(top_s[i, 0]), low_similarity)
+                  for i, c in enumerate(task.class_names)}
     weak = [c for c, how in matched_by.items() if how == "none"]
     return Matching(task.class_names, descriptions, top, top_s, cand, Z, weak, matched_by, params={
         "top_n": int(top.shape[1]), "embedding_model": embedder.name,

@@ -21,9 +21,11 @@ from mll_registry.selection.matching import (
     graph_nodes_of,
     keep_senses,
     match,
+    match_kind,
     nearest_classes,
     sense_context,
 )
+from mll_registry.settings import DEFAULTS
 from mll_registry.task import Task, TaskClass
 
 COMPUTER_MOUSE = "mouse.n.04"  # "a hand-operated electronic device that controls ... a cursor"
@@ -177,3 +179,40 @@ def test_match_resolves_by_the_chosen_sense_and_records_it(
     assert set(cache.glob("*.json")) == before and again.senses[0] == m.senses["mouse"]
     describe_task(pets, WordNetCaptions(sense_margin=1.0), embedder, tmp_path)
     assert len(set(cache.glob("*.json")) - before) == 1  # another rule, another cache entry
+
+
+def _graph_of(ids: list[str]) -> SimpleNamespace:
+    nodes = pd.DataFrame({"node_id": ids, "wnid": [W.wnid(W.synset(i)) for i in ids],
+                          "lemma": [W.lemma(W.synset(i)) for i in ids],
+                          "caption": [f"{W.lemma(W.synset(i))} which is "
+                                      f"{W.synset(i).definition()}" for i in ids]})
+    return SimpleNamespace(version="test-" + "-".join(ids), node_ids=ids, nodes=nodes)
+
+
+def test_match_kind_is_one_rule() -> None:
+    """Chosen sense in the graph: by name, whatever the similarity. Not: another sense of the
+    name counts only when it is the best-matching node; else the similarity threshold."""
+    assert match_kind("a.n.01", None, "b.n.01", 0.1, 0.6) == "name"
+    assert match_kind(None, "a.n.02", "a.n.02", 0.1, 0.6) == "other_sense"
+    assert match_kind(None, "a.n.02", "b.n.01", 0.59, 0.6) == "none"  # not the top match
+    assert match_kind(None, "a.n.02", "b.n.01", 0.6, 0.6) == "similarity"
+    assert match_kind(None, None, "b.n.01", 0.59, 0.6) == "none"
+
+
+def test_a_name_whose_chosen_sense_is_absent_matches_its_other_sense_when_that_is_the_top_node(
+        embedder: Embedder, tmp_path: Path) -> None:
+    """Issue #27's misfire: among tools "hammer" is read as the tool (hammer.n.02); a graph
+    that holds only the gunlock's hammer (hammer.n.01), its best match by text, was flagged
+    unmatched (similarity below the threshold). It is matched, as ``other_sense``, and is no
+    weak class; a name with no node under any sense stays unmatched."""
+    tools = _task("hammer", "screwdriver", "saw", "zither", domain="cartoon emoji")
+    graph = _graph_of(["hammer.n.01", "screwdriver.n.01", "saw.n.02", "cat.n.01"])
+    m = match(tools, graph, embedder=embedder, root=tmp_path)  # type: ignore[arg-type]
+    assert "hammer.n.01" not in m.senses["hammer"]  # the task chose the tool ...
+    hammer = m.classes.index("hammer")
+    assert graph.node_ids[m.top_nodes[hammer, 0]] == "hammer.n.01"  # ... the text the gunlock's
+    assert m.top_sims[hammer, 0] < DEFAULTS.weak_similarity  # so similarity alone would flag it
+    assert m.matched_by["hammer"] == "other_sense" and "hammer" not in m.weak
+    assert m.matched_by["screwdriver"] == "name"
+    assert m.matched_by["zither"] in ("similarity", "none")
+    assert ("zither" in m.weak) == (m.matched_by["zither"] == "none")
