@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 
 # 1. System packages: WordNet 3.0 dict files, the demo's emoji image sources, chromium for
 #    the UI screenshot test, and PostgreSQL for the production-stack test (deploy/; Debian/Ubuntu).
-pkgs="wordnet-base wordnet-sense-index fonts-noto-color-emoji fonts-symbola ruby-gemojione chromium postgresql"
+pkgs="wordnet-base wordnet-sense-index fonts-noto-color-emoji fonts-symbola ruby-gemojione libcairo2 chromium postgresql"
 missing=""
 if command -v dpkg-query >/dev/null; then
   for p in $pkgs; do
