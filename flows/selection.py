@@ -27,14 +27,15 @@ def run_selection(task_name: str, classes: list[str], domain: str, task_type: st
                   alpha: float, metric: str, top_n: int, graph: str,
                   unmatched: str, source_weighting: str = DEFAULTS.source_weighting,
                   reuse_mode: str = DEFAULTS.reuse_mode, fallback: str = DEFAULTS.fallback,
-                  fallback_z: float = DEFAULTS.fallback_z) -> Any:
+                  fallback_z: float = DEFAULTS.fallback_z,
+                  calibration: str = DEFAULTS.calibration) -> Any:
     from mll_registry.task import Task, TaskClass
 
     t = Task(task_name, [TaskClass(c) for c in classes], domain=domain or "photo",
              task=task_type, domain_given=bool(domain))
     return app(k=k, alpha=alpha, metric=metric, top_n=top_n, unmatched=unmatched,
                source_weighting=source_weighting, reuse_mode=reuse_mode, fallback=fallback,
-               fallback_z=fallback_z).selection.select(t, graph)
+               fallback_z=fallback_z, calibration=calibration).selection.select(t, graph)
 
 
 def _stable_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -145,6 +146,10 @@ def select_models(
     fallback_z: Annotated[float, Field(
         ge=0.0, description="How clearly: standard errors of the class-score margin")] =
         DEFAULTS.fallback_z,
+    calibration: Annotated[Literal["graph", "none"], Field(
+        description="graph: each model's probabilities at the logit scale its label fitted on "
+                    "the graph's images (like with like); none: the model's own")] =
+        DEFAULTS.calibration,  # type: ignore[assignment]
 ) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given."""
     from mll_registry.selection.reuse import ReuseResult
@@ -152,7 +157,7 @@ def select_models(
     clean_env()
     selection = run_selection(task_name, classes, domain, task_type, k, alpha, metric, top_n,
                               graph, unmatched, source_weighting, reuse_mode, fallback,
-                              fallback_z)
+                              fallback_z, calibration)
     reuse = (ReuseResult.from_json(evaluate_ensemble(selection, data_path, device))
              if data_path else None)
     logged = log_run(selection, reuse)
@@ -170,8 +175,9 @@ def select_models(
             for c in sel.per_class()]
     key = re.sub(r"[^a-z0-9-]", "-", f"selection-{task_name}".lower())[:60]
     create_table_artifact(rows, key=key, description=(
-        f"MLL selection for {task_name} (k={k}, reuse {sel.params.get('reuse_mode')}, fall "
-        f"back below z={sel.params.get('fallback_z')}: {sel.params.get('fell_back')} classes)"))
+        f"MLL selection for {task_name} (k={k}, reuse {sel.params.get('reuse_mode')}, "
+        f"calibration {sel.params.get('calibration')}, fall back below "
+        f"z={sel.params.get('fallback_z')}: {sel.params.get('fell_back')} classes)"))
     summary = f"### MLL selection for `{task_name}`\n\nMLflow: {logged['link']}\n\n"
     summary += source_weights_markdown(sel.params.get("source_weights") or {})
     if reuse is not None:

@@ -95,8 +95,11 @@ class Settings:
         metric there). fallback: ``margin`` lets a class keep its own best model only where
         its class score is ahead of the task-level model's by more than ``fallback_z``
         standard errors (:func:`mll_registry.selection.select.class_margins`); ``off`` never
-        falls back. The defaults were chosen on leave-one-source-out pseudo-tasks of the
-        demo graph's own sources, never on the demo tasks (benchmarks/results/reuse_settings.md).
+        falls back. calibration: the logit scale each model's class probabilities are taken at:
+        ``none`` (the model's own) or ``graph`` (the scale fitted on the graph's images when the
+        model was labelled, :mod:`mll_registry.selection.calibration`). The defaults were chosen
+        on pseudo-tasks of the graph's own sources, never on the demo tasks
+        (benchmarks/results/reuse_settings.md).
     Where:
         device: ``auto``, ``cpu``, ``cuda[:N]``; max_model_gb: a model whose config needs more
         (estimated fp32 parameters + one batch's activations) is refused before allocation;
@@ -135,9 +138,10 @@ class Settings:
     source_temperature: float = 0.1
     prompts: tuple[str, ...] = ("a photo of a {}.",)
     weighting: Literal["inverse_entropy", "entropy", "uniform"] = "inverse_entropy"
-    reuse_mode: Literal["per_class", "pooled", "soft"] = "per_class"
-    fallback: Literal["margin", "off"] = "margin"
+    reuse_mode: Literal["per_class", "pooled", "soft"] = "pooled"
+    fallback: Literal["margin", "off"] = "off"
     fallback_z: float = 2.0
+    calibration: Literal["none", "graph"] = "graph"
     device: str = "auto"
     max_model_gb: float = 16.0
     retry_budget_s: float = 60.0
@@ -163,6 +167,7 @@ class Settings:
             "weighting": self.weighting in ("inverse_entropy", "entropy", "uniform"),
             "reuse_mode": self.reuse_mode in ("per_class", "pooled", "soft"),
             "fallback": self.fallback in ("margin", "off"), "fallback_z": self.fallback_z >= 0,
+            "calibration": self.calibration in ("none", "graph"),
             "unmatched": self.unmatched in ("fallback", "drop", "fail"),
             "source_weighting": self.source_weighting in ("domain", "uniform"),
             "source_temperature": self.source_temperature > 0,

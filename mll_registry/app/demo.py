@@ -85,7 +85,8 @@ class DemoService:
         cfg = BenchConfig(alpha=s.alpha, metric=s.metric, top_n=s.top_n, weighting=s.weighting,
                           source_weighting=s.source_weighting,
                           source_temperature=s.source_temperature, reuse_mode=s.reuse_mode,
-                          fallback_z=s.fallback_z_or_none(), growth_orders=growth_orders)
+                          fallback_z=s.fallback_z_or_none(), calibration=s.calibration,
+                          growth_orders=growth_orders)
         res = run_bench(task_list, g, labels, lambda r: load(r, device=s.device), cfg, log=say,
                         embeddings={r: embeddings_path(p) for r, p in paths.items()})
         md = res.markdown()

@@ -56,6 +56,10 @@ FallbackOpt = Annotated[str | None, typer.Option(
     f"[default: {DEFAULTS.fallback}].")]
 FallbackZOpt = Annotated[float | None, typer.Option(
     "--fallback-z", help=f"The margin rule's threshold [default: {DEFAULTS.fallback_z}].")]
+CalibrationOpt = Annotated[str | None, typer.Option(
+    "--calibration", help="The logit scale each model's probabilities are taken at: graph (the "
+    "one its label fitted on the graph's images) or none (the model's own) "
+    f"[default: {DEFAULTS.calibration}].")]
 SourceWeightingOpt = Annotated[str | None, typer.Option(
     "--source-weighting", help="Weigh the graph's sample sources by the similarity of their "
     "descriptions to the task's domain (domain) or all alike, as the paper (uniform) "
@@ -114,6 +118,7 @@ def select_cmd(
     reuse_mode: ReuseModeOpt = None,
     fallback: FallbackOpt = None,
     fallback_z: FallbackZOpt = None,
+    calibration: CalibrationOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -121,7 +126,8 @@ def select_cmd(
     """Select the best models per class of a task from their labels (no model is run)."""
     a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
                        unmatched=unmatched, source_weighting=source_weighting,
-                       reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z)
+                       reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z,
+                       calibration=calibration)
     with boundary(ValueError):
         sel = a.selection.select(task, graph or DEMO_GRAPH, log=log)
     _warn_unmatched(sel.result)
@@ -140,6 +146,11 @@ def select_cmd(
                       + (f"their own best was not ahead by more than {z} standard errors"
                          if z is not None else "fall-back off"), soft_wrap=True)
     _print_source_weights(res.params.get("source_weights"))
+    uncal = res.params.get("uncalibrated_labels")
+    if isinstance(uncal, list) and uncal:
+        console.print("[yellow]warning:[/] calibration off for this selection: "
+                      f"{len(uncal)} labels carry no calibrated "
+                      "scale; relabel them (`mll label --force`)", markup=True, soft_wrap=True)
     if sel.run_id:
         console.print(f"logged to MLflow run {sel.run_id} (experiment mll-selection)")
 
@@ -167,6 +178,7 @@ def reuse_cmd(
     reuse_mode: ReuseModeOpt = None,
     fallback: FallbackOpt = None,
     fallback_z: FallbackZOpt = None,
+    calibration: CalibrationOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -175,7 +187,8 @@ def reuse_cmd(
     a = _selection_app(data_dir, k, alpha, metric, top_n, embedding_model, caption_url, labels,
                        weighting=weighting, prompts=prompt or None, device=device,
                        unmatched=unmatched, source_weighting=source_weighting,
-                       reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z)
+                       reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z,
+                       calibration=calibration)
     with boundary(ValueError), heartbeat("mll reuse"):
         r = a.selection.reuse(task, data, graph or DEMO_GRAPH, log=log)
     _warn_unmatched(r.selection.result)
@@ -212,13 +225,19 @@ def bench(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="The demo tasks' fresh render set (new views of their art, never used "
         "for any decision) instead of their images.")] = False,
+    reuse_mode: ReuseModeOpt = None,
+    fallback: FallbackOpt = None,
+    fallback_z: FallbackZOpt = None,
+    calibration: CalibrationOpt = None,
     device: DeviceOpt = None,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark MLL against INB, ModelGPT and the oracles on task files."""
-    a = open_app(data_dir, alpha=alpha, metric=metric, top_n=top_n, device=device)
+    a = open_app(data_dir, alpha=alpha, metric=metric, top_n=top_n, device=device,
+                 reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z,
+                 calibration=calibration)
 
     def say(msg: str) -> None:
         if not as_json:

@@ -46,8 +46,14 @@ def ensure_demo_labels(graph: SemanticGraph, cfg: LabelConfig | None = None,
                        log: Callable[[str], None] = lambda s: None) -> dict[str, Path]:
     """Label every demo model on ``graph`` that has no local label with ``cfg`` yet.
 
+    A label from before per-model calibration (no ``meta["calibration"]``) is relabelled from
+    its own stored embeddings (no image is encoded again).
+
     Returns ref -> label directory (the local label store's layout).
     """
+    import json
+
+    from mll_registry.labels.embeddings import LabelEmbeddings, embeddings_path
     from mll_registry.labels.labeller import LabelConfig, label_ref
     from mll_registry.labels.stores import LocalLabelStore
 
@@ -55,8 +61,15 @@ def ensure_demo_labels(graph: SemanticGraph, cfg: LabelConfig | None = None,
     have = LocalLabelStore(root).list_labels(graph.version, cfg.label_hash())
     refs = demo_refs()
     for ref in refs:
-        if ref not in have:
-            run, path = label_ref(ref, graph, cfg, root=root)
+        reuse = None
+        if ref in have:  # a label from before calibration: relabelled from its own embeddings
+            meta = json.loads((have[ref] / "meta.json").read_text(encoding="utf-8"))
+            emb = embeddings_path(have[ref])
+            if meta.get("calibration") is not None or not emb.is_file():
+                continue
+            reuse = LabelEmbeddings.open(emb)
+        if ref not in have or reuse is not None:
+            run, path = label_ref(ref, graph, cfg, root=root, reuse=reuse)
             log(f"labelled {ref}: mean acc@1 {run.label.headline()['mean_acc1']:.3f} "
                 f"({run.seconds['total']:.1f} s)")
             have[ref] = path

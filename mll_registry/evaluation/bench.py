@@ -55,22 +55,26 @@ class TaskEvidence:
     gpt_pick: str  # ModelGPT as the paper trains it
     per_class_f1: np.ndarray  # (M, C) measured
     weighting: str
+    #: per model (N, C) at the configured selection's calibrated scales (None: not calibrated)
+    calibrated: list[np.ndarray] | None = None
 
     def correct_of(self, ref: str) -> np.ndarray:
         """(N,) whether model ``ref`` alone gets each image right."""
         return np.asarray(self.probs[self.refs.index(ref)].argmax(1) == self.targets)
 
-    def ensemble_correct(self, chosen: np.ndarray, routing: np.ndarray | None = None
-                         ) -> np.ndarray:
+    def ensemble_correct(self, chosen: np.ndarray, routing: np.ndarray | None = None,
+                         calibrated: bool = False) -> np.ndarray:
         """(N,) whether the entropy-weighted ensemble of ``chosen`` ((C, k) indices into refs;
-        ``routing``: (M, C) vote weights, :func:`~mll_registry.selection.reuse.routing_weights`)
-        gets each image right."""
-        scores = ensemble_scores(self.probs, chosen, self.weighting, routing)
+        ``routing``: (M, C) vote weights, :func:`~mll_registry.selection.reuse.routing_weights`;
+        ``calibrated``: at the calibrated scales) gets each image right."""
+        probs = self.calibrated if calibrated and self.calibrated is not None else self.probs
+        scores = ensemble_scores(probs, chosen, self.weighting, routing)
         return np.asarray(scores.argmax(1) == self.targets)
 
     def selection_correct(self, sel: SelectionResult) -> np.ndarray:
-        """(N,) per image: right or not, reusing ``sel`` as its ``reuse_mode`` says."""
-        return self.ensemble_correct(sel.chosen, sel.vote_weights())
+        """(N,) per image: right or not, reusing ``sel`` as its ``reuse_mode`` and calibration
+        say."""
+        return self.ensemble_correct(sel.chosen, sel.vote_weights(), bool(sel.logit_scales))
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,7 @@ class BenchConfig:
     source_temperature: float = DEFAULTS.source_temperature  # of the "(domain)" rows
     reuse_mode: str = DEFAULTS.reuse_mode  # of the configured MLL ("MLL k=1", "MLL k=3")
     fallback_z: float | None = DEFAULTS.fallback_z_or_none()  # of the configured MLL
+    calibration: str = DEFAULTS.calibration  # of the configured MLL
     growth_orders: int = 10
     subhub_sizes: tuple[int, ...] = (5, 7)  # random sub-hubs of these sizes ...
     subhub_draws: int = 30  # ... this many of each
@@ -191,6 +196,12 @@ class TaskRun:
     selection: SelectionResult | None = field(repr=False, default=None)  # the configured MLL's
     gpt_scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # (M,)
     fell_back: int = 0  # classes of the configured MLL that fell back to the task's model
+    calibrated: list[np.ndarray] | None = field(repr=False, default=None)  # the configured's
+
+    def probs_for(self, sel: SelectionResult) -> list[np.ndarray]:
+        """Each model's probabilities as selection ``sel`` reuses them (its calibration)."""
+        return self.calibrated if sel.logit_scales and self.calibrated is not None \
+            else self.probs
 
 
 @dataclass
@@ -341,18 +352,21 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         C = len(task.classes)
         per_class = np.array([[a["per_class"].get(c, 0.0) for c in range(C)] for a in accs])
         sel: dict[str, Any] = {}
-        for mode in MLL_MODES:  # the paper's rule: per-class votes, never falling back
+        for mode in MLL_MODES:  # the paper's rule: per-class votes, never falling back, each
+            # model at its own logit scale
             sel[mode] = select(task, graph, labels, SelectOptions(
                 k=1, alpha=cfg.alpha, metric=cfg.metric, top_n=cfg.top_n, source_weighting=mode,
                 source_temperature=cfg.source_temperature, reuse_mode="per_class",
-                fallback_z=None), embedder=embedder, provider=provider)
+                fallback_z=None, calibration="none"), embedder=embedder, provider=provider)
         t1 = time.perf_counter()
         sel["configured"] = select(task, graph, labels, SelectOptions(
             k=1, alpha=cfg.alpha, metric=cfg.metric, top_n=cfg.top_n,
             source_weighting=cfg.source_weighting, source_temperature=cfg.source_temperature,
-            reuse_mode=cfg.reuse_mode, fallback_z=cfg.fallback_z),
-            embedder=embedder, provider=provider)
+            reuse_mode=cfg.reuse_mode, fallback_z=cfg.fallback_z,
+            calibration=cfg.calibration), embedder=embedder, provider=provider)
         sel_s = time.perf_counter() - t1
+        scales = sel["configured"].logit_scales
+        calibrated = [cache.get(r, get, scales[r]) for r in refs] if scales else None
         s1 = sel[cfg.source_weighting]  # the configured MLL: tau "MLL" and the growth curve
         desc = [provider.describe(c, task) for c in task.classes]
         feats[task.name] = np.stack([B.feature_vector(general[r], B.text_features(
@@ -364,7 +378,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         gpt_pick = refs[int(np.argmax(gpt))]
         f1 = B.per_class_f1(np.stack([p.argmax(1) for p in probs]), images.targets, C)
         ev = TaskEvidence(task, refs, probs, images.targets, top1, inb, sel, gpt_pick, f1,
-                          cfg.weighting)
+                          cfg.weighting, calibrated)
         picks = {m.name: m.pick(ev) for m in methods}
         correct = {name: np.asarray(c, bool) for name, (c, _) in picks.items()}
         res = {name: float(np.mean(c)) for name, c in correct.items()}
@@ -379,7 +393,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
                             probs, images.targets, s1.reuse, f1,
                             dict(sel["domain"].params.get("source_weights") or {}),
                             correct, sel["configured"], np.asarray(gpt, np.float64),
-                            int(sel["configured"].params.get("fell_back", 0))))
+                            int(sel["configured"].params.get("fell_back", 0)), calibrated))
         log(f"  MLL k=1 {res[MLL]:.3f} (paper rule: uniform {res['MLL k=1 (uniform)']:.3f}, "
             f"domain {res['MLL k=1 (domain)']:.3f})  INB {res['INB']:.3f}  oracle "
             f"{res['Oracle (single)']:.3f}")
@@ -427,7 +441,7 @@ def subhubs(runs: Sequence[TaskRun], general: dict[str, float],
             m, i, g = [], [], []
             for run in runs:
                 sel = run.selection.with_models(keep.tolist())  # type: ignore[union-attr]
-                probs = [run.probs[j] for j in keep]
+                probs = [run.probs_for(sel)[j] for j in keep]
                 sc = ensemble_scores(probs, sel.chosen, cfg.weighting, sel.vote_weights())
                 m.append(float(np.mean(sc.argmax(1) == run.targets)))
                 inb = max(keep, key=lambda j: (general[refs[j]], -j))

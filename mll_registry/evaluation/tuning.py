@@ -4,8 +4,11 @@ A pseudo-task (:func:`~mll_registry.evaluation.baselines.pseudo_tasks`: C folder
 sample source S and their own images from S) stands for a task in a style the selection has
 not seen: its models are selected on counts from every *other* source (S weighs 0), and each
 model's class probabilities on S's images come from its label's stored fp16 embeddings (the
-prompts the label was computed with; no model is run). The reuse mode and the fall-back rule
-are then chosen by the mean top-1 over the pseudo-tasks, never on a target task's images.
+prompts the label was computed with; no model is run). Probabilities are taken at each model's
+own logit scale and at its calibrated one (:mod:`mll_registry.selection.calibration`), fitted,
+like the counts, without the task's source. The reuse mode, the fall-back rule and the
+calibration are then chosen by the mean top-1 over the pseudo-tasks, never on a target task's
+images.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ import numpy as np
 from mll_registry.evaluation.baselines import PseudoTask, label_node_prompts, pseudo_tasks
 from mll_registry.graph.bundle import SemanticGraph
 from mll_registry.labels.format import ModelLabel
+from mll_registry.selection.calibration import (
+    CALIBRATIONS,
+    calibrate_on_graph,
+    own_nodes,
+    probabilities,
+)
 from mll_registry.selection.reuse import REUSE_MODES, ensemble_scores, routing_weights
 from mll_registry.selection.select import (
     choose,
@@ -35,30 +44,36 @@ from mll_registry.settings import DEFAULTS
 Z_GRID: tuple[float | None, ...] = (None, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 1e9)
 
 
+#: a grid point: (reuse mode, fall-back threshold, calibration)
+Setting = tuple[str, float | None, str]
+
+
 @dataclass
 class PseudoEvidence:
     """One pseudo-task as selection and reuse see it (models in sorted ref order)."""
 
     task: PseudoTask
-    probs: list[np.ndarray] = field(repr=False)  # per model (n, C) class probabilities
+    cos: list[np.ndarray] = field(repr=False)  # per model (n, C) image-to-class similarities
+    scales: dict[str, list[float]] = field(repr=False)  # per calibration, each model's scale
     score: np.ndarray = field(repr=False)  # (M, C) class score, the task's source held out
     reuse: np.ndarray = field(repr=False)  # (M, C) reuse metric
     n: np.ndarray = field(repr=False)  # (C,) images behind each class's score
 
+    def probs(self, calibration: str = DEFAULTS.calibration) -> list[np.ndarray]:
+        """Each model's (n, C) class probabilities at the ``calibration``'s scales."""
+        return [probabilities(c, s) for c, s in zip(self.cos, self.scales[calibration],
+                                                   strict=True)]
+
     def top1(self, mode: str, z: float | None, k: int = 1,
-             weighting: str = DEFAULTS.weighting) -> float:
-        """Top-1 of the ensemble that reuse ``mode`` and fall-back threshold ``z`` give."""
+             weighting: str = DEFAULTS.weighting, calibration: str = DEFAULTS.calibration,
+             ) -> float:
+        """Top-1 of the ensemble that reuse ``mode``, fall-back threshold ``z`` and
+        ``calibration`` give."""
         margins = class_margins(self.score, self.reuse, self.n, z)
         chosen = choose(self.reuse, k, margins=margins)
         routing = None if mode == "per_class" else routing_weights(chosen, self.reuse, mode)
-        scores = ensemble_scores(self.probs, chosen, weighting, routing)
+        scores = ensemble_scores(self.probs(calibration), chosen, weighting, routing)
         return float(np.mean(scores.argmax(1) == self.task.targets))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def pseudo_evidence(graph: SemanticGraph, labels: Mapping[str, ModelLabel],
@@ -80,22 +95,35 @@ def pseudo_evidence(graph: SemanticGraph, labels: Mapping[str, ModelLabel],
     pos = graph.node_index()
     source = graph.images["source"].to_numpy()
     digests = graph.images["digest"].to_numpy()
-    per_model: list[list[np.ndarray]] = [[] for _ in tasks]
+    own = own_nodes(graph.members, len(graph.images), pos)
+    folder = np.unique(own[own >= 0])
+    sources = sorted({t.source for t in tasks})
+    cos: list[list[np.ndarray]] = [[] for _ in tasks]
+    scales: list[dict[str, list[float]]] = [{c: [] for c in CALIBRATIONS} for _ in tasks]
     for ref in refs:
         emb = LabelEmbeddings.open(Path(embeddings[ref]))
         t_rows = row_index(emb.text_key, text_keys(label_node_prompts(graph, labels[ref])))
-        scale = float(labels[ref].meta.get("logit_scale", 100.0))
-        for i, t in enumerate(tasks):
-            i_rows = row_index(emb.image_digest, digest_bytes(digests[t.image_ids]))
-            nodes = t_rows[[pos[n] for n in t.nodes]]
-            if (i_rows < 0).any() or (nodes < 0).any():
-                from mll_registry.labels.embeddings import EmbeddingsError
+        all_rows = row_index(emb.image_digest, digest_bytes(digests))
+        if (t_rows < 0).any() or (all_rows[own >= 0] < 0).any():
+            from mll_registry.labels.embeddings import EmbeddingsError
 
-                raise EmbeddingsError(f"{emb.path}: images or node texts of pseudo-task "
-                                      f"{t.name} are not in these embeddings; relabel {ref}")
-            x = np.asarray(emb.image_emb[i_rows], np.float32)
-            txt = np.asarray(emb.text_emb[nodes], np.float32)
-            per_model[i].append(_softmax(scale * (x @ txt.T)))
+            raise EmbeddingsError(f"{emb.path}: images or node texts of graph {graph.version} "
+                                  f"are not in these embeddings; relabel {ref}")
+        txt_all = np.asarray(emb.text_emb[t_rows], np.float32)
+        img_all = np.asarray(emb.image_emb[np.maximum(all_rows, 0)], np.float32)
+        fitted = {}  # the calibrated scale without each task source's images
+        for src in sources:
+            cal = calibrate_on_graph(img_all, txt_all, own, folder,
+                                     weight=(source != src).astype(np.float64))
+            fitted[src] = cal.logit_scale if cal else float(labels[ref].meta.get(
+                "logit_scale", 100.0))
+        own_scale = float(labels[ref].meta.get("logit_scale", 100.0))
+        for i, t in enumerate(tasks):
+            x = img_all[t.image_ids]
+            txt = txt_all[[pos[n] for n in t.nodes]]
+            cos[i].append(x @ txt.T)
+            scales[i]["none"].append(own_scale)
+            scales[i]["graph"].append(fitted[t.source])
     out = []
     for i, t in enumerate(tasks):
         cand = np.array([pos[n] for n in t.nodes], np.int64)
@@ -103,56 +131,63 @@ def pseudo_evidence(graph: SemanticGraph, labels: Mapping[str, ModelLabel],
         TP, FP, P = count_all(graph, [labels[r] for r in refs], cand, image_weight=held_out)
         Z = np.eye(len(t.nodes))
         s = class_scores(TP, FP, P, Z, metric)
-        out.append(PseudoEvidence(t, per_model[i], s, reuse_metric(s, alpha), P @ Z))
+        out.append(PseudoEvidence(t, cos[i], scales[i], s, reuse_metric(s, alpha), P @ Z))
     return out
 
 
 @dataclass
 class ReuseChoice:
-    """Mean pseudo-task top-1 of every (reuse mode, threshold) and the best of them."""
+    """Mean pseudo-task top-1 of every (reuse mode, threshold, calibration) and the best."""
 
-    table: dict[tuple[str, float | None], float]
-    per_source: dict[tuple[str, float | None], dict[str, float]]
-    best: tuple[str, float | None]
+    table: dict[Setting, float]
+    per_source: dict[Setting, dict[str, float]]
+    best: Setting
     tasks: int
 
-    def markdown(self) -> str:
+    def markdown(self, rows: int | None = None) -> str:
+        """The table, best first (``rows``: the first that many)."""
         sources = sorted(next(iter(self.per_source.values())))
         zname = {None: "never", 1e9: "always"}
-        head = ("| reuse mode | fall back below z | mean top-1 | " + " | ".join(sources) +
-                " |\n|---|---:|---:|" + "---:|" * len(sources) + "\n")
-        rows = []
-        for (mode, z), v in sorted(self.table.items(), key=lambda kv: -kv[1]):
-            mark = "**" if (mode, z) == self.best else ""
-            rows.append(f"| {mark}{mode}{mark} | {zname.get(z, z)} | {mark}{v:.4f}{mark} | " +
-                        " | ".join(f"{self.per_source[(mode, z)][s]:.3f}" for s in sources) +
-                        " |")
-        return head + "\n".join(rows) + "\n"
+        head = ("| reuse mode | fall back below z | calibration | mean top-1 | " +
+                " | ".join(sources) + " |\n|---|---:|---|---:|" + "---:|" * len(sources) + "\n")
+        out = []
+        for key, v in sorted(self.table.items(), key=lambda kv: -kv[1])[:rows]:
+            mode, z, cal = key
+            mark = "**" if key == self.best else ""
+            out.append(f"| {mark}{mode}{mark} | {zname.get(z, z)} | {cal} | {mark}{v:.4f}{mark} | "
+                       + " | ".join(f"{self.per_source[key][s]:.3f}" for s in sources) + " |")
+        return head + "\n".join(out) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"best": {"reuse_mode": self.best[0], "fallback_z": self.best[1]},
+        return {"best": {"reuse_mode": self.best[0], "fallback_z": self.best[1],
+                         "calibration": self.best[2]},
                 "tasks": self.tasks,
-                "table": [{"reuse_mode": m, "fallback_z": z, "mean_top1": round(v, 4),
+                "table": [{"reuse_mode": m, "fallback_z": z, "calibration": c,
+                           "mean_top1": round(v, 4),
                            "per_source": {k: round(x, 4) for k, x in
-                                          self.per_source[(m, z)].items()}}
-                          for (m, z), v in self.table.items()]}
+                                          self.per_source[(m, z, c)].items()}}
+                          for (m, z, c), v in self.table.items()]}
 
 
 def choose_reuse_settings(evidence: Sequence[PseudoEvidence],
                           modes: Sequence[str] = REUSE_MODES,
                           zs: Sequence[float | None] = Z_GRID, k: int = 1,
-                          weighting: str = DEFAULTS.weighting) -> ReuseChoice:
-    """The (reuse mode, fall-back threshold) with the best mean top-1 over the pseudo-tasks;
-    ties go to the earlier mode and threshold of the grid (the paper's rule comes first)."""
-    table: dict[tuple[str, float | None], float] = {}
-    per_source: dict[tuple[str, float | None], dict[str, float]] = {}
-    for mode in modes:
-        for z in zs:
-            accs = [ev.top1(mode, z, k, weighting) for ev in evidence]
-            table[(mode, z)] = float(np.mean(accs))
-            by: dict[str, list[float]] = {}
-            for ev, a in zip(evidence, accs, strict=True):
-                by.setdefault(ev.task.source, []).append(a)
-            per_source[(mode, z)] = {s: float(np.mean(v)) for s, v in by.items()}
+                          weighting: str = DEFAULTS.weighting,
+                          calibrations: Sequence[str] = CALIBRATIONS) -> ReuseChoice:
+    """The (reuse mode, fall-back threshold, calibration) with the best mean top-1 over the
+    held-out sources (each source's pseudo-tasks averaged, then the sources: every source
+    counts alike, however many tasks it gives, as in leave-one-domain-out model selection);
+    ties go to the earlier point of the grid (the paper's rule, uncalibrated, comes first)."""
+    table: dict[Setting, float] = {}
+    per_source: dict[Setting, dict[str, float]] = {}
+    for cal in calibrations:
+        for mode in modes:
+            for z in zs:
+                accs = [ev.top1(mode, z, k, weighting, cal) for ev in evidence]
+                by: dict[str, list[float]] = {}
+                for ev, a in zip(evidence, accs, strict=True):
+                    by.setdefault(ev.task.source, []).append(a)
+                per_source[(mode, z, cal)] = {s: float(np.mean(v)) for s, v in by.items()}
+                table[(mode, z, cal)] = float(np.mean(list(per_source[(mode, z, cal)].values())))
     best = max(table, key=lambda key: (table[key], -list(table).index(key)))
     return ReuseChoice(table, per_source, best, len(evidence))

@@ -455,6 +455,7 @@ def label_model(
         [np.zeros((0, txt16.shape[1]), np.float16)]
     topk_idx, topk_score, member, summary = compact_label(blocks, txt16.astype(np.float32),
                                                           graph, cfg.top_k, device=lm.device)
+    calibration = _calibrate(blocks, txt16, graph)
     t_end = time.perf_counter()
     seconds = {"text": round(t_txt - t0, 3), "images": round(t_img - t_txt, 3),
                "compact": round(t_end - t_img, 3), "total": round(t_end - t0, 3)}
@@ -470,6 +471,7 @@ def label_model(
         "architecture": lm.resolved.architecture, "weights_file": lm.resolved.weights.name,
         "preprocess": lm.preprocess_cfg, "pixels_key": pipe.key,
         "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
+        "calibration": calibration,
         "graph_version": graph.version, "code_version": __version__, "device": lm.device,
         "embed_dim": int(txt16.shape[1]), "top_k": int(topk_idx.shape[1]),
         "timings": {**seconds, "images_per_s": round(n / max(seconds["total"], 1e-9), 1)},
@@ -569,6 +571,17 @@ def clear_checkpoints(lm: LoadedModel, graph: SemanticGraph,
     import shutil
 
     shutil.rmtree(_work_dir(lm, graph, root), ignore_errors=True)
+
+
+def _calibrate(blocks: Sequence[np.ndarray], txt16: np.ndarray, graph: SemanticGraph
+               ) -> dict[str, Any] | None:
+    """The model's logit scale fitted on the graph's images (``meta["calibration"]``; None for
+    a graph with fewer than two folder nodes)."""
+    from mll_registry.selection.calibration import calibrate_on_graph, own_nodes
+
+    own = own_nodes(graph.members, len(graph.images), graph.node_index())
+    cal = calibrate_on_graph(blocks, txt16.astype(np.float32), own, np.unique(own[own >= 0]))
+    return cal.to_dict() if cal else None
 
 
 def label_ref(

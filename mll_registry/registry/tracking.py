@@ -256,7 +256,8 @@ class Tracking:
                       "graph_version": p.get("graph_version"),
                       "models_considered": len(selection.models),
                       "source_weighting": p.get("source_weighting"),
-                      "reuse_mode": p.get("reuse_mode"), "fallback_z": p.get("fallback_z")}
+                      "reuse_mode": p.get("reuse_mode"), "fallback_z": p.get("fallback_z"),
+                      "calibration": p.get("calibration", "none")}
             sw = p.get("source_weights") or {}
             if sw:
                 params["source_temperature"] = sw.get("temperature")

@@ -127,7 +127,9 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
 
 
 class ProbCache:
-    """Class probabilities per model on one task's images; pixels decoded once per preprocess."""
+    """Class probabilities per model on one task's images; pixels decoded once per preprocess,
+    each model run once (its image-to-class similarities are kept, so probabilities at another
+    logit scale, :mod:`mll_registry.selection.calibration`, cost no model run)."""
 
     def __init__(self, images: TaskImages, prompts: Sequence[str] = DEFAULTS.prompts,
                  batch_size: int = 256) -> None:
@@ -135,7 +137,9 @@ class ProbCache:
         self.prompts = tuple(prompts)
         self.batch_size = batch_size
         self._pixels: dict[str, np.ndarray] = {}
-        self.probs: dict[str, np.ndarray] = {}
+        self.cos: dict[str, np.ndarray] = {}  # model -> (n, C) cosine similarities
+        self.own_scale: dict[str, float] = {}  # model -> its own logit scale
+        self._probs: dict[tuple[str, float], np.ndarray] = {}
         self.seconds: dict[str, float] = {}
 
     def pixels(self, pipe: Any) -> np.ndarray:
@@ -143,10 +147,20 @@ class ProbCache:
             self._pixels[pipe.key] = np.stack([pipe(p) for p in self.images.paths])
         return self._pixels[pipe.key]
 
-    def get(self, ref: str, load: Callable[[str], Any]) -> np.ndarray:
-        """(n, C) probabilities of model ``ref`` (loaded with ``load`` on first use)."""
-        if ref in self.probs:
-            return self.probs[ref]
+    def get(self, ref: str, load: Callable[[str], Any], scale: float | None = None
+            ) -> np.ndarray:
+        """(n, C) probabilities of model ``ref`` (loaded with ``load`` on first use) at logit
+        ``scale`` (None: the model's own)."""
+        if ref not in self.cos:
+            self._run(ref, load)
+        s = self.own_scale[ref] if scale is None else float(scale)
+        if (ref, s) not in self._probs:
+            from mll_registry.selection.calibration import probabilities
+
+            self._probs[(ref, s)] = probabilities(self.cos[ref], s)
+        return self._probs[(ref, s)]
+
+    def _run(self, ref: str, load: Callable[[str], Any]) -> None:
         import torch
 
         from mll_registry.labels.labeller import encode_pixels, encode_texts
@@ -159,11 +173,9 @@ class ProbCache:
         txt = encode_texts(lm, [[t.format(c) for t in self.prompts] for c in self.images.classes])
         img = torch.from_numpy(encode_pixels(lm, pix, pipe, self.batch_size)).to(txt.device)
         with torch.no_grad():
-            scale = lm.model.logit_scale.exp().float()
-            probs = torch.softmax(scale * img @ txt.T, dim=1).cpu().numpy().astype(np.float64)
+            self.own_scale[ref] = float(lm.model.logit_scale.exp().float().item())
+            self.cos[ref] = (img.float() @ txt.float().T).cpu().numpy().astype(np.float64)
         self.seconds[ref] = time.perf_counter() - t0
-        self.probs[ref] = probs
-        return probs
 
 
 @dataclass
@@ -178,9 +190,11 @@ class ReuseResult:
     prompts: list[str]
     images_per_s: float
     models_used: list[str] = field(default_factory=list)
+    calibration: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "images": self.n_images, "weighting": self.weighting,
+                "calibration": self.calibration,
                 "prompts": self.prompts, "images_per_s": round(self.images_per_s, 1),
                 "ensemble": _round(self.ensemble), "models_used": self.models_used,
                 "per_model": {m: _round(v) for m, v in self.per_model.items()}}
@@ -230,7 +244,8 @@ def evaluate(selection: Any, task: Task, data: str | os.PathLike[str] | None = N
     cache = cache or ProbCache(images, prompts)
     used = selection.selected_models()
     t0 = time.perf_counter()
-    probs = [cache.get(ref, load) for ref in used]
+    scale_of = getattr(selection, "scale_of", lambda ref: None)
+    probs = [cache.get(ref, load, scale_of(ref)) for ref in used]
     elapsed = time.perf_counter() - t0
     pos = {ref: i for i, ref in enumerate(used)}
     chosen = np.vectorize(lambda m: pos[selection.models[int(m)]])(selection.chosen)
@@ -244,4 +259,5 @@ def evaluate(selection: Any, task: Task, data: str | os.PathLike[str] | None = N
     return ReuseResult(task=task.name, n_images=len(images.paths),
                        ensemble=accuracy(scores, images.targets), per_model=per_model,
                        weighting=weighting, prompts=list(cache.prompts),
-                       images_per_s=len(images.paths) / max(spent, 1e-9), models_used=used)
+                       images_per_s=len(images.paths) / max(spent, 1e-9), models_used=used,
+                       calibration=str(getattr(selection, "calibration", "none")))

@@ -338,6 +338,18 @@ class SelectionResult:
     #: how sure each class's own choice is (:func:`class_margins`); None: not computed
     margins: Margins | None = None
     reuse_mode: str = DEFAULTS.reuse_mode
+    #: the logit scale reuse takes each model's probabilities at (``calibration``: ``graph``:
+    #: fitted on the graph, :mod:`mll_registry.selection.calibration`); empty: the models' own
+    logit_scales: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def calibration(self) -> str:
+        """``graph`` when reuse takes the labels' calibrated scales, else ``none``."""
+        return "graph" if self.logit_scales else "none"
+
+    def scale_of(self, ref: str) -> float | None:
+        """The logit scale reuse takes for model ``ref`` (None: the model's own)."""
+        return self.logit_scales.get(ref)
 
     def with_k(self, k: int) -> SelectionResult:
         """The same selection keeping the top ``k`` models per class (reuse does not depend on k;
@@ -535,8 +547,10 @@ class SelectOptions:
     source_temperature: float = DEFAULTS.source_temperature
     reuse_mode: str = DEFAULTS.reuse_mode
     fallback_z: float | None = DEFAULTS.fallback_z_or_none()
+    calibration: str = DEFAULTS.calibration
 
     def __post_init__(self) -> None:
+        from mll_registry.selection.calibration import CALIBRATIONS
         from mll_registry.selection.reuse import REUSE_MODES
 
         if self.unmatched not in ("fallback", "drop", "fail"):
@@ -546,6 +560,9 @@ class SelectOptions:
                              f"{self.reuse_mode!r}")
         if self.fallback_z is not None and not self.fallback_z >= 0:
             raise ValueError(f"fallback_z must be >= 0 (or None: never), got {self.fallback_z}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got "
+                             f"{self.calibration!r}")
 
     @classmethod
     def from_settings(cls, s: Settings) -> SelectOptions:
@@ -553,7 +570,7 @@ class SelectOptions:
         return cls(k=s.k, alpha=s.alpha, metric=s.metric, top_n=s.top_n, unmatched=s.unmatched,
                    match_similarity=s.weak_similarity, source_weighting=s.source_weighting,
                    source_temperature=s.source_temperature, reuse_mode=s.reuse_mode,
-                   fallback_z=s.fallback_z_or_none())
+                   fallback_z=s.fallback_z_or_none(), calibration=s.calibration)
 
 
 def select(task: Task, graph: SemanticGraph, labels: Mapping[str, LabelRows],
@@ -617,6 +634,7 @@ def select(task: Task, graph: SemanticGraph, labels: Mapping[str, LabelRows],
     general = (general_order([labels[r] for r in refs])
                if unmatched == "fallback" and m.weak else None)
     chosen = choose(r, k, [m.classes.index(c) for c in m.weak], general, margins)
+    scales, uncalibrated = label_scales(labels, refs, o.calibration)
     return SelectionResult(
         task=task.name, classes=m.classes, models=refs, chosen=chosen,
         reuse=r, score=s, matched=node_similarity_report(m, graph), weak=m.weak,
@@ -624,6 +642,32 @@ def select(task: Task, graph: SemanticGraph, labels: Mapping[str, LabelRows],
                 "unmatched": unmatched, "graph_version": graph.version,
                 "source_weighting": o.source_weighting, "source_weights": sw.to_dict(),
                 "reuse_mode": o.reuse_mode, "fallback_z": o.fallback_z,
-                "fell_back": int(margins.fell_back.sum())},
+                "fell_back": int(margins.fell_back.sum()),
+                "calibration": "graph" if scales else "none",
+                **({"uncalibrated_labels": uncalibrated} if uncalibrated else {})},
         general=general, matched_by=m.matched_by, dropped=dropped, margins=margins,
-        reuse_mode=o.reuse_mode)
+        reuse_mode=o.reuse_mode, logit_scales=scales)
+
+
+def label_scales(labels: Mapping[str, LabelRows], refs: Sequence[str], calibration: str
+                 ) -> tuple[dict[str, float], list[str]]:
+    """Each model's calibrated logit scale from its label (``calibration="graph"``), and the
+    models whose labels carry none (labelled before calibration existed, or by another rule).
+
+    One such label turns calibration off for the whole selection (every model at its own
+    scale, so all are compared alike), logged with its fix: relabel them (`mll label --force`).
+    """
+    from mll_registry.selection.calibration import label_scale
+
+    if calibration == "none":
+        return {}, []
+    got = {r: label_scale(getattr(labels[r], "meta", {}) or {}, calibration) for r in refs}
+    missing = [r for r, v in got.items() if v is None]
+    if missing:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "calibration %s is off for this selection: the labels of %s carry no calibrated "
+            "scale; relabel them (`mll label --force`)", calibration, missing[:3])
+        return {}, missing
+    return {r: float(v) for r, v in got.items() if v is not None}, []

@@ -44,9 +44,8 @@ def test_icons_and_cards_inside_other_folders_map_nothing(tmp_path: Path) -> Non
     assert got["computer/hardware/printer.svg"] == W.lookup_word("printer")[1].name()  # device
 
 
-def test_an_svg_is_drawn_cropped_and_centred_on_white() -> None:
-
-    img = K.render_svg(_tmp_svg(), 48)
+def test_an_svg_is_drawn_cropped_and_centred_on_white(tmp_path: Path) -> None:
+    img = K.render_svg(_svg(tmp_path / "a.svg"), 48)
     a = np.asarray(img, np.int32)
     assert img.size == (48, 48) and img.mode == "RGB"
     assert (a[0, 0] == 255).all() and (a[-1, -1] == 255).all()  # white margin
@@ -56,16 +55,12 @@ def test_an_svg_is_drawn_cropped_and_centred_on_white() -> None:
     assert row[24 - 20 + 10][0] > 200 and row[24 - 20 + 10][2] < 60
     assert row[24 + 16][2] > 200 and row[24 + 16][0] < 60
     with pytest.raises(ValueError, match="not a drawable SVG"):
-        K.render_svg(_tmp_svg("<svg><broken"), 48)
+        K.render_svg(_svg(tmp_path / "b.svg", "<svg><broken"), 48)
 
 
-def _tmp_svg(text: str = CIRCLE) -> str:
-    import tempfile
-
-    f = tempfile.NamedTemporaryFile("w", suffix=".svg", delete=False)
-    f.write(text)
-    f.close()
-    return f.name
+def _svg(path: Path, text: str = CIRCLE) -> Path:
+    path.write_text(text)
+    return path
 
 
 def test_rendered_drawings_form_an_imagefolder_of_covered_concepts(tmp_path: Path) -> None:
