@@ -97,7 +97,7 @@ class Settings:
         standard errors (:func:`mll_registry.selection.select.class_margins`); ``off`` never
         falls back. calibration: the logit scale each model's class probabilities are taken at:
         ``none`` (the model's own) or ``graph`` (the scale fitted on the graph's images when the
-        model was labelled, :mod:`mll_registry.selection.calibration`). The defaults were chosen
+        model was labelled, :mod:`mll_registry.labels.calibration`). The defaults were chosen
         on pseudo-tasks of the graph's own sources, never on the demo tasks
         (benchmarks/results/reuse_settings.md).
     Where:

@@ -5,7 +5,7 @@ sample source S and their own images from S) stands for a task in a style the se
 not seen: its models are selected on counts from every *other* source (S weighs 0), and each
 model's class probabilities on S's images come from its label's stored fp16 embeddings (the
 prompts the label was computed with; no model is run). Probabilities are taken at each model's
-own logit scale and at its calibrated one (:mod:`mll_registry.selection.calibration`), fitted,
+own logit scale and at its calibrated one (:mod:`mll_registry.labels.calibration`), fitted,
 like the counts, without the task's source. The reuse mode, the fall-back rule and the
 calibration are then chosen by the mean top-1 over the pseudo-tasks, never on a target task's
 images.
@@ -22,13 +22,13 @@ import numpy as np
 
 from mll_registry.evaluation.baselines import PseudoTask, label_node_prompts, pseudo_tasks
 from mll_registry.graph.bundle import SemanticGraph
-from mll_registry.labels.format import ModelLabel
-from mll_registry.selection.calibration import (
+from mll_registry.labels.calibration import (
     CALIBRATIONS,
     calibrate_on_graph,
     own_nodes,
     probabilities,
 )
+from mll_registry.labels.format import ModelLabel
 from mll_registry.selection.reuse import REUSE_MODES, ensemble_scores, routing_weights
 from mll_registry.selection.select import (
     choose,

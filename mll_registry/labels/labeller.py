@@ -577,7 +577,7 @@ def _calibrate(blocks: Sequence[np.ndarray], txt16: np.ndarray, graph: SemanticG
                ) -> dict[str, Any] | None:
     """The model's logit scale fitted on the graph's images (``meta["calibration"]``; None for
     a graph with fewer than two folder nodes)."""
-    from mll_registry.selection.calibration import calibrate_on_graph, own_nodes
+    from mll_registry.labels.calibration import calibrate_on_graph, own_nodes
 
     own = own_nodes(graph.members, len(graph.images), graph.node_index())
     cal = calibrate_on_graph(blocks, txt16.astype(np.float32), own, np.unique(own[own >= 0]))

@@ -129,7 +129,7 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
 class ProbCache:
     """Class probabilities per model on one task's images; pixels decoded once per preprocess,
     each model run once (its image-to-class similarities are kept, so probabilities at another
-    logit scale, :mod:`mll_registry.selection.calibration`, cost no model run)."""
+    logit scale, :mod:`mll_registry.labels.calibration`, cost no model run)."""
 
     def __init__(self, images: TaskImages, prompts: Sequence[str] = DEFAULTS.prompts,
                  batch_size: int = 256) -> None:
@@ -155,7 +155,7 @@ class ProbCache:
             self._run(ref, load)
         s = self.own_scale[ref] if scale is None else float(scale)
         if (ref, s) not in self._probs:
-            from mll_registry.selection.calibration import probabilities
+            from mll_registry.labels.calibration import probabilities
 
             self._probs[(ref, s)] = probabilities(self.cos[ref], s)
         return self._probs[(ref, s)]

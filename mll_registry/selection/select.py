@@ -339,7 +339,7 @@ class SelectionResult:
     margins: Margins | None = None
     reuse_mode: str = DEFAULTS.reuse_mode
     #: the logit scale reuse takes each model's probabilities at (``calibration``: ``graph``:
-    #: fitted on the graph, :mod:`mll_registry.selection.calibration`); empty: the models' own
+    #: fitted on the graph, :mod:`mll_registry.labels.calibration`); empty: the models' own
     logit_scales: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
@@ -550,7 +550,7 @@ class SelectOptions:
     calibration: str = DEFAULTS.calibration
 
     def __post_init__(self) -> None:
-        from mll_registry.selection.calibration import CALIBRATIONS
+        from mll_registry.labels.calibration import CALIBRATIONS
         from mll_registry.selection.reuse import REUSE_MODES
 
         if self.unmatched not in ("fallback", "drop", "fail"):
@@ -657,7 +657,7 @@ def label_scales(labels: Mapping[str, LabelRows], refs: Sequence[str], calibrati
     One such label turns calibration off for the whole selection (every model at its own
     scale, so all are compared alike), logged with its fix: relabel them (`mll label --force`).
     """
-    from mll_registry.selection.calibration import label_scale
+    from mll_registry.labels.calibration import label_scale
 
     if calibration == "none":
         return {}, []

@@ -399,11 +399,56 @@ def test_pseudo_evidence_holds_the_tasks_source_out_and_scores_from_the_embeddin
         for m, ref in enumerate(refs):
             want = pseudo_task_accuracy([t], g, LabelEmbeddings.open(emb[ref]),
                                         label_node_prompts(g, labels[ref]))[0]
-            assert np.mean(e.probs[m].argmax(1) == t.targets) == pytest.approx(want)
-            assert np.allclose(e.probs[m].sum(1), 1.0)
+            for cal in ("none", "graph"):  # a positive scale never changes the argmax
+                assert np.mean(e.probs(cal)[m].argmax(1) == t.targets) == pytest.approx(want)
+                assert np.allclose(e.probs(cal)[m].sum(1), 1.0)
+            # the own scale is the label's; the calibrated one is fitted without the task's
+            # source: the fit on the other source's own images, found independently
+            assert e.scales["none"][m] == pytest.approx(labels[ref].meta["logit_scale"])
+            assert e.scales["graph"][m] == pytest.approx(_held_out_scale(g, emb[ref],
+                                                                         labels[ref], t.source), rel=1e-2)
         # the counts behind each class: its node's member images from the other sources only
         held = [int(((member_node == n) & (member_src != t.source)).sum()) for n in t.nodes]
         assert e.n.tolist() == held
     choice = choose_reuse_settings(ev, zs=(None, 1e9))
     assert choice.best == max(choice.table, key=choice.table.get)
-    assert choice.table[("per_class", 1e9)] == choice.table[("pooled", 1e9)]  # one model each
+    for cal in ("none", "graph"):  # one model each: the mode makes no difference
+        assert choice.table[("per_class", 1e9, cal)] == choice.table[("pooled", 1e9, cal)]
+    # the table is the mean over held-out sources of each source's mean
+    key = ("pooled", None, "graph")
+    by = {s: np.mean([e.top1("pooled", None, 1, calibration="graph") for e in ev
+                      if e.task.source == s]) for s in {e.task.source for e in ev}}
+    assert choice.table[key] == pytest.approx(np.mean(list(by.values())))
+
+
+def _held_out_scale(g, emb_path, label, source: str) -> float:
+    """The NLL-minimising scale over the own images of the other sources, among the folder
+    nodes, by a brute-force search over a fine grid (independent of the fit's optimiser)."""
+    from mll_registry.evaluation.baselines import label_node_prompts
+    from mll_registry.labels.embeddings import (
+        LabelEmbeddings,
+        digest_bytes,
+        row_index,
+        text_keys,
+    )
+
+    e = LabelEmbeddings.open(emb_path)
+    own = g.members[g.members["own"].to_numpy(bool)]
+    src = g.images["source"].to_numpy()[own["image_id"].to_numpy(np.int64)]
+    own = own[src != source]
+    folder = sorted(set(g.members[g.members["own"].to_numpy(bool)]["node_id"]),
+                    key=g.node_index().__getitem__)
+    rows = row_index(e.image_digest, digest_bytes(
+        g.images["digest"].to_numpy()[own["image_id"].to_numpy(np.int64)]))
+    t_rows = row_index(e.text_key, text_keys(label_node_prompts(g, label)))
+    X = np.asarray(e.image_emb[rows], np.float64)
+    T = np.asarray(e.text_emb[t_rows[[g.node_index()[n] for n in folder]]], np.float64)
+    y = np.array([folder.index(n) for n in own["node_id"]])
+    cos = X @ T.T
+    best = (np.inf, 0.0)
+    for s in np.exp(np.linspace(np.log(0.05), np.log(1000), 3001)):
+        z = s * cos
+        top = z.max(1)
+        nll = float(np.mean(np.log(np.exp(z - top[:, None]).sum(1)) + top - z[np.arange(len(y)), y]))
+        best = min(best, (nll, float(s)))
+    return best[1]

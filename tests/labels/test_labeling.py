@@ -90,6 +90,18 @@ def test_label_matches_direct_computation(tiny_dir: Path, graph, data_root: Path
     meta = lab.meta
     assert meta["graph_version"] == graph.version and meta["label_config"]["top_k"] == 5
     assert meta["logit_scale"] == pytest.approx(lm.model.logit_scale.exp().item())
+    # the calibrated scale: the NLL minimiser over each image's own node among the folder nodes,
+    # found here by a brute-force search on the direct similarities
+    own = graph.members[graph.members["own"].to_numpy(bool)]
+    folder = sorted({pos[n] for n in own["node_id"]})
+    y = np.array([folder.index(pos[n]) for n in own["node_id"]])
+    cos = S[own["image_id"].to_numpy()][:, folder].astype(np.float64)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(1000), 3001))
+    nll = [np.mean(np.log(np.exp(g * cos - (g * cos).max(1, keepdims=True)).sum(1))
+                   + (g * cos).max(1) - g * cos[np.arange(len(y)), y]) for g in grid]
+    cal = meta["calibration"]
+    assert cal["logit_scale"] == pytest.approx(float(grid[int(np.argmin(nll))]), rel=0.01)
+    assert cal["images"] == len(y) and cal["nodes"] == len(folder)
     assert meta["revision"].startswith("sha256:") and meta["architecture"] == "vit-w128-l2-e64"
     assert run.chunks_total == 2 and run.chunks_computed == 2
 

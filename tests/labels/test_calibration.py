@@ -4,13 +4,14 @@ similarities), never the code's own output."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mll_registry.selection.calibration import (
+from mll_registry.labels.calibration import (
     RULE,
     calibrate_on_graph,
     fit_logit_scale,
@@ -121,3 +122,38 @@ def test_reuse_probabilities_follow_the_selection_scales() -> None:
     cold = cache.get("m", never, 5.0)
     assert cold[0, 0] == pytest.approx(1 / (1 + math.exp(-5 * 0.2)))
     assert cold[1, 1] == pytest.approx(1 / (1 + math.exp(-5 * 0.2)))
+
+
+def test_evaluate_reuses_each_model_at_the_selections_scale() -> None:
+    """Two models pooled on 2 classes. A is sure and wrong on image 0, B mildly right; at the
+    models' own scales A's confident vote wins, at the calibrated scales (A cooled to 1, B kept)
+    B's does. Scores computed by hand from the entropy-weighted sum."""
+    from mll_registry.selection.reuse import ProbCache, TaskImages, evaluate
+    from mll_registry.selection.select import SelectionResult
+    from mll_registry.task import Task, TaskClass
+
+    images = TaskImages([], np.array([1]), ["x", "y"])
+    cache = ProbCache(images)
+    cache.cos = {"A": np.array([[0.30, 0.10]]), "B": np.array([[0.10, 0.14]])}
+    cache.own_scale = {"A": 50.0, "B": 50.0}
+    reuse = np.array([[0.9, 0.1], [0.1, 0.9]])
+    sel = SelectionResult(task="t", classes=["x", "y"], models=["A", "B"],
+                          chosen=np.array([[0], [1]]), reuse=reuse, score=reuse,
+                          matched={"x": [], "y": []}, weak=[], params={}, reuse_mode="pooled")
+    task = Task("t", [TaskClass("x"), TaskClass("y")])
+
+    def by_hand(sa: float, sb: float) -> int:
+        score = np.zeros(2)
+        for c, s in ((cache.cos["A"][0], sa), (cache.cos["B"][0], sb)):
+            p = np.exp(s * c) / np.exp(s * c).sum()
+            score += p / (-(p * np.log(p)).sum() + 1e-8)
+        return int(np.argmax(score))
+
+    never = lambda ref: pytest.fail("a model was loaded")  # noqa: E731
+    own = evaluate(sel, task, load=never, cache=cache)
+    assert own.calibration == "none"
+    assert own.ensemble["top1"] == float(by_hand(50.0, 50.0) == 1) == 0.0
+    cal = dataclasses.replace(sel, logit_scales={"A": 1.0, "B": 50.0})
+    got = evaluate(cal, task, load=never, cache=cache)
+    assert got.calibration == "graph"
+    assert got.ensemble["top1"] == float(by_hand(1.0, 50.0) == 1) == 1.0
