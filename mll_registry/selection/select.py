@@ -431,7 +431,7 @@ class SelectionResult:
         from mll_registry.terminal import controls
 
         t = Table(title=f"selection for {self.task} (k={self.chosen.shape[1]}, reuse "
-                        f"{self.reuse_mode.replace('_', '-')})")
+                        f"{self.reuse_mode.replace('_', '-')}, calibration {self.calibration})")
         t.add_column("class")
         t.add_column("models (reuse score)")
         if self.margins is not None:

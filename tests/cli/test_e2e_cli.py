@@ -86,13 +86,16 @@ def test_label_summary(labelled: list[dict], small_world: dict[str, Path]) -> No
 
 def test_select_json(labelled: list[dict], small_world: dict[str, Path]) -> None:
     res = runner.invoke(app, ["select", "--task", str(small_world["pets"]), "--graph",
-                              str(small_world["graph"]), "-k", "2", "--json"])
+                              str(small_world["graph"]), "-k", "2", "--fallback", "margin",
+                              "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     task = yaml.safe_load(small_world["pets"].read_text())
     assert [c["class"] for c in out["classes"]] == task["classes"]
     assert out["models_considered"] == len(labelled)
-    assert out["params"]["reuse_mode"] == "per_class" and out["params"]["fallback_z"] == 2.0
+    # the defaults (pooled votes at the labels' calibrated scales), the margin rule turned on
+    assert out["params"]["reuse_mode"] == "pooled" and out["params"]["fallback_z"] == 2.0
+    assert out["params"]["calibration"] == "graph"
     for c in out["classes"]:
         assert len(c["models"]) == 2
         if c["fell_back"]:  # the task-level order: the task's model first, the class's own not
