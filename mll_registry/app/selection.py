@@ -99,3 +99,56 @@ class SelectionService:
         if log:
             r.run_id = self.log(sel, out)
         return r
+
+    def save_ensemble(self, sel: Selection, path: str | os.PathLike[str], *,
+                      bundle: bool = False) -> Path:
+        """Save selection ``sel`` as an MLflow ``python_function`` model at ``path`` (a new
+        folder): :mod:`mll_registry.selection.ensemble`'s spec as its data, loaded by that module
+        (no pickle); ``bundle`` copies each member's weight folder in, so that serving needs no
+        Hub. Returns the model folder.
+
+        Raises:
+            SelectionError: ``bundle`` is asked for a member whose weights are not on disk here.
+        """
+        import shutil
+        import tempfile
+
+        import mlflow.pyfunc
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        from mll_registry import __version__
+        from mll_registry.selection.ensemble import (
+            ENSEMBLE_FORMAT,
+            IMAGE_COLUMN,
+            MEMBERS_DIR,
+            SPEC_FILE,
+            spec_from_selection,
+        )
+        from mll_registry.selection.select import SelectionError
+
+        s = self.app.settings
+        res = sel.result
+        labels = self.labels(sel.graph)
+        metas = {r: dict(labels[r].meta) for r in res.selected_models() if r in labels}
+        spec = spec_from_selection(res, s.prompts, s.weighting, metas)
+        out = Path(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "ensemble"
+            data.mkdir()
+            (data / SPEC_FILE).write_text(spec.to_json(), encoding="utf-8")
+            for i, m in enumerate(spec.members if bundle else []):
+                if not m.ref.startswith("local-dir:"):
+                    raise SelectionError(f"cannot bundle {m.ref}: only local-dir: members are "
+                                         "bundled; save without bundle (members load from the "
+                                         "Hub cache at their revision)")
+                shutil.copytree(m.ref.removeprefix("local-dir:"), data / MEMBERS_DIR / str(i))
+            signature = ModelSignature(
+                inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
+                outputs=Schema([ColSpec("string", "class"),
+                                *(ColSpec("double", f"p:{c}") for c in spec.classes)]))
+            mlflow.pyfunc.save_model(
+                str(out), loader_module="mll_registry.selection.ensemble", data_path=str(data),
+                signature=signature, pip_requirements=[f"mll-registry=={__version__}"],
+                metadata={"mll_ensemble": ENSEMBLE_FORMAT, "task": spec.task})
+        return out

@@ -1,0 +1,114 @@
+"""A selection as a deployable model (issue #28): the ensemble spec pins the members, and the
+ensemble loaded by ``mlflow.pyfunc.load_model`` predicts what `mll reuse`'s code computes on the
+same images (ProbCache + ensemble_scores, independent of the flavour's module). Real demo
+models, real MLflow, real PNGs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mll_registry.settings import Settings
+
+DEMO = Path(__file__).resolve().parents[2] / "demo_hub" / "mll-demo"
+CODEPOINTS = {"dog": 0x1F415, "cat": 0x1F408, "fish": 0x1F41F}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    """Three demo models labelled on a small graph, a 3-class task's selection, and Twemoji
+    renders of its classes as the images to predict."""
+    from conftest import write_png
+
+    from mll_registry.app.root import App
+    from mll_registry.demo.sources import render
+    from mll_registry.graph.bundle import SampleDataset, build_graph
+    from mll_registry.task import Task, TaskClass
+
+    root = tmp_path_factory.mktemp("ensemble")
+    for j, node in enumerate(("dog.n.01", "cat.n.01", "fish.n.01")):
+        for i in range(3):
+            write_png(root / "src" / node / f"{i}.png", 30 * j + 70 * i)
+    g = build_graph([SampleDataset("src", root / "src")])[0]
+    app = App(Settings(device="cpu", label_store="local", data_dir=str(root / "d")))
+    for name in ("vit-animals", "resnet-objects", "vit-all-colour"):
+        app.labelling.label(f"local-dir:{DEMO / name}", g)
+    task = Task("pets", [TaskClass(c) for c in CODEPOINTS], domain="cartoon emoji")
+    sel = app.selection.select(task, g)
+    images = []
+    for c, cp in CODEPOINTS.items():
+        for size in (64, 80):
+            p = root / "img" / f"{c}-{size}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            render(cp, "twemoji", size).save(p)
+            images.append(p)
+    return app, g, sel, images
+
+
+def _expected(app, sel, images: list[Path]) -> np.ndarray:
+    """What `mll reuse` computes for the selection on these images: each selected model's
+    probabilities at the selection's scales (ProbCache), voted by ensemble_scores."""
+    from mll_registry.models.loading import load
+    from mll_registry.selection.reuse import ProbCache, TaskImages, ensemble_scores
+
+    res = sel.result
+    cache = ProbCache(TaskImages(images, np.zeros(len(images), np.int64), res.classes),
+                      app.settings.prompts)
+    used = res.selected_models()
+    probs = [cache.get(r, lambda ref: load(ref, device="cpu"), res.scale_of(r)) for r in used]
+    chosen = np.vectorize(lambda m: used.index(res.models[int(m)]))(res.chosen)
+    routing = res.vote_weights()
+    if routing is not None:
+        routing = routing[[res.models.index(r) for r in used]]
+    s = ensemble_scores(probs, chosen.reshape(res.chosen.shape), app.settings.weighting, routing)
+    return s / s.sum(1, keepdims=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", [False, True])
+def test_the_saved_ensemble_loads_with_pyfunc_and_predicts_what_reuse_computes(
+        world, tmp_path: Path, bundle: bool) -> None:
+    import mlflow.pyfunc
+
+    app, g, sel, images = world
+    path = app.selection.save_ensemble(sel, tmp_path / "model", bundle=bundle)
+    spec = json.loads((path / "data" / "ensemble" / "ensemble.json").read_text())
+    labels = app.selection.labels(g)
+    assert spec["classes"] == ["dog", "cat", "fish"] and spec["reuse_mode"] == "pooled"
+    for m in spec["members"]:  # pinned: the revision and label it was selected on
+        meta = labels[m["ref"]].meta
+        assert m["revision"] == meta["revision"] and m["label_hash"] == meta["label_hash"]
+        assert m["logit_scale"] == pytest.approx(meta["calibration"]["logit_scale"])
+    assert (path / "data" / "ensemble" / "members").is_dir() == bundle
+    model = mlflow.pyfunc.load_model(str(path))
+    want = _expected(app, sel, images)
+    got = model.predict(pd.DataFrame({"image": [str(p) for p in images]}))
+    cols = [f"p:{c}" for c in spec["classes"]]
+    np.testing.assert_allclose(got[cols].to_numpy(), want, rtol=1e-5, atol=1e-7)
+    assert list(got["class"]) == [spec["classes"][int(j)] for j in want.argmax(1)]
+    # raw bytes and base64 strings give the same answers as paths
+    as_b64 = [base64.b64encode(p.read_bytes()).decode() for p in images[:2]]
+    np.testing.assert_allclose(model.predict(pd.DataFrame({"image": as_b64}))[cols].to_numpy(),
+                               want[:2], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_refused_by_row_with_the_fix(world, tmp_path: Path) -> None:
+    from mll_registry.selection.ensemble import EnsembleInputError, _load_pyfunc
+
+    app, g, sel, images = world
+    path = app.selection.save_ensemble(sel, tmp_path / "model")
+    model = _load_pyfunc(str(path / "data" / "ensemble"))
+    with pytest.raises(EnsembleInputError, match="no images"):
+        model.predict(pd.DataFrame({"image": []}))
+    with pytest.raises(EnsembleInputError, match="row 1: .*not a readable image"):
+        model.predict([str(images[0]), base64.b64encode(b"not a png").decode()])
+    with pytest.raises(EnsembleInputError, match="expected one column 'image'"):
+        model.predict(pd.DataFrame({"picture": [str(images[0])]}))
+    with pytest.raises(EnsembleInputError, match="row 0: not an image path"):
+        model.predict(["/no/such/file.png"])
