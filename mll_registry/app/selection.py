@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mll_registry.app.results import Reuse, Selection
 
@@ -123,6 +123,7 @@ class SelectionService:
             IMAGE_COLUMN,
             MEMBERS_DIR,
             SPEC_FILE,
+            input_example,
             spec_from_selection,
         )
         from mll_registry.selection.select import SelectionError
@@ -149,6 +150,45 @@ class SelectionService:
                                 *(ColSpec("double", f"p:{c}") for c in spec.classes)]))
             mlflow.pyfunc.save_model(
                 str(out), loader_module="mll_registry.selection.ensemble", data_path=str(data),
-                signature=signature, pip_requirements=[f"mll-registry=={__version__}"],
+                signature=signature, input_example=input_example(),
+                pip_requirements=[f"mll-registry=={__version__}"],
                 metadata={"mll_ensemble": ENSEMBLE_FORMAT, "task": spec.task})
         return out
+
+    def register(self, sel: Selection, name: str, *, bundle: bool = False) -> dict[str, str]:
+        """Register selection ``sel`` as a new version of MLflow model ``name`` (logged with the
+        selection's run, which is made when ``sel`` has none): :meth:`save_ensemble`'s folder,
+        tagged with its members, graph, reuse mode and calibration."""
+        import tempfile
+
+        res = sel.result
+        rid = sel.run_id or self.log(sel)
+        sel.run_id = rid
+        tags = {"mll.task": sel.task.name, "mll.graph_version": sel.graph.version,
+                "mll.members": ",".join(res.selected_models())[:5000],
+                "mll.reuse_mode": res.reuse_mode, "mll.calibration": res.calibration,
+                "mll.bundled": str(bundle).lower()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.save_ensemble(sel, Path(tmp) / "model", bundle=bundle)
+            version = self.app.registry.register_model_dir(
+                rid, path, name, tags,
+                description=f"MLL ensemble for {sel.task.name}: {len(res.classes)} classes, "
+                            f"{len(res.selected_models())} models")
+        return {"name": name, "version": version, "uri": f"models:/{name}/{version}",
+                "run_id": rid}
+
+    def predict(self, model_uri: str, images: list[str]) -> Any:
+        """Load an ensemble (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/`` or a
+        folder) from this App's registry and predict ``images`` (paths)."""
+        import mlflow.pyfunc
+        import pandas as pd
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        env = os.environ.get("MLFLOW_TRACKING_URI")  # MLflow's context manager unsets it
+        try:
+            with _use_tracking_uri(self.app.registry.uri):
+                model = mlflow.pyfunc.load_model(model_uri)
+        finally:
+            if env is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = env
+        return model.predict(pd.DataFrame({"image": list(images)}))

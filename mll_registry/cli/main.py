@@ -53,7 +53,8 @@ def build_app() -> typer.Typer:
     for name, command in (("demo", demo_cli.demo), ("version", settings_cli.version),
                           ("settings", settings_cli.settings), ("setup", demo_cli.setup),
                           ("label", label_cli.label), ("select", select_cli.select_cmd),
-                          ("reuse", select_cli.reuse_cmd), ("bench", select_cli.bench)):
+                          ("reuse", select_cli.reuse_cmd), ("predict", select_cli.predict_cmd),
+                          ("bench", select_cli.bench)):
         app.command(name)(command)
     card_cli.LATEST_LABEL = lambda model_ref: common.open_app().labelling.latest_label_dir(model_ref)
     card_cli.REGISTERED = lambda name: common.open_app().labelling.registered_ref(name)

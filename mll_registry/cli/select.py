@@ -119,6 +119,12 @@ def select_cmd(
     fallback: FallbackOpt = None,
     fallback_z: FallbackZOpt = None,
     calibration: CalibrationOpt = None,
+    register: Annotated[str | None, typer.Option(
+        "--register", help="Register the selection as a new version of this MLflow model: an "
+        "ensemble `mlflow models serve` serves and `mll predict` runs.")] = None,
+    bundle: Annotated[bool, typer.Option(
+        "--bundle", help="With --register: copy the members' weights into the model, so that "
+        "serving needs no Hub.")] = False,
     log: LogOpt = True,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -129,10 +135,11 @@ def select_cmd(
                        reuse_mode=reuse_mode, fallback=fallback, fallback_z=fallback_z,
                        calibration=calibration)
     with boundary(ValueError):
-        sel = a.selection.select(task, graph or DEMO_GRAPH, log=log)
+        sel = a.selection.select(task, graph or DEMO_GRAPH, log=log or bool(register))
+        registered = a.selection.register(sel, register, bundle=bundle) if register else None
     _warn_unmatched(sel.result)
     if as_json:
-        emit(sel.to_dict())
+        emit({**sel.to_dict(), **({"registered": registered} if registered else {})})
         return
     res = sel.result
     SafeConsole().print(res.table())
@@ -153,6 +160,39 @@ def select_cmd(
                       "scale; relabel them (`mll label --force`)", markup=True, soft_wrap=True)
     if sel.run_id:
         console.print(f"logged to MLflow run {sel.run_id} (experiment mll-selection)")
+    if registered:
+        console.print(f"registered the ensemble as {registered['uri']}: `mll predict --model "
+                      f"{registered['uri']} IMAGE...`, or `mlflow models serve -m "
+                      f"{registered['uri']} --env-manager local`", soft_wrap=True)
+
+
+def predict_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.",
+                                                 show_default=False)],
+    model: Annotated[str, typer.Option(
+        "--model", help="The ensemble: models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a "
+        "model folder.")],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify images with a registered MLL ensemble (`mll select --register NAME`)."""
+    a = open_app(data_dir)
+    with boundary(ValueError):
+        missing = [str(p) for p in images if not p.is_file()]
+        if missing:
+            raise ValueError(f"no such image file: {missing[0]}")
+        out = a.selection.predict(model, [str(p) for p in images])
+    rows = [{"image": str(p), "class": c, "probability": round(float(out.iloc[i][f"p:{c}"]), 4)}
+            for i, (p, c) in enumerate(zip(images, out["class"], strict=True))]
+    if as_json:
+        emit({"model": model, "predictions": rows})
+        return
+    tab = Table(title=f"predictions of {model}")
+    for col in ("image", "class", "probability"):
+        tab.add_column(col)
+    for r in rows:
+        tab.add_row(str(r["image"]), str(r["class"]), f"{r['probability']:.3f}")
+    SafeConsole().print(tab)
 
 
 def reuse_cmd(

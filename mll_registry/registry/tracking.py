@@ -227,6 +227,28 @@ class Tracking:
                 self.client.set_terminated(rid, "FAILED")
             raise
 
+    def register_model_dir(self, run_id: str, model_dir: str | os.PathLike[str], name: str,
+                           tags: dict[str, str], description: str = "") -> str:
+        """Upload the MLflow model folder ``model_dir`` as run ``run_id``'s ``ensemble`` artifact
+        and register it as a new version of registered model ``name`` (created on first use).
+        Returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        self.call(lambda: self.client.log_artifacts(run_id, str(model_dir), "ensemble"),
+                  "upload the ensemble model")
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.call(lambda: self.client.create_registered_model(
+                name, tags={"mll.kind": "ensemble"},
+                description="MLL selections of one task, as deployable ensembles"),
+                "create the registered model")
+        source = self.client.get_run(run_id).info.artifact_uri.rstrip("/") + "/ensemble"
+        mv = self.call(lambda: self.client.create_model_version(
+            name, source, run_id=run_id, tags=tags, description=description),
+            "register the ensemble")
+        return str(mv.version)
+
     def log_selection(self, task: Any, selection: Any, reuse: Any = None,
                       links: list[str] | None = None,
                       settings: dict[str, Any] | None = None,

@@ -243,6 +243,16 @@ def images_of(model_input: Any) -> list[Any]:
     return [model_input]
 
 
+def input_example() -> Any:
+    """The MLflow input example: one 8 x 8 white PNG, base64-encoded, in the ``image`` column."""
+    import pandas as pd
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(buf, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buf.getvalue()).decode()]})
+
+
 class PyfuncEnsemble:
     """What ``mlflow.pyfunc.load_model`` returns for an ensemble (through ``_load_pyfunc``)."""
 
@@ -250,7 +260,15 @@ class PyfuncEnsemble:
         self.ensemble = ensemble
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        return self.ensemble.predict(images_of(model_input))
+        """The ensemble's predictions; a bad input is MLflow's BAD_REQUEST (HTTP 400 from
+        ``mlflow models serve``) with the one-line reason."""
+        try:
+            return self.ensemble.predict(images_of(model_input))
+        except EnsembleInputError as exc:
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+            raise MlflowException(str(exc), error_code=BAD_REQUEST) from exc
 
 
 def loader(path: str | os.PathLike[str], device: str = "cpu") -> Callable[[int, Member], Any]:

@@ -75,7 +75,13 @@ def test_the_saved_ensemble_loads_with_pyfunc_and_predicts_what_reuse_computes(
         world, tmp_path: Path, bundle: bool) -> None:
     import mlflow.pyfunc
 
+    import dataclasses
+
     app, g, sel, images = world
+    # each class routed to another model, so that the pooled vote differs from per-class votes
+    res = dataclasses.replace(sel.result, chosen=np.array([[0], [1], [2]]))
+    sel = dataclasses.replace(sel, result=res)
+    assert len(res.selected_models()) == 3 and res.reuse_mode == "pooled"
     path = app.selection.save_ensemble(sel, tmp_path / "model", bundle=bundle)
     spec = json.loads((path / "data" / "ensemble" / "ensemble.json").read_text())
     labels = app.selection.labels(g)
@@ -99,8 +105,11 @@ def test_the_saved_ensemble_loads_with_pyfunc_and_predicts_what_reuse_computes(
 
 @pytest.mark.slow
 def test_bad_inputs_are_refused_by_row_with_the_fix(world, tmp_path: Path) -> None:
-    from mll_registry.selection.ensemble import EnsembleInputError, _load_pyfunc
+    from mlflow.exceptions import MlflowException
 
+    from mll_registry.selection.ensemble import _load_pyfunc
+
+    EnsembleInputError = MlflowException  # noqa: N806  # what the served model raises: a 400
     app, g, sel, images = world
     path = app.selection.save_ensemble(sel, tmp_path / "model")
     model = _load_pyfunc(str(path / "data" / "ensemble"))
@@ -112,3 +121,92 @@ def test_bad_inputs_are_refused_by_row_with_the_fix(world, tmp_path: Path) -> No
         model.predict(pd.DataFrame({"picture": [str(images[0])]}))
     with pytest.raises(EnsembleInputError, match="row 0: not an image path"):
         model.predict(["/no/such/file.png"])
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_path: Path) -> None:
+    """A real `mlflow models serve` on a loopback port, bundled weights (no Hub): PNGs posted as
+    base64 get the in-process predictions; a bad image gets a 400 with its reason, and the
+    server keeps serving. The server is stopped here."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from conftest import free_port
+
+    app, g, sel, images = world
+    path = app.selection.save_ensemble(sel, tmp_path / "model", bundle=True)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(path), "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "mlflow models serve did not start in 90 s"
+            time.sleep(0.5)
+        b64 = [base64.b64encode(p.read_bytes()).decode() for p in images]
+        r = httpx.post(f"{url}/invocations", timeout=60, json={
+            "dataframe_split": {"columns": ["image"], "data": [[x] for x in b64]}})
+        assert r.status_code == 200, r.text[:500]
+        served = pd.DataFrame(r.json()["predictions"])
+        want = _expected(app, sel, images)
+        cols = [f"p:{c}" for c in sel.result.classes]
+        np.testing.assert_allclose(served[cols].to_numpy(), want, rtol=1e-5, atol=1e-7)
+        bad = httpx.post(f"{url}/invocations", timeout=60, json={
+            "dataframe_split": {"columns": ["image"],
+                                "data": [[b64[0]], [base64.b64encode(b"no png").decode()]]}})
+        assert bad.status_code == 400 and "row 1: " in bad.json()["message"]
+        assert "not a readable image" in bad.json()["message"]
+        assert httpx.get(f"{url}/ping", timeout=5).status_code == 200  # still serving
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.mark.slow
+def test_registered_versions_load_by_uri_and_mll_predict_prints_their_answers(
+        world, tmp_path: Path) -> None:
+    """`register` makes versions 1 and 2 of a registered model tagged with the members; the
+    version loads by its models:/ URI (no pickle: the loader module reads the spec) and `mll
+    predict` prints the classes and probabilities the in-process computation gives."""
+    from typer.testing import CliRunner
+
+    from mll_registry.cli.main import app as cli
+
+    app, g, sel, images = world
+    first = app.selection.register(sel, "pets-ensemble")
+    second = app.selection.register(sel, "pets-ensemble", bundle=True)
+    assert (first["version"], second["version"]) == ("1", "2")
+    v = app.registry.client.get_model_version("pets-ensemble", "2")
+    assert v.tags["mll.members"] == ",".join(sel.result.selected_models())
+    assert v.tags["mll.bundled"] == "true" and v.tags["mll.calibration"] == "graph"
+    want = _expected(app, sel, images)
+    got = app.selection.predict("models:/pets-ensemble/1", [str(p) for p in images])
+    cols = [f"p:{c}" for c in sel.result.classes]
+    np.testing.assert_allclose(got[cols].to_numpy(), want, rtol=1e-5, atol=1e-7)
+    res = CliRunner().invoke(cli, ["predict", "--model", "models:/pets-ensemble/2",
+                                   "--data-dir", app.settings.data_dir, "--json",
+                                   *map(str, images)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["predictions"]
+    classes = sel.result.classes
+    assert [r["class"] for r in rows] == [classes[int(j)] for j in want.argmax(1)]
+    assert [r["probability"] for r in rows] == pytest.approx(want.max(1), abs=6e-5)
+    bad = CliRunner().invoke(cli, ["predict", "--model", "models:/pets-ensemble/2",
+                                   "--data-dir", app.settings.data_dir, "/no/such.png"])
+    assert bad.exit_code == 2 and "no such image file: /no/such.png" in bad.output
