@@ -73,9 +73,9 @@ def _expected(app, sel, images: list[Path]) -> np.ndarray:
 @pytest.mark.parametrize("bundle", [False, True])
 def test_the_saved_ensemble_loads_with_pyfunc_and_predicts_what_reuse_computes(
         world, tmp_path: Path, bundle: bool) -> None:
-    import mlflow.pyfunc
-
     import dataclasses
+
+    import mlflow.pyfunc
 
     app, g, sel, images = world
     # each class routed to another model, so that the pooled vote differs from per-class votes
