@@ -150,8 +150,12 @@ def select_models(
         description="graph: each model's probabilities at the logit scale its label fitted on "
                     "the graph's images (like with like); none: the model's own")] =
         DEFAULTS.calibration,  # type: ignore[assignment]
+    register: Annotated[str, Field(
+        description="Register the selection as a new version of this MLflow model (an "
+                    "ensemble that `mlflow models serve` serves); empty: do not register")] = "",
 ) -> dict[str, Any]:
-    """Select models per class for a task; evaluate the ensemble when data is given."""
+    """Select models per class for a task; evaluate the ensemble when data is given; register
+    it as a deployable ensemble when ``register`` names a model."""
     from mll_registry.selection.reuse import ReuseResult
 
     clean_env()
@@ -161,6 +165,8 @@ def select_models(
     reuse = (ReuseResult.from_json(evaluate_ensemble(selection, data_path, device))
              if data_path else None)
     logged = log_run(selection, reuse)
+    registered = (register_ensemble(selection, logged["run_id"], register) if register
+                  else None)
     sel = selection.result  # type: ignore[attr-defined]  # a sync task returns its value
     rows = [{"class": c["class"], "models": ", ".join(m["model"].rsplit("/", 1)[-1]
                                                       for m in c["models"]),
@@ -185,7 +191,18 @@ def select_models(
                     f"{reuse.ensemble['top5']:.3f} on {reuse.n_images} images; alone: " +
                     ", ".join(f"{m.rsplit('/', 1)[-1]} {a['top1']:.3f}"
                               for m, a in reuse.per_model.items()))
+    if registered:
+        summary += (f"\n\nRegistered as `{registered['uri']}`: serve it with `mlflow models "
+                    f"serve -m {registered['uri']} --env-manager local`.")
     create_markdown_artifact(summary, key=f"{key}-run")
     get_run_logger().info("selection logged: %s", logged["link"])
     return {"mlflow_run_id": logged["run_id"], "selection": sel.to_dict(),
-            "reuse": reuse.to_dict() if reuse is not None else None}
+            "reuse": reuse.to_dict() if reuse is not None else None,
+            "registered": registered}
+
+
+@task
+def register_ensemble(selection: Any, run_id: str, name: str) -> dict[str, str]:
+    """The selection registered as a new version of ensemble ``name`` with its run."""
+    selection.run_id = run_id
+    return app().selection.register(selection, name)

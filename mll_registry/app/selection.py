@@ -192,3 +192,59 @@ class SelectionService:
             if env is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = env
         return model.predict(pd.DataFrame({"image": list(images)}))
+
+    def promote(self, name: str, version: str, task: Task | str | os.PathLike[str] | None = None,
+                data: str | os.PathLike[str] | None = None, *, alias: str = "champion",
+                margin: float = 0.0, force: bool = False) -> dict[str, Any]:
+        """Champion and challenger: move ``alias`` of registered ensemble ``name`` to
+        ``version`` only when it wins. With task data, both versions are measured on the same
+        images (top-1), both figures go to one MLflow run (experiment ``mll-promotion``), and
+        the challenger wins when its top-1 beats the champion's by more than ``margin``. The
+        first version to ask becomes champion. Without data the alias moves only with ``force``.
+        Rerunning for the version that holds the alias changes nothing.
+        """
+        from mlflow.exceptions import MlflowException
+
+        from mll_registry.selection.reuse import TaskImages
+        from mll_registry.task import Task
+
+        client = self.app.registry.client
+        try:
+            champion: str | None = str(client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            champion = None
+        out: dict[str, Any] = {"name": name, "alias": alias, "challenger": str(version),
+                               "champion": champion, "margin": margin}
+        if champion == str(version):
+            return {**out, "decision": "already", "moved": False}
+        scores: dict[str, float] = {}
+        if task is not None:
+            t = task if isinstance(task, Task) else Task.from_yaml(task)
+            images = TaskImages.from_task(t, data)
+            for v in filter(None, (str(version), champion)):
+                pred = self.predict(f"models:/{name}/{v}", [str(p) for p in images.paths])
+                want = [images.classes[int(i)] for i in images.targets]
+                scores[v] = float((pred["class"].to_numpy() == want).mean())
+        if champion is None:
+            decision = "first"
+        elif str(version) in scores and champion in scores:
+            decision = ("won" if scores[str(version)] > scores[champion] + margin else "lost")
+        else:
+            decision = "forced" if force else "no data"
+        moved = decision in ("first", "won", "forced")
+        if moved:
+            client.set_registered_model_alias(name, alias, str(version))
+        out.update(decision=decision, moved=moved, top1=scores)
+        if scores:
+            reg = self.app.registry
+            with reg.run("mll-promotion", f"promote {name} v{version}", {
+                    "mll.kind": "promotion", "mll.model": name,
+                    "mll.decision": decision}) as rid:
+                for k, val in {"challenger": version, "champion": champion or "-",
+                               "alias": alias, "margin": margin}.items():
+                    client.log_param(rid, k, str(val))
+                client.log_metric(rid, "challenger_top1", scores[str(version)])
+                if champion in scores:
+                    client.log_metric(rid, "champion_top1", scores[str(champion)])
+            out["run_id"] = rid
+        return out

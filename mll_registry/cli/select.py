@@ -195,6 +195,37 @@ def predict_cmd(
     SafeConsole().print(tab)
 
 
+def promote_cmd(
+    model: Annotated[str, typer.Option("--model", help="Registered ensemble name.")],
+    version: Annotated[str, typer.Option("--version", help="The challenger's version.")],
+    task: Annotated[Path | None, typer.Option(
+        "--task", help="Task YAML whose labelled images decide (its `data`, or --data).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Image folder, one sub-folder per class (default: the task's `data`).")] = None,
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    margin: Annotated[float, typer.Option(
+        help="Top-1 the challenger must gain over the champion to take the alias.")] = 0.0,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Without task data: move the alias anyway.")] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Champion and challenger: move the alias to a new ensemble version only when it wins."""
+    a = open_app(data_dir)
+    with boundary(ValueError):
+        out = a.selection.promote(model, version, task, data, alias=alias, margin=margin,
+                                  force=force)
+    if as_json:
+        emit(out)
+        return
+    top = out.get("top1") or {}
+    figures = ", ".join(f"v{v} {t:.3f}" for v, t in top.items())
+    console.print(f"{model}@{alias}: {out['decision']}"
+                  + (f" ({figures})" if figures else "")
+                  + (f"; now v{version}" if out["moved"] else
+                     f"; stays v{out['champion']}" if out["champion"] else ""), soft_wrap=True)
+
+
 def reuse_cmd(
     task: TaskOpt,
     data: Annotated[Path | None, typer.Option(

@@ -98,8 +98,12 @@ def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], label
         shutil.copytree(pets / c, data / c)
     out = select_models(task_name="dogs-and-cats", classes=["dog", "cat"], domain="cartoon emoji",
                         k=1, data_path=str(data), graph=str(world["tmp"] / "graph"),
-                        device="cpu", source_weighting="domain")
+                        device="cpu", source_weighting="domain", register="dogs-and-cats")
     run = Registry().client.get_run(out["mlflow_run_id"])
+    # registered as a deployable ensemble with the selection's run, the members it chose
+    mv = Registry().client.get_model_version("dogs-and-cats", out["registered"]["version"])
+    assert mv.run_id == out["mlflow_run_id"] and out["registered"]["uri"] == "models:/dogs-and-cats/1"
+    assert mv.tags["mll.members"] == ",".join(out["selection"]["selected_models"])
     assert run.data.params["task"] == "dogs-and-cats" and run.data.params["k"] == "1"
     assert run.data.metrics["top1"] == pytest.approx(out["reuse"]["ensemble"]["top1"], abs=1e-4)
     assert out["reuse"]["images"] == 12
@@ -112,6 +116,7 @@ def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], label
     assert {"selection-dogs-and-cats", "selection-dogs-and-cats-run"} <= set(arts)
     md = str(arts["selection-dogs-and-cats-run"].data)
     assert "| toy | 1.000 |" in md and "one sample source" in md
+    assert "Registered as `models:/dogs-and-cats/1`" in md
 
 
 def test_extend_graph_flow_publishes_the_child_and_labels_each_model_incrementally(

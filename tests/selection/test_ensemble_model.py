@@ -210,3 +210,54 @@ def test_registered_versions_load_by_uri_and_mll_predict_prints_their_answers(
     bad = CliRunner().invoke(cli, ["predict", "--model", "models:/pets-ensemble/2",
                                    "--data-dir", app.settings.data_dir, "/no/such.png"])
     assert bad.exit_code == 2 and "no such image file: /no/such.png" in bad.output
+
+
+@pytest.mark.slow
+def test_the_alias_moves_only_to_a_challenger_that_wins(world, tmp_path: Path) -> None:
+    """Three versions routed to single models of different measured accuracy (computed here,
+    independently): the first becomes champion, a better one takes the alias, a worse one
+    leaves it where it is, a rerun changes nothing, and without data only --force moves it."""
+    import dataclasses
+    import shutil
+
+    from mll_registry.task import Task, TaskClass
+
+    app, g, sel, images = world
+    data = tmp_path / "data"
+    for p in images:
+        (data / p.stem.split("-")[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, data / p.stem.split("-")[0] / p.name)
+    task = Task("pets", [TaskClass(c) for c in CODEPOINTS], domain="cartoon emoji")
+    files = sorted(data.rglob("*.png"), key=lambda p: (list(CODEPOINTS).index(p.parent.name), p.name))
+    y = np.array([list(CODEPOINTS).index(p.parent.name) for p in files])
+
+    def single(m: int):  # every class routed to model m alone
+        res = dataclasses.replace(sel.result, chosen=np.full((3, 1), m))
+        return dataclasses.replace(sel, result=res, run_id=None)
+
+    acc = {m: float(np.mean(_expected(app, single(m), files).argmax(1) == y)) for m in range(3)}
+    worst, best = min(acc, key=acc.get), max(acc, key=acc.get)
+    assert acc[best] > acc[worst], acc
+    name = "pets-promotion"
+    v1 = app.selection.register(single(worst), name)["version"]
+    v2 = app.selection.register(single(best), name)["version"]
+    v3 = app.selection.register(single(worst), name)["version"]
+    first = app.selection.promote(name, v1, task, data)
+    assert first["decision"] == "first" and first["moved"]
+    won = app.selection.promote(name, v2, task, data)
+    assert won["decision"] == "won" and won["top1"] == {v2: pytest.approx(acc[best]),
+                                                        v1: pytest.approx(acc[worst])}
+    client = app.registry.client
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v2
+    run = client.get_run(won["run_id"])
+    assert run.data.metrics["challenger_top1"] == pytest.approx(acc[best])
+    assert run.data.metrics["champion_top1"] == pytest.approx(acc[worst])
+    lost = app.selection.promote(name, v3, task, data)
+    assert lost["decision"] == "lost" and not lost["moved"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v2
+    again = app.selection.promote(name, v2, task, data)
+    assert again["decision"] == "already" and not again["moved"] and "run_id" not in again
+    assert app.selection.promote(name, v3)["decision"] == "no data"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v2
+    assert app.selection.promote(name, v3, force=True)["decision"] == "forced"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v3
