@@ -206,3 +206,32 @@ def register_ensemble(selection: Any, run_id: str, name: str) -> dict[str, str]:
     """The selection registered as a new version of ensemble ``name`` with its run."""
     selection.run_id = run_id
     return app().selection.register(selection, name)
+
+
+@flow(name="promote-ensemble", log_prints=True,
+      flow_run_name="promote {name} v{version}")
+def promote_ensemble(
+    name: Annotated[str, Field(description="Registered ensemble (mll select --register NAME)")],
+    version: Annotated[str, Field(description="The challenger's version")],
+    task_name: Annotated[str, Field(description="Task whose labelled images decide")] = "",
+    classes: Annotated[list[str], Field(description="Its class names, as in the task")] = [],  # noqa: B006
+    data_path: Annotated[str, Field(
+        description="Image folder on the worker, one sub-folder per class; empty: no "
+                    "measurement (the alias moves only for the first version, or with force)")]
+        = "",
+    alias: Annotated[str, Field(description="The alias to move")] = "champion",
+    margin: Annotated[float, Field(
+        ge=0.0, description="Top-1 the challenger must gain over the champion")] = 0.0,
+    force: Annotated[bool, Field(description="Without data: move the alias anyway")] = False,
+) -> dict[str, Any]:
+    """Champion and challenger: measure a new ensemble version against the one holding the
+    alias on the task's images and move the alias only when it wins (App.selection.promote)."""
+    from mll_registry.task import Task, TaskClass
+
+    clean_env()
+    task = (Task(task_name or name, [TaskClass(c) for c in classes]) if data_path and classes
+            else None)
+    out = app().selection.promote(name, version, task, data_path or None, alias=alias,
+                                  margin=margin, force=force)
+    get_run_logger().info("%s@%s: %s (%s)", name, alias, out["decision"], out.get("top1"))
+    return out

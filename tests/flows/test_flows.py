@@ -117,6 +117,15 @@ def test_select_models_flow_logs_run_and_artifacts(world: dict[str, Path], label
     md = str(arts["selection-dogs-and-cats-run"].data)
     assert "| toy | 1.000 |" in md and "one sample source" in md
     assert "Registered as `models:/dogs-and-cats/1`" in md
+    # the promotion flow: the first version takes the alias, measured on the same images
+    from flows.selection import promote_ensemble
+
+    pro = promote_ensemble(name="dogs-and-cats", version="1", classes=["dog", "cat"],
+                           data_path=str(data))
+    assert pro["decision"] == "first" and pro["top1"]["1"] == pytest.approx(
+        out["reuse"]["ensemble"]["top1"], abs=1e-4)  # the ensemble reuse measured, served
+    assert Registry().client.get_model_version_by_alias("dogs-and-cats", "champion").version \
+        in (1, "1")
 
 
 def test_extend_graph_flow_publishes_the_child_and_labels_each_model_incrementally(
