@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from mll_registry.cli.common import DataDirOpt, JsonOpt, boundary, console, emit, open_app
@@ -21,3 +23,27 @@ def registry_migrate(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> N
     for m in moved:
         console.print(f"{m['from']} -> {m['to']} ({m['versions']} version(s))")
     console.print(f"{len(moved)} registered model(s) or version(s) updated")
+
+
+@registry_app.command("ensembles")
+def registry_ensembles(
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Only the ensembles that use this MODEL_REF.")] = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Registered ensembles (mll select --register), which models they use, and which versions
+    are stale (a member relabelled or at a new revision since); stale versions get the tag
+    ``mll.stale``."""
+    a = open_app(data_dir)
+    with boundary():
+        found = a.selection.ensembles(model)
+    if as_json:
+        emit(found)
+        return
+    for e in found:
+        aliases = f" @{', @'.join(e['aliases'])}" if e["aliases"] else ""
+        state = "stale: " + "; ".join(e["stale"]) if e["stale"] else "current"
+        console.print(f"models:/{e['name']}/{e['version']}{aliases}: {len(e['members'])} "
+                      f"models, {state}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"{len(found)} ensemble version(s)", highlight=False)

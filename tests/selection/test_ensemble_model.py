@@ -261,3 +261,45 @@ def test_the_alias_moves_only_to_a_challenger_that_wins(world, tmp_path: Path) -
     assert str(client.get_model_version_by_alias(name, "champion").version) == v2
     assert app.selection.promote(name, v3, force=True)["decision"] == "forced"
     assert str(client.get_model_version_by_alias(name, "champion").version) == v3
+
+
+@pytest.mark.slow
+def test_a_member_at_a_new_revision_makes_the_ensemble_versions_using_it_stale(
+        world, tmp_path: Path) -> None:
+    """An ensemble pins each member's revision and label; when a member's weights change and
+    it is relabelled, the versions using it are listed stale (and tagged), the others not."""
+    import dataclasses
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+    from typer.testing import CliRunner
+
+    from mll_registry.cli.main import app as cli
+
+    app, g, sel, images = world
+    copy = tmp_path / "vit-copy"
+    shutil.copytree(DEMO / "vit-animals", copy)
+    ref = f"local-dir:{copy}"
+    app.labelling.label(ref, g)
+    fresh = app.selection.select(sel.task, g)
+    res = fresh.result
+    res = dataclasses.replace(res, chosen=np.full((len(res.classes), 1), res.models.index(ref)))
+    reg = app.selection.register(dataclasses.replace(fresh, result=res), "copy-ensemble")
+    listed = {(e["name"], e["version"]): e for e in app.selection.ensembles(ref)}
+    assert list(listed) == [("copy-ensemble", reg["version"])]  # only the one using the copy
+    assert listed[("copy-ensemble", reg["version"])]["stale"] == []
+    weights = copy / "open_clip_model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name] = (tensors[name] * 1.5).astype(tensors[name].dtype)
+    save_file(tensors, str(weights))
+    app.labelling.label(ref, g)  # the new revision is labelled
+    e = app.selection.ensembles(ref)[0]
+    assert len(e["stale"]) == 1 and e["stale"][0].startswith(f"{ref}: new revision sha256:")
+    v = app.registry.client.get_model_version("copy-ensemble", reg["version"])
+    assert v.tags["mll.stale"] == e["stale"][0]
+    others = [x for x in app.selection.ensembles() if x["name"] != "copy-ensemble"]
+    assert all(x["stale"] == [] for x in others)
+    res_cli = CliRunner().invoke(cli, ["registry", "ensembles", "--model", ref, "--data-dir",
+                                       app.settings.data_dir])
+    assert res_cli.exit_code == 0 and "stale: " in res_cli.output, res_cli.output
