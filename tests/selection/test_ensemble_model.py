@@ -136,8 +136,23 @@ def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_pat
     import httpx
     from conftest import free_port
 
+    import dataclasses
+    import shutil
+
     app, g, sel, images = world
+    # a member whose folder is gone by the time the model is served: only its bundled copy
+    copy = tmp_path / "gone" / "vit-all-colour"
+    shutil.copytree(DEMO / "vit-all-colour", copy)
+    app.labelling.label(f"local-dir:{copy}", g)
+    fresh = app.selection.select(sel.task, g)
+    res = fresh.result
+    chosen = np.array([[res.models.index(f"local-dir:{copy}")],
+                       [res.models.index(f"local-dir:{DEMO / 'vit-animals'}")],
+                       [res.models.index(f"local-dir:{copy}")]])
+    sel = dataclasses.replace(fresh, result=dataclasses.replace(res, chosen=chosen))
+    want = _expected(app, sel, images)
     path = app.selection.save_ensemble(sel, tmp_path / "model", bundle=True)
+    shutil.rmtree(tmp_path / "gone")
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
@@ -161,7 +176,6 @@ def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_pat
             "dataframe_split": {"columns": ["image"], "data": [[x] for x in b64]}})
         assert r.status_code == 200, r.text[:500]
         served = pd.DataFrame(r.json()["predictions"])
-        want = _expected(app, sel, images)
         cols = [f"p:{c}" for c in sel.result.classes]
         np.testing.assert_allclose(served[cols].to_numpy(), want, rtol=1e-5, atol=1e-7)
         bad = httpx.post(f"{url}/invocations", timeout=60, json={
