@@ -65,6 +65,9 @@ def query_best(
 def query_label(
     model_ref: Annotated[str, typer.Argument(help="MODEL_REF or a registered model name.")],
     graph: GraphOpt = None,
+    ensembles: Annotated[bool, typer.Option(
+        "--ensembles", help="Also list the registered ensembles that use the model (and "
+        "whether they are stale); asks the registry.")] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -79,6 +82,11 @@ def query_label(
     out = {**v.to_dict(), "mean_acc5": round(float(s["acc5"].mean()), 4),
            "strongest": s.head(10)[["node_id", "acc1", "acc5"]].round(4).to_dict("records"),
            "weakest": s.tail(10)[["node_id", "acc1", "acc5"]].round(4).to_dict("records")}
+    if ensembles:
+        with boundary(ValueError):
+            used = a.selection.ensembles(str(out.get("model_ref") or model_ref))
+        out["ensembles"] = [{"uri": f"models:/{e['name']}/{e['version']}",
+                             "aliases": e["aliases"], "stale": e["stale"]} for e in used]
     if as_json:
         emit(out)
         return
@@ -88,3 +96,7 @@ def query_label(
                                             for r in out["strongest"]))
     console.print("weakest: " + ", ".join(f"{r['node_id']} {r['acc1']:.2f}"
                                           for r in out["weakest"]))
+    if ensembles:
+        console.print("used by ensembles: " + (", ".join(
+            e["uri"] + (" (stale)" if e["stale"] else "") for e in out["ensembles"]) or "none"),
+            soft_wrap=True, highlight=False, markup=False)

@@ -271,6 +271,14 @@ class PyfuncEnsemble:
             raise MlflowException(str(exc), error_code=BAD_REQUEST) from exc
 
 
+def pinned(m: Member) -> str:
+    """The member's MODEL_REF at the Hub revision it was selected on (``hf-hub:ORG/NAME@SHA``);
+    other schemes pin by content, checked by the loader."""
+    if m.ref.startswith("hf-hub:") and "@" not in m.ref and m.revision:
+        return f"{m.ref}@{m.revision}"
+    return m.ref
+
+
 def loader(path: str | os.PathLike[str], device: str = "cpu") -> Callable[[int, Member], Any]:
     """Load members from ``path/members/<i>`` when bundled, else by their MODEL_REF (Hub cache,
     the pinned revision), through the safe loader either way."""
@@ -280,8 +288,7 @@ def loader(path: str | os.PathLike[str], device: str = "cpu") -> Callable[[int, 
 
     def load_member(i: int, m: Member) -> Any:
         folder = base / str(i)
-        ref = f"local-dir:{folder}" if folder.is_dir() else m.ref
-        return load(ref, device=device)
+        return load(f"local-dir:{folder}" if folder.is_dir() else pinned(m), device=device)
 
     return load_member
 

@@ -128,16 +128,15 @@ def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_pat
     """A real `mlflow models serve` on a loopback port, bundled weights (no Hub): PNGs posted as
     base64 get the in-process predictions; a bad image gets a 400 with its reason, and the
     server keeps serving. The server is stopped here."""
+    import dataclasses
     import os
+    import shutil
     import subprocess
     import sys
     import time
 
     import httpx
     from conftest import free_port
-
-    import dataclasses
-    import shutil
 
     app, g, sel, images = world
     # a member whose folder is gone by the time the model is served: only its bundled copy
@@ -317,3 +316,11 @@ def test_a_member_at_a_new_revision_makes_the_ensemble_versions_using_it_stale(
     res_cli = CliRunner().invoke(cli, ["registry", "ensembles", "--model", ref, "--data-dir",
                                        app.settings.data_dir])
     assert res_cli.exit_code == 0 and "stale: " in res_cli.output, res_cli.output
+
+
+def test_hub_members_load_at_the_revision_they_were_selected_on() -> None:
+    from mll_registry.selection.ensemble import Member, pinned
+
+    assert pinned(Member("hf-hub:org/name", "abc123", 10.0)) == "hf-hub:org/name@abc123"
+    assert pinned(Member("hf-hub:org/name@v2", "abc123", 10.0)) == "hf-hub:org/name@v2"
+    assert pinned(Member("local-dir:/m", "sha256:ff", 10.0)) == "local-dir:/m"
