@@ -79,7 +79,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("other-sense-ignored", "a name resolving under another sense is flagged as before",
       "mll_registry/selection/matching.py", '        return "other_sense"\n',
       '        pass\n',
-      ("tests/selection/test_class_senses.py",)),
+      ("tests/selection/test_class_senses.py::test_a_name_whose_chosen_sense_is_absent_matches_its_other_sense_when_that_is_the_top_node",)),
     M("calibration-ignored-in-reuse", "reuse takes every model at its own scale",
       "mll_registry/selection/reuse.py",
       "    probs = [cache.get(ref, load, scale_of(ref)) for ref in used]\n",

@@ -83,8 +83,26 @@ class LabellingService:
                                     reason="already labelled with these settings")
         run, path = labelled(None)
         stored = st.put(key, res, run.label, path, force=force)
+        if stored.created and (store or a.settings.label_store) == "registry":
+            self._mark_stale_ensembles(str(res.ref), store)
         return LabelOutcome("labelled" if stored.created else "skipped", h, identity,
                             st.describe(stored), run.summary(path))
+
+    def _mark_stale_ensembles(self, ref: str, store: str | None) -> None:
+        """A new label of ``ref`` in the registry: the registered ensembles using it are checked
+        and tagged ``mll.stale`` (:func:`~mll_registry.app.selection.ensemble_versions`); other
+        stores are checked by `mll registry ensembles`. Never fails the labelling: a registry
+        that cannot be asked is logged."""
+        from mll_registry.app.selection import ensemble_versions
+
+        try:
+            stale = [e for e in ensemble_versions(self.app, ref, store) if e["stale"]]
+        except Exception as exc:  # noqa: BLE001 - the label is stored; the check is a courtesy
+            log.warning("could not check the ensembles using %s: %s", ref, exc)
+            return
+        for e in stale:
+            log.warning("ensemble models:/%s/%s is stale: %s", e["name"], e["version"],
+                        "; ".join(e["stale"]))
 
     def parent_embeddings(self, store: LabelStore, key: LabelKey,
                           graph: SemanticGraph) -> LabelEmbeddings | None:

@@ -260,41 +260,48 @@ class SelectionService:
     def ensembles(self, model_ref: str | None = None, *, store: str | None = None
                   ) -> list[dict[str, Any]]:
         """Every registered ensemble version (those using ``model_ref`` when given) and whether
-        it is stale: a member whose label on the ensemble's graph is gone, or whose revision or
-        label changed since the version pinned them (``mll.pins``). A stale version is tagged
-        ``mll.stale`` with the reasons; the tag is removed once it is fresh again."""
-        import json
+        it is stale (:func:`ensemble_versions`, which tags them)."""
+        return ensemble_versions(self.app, model_ref, store)
 
-        client = self.app.registry.client
-        st = self.app.label_store(store)
-        current: dict[tuple[str, str], dict[str, Path]] = {}
-        out = []
-        for rm in client.search_registered_models(filter_string="tags.`mll.kind` = 'ensemble'"):
-            for mv in client.search_model_versions(f"name = '{rm.name}'"):
-                members = [m for m in (mv.tags.get("mll.members") or "").split(",") if m]
-                if model_ref and model_ref not in members:
+
+def ensemble_versions(parts: Parts, model_ref: str | None = None, store: str | None = None
+                      ) -> list[dict[str, Any]]:
+    """Every registered ensemble version (those using ``model_ref`` when given) and whether
+    it is stale: a member whose label on the ensemble's graph is gone, or whose revision or
+    label changed since the version pinned them (``mll.pins``). A stale version is tagged
+    ``mll.stale`` with the reasons; the tag is removed once it is fresh again."""
+    import json
+
+    client = parts.registry.client
+    st = parts.label_store(store)
+    current: dict[tuple[str, str], dict[str, Path]] = {}
+    out = []
+    for rm in client.search_registered_models(filter_string="tags.`mll.kind` = 'ensemble'"):
+        for mv in client.search_model_versions(f"name = '{rm.name}'"):
+            members = [m for m in (mv.tags.get("mll.members") or "").split(",") if m]
+            if model_ref and model_ref not in members:
+                continue
+            key = (mv.tags.get("mll.graph_version", ""), mv.tags.get("mll.label_hash", ""))
+            if key not in current:
+                current[key] = dict(st.label_dirs(*key)) if all(key) else {}
+            pins = json.loads(mv.tags.get("mll.pins") or "{}")
+            reasons = []
+            for ref, pin in pins.items():
+                path = current[key].get(ref)
+                if path is None:
+                    reasons.append(f"{ref}: no label on graph {key[0]} any more")
                     continue
-                key = (mv.tags.get("mll.graph_version", ""), mv.tags.get("mll.label_hash", ""))
-                if key not in current:
-                    current[key] = dict(st.label_dirs(*key)) if all(key) else {}
-                pins = json.loads(mv.tags.get("mll.pins") or "{}")
-                reasons = []
-                for ref, pin in pins.items():
-                    path = current[key].get(ref)
-                    if path is None:
-                        reasons.append(f"{ref}: no label on graph {key[0]} any more")
-                        continue
-                    meta = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
-                    if meta.get("revision") != pin.get("revision"):
-                        reasons.append(f"{ref}: new revision {meta.get('revision')}")
-                    elif (meta.get("checksums") or {}).get("label.safetensors") != pin.get("label"):
-                        reasons.append(f"{ref}: new label version")
-                stale = "; ".join(reasons)
-                if stale and mv.tags.get("mll.stale") != stale[:5000]:
-                    client.set_model_version_tag(rm.name, mv.version, "mll.stale", stale[:5000])
-                elif not stale and "mll.stale" in mv.tags:
-                    client.delete_model_version_tag(rm.name, mv.version, "mll.stale")
-                out.append({"name": rm.name, "version": str(mv.version), "members": members,
-                            "aliases": list(getattr(mv, "aliases", []) or []),
-                            "stale": reasons})
-        return out
+                meta = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
+                if meta.get("revision") != pin.get("revision"):
+                    reasons.append(f"{ref}: new revision {meta.get('revision')}")
+                elif (meta.get("checksums") or {}).get("label.safetensors") != pin.get("label"):
+                    reasons.append(f"{ref}: new label version")
+            stale = "; ".join(reasons)
+            if stale and mv.tags.get("mll.stale") != stale[:5000]:
+                client.set_model_version_tag(rm.name, mv.version, "mll.stale", stale[:5000])
+            elif not stale and "mll.stale" in mv.tags:
+                client.delete_model_version_tag(rm.name, mv.version, "mll.stale")
+            out.append({"name": rm.name, "version": str(mv.version), "members": members,
+                        "aliases": list(getattr(mv, "aliases", []) or []),
+                        "stale": reasons})
+    return out
