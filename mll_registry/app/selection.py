@@ -101,11 +101,13 @@ class SelectionService:
         return r
 
     def save_ensemble(self, sel: Selection, path: str | os.PathLike[str], *,
-                      bundle: bool = False) -> Path:
+                      bundle: bool = False,
+                      metas: dict[str, dict[str, Any]] | None = None) -> Path:
         """Save selection ``sel`` as an MLflow ``python_function`` model at ``path`` (a new
         folder): :mod:`mll_registry.selection.ensemble`'s spec as its data, loaded by that module
         (no pickle); ``bundle`` copies each member's weight folder in, so that serving needs no
-        Hub. Returns the model folder.
+        Hub. ``metas``: the members' label metas when the caller has them (else read here).
+        Returns the model folder.
 
         Raises:
             SelectionError: ``bundle`` is asked for a member whose weights are not on disk here.
@@ -130,8 +132,7 @@ class SelectionService:
 
         s = self.app.settings
         res = sel.result
-        labels = self.labels(sel.graph)
-        metas = {r: dict(labels[r].meta) for r in res.selected_models() if r in labels}
+        metas = metas if metas is not None else self._member_metas(sel)
         spec = spec_from_selection(res, s.prompts, s.weighting, metas)
         out = Path(path)
         with tempfile.TemporaryDirectory() as tmp:
@@ -155,6 +156,11 @@ class SelectionService:
                 metadata={"mll_ensemble": ENSEMBLE_FORMAT, "task": spec.task})
         return out
 
+    def _member_metas(self, sel: Selection) -> dict[str, dict[str, Any]]:
+        """The label metas of the models ``sel`` uses (their labels opened by header)."""
+        labels = self.mapped_labels(sel.graph)
+        return {r: dict(labels[r].meta) for r in sel.result.selected_models() if r in labels}
+
     def register(self, sel: Selection, name: str, *, bundle: bool = False) -> dict[str, str]:
         """Register selection ``sel`` as a new version of MLflow model ``name`` (logged with the
         selection's run, which is made when ``sel`` has none): :meth:`save_ensemble`'s folder,
@@ -166,10 +172,10 @@ class SelectionService:
         sel.run_id = rid
         import json
 
-        labels = self.labels(sel.graph)
-        pins = {r: {"revision": labels[r].meta.get("revision"),
-                    "label": (labels[r].meta.get("checksums") or {}).get("label.safetensors")}
-                for r in res.selected_models() if r in labels}
+        metas = self._member_metas(sel)
+        pins = {r: {"revision": m.get("revision"),
+                    "label": (m.get("checksums") or {}).get("label.safetensors")}
+                for r, m in metas.items()}
         tags = {"mll.task": sel.task.name, "mll.graph_version": sel.graph.version,
                 "mll.label_hash": self.app.settings.label_hash(),
                 "mll.members": ",".join(res.selected_models())[:5000],
@@ -177,7 +183,7 @@ class SelectionService:
                 "mll.reuse_mode": res.reuse_mode, "mll.calibration": res.calibration,
                 "mll.bundled": str(bundle).lower()}
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.save_ensemble(sel, Path(tmp) / "model", bundle=bundle)
+            path = self.save_ensemble(sel, Path(tmp) / "model", bundle=bundle, metas=metas)
             version = self.app.registry.register_model_dir(
                 rid, path, name, tags,
                 description=f"MLL ensemble for {sel.task.name}: {len(res.classes)} classes, "
