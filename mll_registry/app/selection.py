@@ -126,6 +126,7 @@ class SelectionService:
             MEMBERS_DIR,
             SPEC_FILE,
             input_example,
+            prob_column,
             spec_from_selection,
         )
         from mll_registry.selection.select import SelectionError
@@ -148,7 +149,7 @@ class SelectionService:
             signature = ModelSignature(
                 inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
                 outputs=Schema([ColSpec("string", "class"),
-                                *(ColSpec("double", f"p:{c}") for c in spec.classes)]))
+                                *(ColSpec("double", prob_column(c)) for c in spec.classes)]))
             mlflow.pyfunc.save_model(
                 str(out), loader_module="mll_registry.selection.ensemble", data_path=str(data),
                 signature=signature, input_example=input_example(),
@@ -165,13 +166,12 @@ class SelectionService:
         """Register selection ``sel`` as a new version of MLflow model ``name`` (logged with the
         selection's run, which is made when ``sel`` has none): :meth:`save_ensemble`'s folder,
         tagged with its members, graph, reuse mode and calibration."""
+        import json
         import tempfile
 
         res = sel.result
         rid = sel.run_id or self.log(sel)
         sel.run_id = rid
-        import json
-
         metas = self._member_metas(sel)
         pins = {r: {"revision": m.get("revision"),
                     "label": (m.get("checksums") or {}).get("label.safetensors")}
@@ -196,16 +196,12 @@ class SelectionService:
         folder) from this App's registry and predict ``images`` (paths)."""
         import mlflow.pyfunc
         import pandas as pd
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-        env = os.environ.get("MLFLOW_TRACKING_URI")  # MLflow's context manager unsets it
-        try:
-            with _use_tracking_uri(self.app.registry.uri):
-                model = mlflow.pyfunc.load_model(model_uri)
-        finally:
-            if env is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = env
-        return model.predict(pd.DataFrame({"image": list(images)}))
+        from mll_registry.selection.ensemble import IMAGE_COLUMN
+
+        with self.app.registry.process_uri():
+            model = mlflow.pyfunc.load_model(model_uri)
+        return model.predict(pd.DataFrame({IMAGE_COLUMN: list(images)}))
 
     def promote(self, name: str, version: str, task: Task | str | os.PathLike[str] | None = None,
                 data: str | os.PathLike[str] | None = None, *, alias: str = "champion",

@@ -182,7 +182,10 @@ def predict_cmd(
         if missing:
             raise ValueError(f"no such image file: {missing[0]}")
         out = a.selection.predict(model, [str(p) for p in images])
-    rows = [{"image": str(p), "class": c, "probability": round(float(out.iloc[i][f"p:{c}"]), 4)}
+    from mll_registry.selection.ensemble import prob_column
+
+    rows = [{"image": str(p), "class": c,
+             "probability": round(float(out.iloc[i][prob_column(c)]), 4)}
             for i, (p, c) in enumerate(zip(images, out["class"], strict=True))]
     if as_json:
         emit({"model": model, "predictions": rows})

@@ -58,11 +58,15 @@ class PseudoEvidence:
     score: np.ndarray = field(repr=False)  # (M, C) class score, the task's source held out
     reuse: np.ndarray = field(repr=False)  # (M, C) reuse metric
     n: np.ndarray = field(repr=False)  # (C,) images behind each class's score
+    _probs: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def probs(self, calibration: str = DEFAULTS.calibration) -> list[np.ndarray]:
-        """Each model's (n, C) class probabilities at the ``calibration``'s scales."""
-        return [probabilities(c, s) for c, s in zip(self.cos, self.scales[calibration],
-                                                   strict=True)]
+        """Each model's (n, C) class probabilities at the ``calibration``'s scales (computed
+        once per calibration: every grid point reuses them)."""
+        if calibration not in self._probs:
+            self._probs[calibration] = [probabilities(c, s) for c, s in
+                                        zip(self.cos, self.scales[calibration], strict=True)]
+        return self._probs[calibration]
 
     def top1(self, mode: str, z: float | None, k: int = 1,
              weighting: str = DEFAULTS.weighting, calibration: str = DEFAULTS.calibration,
@@ -111,13 +115,12 @@ def pseudo_evidence(graph: SemanticGraph, labels: Mapping[str, ModelLabel],
                                   f"are not in these embeddings; relabel {ref}")
         txt_all = np.asarray(emb.text_emb[t_rows], np.float32)
         img_all = np.asarray(emb.image_emb[np.maximum(all_rows, 0)], np.float32)
-        fitted = {}  # the calibrated scale without each task source's images
+        own_scale = float(labels[ref].meta.get("logit_scale", 100.0))
+        fitted = {}  # the calibrated scale without each task source's images (own: no fit)
         for src in sources:
             cal = calibrate_on_graph(img_all, txt_all, own, folder,
                                      weight=(source != src).astype(np.float64))
-            fitted[src] = cal.logit_scale if cal else float(labels[ref].meta.get(
-                "logit_scale", 100.0))
-        own_scale = float(labels[ref].meta.get("logit_scale", 100.0))
+            fitted[src] = cal.logit_scale if cal else own_scale
         for i, t in enumerate(tasks):
             x = img_all[t.image_ids]
             txt = txt_all[[pos[n] for n in t.nodes]]

@@ -383,19 +383,9 @@ class Registry(Tracking):
                         tags: dict[str, str], description: str) -> Any:
         """create_model_version; MLflow's embedded store resolves a ``models:/`` source through
         the process-wide tracking URI, so it is pointed at this registry for the call."""
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-        # MLflow's context manager "restores" an unset global URI by unsetting the environment
-        # variable: every later client in this process would fall back to the embedded store
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        try:
-            with _use_tracking_uri(self.uri):
-                return self.client.create_model_version(name, source, run_id=run_id, tags=tags,
-                                                        description=description,
-                                                        model_id=model_id)
-        finally:
-            if env is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = env
+        with self.process_uri():
+            return self.client.create_model_version(name, source, run_id=run_id, tags=tags,
+                                                    description=description, model_id=model_id)
 
     def _settle(self, name: str, mine: int, revision: str, graph_version: str,
                 label_hash: str) -> Any | None:

@@ -227,6 +227,22 @@ class Tracking:
                 self.client.set_terminated(rid, "FAILED")
             raise
 
+    @contextlib.contextmanager
+    def process_uri(self) -> Iterator[None]:
+        """MLflow's process-wide tracking URI pointed at this client's for the block (what
+        ``models:/`` resolution in MLflow's embedded store and ``mlflow.pyfunc.load_model``
+        read). MLflow's own context manager "restores" an unset URI by unsetting the
+        environment variable, so the variable is put back after it."""
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        try:
+            with _use_tracking_uri(self.uri):
+                yield
+        finally:
+            if env is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = env
+
     def register_model_dir(self, run_id: str, model_dir: str | os.PathLike[str], name: str,
                            tags: dict[str, str], description: str = "") -> str:
         """Upload the MLflow model folder ``model_dir`` as run ``run_id``'s ``ensemble`` artifact

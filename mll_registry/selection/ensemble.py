@@ -35,6 +35,11 @@ IMAGE_COLUMN = "image"  # the input column: a path, raw bytes or a base64 string
 MAX_BATCH = 256  # images per forward pass of a member
 
 
+def prob_column(cls: str) -> str:
+    """The output column of class ``cls``'s probability (``p:<class>``)."""
+    return f"p:{cls}"
+
+
 class EnsembleInputError(MLLError, ValueError):
     """An input the ensemble cannot score; the message names the row and the fix."""
 
@@ -216,7 +221,7 @@ class Ensemble:
         import pandas as pd
 
         p = self.probabilities(images)
-        out = pd.DataFrame(p, columns=[f"p:{c}" for c in self.spec.classes])
+        out = pd.DataFrame(p, columns=[prob_column(c) for c in self.spec.classes])
         out.insert(0, "class", [self.spec.classes[int(j)] for j in p.argmax(axis=1)])
         return out
 
