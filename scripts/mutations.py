@@ -315,7 +315,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       "    if run.embeddings is not None:\n",
       ("tests/graph/test_graph_growth.py::test_without_kept_embeddings_a_grown_graph_is_labelled_in_full",)),
     M("tracking-uri-unset", "registering a version unsets MLFLOW_TRACKING_URI for the process",
-      "mll_registry/registry/labels.py", "            if env is not None:\n",
+      "mll_registry/registry/tracking.py", "            if env is not None:\n",
       "            if False:\n",
       ("tests/graph/test_graph_growth.py::test_registry_child_versions_record_their_lineage_and_reuse_from_any_worker",)),
     # -- baselines ---------------------------------------------------------------------------
