@@ -1,8 +1,10 @@
 """Task files: what a user asks selection for (README "CLI", task file).
 
 YAML with ``name``, ``domain``, ``task``, ``classes`` (a list of names, or a mapping of name ->
-description) and optional ``data`` (an image folder with one sub-folder per class, for measured
-accuracy; relative paths are relative to the task file)::
+description), optional ``data`` (an image folder with one sub-folder per class, for measured
+accuracy) and optional ``reference`` (the same classes from *another* image distribution, e.g.
+another art set: the benchmark's attainable references choose models on it and are scored on
+``data``); relative paths are relative to the task file::
 
     name: pets
     domain: pet photograph
@@ -68,6 +70,9 @@ class Task:
     domain: str = "photo"
     task: str = "image classification"
     data: Path | None = None
+    #: labelled images of the same classes from another distribution (the bench's attainable
+    #: references choose on them, never on ``data``)
+    reference: Path | None = None
     source: Path | None = field(default=None, compare=False)
     #: False when a task file named no domain ("photo" is then assumed for descriptions, and
     #: domain-aware selection weighs every sample source alike)
@@ -110,16 +115,11 @@ class Task:
         for key in ("name", "domain", "task"):
             if d.get(key) is not None:
                 _text(d[key], f"`{key}`")
-        data = d.get("data")
-        data_path = None
-        if data:
-            data_path = Path(str(data)).expanduser()
-            if not data_path.is_absolute() and base is not None:
-                data_path = (base / data_path).resolve()
+        data_path, reference = (_folder(d.get(k), base) for k in ("data", "reference"))
         return cls(name=str(d.get("name") or (base.name if base else "task")), classes=classes,
                    domain=str(d.get("domain") or "photo"),
                    task=str(d.get("task") or "image classification"), data=data_path,
-                   domain_given=bool(d.get("domain")))
+                   reference=reference, domain_given=bool(d.get("domain")))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Task:
@@ -146,7 +146,16 @@ class Task:
                 "task": self.task,
                 "classes": {c.name: c.description for c in self.classes}
                 if any(c.description for c in self.classes) else self.class_names,
-                **({"data": str(self.data)} if self.data else {})}
+                **({"data": str(self.data)} if self.data else {}),
+                **({"reference": str(self.reference)} if self.reference else {})}
+
+
+def _folder(value: Any, base: Path | None) -> Path | None:
+    """A folder named in a task file (relative: to the task file's folder)."""
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    return (base / path).resolve() if not path.is_absolute() and base is not None else path
 
 
 def normalise(name: str) -> str:

@@ -49,7 +49,8 @@ class DemoService:
               growth_orders: int = 10, plot: str | os.PathLike[str] | None = None,
               markdown: str | os.PathLike[str] | None = None, log: bool = True,
               say: Callable[[str], None] = lambda s: None, fresh: bool = False) -> BenchReport:
-        """MLL against INB, ModelGPT and the oracles on task files (default: the demo tasks).
+        """MLL against INB, ModelGPT and the oracles on task files (default: the demo tasks,
+        with their reference sets: the attainable references).
         On the ``demo`` graph the demo models are labelled first (once); on another graph the
         local store's labels are used. ``fresh``: the demo tasks' fresh render set (new views,
         rendered only to be reported) instead of their images."""
@@ -65,9 +66,11 @@ class DemoService:
         if tasks:
             task_list = [Task.from_yaml(t) for t in tasks]
         else:
-            from mll_registry.demo.tasks import ensure_demo_tasks
+            from mll_registry.demo.tasks import ensure_demo_references, ensure_demo_tasks
 
-            task_list = [Task.from_yaml(p) for p in ensure_demo_tasks(a.root, fresh=fresh)]
+            refs = ensure_demo_references(a.root)  # the attainable references choose on these
+            task_list = [dataclasses.replace(t, reference=refs[t.name]) for t in
+                         (Task.from_yaml(p) for p in ensure_demo_tasks(a.root, fresh=fresh))]
         if graph == "demo":
             from mll_registry.demo.hub import ensure_demo_labels
 

@@ -7,11 +7,14 @@ fixed seed per task, fixed before any model was evaluated, and named as a user w
 
 ``ensure_demo_tasks()`` writes ``<data>/demo/tasks/<name>.yaml`` (with an absolute ``data:``) and
 ``<data>/demo/tasks/<name>/<class>/<style>-<view>.png``; a rerun with the same definitions is a
-no-op.
+no-op. ``ensure_demo_references()`` renders each task's classes in another target style
+(:func:`reference_style`) under ``<data>/demo/tasks-reference/<name>/``: the benchmark's
+attainable references choose on those, never on the task's images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -147,6 +150,39 @@ def _params(t: DemoTask, concepts: Sequence[Concept], fresh: bool = False) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def reference_style(t: DemoTask) -> str:
+    """The target style of task ``t``'s reference set (:func:`ensure_reference`), fixed by one
+    rule before anything was measured: the first target style drawn from other art than every
+    style of the task (Twemoji -> EmojiOne, EmojiOne -> Twemoji, sketches (drawn from Twemoji)
+    -> EmojiOne); where none is (the mixed task draws both cartoon sets), the first target style
+    the task does not use (sketches)."""
+    arts = {S.GLYPHS[st] for st in t.styles}
+    unused = [st for st in S.TARGET_STYLES if st not in t.styles]
+    other_art = [st for st in unused if S.GLYPHS[st] not in arts]
+    return (other_art or unused)[0]
+
+
+def _render_folder(img_dir: Path, chosen: Sequence[Concept], styles: Sequence[str],
+                   views: range, stamp: str) -> None:
+    """Write ``img_dir/<class>/<style>-<view>.png`` for every concept, style and view (at
+    once: a folder is complete or absent)."""
+    S.require_sources()
+    with atomic_dir(img_dir) as tmp:
+        for c in chosen:
+            d = tmp / display_name(c)
+            d.mkdir()
+            for st in styles:
+                img = S.render(c.codepoint, st, IMAGE_SIZE)
+                for v in views:
+                    seed = target_seed(st, c.codepoint, v)
+                    (img if seed is None else augment(img, seed)).save(d / f"{st}-{v:02d}.png")
+        (tmp / ".params").write_text(stamp)
+
+
+def _current(img_dir: Path, stamp: str) -> bool:
+    return (img_dir / ".params").is_file() and (img_dir / ".params").read_text() == stamp
+
+
 def ensure_task(t: DemoTask, root: str | os.PathLike[str] | None = None,
                 concepts: Sequence[Concept] | None = None, fresh: bool = False) -> Path:
     """Render one demo task (if missing or stale) and return its task file (``fresh``: its
@@ -156,20 +192,9 @@ def ensure_task(t: DemoTask, root: str | os.PathLike[str] | None = None,
     yml = base / f"{t.name}.yaml"
     img_dir = base / t.name
     stamp = _params(t, chosen, fresh)
-    if yml.is_file() and (img_dir / ".params").is_file() and \
-            (img_dir / ".params").read_text() == stamp:
+    if yml.is_file() and _current(img_dir, stamp):
         return yml
-    S.require_sources()
-    with atomic_dir(img_dir) as tmp:
-        for c in chosen:
-            d = tmp / display_name(c)
-            d.mkdir()
-            for st in t.styles:
-                img = S.render(c.codepoint, st, IMAGE_SIZE)
-                for v in task_views(fresh):
-                    seed = target_seed(st, c.codepoint, v)
-                    (img if seed is None else augment(img, seed)).save(d / f"{st}-{v:02d}.png")
-        (tmp / ".params").write_text(stamp)
+    _render_folder(img_dir, chosen, t.styles, task_views(fresh), stamp)
     body = {"name": t.name, "domain": t.domain, "task": "image classification",
             "classes": [display_name(c) for c in chosen], "data": str(img_dir)}
     header = (f"# MLL demo task: {t.description}"
@@ -178,6 +203,21 @@ def ensure_task(t: DemoTask, root: str | os.PathLike[str] | None = None,
               "images).\n")
     write_text(yml, header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
     return yml
+
+
+def ensure_reference(t: DemoTask, root: str | os.PathLike[str] | None = None,
+                     concepts: Sequence[Concept] | None = None) -> Path:
+    """Render task ``t``'s reference set (if missing or stale) and return its folder: the
+    task's classes in :func:`reference_style`, the same views. The benchmark's attainable
+    references choose models on it and are scored on the task's own images (and on its fresh
+    render set, which shares its classes)."""
+    chosen = task_concepts(t, concepts or load_concepts())
+    style = reference_style(t)
+    img_dir = demo_dir(root) / "tasks-reference" / t.name
+    stamp = _params(dataclasses.replace(t, styles=(style,)), chosen)
+    if not _current(img_dir, stamp):
+        _render_folder(img_dir, chosen, (style,), task_views(), stamp)
+    return img_dir
 
 
 def ensure_demo_tasks(root: str | os.PathLike[str] | None = None,
@@ -190,3 +230,11 @@ def ensure_demo_tasks(root: str | os.PathLike[str] | None = None,
     if unknown:
         raise ValueError(f"unknown demo task(s) {unknown}; known: {sorted(known)}")
     return [ensure_task(known[n], root, concepts, fresh) for n in (names or list(known))]
+
+
+def ensure_demo_references(root: str | os.PathLike[str] | None = None,
+                           names: Sequence[str] | None = None) -> dict[str, Path]:
+    """Render the demo tasks' reference sets (all, or ``names``): task name -> folder."""
+    concepts = load_concepts()
+    return {t.name: ensure_reference(t, root, concepts) for t in DEMO_TASKS
+            if names is None or t.name in names}

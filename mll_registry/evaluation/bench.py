@@ -6,7 +6,9 @@ single model; per class the model with the best measured F1); Kendall tau betwee
 predicted model ranking and the measured one; selection time against the time of evaluating every
 model on the task's data. Every model is evaluated once per task (the oracles need it) and those
 probabilities are reused for every method, so MLL's own reuse cost is what ``mll reuse`` would
-spend.
+spend. Where every task names a ``reference`` set (the same classes in another art set), the
+attainable references make the same two choices from ground truth on it and are scored on the
+task: what labelled data of the concepts, but not of the task's drawings, would buy.
 
 Results are one flat table (one row per task x method, CLIP_benchmark style), a Markdown table,
 a bar plot, and the growth curve (average accuracy as the hub grows, over random model orders).
@@ -57,6 +59,8 @@ class TaskEvidence:
     weighting: str
     #: per model (N, C) at the configured selection's calibrated scales (None: not calibrated)
     calibrated: list[np.ndarray] | None = None
+    #: measured on the task's ``reference`` set (None: the task names none)
+    reference: ReferenceEvidence | None = None
 
     def correct_of(self, ref: str) -> np.ndarray:
         """(N,) whether model ``ref`` alone gets each image right."""
@@ -78,6 +82,14 @@ class TaskEvidence:
 
 
 @dataclass(frozen=True)
+class ReferenceEvidence:
+    """Every model measured on a task's reference set: the same classes, other drawings."""
+
+    top1: dict[str, float]  # model -> top-1 alone
+    per_class_f1: np.ndarray  # (M, C)
+
+
+@dataclass(frozen=True)
 class BenchMethod:
     """One column of the benchmark: ``pick`` gives, per image of a task, whether the method's
     prediction is right, and the model(s) it chose (its top-1 is the mean; the per-image
@@ -90,6 +102,8 @@ class BenchMethod:
     name: str
     pick: Callable[[TaskEvidence], tuple[np.ndarray, Any]]
     reference: bool = False
+    #: needs every task's reference set (a column only when each task names one)
+    needs_reference: bool = False
 
 
 def _mll(k: int, mode: str, reuse_mode: str | None = None, name: str | None = None
@@ -109,6 +123,17 @@ def _mll(k: int, mode: str, reuse_mode: str | None = None, name: str | None = No
 def _oracle_per_class(ev: TaskEvidence) -> tuple[np.ndarray, Any]:
     chosen = B.oracle_per_class(ev.per_class_f1)
     return ev.ensemble_correct(chosen), sorted({ev.refs[int(m)] for m in chosen[:, 0]})
+
+
+def _attainable_per_class(ev: TaskEvidence) -> tuple[np.ndarray, Any]:
+    assert ev.reference is not None
+    chosen = B.oracle_per_class(ev.reference.per_class_f1)
+    return ev.ensemble_correct(chosen), sorted({ev.refs[int(m)] for m in chosen[:, 0]})
+
+
+def _attainable_single(ev: TaskEvidence) -> str:
+    assert ev.reference is not None
+    return B.oracle_single(ev.reference.top1)
 
 
 def _single(pick: Callable[[TaskEvidence], str]) -> Callable[[TaskEvidence], tuple[np.ndarray, Any]]:
@@ -133,6 +158,10 @@ BUILTIN_METHODS: tuple[BenchMethod, ...] = (
     *(_mll(1, "uniform", rm, f"MLL k=1 ({rm})") for rm in ("pooled", "soft")),
     BenchMethod("Oracle (single)", _single(lambda ev: B.oracle_single(ev.top1)), reference=True),
     BenchMethod("Oracle (per-class F1)", _oracle_per_class, reference=True),
+    BenchMethod("Attainable (single)", _single(_attainable_single), reference=True,
+                needs_reference=True),
+    BenchMethod("Attainable (per-class F1)", _attainable_per_class, reference=True,
+                needs_reference=True),
 )
 #: more methods, from other packages: an entry point in the group ``mll_registry.bench_methods``
 #: naming a :class:`BenchMethod` (or ``BENCH_METHODS.register(name, method)`` in code); shown
@@ -140,9 +169,11 @@ BUILTIN_METHODS: tuple[BenchMethod, ...] = (
 BENCH_METHODS: Plugins[BenchMethod] = Plugins("bench_methods")
 
 
-def bench_methods() -> list[BenchMethod]:
-    """The per-task methods a run measures: the built-ins, then the plugged ones."""
-    return [*BUILTIN_METHODS, *(BENCH_METHODS.get(n) for n in BENCH_METHODS.names())]
+def bench_methods(references: bool = True) -> list[BenchMethod]:
+    """The per-task methods a run measures: the built-ins, then the plugged ones (without those
+    that need reference sets unless ``references``)."""
+    return [m for m in (*BUILTIN_METHODS, *(BENCH_METHODS.get(n) for n in BENCH_METHODS.names()))
+            if references or not m.needs_reference]
 
 
 def _columns(methods: Sequence[BenchMethod]) -> tuple[str, ...]:
@@ -150,10 +181,12 @@ def _columns(methods: Sequence[BenchMethod]) -> tuple[str, ...]:
     return (*names[:2], TARGET_FIT, *names[2:])
 
 
-METHODS = _columns(BUILTIN_METHODS)  # the built-in columns
+METHODS = _columns(BUILTIN_METHODS)  # the built-in columns (with reference sets)
 ORACLES = tuple(m.name for m in BUILTIN_METHODS if m.reference)  # references, not methods
-#: the differences the benchmark gives paired 95 % intervals for: (method, baseline)
-COMPARISONS = ((MLL, "INB"), (MLL, "ModelGPT (paper)"), (MLL, TARGET_FIT))
+#: the differences the benchmark gives paired 95 % intervals for: (method, baseline); those
+#: against the attainable references where the tasks name reference sets
+COMPARISONS = ((MLL, "INB"), (MLL, "ModelGPT (paper)"), (MLL, TARGET_FIT),
+               (MLL, "Attainable (single)"), (MLL, "Attainable (per-class F1)"))
 
 
 @dataclass
@@ -312,7 +345,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
     ``embeddings`` each ref to its label's embeddings file (ModelGPT (paper) needs them: a model
     without one is an error naming the fix, never a silent fallback)."""
     cfg = cfg or BenchConfig()
-    methods = bench_methods()
+    methods = bench_methods(references=all(t.reference for t in tasks))
     embedder = embedder or Embedder()
     provider = WordNetCaptions()
     refs = sorted(labels)
@@ -378,7 +411,7 @@ def run_bench(tasks: Sequence[Task], graph: SemanticGraph, labels: dict[str, Mod
         gpt_pick = refs[int(np.argmax(gpt))]
         f1 = B.per_class_f1(np.stack([p.argmax(1) for p in probs]), images.targets, C)
         ev = TaskEvidence(task, refs, probs, images.targets, top1, inb, sel, gpt_pick, f1,
-                          cfg.weighting, calibrated)
+                          cfg.weighting, calibrated, measure_reference(task, refs, get))
         picks = {m.name: m.pick(ev) for m in methods}
         correct = {name: np.asarray(c, bool) for name, (c, _) in picks.items()}
         res = {name: float(np.mean(c)) for name, c in correct.items()}
@@ -514,9 +547,12 @@ def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     cols = result.methods
     w = 0.8 / len(cols)
     av = result.averages()
-    for i, m in enumerate(cols):
+    colours = [plt.get_cmap("tab20")(i) for i in range(20)]
+    for i, m in enumerate(cols):  # references (ceilings and attainable choices) hatched
         vals = [r.top1[m] for r in result.runs] + [av[m]]
-        ax.bar(x + (i - len(cols) / 2 + 0.5) * w, vals, w, label=m)
+        ax.bar(x + (i - len(cols) / 2 + 0.5) * w, vals, w, label=m,
+               color=colours[i % len(colours)],
+               hatch="//" if m in result.references else None, edgecolor="white", lw=0)
     ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right"
                   if len(names) > 6 else "center", fontsize=8 if len(names) > 10 else 10)
     ax.set_ylabel("top-1 accuracy")
@@ -557,6 +593,19 @@ def plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
 
 def _key(method: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in method.lower()).strip("_")
+
+
+def measure_reference(task: Task, refs: Sequence[str], load: Callable[[str], Any]
+                      ) -> ReferenceEvidence | None:
+    """Every model alone on ``task``'s reference set (None when the task names none)."""
+    if task.reference is None:
+        return None
+    cache = ProbCache(TaskImages.from_task(task, task.reference))
+    targets = cache.images.targets
+    preds = [cache.get(r, load) for r in refs]
+    return ReferenceEvidence(
+        {r: accuracy(p, targets)["top1"] for r, p in zip(refs, preds, strict=True)},
+        B.per_class_f1(np.stack([p.argmax(1) for p in preds]), targets, len(task.classes)))
 
 
 def single_model_top1(task: Task, refs: Sequence[str], load: Callable[[str], Any],

@@ -47,6 +47,41 @@ def test_every_concept_renders_in_every_style() -> None:
         assert missing == [], f"{style} lacks {missing[:5]}"
 
 
+def test_each_demo_task_has_a_reference_style_of_other_art_where_one_exists() -> None:
+    from mll_registry.demo.tasks import DEMO_TASKS, reference_style
+
+    got = {t.name: reference_style(t) for t in DEMO_TASKS}
+    assert got == {"pets": "emojione", "animals": "twemoji", "food": "emojione",
+                   "tools": "twemoji", "vehicles": "emojione", "mixed": "sketch",
+                   "line-art": "emojione"}
+    for t in DEMO_TASKS:  # never a style of the task's own images
+        assert got[t.name] not in t.styles
+
+
+def test_a_reference_set_holds_the_tasks_classes_in_its_reference_style(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mll_registry.demo.data import IMAGE_SIZE, TARGET_VIEWS
+    from mll_registry.demo.tasks import DEMO_TASKS, display_name, ensure_reference, task_concepts
+    from mll_registry.task import Task, TaskClass, data_folders
+
+    if S.missing_sources():
+        missing_sources()
+    pets = next(t for t in DEMO_TASKS if t.name == "pets")
+    folder = ensure_reference(pets, tmp_path)
+    classes = [display_name(c) for c in task_concepts(pets, load_concepts())]
+    folders = data_folders(Task("pets", [TaskClass(c) for c in classes]), folder)
+    for c, d in folders.items():
+        assert sorted(p.name for p in d.iterdir()) == \
+            [f"emojione-{v:02d}.png" for v in range(TARGET_VIEWS)], c
+    cp = next(x.codepoint for x in load_concepts() if display_name(x) == classes[0])
+    clean = folders[classes[0]] / "emojione-00.png"
+    assert Image.open(clean).tobytes() == S.render(cp, "emojione", IMAGE_SIZE).tobytes()
+    before = clean.stat().st_mtime_ns
+    assert ensure_reference(pets, tmp_path) == folder  # a rerun renders nothing
+    assert clean.stat().st_mtime_ns == before
+
+
 def test_sample_training_and_target_styles() -> None:
     assert not set(S.SAMPLE_STYLES) & set(S.TARGET_STYLES)
     assert not set(S.TRAINING_STYLES) & set(S.TARGET_STYLES)

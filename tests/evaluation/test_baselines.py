@@ -366,14 +366,94 @@ def test_run_bench_reports_every_method_and_refuses_labels_without_embeddings(
     finally:
         BENCH_METHODS.unregister("last")
     run = res.runs[0]
-    assert res.methods == (*METHODS, "Last model") and "Last model" in res.markdown()
-    assert len(res.rows()) == len(METHODS) + 1
+    # the task names no reference set: no attainable columns
+    cols = tuple(m for m in METHODS if not m.startswith("Attainable"))
+    assert res.methods == (*cols, "Last model") and "Last model" in res.markdown()
+    assert len(res.rows()) == len(cols) + 1
     assert run.top1["Last model"] == run.per_model_top1[sorted(dirs)[-1]]
-    assert set(run.top1) == {*METHODS, "Last model"}
+    assert set(run.top1) == {*cols, "Last model"}
     for m in ("ModelGPT (paper)", "ModelGPT (target-fit)", "INB"):
         assert run.top1[m] == run.per_model_top1[run.chosen[m]]
     assert "ModelGPT (paper)" in run.tau and run.per_class_f1.shape == (len(dirs), 3)
     assert res.modelgpt_paper["sources"] == ["s1", "s2"]
+
+
+def test_attainable_references_choose_on_the_reference_set_not_on_the_task() -> None:
+    """Constructed evidence where the reference set favours other models than the task does:
+    each attainable choice is the reference set's, scored on the task's images."""
+    from mll_registry.evaluation.bench import (
+        BUILTIN_METHODS,
+        ReferenceEvidence,
+        TaskEvidence,
+    )
+    from mll_registry.task import Task, TaskClass
+
+    targets = np.array([0, 0, 1, 1])
+    sure = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])  # right on every image
+    wrong = sure[:, ::-1]  # wrong on every image
+    half = np.array([[0.8, 0.2], [0.8, 0.2], [0.8, 0.2], [0.8, 0.2]])  # always class 0
+    refs = ["a", "b", "c"]
+    probs = [sure, wrong, half]
+    f1 = per_class_f1(np.stack([p.argmax(1) for p in probs]), targets, 2)
+    # on the reference set, "b" is the best single model and "c" the best on class 0
+    ref = ReferenceEvidence({"a": 0.3, "b": 0.6, "c": 0.5},
+                            np.array([[0.2, 0.2], [0.5, 0.9], [0.8, 0.1]]))
+    ev = TaskEvidence(Task("t", [TaskClass("x"), TaskClass("y")]), refs, probs, targets,
+                      {"a": 1.0, "b": 0.0, "c": 0.5}, "a", {}, "a", f1, "inverse_entropy",
+                      reference=ref)
+    by = {m.name: m for m in BUILTIN_METHODS}
+    correct, chosen = by["Attainable (single)"].pick(ev)
+    assert chosen == "b" and correct.tolist() == [False] * 4
+    assert by["Oracle (single)"].pick(ev)[1] == "a"
+    correct, chosen = by["Attainable (per-class F1)"].pick(ev)
+    # class 0 scored by "c" (0.8 with its own entropy weight), class 1 by "b"
+    w_c = 1 / (-(0.8 * np.log(0.8) + 0.2 * np.log(0.2)) + 1e-8)
+    w_b = 1 / (-(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) + 1e-8)
+    expected = np.stack([0.8 * w_c * np.ones(4), wrong[:, 1] * w_b], 1).argmax(1) == targets
+    assert chosen == ["b", "c"] and correct.tolist() == expected.tolist()
+
+
+def test_the_bench_measures_the_reference_set_the_task_names(labelled, tmp_path: Path) -> None:
+    """The reference set holds copies of the task's images filed under other classes and in
+    other numbers, so each model's reference top-1 follows from its task predictions: computed
+    here with numpy and checked against the bench's measurement."""
+    import shutil
+
+    from mll_registry.evaluation.bench import METHODS, measure_reference, run_bench
+    from mll_registry.models.loading import load
+    from mll_registry.task import Task, TaskClass
+
+    g, dirs, _ = labelled
+    names = ["dog", "trout", "car"]
+    for k, c in enumerate(names):
+        for i in range(3):
+            _noise_png(tmp_path / "task" / c / f"{i}.png", 700 + 10 * k + i)
+    # (task class, image, reference class)
+    filing = [(2, 0, 0), (0, 0, 1), (0, 1, 1), (0, 2, 1), (1, 0, 1), (1, 1, 1), (1, 2, 1),
+              (2, 1, 2), (2, 2, 2)]
+    for n, (tc, i, rc) in enumerate(filing):
+        dst = tmp_path / "ref" / names[rc] / f"{n}.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "task" / names[tc] / f"{i}.png", dst)
+    task = Task("t", [TaskClass(c) for c in names], data=tmp_path / "task",
+                reference=tmp_path / "ref")
+    labels = {r: ModelLabel.load(d) for r, d in dirs.items()}
+    res = run_bench([task], g, labels, lambda r: load(r, device="cpu"),
+                    embeddings={r: embeddings_path(d) for r, d in dirs.items()})
+    run = res.runs[0]
+    assert res.methods == METHODS and {"Attainable (single)", "Attainable (per-class F1)"} <= \
+        set(res.references)
+    refs = sorted(dirs)
+    pred = np.stack([p.argmax(1) for p in run.probs])  # (M, 9) task class order
+    ref_pred = np.array([[pred[m, 3 * tc + i] for tc, i, _ in filing] for m in range(len(refs))])
+    ref_targets = np.array([rc for _, _, rc in filing])
+    measured = measure_reference(task, refs, lambda r: load(r, device="cpu"))
+    assert measured is not None
+    for m, r in enumerate(refs):
+        assert measured.top1[r] == pytest.approx(float(np.mean(ref_pred[m] == ref_targets)))
+    single = refs[int(np.argmax((ref_pred == ref_targets).mean(1)))]  # ties: the first model
+    assert run.chosen["Attainable (single)"] == single
+    assert run.top1["Attainable (single)"] == run.per_model_top1[single]
 
 
 def test_pseudo_evidence_holds_the_tasks_source_out_and_scores_from_the_embeddings(

@@ -72,10 +72,12 @@ def test_accuracy_metrics() -> None:
 def test_task_yaml_forms_and_errors(tmp_path: Path) -> None:
     f = tmp_path / "t.yaml"
     f.write_text("name: pets\ndomain: pet photograph\ntask: image classification\n"
-                 "classes:\n  dog: a loyal pet\n  hot dog:\ndata: imgs\n")
+                 "classes:\n  dog: a loyal pet\n  hot dog:\ndata: imgs\nreference: ../other\n")
     t = Task.from_yaml(f)
     assert t.classes == [TaskClass("dog", "a loyal pet"), TaskClass("hot dog", None)]
     assert t.data == (tmp_path / "imgs").resolve()
+    assert t.reference == (tmp_path.parent / "other").resolve()
+    assert Task.from_dict(t.to_dict()).reference == t.reference
     with pytest.raises(TaskError, match="no classes"):
         Task("empty", [])
     with pytest.raises(TaskError, match="twice"):
