@@ -126,6 +126,7 @@ class SelectionService:
             MEMBERS_DIR,
             SPEC_FILE,
             input_example,
+            pin_weights,
             prob_column,
             spec_from_selection,
         )
@@ -134,7 +135,7 @@ class SelectionService:
         s = self.app.settings
         res = sel.result
         metas = metas if metas is not None else self._member_metas(sel)
-        spec = spec_from_selection(res, s.prompts, s.weighting, metas)
+        spec = pin_weights(spec_from_selection(res, s.prompts, s.weighting, metas))
         out = Path(path)
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "ensemble"
@@ -163,18 +164,25 @@ class SelectionService:
         return {r: dict(labels[r].meta) for r in sel.result.selected_models() if r in labels}
 
     def register(self, sel: Selection, name: str, *, bundle: bool = False) -> dict[str, str]:
-        """Register selection ``sel`` as a new version of MLflow model ``name`` (logged with the
-        selection's run, which is made when ``sel`` has none): :meth:`save_ensemble`'s folder,
-        tagged with its members, graph, reuse mode and calibration."""
+        """Register selection ``sel`` as a new version of MLflow model ``name`` (``@task``: the
+        name :func:`~mll_registry.selection.ensemble.ensemble_name` derives from the task),
+        logged with the selection's run (made when ``sel`` has none): :meth:`save_ensemble`'s
+        folder, tagged with its members, graph, reuse mode and calibration."""
         import json
         import tempfile
+
+        from mll_registry.selection.ensemble import FROM_TASK, ensemble_name
+
+        if name == FROM_TASK:
+            name = ensemble_name(sel.task.name)
 
         res = sel.result
         rid = sel.run_id or self.log(sel)
         sel.run_id = rid
         metas = self._member_metas(sel)
         pins = {r: {"revision": m.get("revision"),
-                    "label": (m.get("checksums") or {}).get("label.safetensors")}
+                    "label": (m.get("checksums") or {}).get("label.safetensors"),
+                    "weights": m.get("weights_sha256")}
                 for r, m in metas.items()}
         tags = {"mll.task": sel.task.name, "mll.graph_version": sel.graph.version,
                 "mll.label_hash": self.app.settings.label_hash(),
@@ -303,7 +311,8 @@ def ensemble_versions(parts: Parts, model_ref: str | None = None, store: str | N
                 client.set_model_version_tag(rm.name, mv.version, "mll.stale", stale[:5000])
             elif not stale and "mll.stale" in mv.tags:
                 client.delete_model_version_tag(rm.name, mv.version, "mll.stale")
-            out.append({"name": rm.name, "version": str(mv.version), "members": members,
+            out.append({"name": rm.name, "version": str(mv.version),
+                        "task": mv.tags.get("mll.task"), "members": members,
                         "aliases": list(getattr(mv, "aliases", []) or []),
                         "stale": reasons})
     return out

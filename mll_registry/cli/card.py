@@ -8,7 +8,7 @@ for "the latest registered label of this model" when ``--label`` is not given.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +23,8 @@ card_app = typer.Typer(help="Model cards: render a model's label section, or pus
 
 #: ``LATEST_LABEL(model_ref) -> label directory or None``, used when ``--label`` is not given.
 LATEST_LABEL: Callable[[str], Path | None] | None = None
+#: ``ENSEMBLES(model_ref) -> the registered ensemble versions using it`` (``--ensembles``)
+ENSEMBLES: Callable[[str], list[dict[str, Any]]] | None = None
 #: ``REGISTERED(name) -> MODEL_REF or None``: a registered model name to its model reference,
 #: so every command accepts the same ways of naming a model.
 REGISTERED: Callable[[str], str | None] | None = None
@@ -43,6 +45,14 @@ def model_ref_of(model: str) -> str:
 LabelOpt = Annotated[Path | None, typer.Option(
     "--label", help="Label directory (from `mll label`); default: the model's latest label.")]
 TopKOpt = Annotated[int, typer.Option("--top", min=1, help="Concepts shown in the card's table.")]
+EnsemblesOpt = Annotated[bool, typer.Option(
+    "--ensembles", help="List the registered ensembles (this registry's MLflow models) that use "
+    "the model in its card; off by default, as their names are your registry's.")]
+
+
+def ensembles_of(model_ref: str, wanted: bool) -> list[dict[str, Any]]:
+    """The ensemble versions to list in ``model_ref``'s card (none unless ``wanted``)."""
+    return ENSEMBLES(model_ref) if wanted and ENSEMBLES is not None else []
 
 
 def _write_card(text: str) -> None:
@@ -99,7 +109,8 @@ def existing_card(model_ref: str) -> str | None:
 
 
 def render_for(model_ref: str, label: Path | None = None, top_k: int = 10,
-               latest: Callable[[str], Path | None] | None = None) -> dict[str, Any]:
+               latest: Callable[[str], Path | None] | None = None,
+               ensembles: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """What ``mll card render`` prints: the card ``model_ref`` would get, and where it came from."""
     from mll_registry.hub.cards import SUMMARY_PATH, hub_label_file_url, render_card
     from mll_registry.models.refs import ModelRef
@@ -108,14 +119,16 @@ def render_for(model_ref: str, label: Path | None = None, top_k: int = 10,
     current = existing_card(model_ref)
     ref = ModelRef.parse(model_ref)
     url = hub_label_file_url(ref.name) if ref.scheme == "hf-hub" else SUMMARY_PATH
-    card = render_card(current, lab, top_k, url, model_name=Path(ref.name).name)
+    card = render_card(current, lab, top_k, url, model_name=Path(ref.name).name,
+                       ensembles=ensembles)
     return {"model_ref": model_ref, "existing_card": current is not None,
             "label": lab.headline(), "card": card}
 
 
 def push_for(model_ref: str, label: Path | None = None, direct: bool = False,
              dry_run: bool = False, top_k: int = 10,
-             latest: Callable[[str], Path | None] | None = None) -> dict[str, Any]:
+             latest: Callable[[str], Path | None] | None = None,
+             ensembles: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """What ``mll card push`` does: one commit (a PR unless ``direct``) with card + label table."""
     from mll_registry.hub.cards import CardError, push_card
     from mll_registry.models.refs import ModelRef
@@ -125,7 +138,8 @@ def push_for(model_ref: str, label: Path | None = None, direct: bool = False,
         raise CardError(f"{model_ref}: only Hub models can be pushed; use hf-hub:ORG/NAME "
                         "(`mll card render` shows the card of a local model)")
     lab = load_label_for(model_ref, label, latest)
-    return push_card(ref.name, lab, create_pr=not direct, dry_run=dry_run, top_k=top_k)
+    return push_card(ref.name, lab, create_pr=not direct, dry_run=dry_run, top_k=top_k,
+                     ensembles=ensembles)
 
 
 @card_app.command("render")
@@ -134,11 +148,14 @@ def render_cmd(
         help="hf-hub:ORG/NAME[@REV], local-dir:PATH or a registered model name")],
     label: LabelOpt = None,
     top: TopKOpt = 10,
+    ensembles: EnsemblesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the model card MODEL_REF would get: its README with the label section and metadata."""
     with boundary():
-        out = render_for(model_ref_of(model_ref), label, top, latest=LATEST_LABEL)
+        ref = model_ref_of(model_ref)
+        out = render_for(ref, label, top, latest=LATEST_LABEL,
+                         ensembles=ensembles_of(ref, ensembles))
     if as_json:
         emit(out)
     else:
@@ -156,6 +173,7 @@ def push_cmd(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show what would be committed; make no request.")] = False,
     top: TopKOpt = 10,
+    ensembles: EnsemblesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Commit the card and the full label table to the model's Hub repo (a pull request by default).
@@ -163,7 +181,9 @@ def push_cmd(
     The token comes from HF_TOKEN (or `hf auth login`); it needs write access to the repo.
     """
     with boundary():
-        out = push_for(model_ref_of(model_ref), label, direct, dry_run, top, latest=LATEST_LABEL)
+        ref = model_ref_of(model_ref)
+        out = push_for(ref, label, direct, dry_run, top, latest=LATEST_LABEL,
+                       ensembles=ensembles_of(ref, ensembles))
     if as_json:
         emit(out)
         return

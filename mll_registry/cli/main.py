@@ -59,6 +59,7 @@ def build_app() -> typer.Typer:
         app.command(name)(command)
     card_cli.LATEST_LABEL = lambda model_ref: common.open_app().labelling.latest_label_dir(model_ref)
     card_cli.REGISTERED = lambda name: common.open_app().labelling.registered_ref(name)
+    card_cli.ENSEMBLES = lambda model_ref: common.open_app().selection.ensembles(model_ref)
     for name, group in (("graph", graph_cli.graph_app), ("card", card_cli.card_app),
                         ("query", query_cli.query_app), ("registry", registry_cli.registry_app)):
         app.add_typer(group, name=name)

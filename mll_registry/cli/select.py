@@ -21,6 +21,7 @@ from mll_registry.cli.common import (
     heartbeat,
     open_app,
 )
+from mll_registry.selection.ensemble import FROM_TASK
 from mll_registry.settings import DEFAULTS
 from mll_registry.terminal import SafeConsole, safe
 
@@ -120,8 +121,10 @@ def select_cmd(
     fallback_z: FallbackZOpt = None,
     calibration: CalibrationOpt = None,
     register: Annotated[str | None, typer.Option(
-        "--register", help="Register the selection as a new version of this MLflow model: an "
-        "ensemble `mlflow models serve` serves and `mll predict` runs.")] = None,
+        "--register", metavar="NAME",
+        help="Register the selection as a new version of this MLflow model: an ensemble "
+        f"`mlflow models serve` serves and `mll predict` runs. {FROM_TASK}: the name "
+        "<task>-mll-ensemble.")] = None,
     bundle: Annotated[bool, typer.Option(
         "--bundle", help="With --register: copy the members' weights into the model, so that "
         "serving needs no Hub.")] = False,

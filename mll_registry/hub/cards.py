@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +154,11 @@ def _facts(label: ModelLabel, top_k: int) -> dict[str, Any]:
     }
 
 
-def render_section(label: ModelLabel, top_k: int = 10, label_file_url: str = SUMMARY_PATH) -> str:
-    """The card's MLL section, markers included (no trailing newline).
+def render_section(label: ModelLabel, top_k: int = 10, label_file_url: str = SUMMARY_PATH,
+                   ensembles: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The card's MLL section, markers included (no trailing newline); ``ensembles``: the
+    registered ensemble versions that use the model (:func:`~mll_registry.app.selection.
+    ensemble_versions` rows), listed in the section when given.
 
     The template autoescapes: every value is HTML-escaped unless it is ``Markup`` (the markers,
     ``md_cell`` output), so data can neither add a tag nor a second marker.
@@ -168,7 +172,7 @@ def render_section(label: ModelLabel, top_k: int = 10, label_file_url: str = SUM
     env.filters["md_cell"] = _md_cell
     text = env.get_template(TEMPLATE_NAME).render(
         **_facts(label, top_k), label_file=SUMMARY_PATH, label_file_url=label_file_url,
-        start_marker=Markup(START_MARKER), end_marker=Markup(END_MARKER))
+        ensembles=list(ensembles), start_marker=Markup(START_MARKER), end_marker=Markup(END_MARKER))
     text = re.sub(r"\n{3,}", "\n\n", text.strip())
     if (text.count(START_MARKER), text.count(END_MARKER)) != (1, 1) or not (
             text.startswith(START_MARKER) and text.endswith(END_MARKER)):
@@ -362,7 +366,8 @@ def _model_name(label: ModelLabel) -> str:
 
 
 def render_card(existing: str | None, label: ModelLabel, top_k: int = 10,
-                label_file_url: str = SUMMARY_PATH, model_name: str | None = None) -> str:
+                label_file_url: str = SUMMARY_PATH, model_name: str | None = None,
+                ensembles: Sequence[Mapping[str, Any]] = ()) -> str:
     """The card ``existing`` (a README, or None for a new one) with the label added or refreshed.
 
     Only the marked body section, the ``mll:`` key and our ``model-index`` result change; the
@@ -382,7 +387,7 @@ def render_card(existing: str | None, label: ModelLabel, top_k: int = 10,
                                          model_index_result(label, label_file_url), name),
     }
     new_yaml = set_yaml_keys(yaml_text or "", updates)
-    body = replace_section(body, render_section(label, top_k, label_file_url))
+    body = replace_section(body, render_section(label, top_k, label_file_url, ensembles))
     out = f"---\n{new_yaml}\n---\n{body}"
     return out.replace("\n", "\r\n") if crlf else out
 
@@ -428,7 +433,8 @@ def hub_label_file_url(repo_id: str, endpoint: str | None = None) -> str:
 
 def push_card(repo_id: str, label: ModelLabel, token: str | None = None, create_pr: bool = True,
               dry_run: bool = False, endpoint: str | None = None, *, top_k: int = 10,
-              existing_card: str | None = None, revision: str = "main") -> dict[str, Any]:
+              existing_card: str | None = None, revision: str = "main",
+              ensembles: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Commit README.md + ``mll/label_summary.csv`` + ``mll/label_meta.json`` in one commit.
 
     A pull request by default (``create_pr=False`` commits to ``revision``). The card is rendered
@@ -453,7 +459,7 @@ def push_card(repo_id: str, label: ModelLabel, token: str | None = None, create_
                    f"accuracy@1 {h['mean_acc1']:.4f}, accuracy@5 {h['mean_acc5']:.4f}.\n\n"
                    f"Files: README.md (label section and metadata), {SUMMARY_PATH}, {META_PATH}.")
     if dry_run:
-        card = render_card(existing_card, label, top_k, label_url, name)
+        card = render_card(existing_card, label, top_k, label_url, name, ensembles)
         return {"dry_run": True, "repo_id": repo_id, "create_pr": create_pr,
                 "target": "new pull request" if create_pr else revision,
                 "existing_card": "given" if existing_card is not None else "not fetched (dry run)",
@@ -483,7 +489,7 @@ def push_card(repo_id: str, label: ModelLabel, token: str | None = None, create_
             existing = existing_card if existing_card is not None else with_retries(
                 functools.partial(fetch_readme, repo_id, parent, api.endpoint, tok),
                 f"hf-hub:{repo_id}/README.md", api.endpoint)
-            card = render_card(existing, label, top_k, label_url, name)
+            card = render_card(existing, label, top_k, label_url, name, ensembles)
             ops = [CommitOperationAdd("README.md", card.encode("utf-8")),
                    *[CommitOperationAdd(p, b) for p, b in files.items()]]
             # 429 and 5xx are retried (the parent-commit precondition makes a repeated commit

@@ -2,7 +2,8 @@
 ``python_function`` loader (issue #28).
 
 A selection ends as an :class:`EnsembleSpec` (``ensemble.json``): every member's MODEL_REF with
-the revision and label it was selected on, the logit scale reuse takes for it, the task's
+the revision and label it was selected on and the sha256 of its weights file (checked whenever
+the member is loaded), the logit scale reuse takes for it, the task's
 classes and prompts, the reuse mode, the per-class members and the vote weights. It holds no
 code and no pickle: :func:`_load_pyfunc` (MLflow's ``loader_module`` protocol) reads the JSON and
 loads each member through the same safe loader as labelling (safetensors only, configs checked,
@@ -20,7 +21,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,12 @@ class Member:
     label_hash: str | None = None
     graph_version: str | None = None
     weights_file: str | None = None
+    #: sha256 (hex) of the weights file it was selected with; None: unknown (not checked)
+    weights_sha256: str | None = None
+
+
+class MemberWeightsChanged(MLLError, ValueError):
+    """A member's weights file is not the one the ensemble pinned."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ def spec_from_selection(selection: Any, prompts: Sequence[str], weighting: str,
             ref=r, revision=meta.get("revision"),
             logit_scale=float(scale if scale is not None else meta.get("logit_scale", 100.0)),
             label_hash=meta.get("label_hash"), graph_version=meta.get("graph_version"),
-            weights_file=meta.get("weights_file")))
+            weights_file=meta.get("weights_file"), weights_sha256=meta.get("weights_sha256")))
     p = selection.params
     return EnsembleSpec(task=selection.task, classes=list(selection.classes),
                         prompts=list(prompts), weighting=weighting,
@@ -276,6 +283,21 @@ class PyfuncEnsemble:
             raise MlflowException(str(exc), error_code=BAD_REQUEST) from exc
 
 
+#: the registered-model name that asks for one derived from the task (:func:`ensemble_name`);
+#: never a model name itself ("@" separates a name from an alias in ``models:/NAME@ALIAS``)
+FROM_TASK = "@task"
+
+
+def ensemble_name(task: str) -> str:
+    """The registered-model name derived from a task's name: ``<task>-mll-ensemble``, the task
+    name lower-cased with every run of other characters than letters, digits, ``.``, ``_`` and
+    ``-`` made one ``-``."""
+    import re
+
+    slug = re.sub(r"[^a-z0-9._-]+", "-", task.lower()).strip("-.") or "task"
+    return f"{slug}-mll-ensemble"
+
+
 def pinned(m: Member) -> str:
     """The member's MODEL_REF at the Hub revision it was selected on (``hf-hub:ORG/NAME@SHA``);
     other schemes pin by content, checked by the loader."""
@@ -293,9 +315,65 @@ def loader(path: str | os.PathLike[str], device: str = "cpu") -> Callable[[int, 
 
     def load_member(i: int, m: Member) -> Any:
         folder = base / str(i)
-        return load(f"local-dir:{folder}" if folder.is_dir() else pinned(m), device=device)
+        lm = load(f"local-dir:{folder}" if folder.is_dir() else pinned(m), device=device)
+        check_weights(m, lm.resolved.weights)
+        return lm
 
     return load_member
+
+
+def pin_weights(spec: EnsembleSpec) -> EnsembleSpec:
+    """``spec`` with every member's ``weights_sha256`` filled in where its label did not record
+    one (labels from before the pin): local members from their files (refused when those no
+    longer hold the revision the label was computed on), Hub members from the Hub cache at
+    their revision (left unpinned when not cached there: nothing is downloaded).
+
+    Raises:
+        MemberWeightsChanged: a local member's files changed since it was labelled.
+    """
+    from mll_registry.models.refs import ModelRef, resolve, weights_digest
+
+    members = []
+    for m in spec.members:
+        if m.weights_sha256 is None:
+            r = ModelRef.parse(m.ref)
+            path: Path | None = None
+            if r.scheme == "hf-hub":
+                from huggingface_hub import try_to_load_from_cache
+
+                hit = try_to_load_from_cache(r.name, m.weights_file or "",
+                                             revision=r.revision or m.revision)
+                path = Path(hit) if isinstance(hit, str) and m.weights_file else None
+            else:
+                res = resolve(r)
+                if m.revision and res.revision != m.revision:
+                    raise MemberWeightsChanged(
+                        f"member {m.ref}: its files are now revision {res.revision}, not the "
+                        f"{m.revision} its label was computed on; relabel it (mll label) and "
+                        "select again")
+                path = res.weights
+            if path is not None:
+                m = replace(m, weights_sha256=weights_digest(path, m.ref))
+        members.append(m)
+    return replace(spec, members=members)
+
+
+def check_weights(m: Member, weights: Path) -> None:
+    """Refuse weights other than those ``m`` pinned (no pin: nothing to check).
+
+    Raises:
+        MemberWeightsChanged: the file's sha256 is not the pinned one.
+    """
+    from mll_registry.models.refs import weights_digest
+
+    if m.weights_sha256 is None:
+        return
+    got = weights_digest(weights, m.ref)
+    if got != m.weights_sha256:
+        raise MemberWeightsChanged(
+            f"member {m.ref}: its weights file {weights.name} has sha256 {got[:16]}..., not the "
+            f"{m.weights_sha256[:16]}... this ensemble was selected with; the model changed since. "
+            "Select and register the ensemble again, or restore the pinned weights")
 
 
 def _load_pyfunc(data_path: str) -> PyfuncEnsemble:

@@ -140,6 +140,20 @@ def test_section_content() -> None:
     assert "mll-registry 0.1.0" in sec and f"[`{SUMMARY_PATH}`]({SUMMARY_PATH})" in sec
 
 
+def test_the_section_lists_the_ensembles_using_the_model_only_when_given() -> None:
+    assert "Used in MLL ensembles" not in render_card(None, make_label(), top_k=3)
+    ensembles = [{"name": "pets-mll-ensemble", "version": "2", "aliases": ["champion"],
+                  "task": "pets", "stale": []},
+                 {"name": "odd|name", "version": "1", "aliases": [], "task": None,
+                  "stale": ["hf-hub:org/m: new revision b", "x: new label version"]}]
+    sec = _section(render_card(None, make_label(), top_k=3, ensembles=ensembles))
+    rows = sec[sec.index("### Used in MLL ensembles"):].splitlines()
+    assert "| pets-mll-ensemble | 2 | champion | pets | no |" in rows
+    assert ("| odd\\|name | 1 |  |  | yes: hf-hub:org/m: new revision b; x: new label "
+            "version |") in rows
+    assert sec.endswith(END_MARKER)
+
+
 def test_rerender_is_idempotent_and_replaces_only_the_section() -> None:
     once = render_card(EXISTING, make_label(), top_k=3)
     assert render_card(once, make_label(), top_k=3) == once

@@ -6,6 +6,7 @@ models, real MLflow, real PNGs."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -86,10 +87,12 @@ def test_the_saved_ensemble_loads_with_pyfunc_and_predicts_what_reuse_computes(
     spec = json.loads((path / "data" / "ensemble" / "ensemble.json").read_text())
     labels = app.selection.labels(g)
     assert spec["classes"] == ["dog", "cat", "fish"] and spec["reuse_mode"] == "pooled"
-    for m in spec["members"]:  # pinned: the revision and label it was selected on
+    for m in spec["members"]:  # pinned: the revision, label and weights it was selected on
         meta = labels[m["ref"]].meta
         assert m["revision"] == meta["revision"] and m["label_hash"] == meta["label_hash"]
         assert m["logit_scale"] == pytest.approx(meta["calibration"]["logit_scale"])
+        weights = Path(m["ref"].removeprefix("local-dir:")) / "open_clip_model.safetensors"
+        assert m["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert not (path / "data" / "ensemble" / "members").exists()
     model = mlflow.pyfunc.load_model(str(path))
     want = _expected(app, sel, images)
@@ -288,6 +291,7 @@ def test_a_member_at_a_new_revision_makes_the_ensemble_versions_using_it_stale(
     from typer.testing import CliRunner
 
     from mll_registry.cli.main import app as cli
+    from mll_registry.selection.ensemble import FROM_TASK, MemberWeightsChanged
 
     app, g, sel, images = world
     copy = tmp_path / "vit-copy"
@@ -297,26 +301,39 @@ def test_a_member_at_a_new_revision_makes_the_ensemble_versions_using_it_stale(
     fresh = app.selection.select(sel.task, g)
     res = fresh.result
     res = dataclasses.replace(res, chosen=np.full((len(res.classes), 1), res.models.index(ref)))
-    reg = app.selection.register(dataclasses.replace(fresh, result=res), "copy-ensemble")
+    fresh = dataclasses.replace(fresh, result=res, task=dataclasses.replace(fresh.task,
+                                                                             name="Copy Pets!"))
+    reg = app.selection.register(fresh, FROM_TASK)  # the name derived from the task
+    assert reg["name"] == "copy-pets-mll-ensemble"
     listed = {(e["name"], e["version"]): e for e in app.selection.ensembles(ref)}
-    assert list(listed) == [("copy-ensemble", reg["version"])]  # only the one using the copy
-    assert listed[("copy-ensemble", reg["version"])]["stale"] == []
+    assert list(listed) == [(reg["name"], reg["version"])]  # only the one using the copy
+    assert listed[(reg["name"], reg["version"])]["stale"] == []
     weights = copy / "open_clip_model.safetensors"
     tensors = load_file(str(weights))
     name = sorted(tensors)[0]
     tensors[name] = (tensors[name] * 1.5).astype(tensors[name].dtype)
     save_file(tensors, str(weights))
+    # the registered version refuses the changed weights, naming the fix
+    with pytest.raises(MemberWeightsChanged, match="Select and register the ensemble again"):
+        app.selection.predict(reg["uri"], [str(images[0])])
     app.labelling.label(ref, g)  # the new revision is labelled (in the local store here)
     app.labelling._mark_stale_ensembles(ref, None)  # what a registry store's labelling runs
-    v = app.registry.client.get_model_version("copy-ensemble", reg["version"])
+    v = app.registry.client.get_model_version(reg["name"], reg["version"])
     assert v.tags["mll.stale"].startswith(f"{ref}: new revision sha256:")
     e = app.selection.ensembles(ref)[0]
     assert e["stale"] == [v.tags["mll.stale"]]
-    others = [x for x in app.selection.ensembles() if x["name"] != "copy-ensemble"]
+    others = [x for x in app.selection.ensembles() if x["name"] != reg["name"]]
     assert all(x["stale"] == [] for x in others)
     res_cli = CliRunner().invoke(cli, ["registry", "ensembles", "--model", ref, "--data-dir",
                                        app.settings.data_dir])
     assert res_cli.exit_code == 0 and "stale: " in res_cli.output, res_cli.output
+    label_dir = dict(app.label_store().label_dirs(g.version, app.settings.label_hash()))[ref]
+    card = CliRunner().invoke(cli, ["card", "render", ref, "--label", str(label_dir),
+                                    "--ensembles", "--json"],
+                              env={"MLL_DATA_DIR": app.settings.data_dir})
+    assert card.exit_code == 0, card.output
+    section = json.loads(card.output)["card"].split("### Used in MLL ensembles")[1]
+    assert f"| {reg['name']} | {reg['version']} |" in section and "| yes: " in section
 
 
 def test_hub_members_load_at_the_revision_they_were_selected_on() -> None:
@@ -325,3 +342,44 @@ def test_hub_members_load_at_the_revision_they_were_selected_on() -> None:
     assert pinned(Member("hf-hub:org/name", "abc123", 10.0)) == "hf-hub:org/name@abc123"
     assert pinned(Member("hf-hub:org/name@v2", "abc123", 10.0)) == "hf-hub:org/name@v2"
     assert pinned(Member("local-dir:/m", "sha256:ff", 10.0)) == "local-dir:/m"
+
+
+def test_registered_names_derive_from_the_task() -> None:
+    from mll_registry.selection.ensemble import FROM_TASK, ensemble_name
+
+    assert ensemble_name("pets") == "pets-mll-ensemble"
+    assert ensemble_name("Copy Pets! v2.1") == "copy-pets-v2.1-mll-ensemble"
+    assert ensemble_name("///") == "task-mll-ensemble"
+    assert "@" in FROM_TASK  # never a registered name: "@" starts an alias in models:/ URIs
+
+
+def test_members_are_pinned_by_the_sha256_of_their_weights(tmp_path: Path) -> None:
+    """A member whose label recorded no weights digest gets one from its files at save time
+    (refused when those are no longer the labelled revision); loading checks it."""
+    import shutil
+
+    from mll_registry.models.refs import resolve
+    from mll_registry.selection.ensemble import (
+        EnsembleSpec,
+        Member,
+        MemberWeightsChanged,
+        check_weights,
+        pin_weights,
+    )
+
+    folder = tmp_path / "m"
+    shutil.copytree(DEMO / "vit-animals", folder)
+    weights = folder / "open_clip_model.safetensors"
+    want = hashlib.sha256(weights.read_bytes()).hexdigest()
+    ref = f"local-dir:{folder}"
+    member = Member(ref, resolve(ref).revision, 50.0)
+    spec = EnsembleSpec("t", ["a"], ["{}"], "uniform", "pooled", "none", [member], [[0]], None, 1)
+    pinned = pin_weights(spec).members[0]
+    assert pinned.weights_sha256 == want
+    check_weights(pinned, weights)  # the same bytes pass
+    check_weights(member, weights)  # no pin: nothing to check
+    weights.write_bytes(weights.read_bytes() + b" ")
+    with pytest.raises(MemberWeightsChanged, match=f"not the {want[:16]}"):
+        check_weights(pinned, weights)
+    with pytest.raises(MemberWeightsChanged, match="relabel it"):
+        pin_weights(spec)  # the files are no longer the revision the label measured
