@@ -55,6 +55,22 @@ def unlabelled(models: list[dict[str, Any]], graph: str) -> list[dict[str, Any]]
 
 
 @task
+def discover_updates(source: str, local_root: str | None, page_size: int,
+                     state: dict[str, Any]) -> dict[str, Any]:
+    """Models labelled before that changed since the last run (the Hub's lastModified)."""
+    return app().discovery.updates(source, local_root, state, page_size)
+
+
+@task
+def record_updates(source: str, local_root: str | None, state: dict[str, Any],
+                   updates: list[dict[str, Any]], errors: dict[str, str], labelled: int,
+                   newest: str | None) -> dict[str, Any]:
+    """Move the modification watermark past the listing (the first run starts following)."""
+    return app().discovery.record_updates(source, local_root, state, updates, errors,
+                                          labelled, newest).to_dict()
+
+
+@task
 def record_page(state: dict[str, Any], page: list[dict[str, Any]], errors: dict[str, str],
                 labelled: int) -> dict[str, Any]:
     """Move the watermark past the page and keep its failures for the next runs."""
@@ -181,12 +197,12 @@ def label_new_models(
     state = discovery_state(source, local_root, version)
     found = labelled = 0
     failed: dict[str, str] = {}
+    cache = {} if pixel_cache_gb is None else {"pixel_cache_gb": pixel_cache_gb}
     for n in range(max_pages):
         page = discover(source, local_root, page_size, state, retry_failed=n == 0)
         if not page:
             break
         todo = unlabelled(page, spec)
-        cache = {} if pixel_cache_gb is None else {"pixel_cache_gb": pixel_cache_gb}
         errors = _label_page([{"model_ref": m["ref"], "graph": spec, "device": device,
                                "push_card": push_card, **cache} for m in todo], deployment_name)
         state = record_page(state, page, errors, len(todo) - len(errors))
@@ -195,9 +211,29 @@ def label_new_models(
         failed.update(errors)
         log.info("page %d: %d models, %d labelled, %d failed; watermark %s", n + 1, len(page),
                  len(todo) - len(errors), len(errors), state["watermark"])
+    # models found before whose newest commit is newer than the last run's: relabelled only
+    # when their weights or config changed (a README edit is recorded, not relabelled)
+    updated = 0
+    for _ in range(max_pages):
+        batch = discover_updates(source, local_root, page_size, state)
+        changed = batch["models"]
+        todo = unlabelled(changed, spec) if changed else []
+        errors = _label_page([{"model_ref": m["ref"], "graph": spec, "device": device,
+                               "push_card": push_card, **cache} for m in todo], deployment_name)
+        if batch["listed"] or state.get("modified_watermark") is None:  # else nothing moved
+            state = record_updates(source, local_root, state, changed, errors,
+                                   len(todo) - len(errors), batch["newest"])
+        updated += len(todo) - len(errors)
+        failed.update(errors)
+        if changed:
+            log.info("%d models modified since the last run, %d relabelled, %d failed",
+                     len(changed), len(todo) - len(errors), len(errors))
+        if batch["listed"] < page_size:
+            break
     out = {"graph_version": version, "found": found, "labelled": labelled,
-           "failed": failed, "given_up": state.get("given_up", []),
-           "watermark": state["watermark"]}
+           "updated": updated, "failed": failed, "given_up": state.get("given_up", []),
+           "watermark": state["watermark"],
+           "modified_watermark": state.get("modified_watermark")}
     if failed:  # recorded first: the next runs retry them; the run shows red
         raise RuntimeError(f"{len(failed)} of {found} models failed to label and will be "
                            f"retried by the next runs: {sorted(failed)[:10]}")

@@ -18,6 +18,18 @@ class MLLError(Exception):
     """
 
 
+#: how a full disk shows in messages of libraries that do not keep the OSError (Rust, MLflow)
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "File too large")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk (or quota, or file-size limit): never worth a retry."""
+    import errno
+
+    return (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            or any(m in str(exc) for m in _DISK_FULL))
+
+
 class ModelRefError(MLLError, ValueError):
     """A model reference is malformed, or names something that is not a loadable open_clip model."""
 

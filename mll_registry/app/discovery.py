@@ -57,6 +57,63 @@ class DiscoveryService:
                                       limit=page_size or s.discovery_page_size)]
         return retries + [m for m in page if m["ref"] not in seen]
 
+    def updates(self, source: str, local_root: str | None = None,
+                state: dict[str, Any] | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+        """Models labelled before that changed since the state's modification watermark (the
+        Hub's ``lastModified``), oldest first, each at its new commit, for :meth:`unlabelled`
+        to tell a new label from a commit that left the weights alone: ``{"models": [...],
+        "listed": n, "newest": ISO time}`` (``listed``/``newest``: of every model the listing
+        returned, so that the watermark passes new and failing models too: those are the
+        new-model pages' and their retries'). Nothing before following began
+        (:meth:`record_updates` starts it) or for sources that list no modifications."""
+        from mll_registry.models.refs import registered_name, source_of
+        from mll_registry.registry.discovery_state import DiscoveryState
+
+        none: dict[str, Any] = {"models": [], "listed": 0, "newest": None}
+        st = DiscoveryState.from_dict(state) if state else None
+        src = self._source(source, local_root)
+        since = st.modified_since() if st else None
+        if st is None or since is None or not hasattr(src, "list_modified"):
+            return none
+        listed = src.list_modified(since, limit or self.app.settings.discovery_page_size)
+        if not listed:
+            return none
+        created = st.since()
+        failing = {f["repo_id"] for f in st.failed.values()}
+        reg = self.app.registry
+        models = [{"ref": m.ref, "revision": m.sha, "repo_id": m.repo_id,
+                   "created_at": m.created_at.isoformat(),
+                   "modified_at": m.last_modified.isoformat() if m.last_modified else None}
+                  for m in listed
+                  if (created is None or m.created_at <= created) and m.repo_id not in failing
+                  and reg.versions(registered_name(source_of(m.ref)))]
+        times = [m.last_modified for m in listed if m.last_modified is not None]
+        return {"models": models, "listed": len(listed),
+                "newest": max(times).isoformat() if times else None}
+
+    def record_updates(self, source: str, local_root: str | None, state: dict[str, Any],
+                       updates: Sequence[dict[str, Any]], errors: dict[str, str],
+                       labelled: int, newest: str | None = None) -> DiscoveryProgress:
+        """Record a processed batch of updated models: the modification watermark moves to
+        ``newest`` (the newest modification listed; the first time: the source's newest
+        modification, where following starts)."""
+        from datetime import datetime
+
+        from mll_registry.registry.discovery_state import DiscoveryLog, DiscoveryState
+
+        attempts = self.app.settings.discovery_attempts
+        st = DiscoveryState.from_dict(state)
+        start = datetime.fromisoformat(newest) if newest else None
+        if st.modified_watermark is None and start is None:
+            src = self._source(source, local_root)
+            start = src.newest_modified() if hasattr(src, "newest_modified") else None
+        if not updates and start is None:  # a source that lists no modifications
+            return DiscoveryProgress(st, st.given_up(attempts))
+        st.record_updates(updates, errors, start)
+        DiscoveryLog(self.app.registry).save(st, updates, errors, labelled, attempts)
+        return DiscoveryProgress(st, st.given_up(attempts))
+
     def record(self, state: dict[str, Any], page: Sequence[dict[str, Any]],
                errors: dict[str, str], labelled: int) -> DiscoveryProgress:
         """Record a processed page in the tracking server: the watermark moves past it, failed
@@ -71,12 +128,27 @@ class DiscoveryService:
 
     def unlabelled(self, models: Sequence[dict[str, Any]],
                    graph: GraphSpec) -> list[dict[str, Any]]:
-        """The discovered models whose label key is not in the registry yet."""
-        from mll_registry.models.refs import registered_name, source_of
+        """The discovered models whose label key is not in the registry yet. A Hub model at a
+        new commit whose weights and config are those of a registered label (a README edit, a
+        merged card PR) is not: the commit is recorded on that label's version instead."""
+        from mll_registry.models.refs import ModelRef, registered_name, source_of
 
         g = self.graphs.get(graph)
         reg = self.app.registry
         reg.migrate()  # legacy names and keys -> the current scheme (no-op once done)
         h = self.app.settings.label_hash()
-        return [m for m in models if reg.find_labelled(
-            registered_name(source_of(m["ref"])), m["revision"], g.version, h) is None]
+        hub: Any = None
+        out = []
+        for m in models:
+            name = registered_name(source_of(m["ref"]))
+            if reg.find_labelled(name, m["revision"], g.version, h) is not None:
+                continue
+            if m["ref"].startswith("hf-hub:") and reg.versions(name):
+                hub = hub or self._source("hf", None)
+                content = hub.content_id(ModelRef.parse(m["ref"]).name, m["revision"])
+                same = reg.find_same_content(name, content or "", g.version, h)
+                if same is not None:
+                    reg.record_revision(same, m["revision"])
+                    continue
+            out.append(m)
+        return out

@@ -50,7 +50,7 @@ class LabellingService:
         """
         from mll_registry.labels.labeller import label_ref
         from mll_registry.labels.stores import LabelKey
-        from mll_registry.models.refs import ModelRef, link_copy, resolve
+        from mll_registry.models.refs import ModelRef, link_copy, local_content_id, resolve
 
         a = self.app
         if ":" not in ref:  # a registered model name: its MODEL_REF (as every command accepts)
@@ -61,7 +61,8 @@ class LabellingService:
         res = resolve(parsed, allow_pickle=allow_pickle)
         if same_as:
             res = link_copy(res, same_as)
-        key = LabelKey.of(res, g.version, cfg.label_hash())
+        key = LabelKey.of(res, g.version, cfg.label_hash(),
+                          local_content_id(res, cfg.max_model_gb))
         h, identity = key.label_hash, a.settings.label_identity()
         grown = a.settings.incremental and not full and bool(g.manifest.get("lineage"))
 
@@ -79,8 +80,11 @@ class LabellingService:
         if not force:
             old = st.find(key, str(res.ref))
             if old is not None:
-                return LabelOutcome("skipped", h, identity, old,
-                                    reason="already labelled with these settings")
+                same = old.get("same_content_as")
+                return LabelOutcome("skipped", h, identity, old, reason=(
+                    f"the same weights and config as revision {same}, already labelled with "
+                    "these settings (this commit is recorded on that label)" if same else
+                    "already labelled with these settings"))
         run, path = labelled(None)
         stored = st.put(key, res, run.label, path, force=force)
         if stored.created and (store or a.settings.label_store) == "registry":

@@ -9,7 +9,6 @@ exits 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.text import Text
 
-from mll_registry.errors import MLLError
+from mll_registry.errors import MLLError, disk_full
 from mll_registry.redaction import redact
 from mll_registry.settings import DEFAULTS
 from mll_registry.terminal import SafeConsole, controls
@@ -42,10 +41,6 @@ GraphOpt = Annotated[str | None, typer.Option(
 DEMO_GRAPH = "demo"
 DeviceOpt = Annotated[str | None, typer.Option(help=f"auto, cpu or cuda[:N] [default: {DEFAULTS.device}].")]
 
-#: how a full disk shows in messages of libraries that do not keep the OSError (Rust, MLflow)
-_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "File too large")
-
-
 def emit(obj: Any) -> None:
     """``--json`` output: one JSON document on stdout, keys sorted."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
@@ -62,12 +57,6 @@ def fail(msg: str, code: int = 2) -> NoReturn:
     """Stop the command with ``msg`` as its one error line and exit ``code``."""
     error_line(msg)
     raise typer.Exit(code)
-
-
-def disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is a full disk (or quota, or file-size limit)."""
-    return (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-            or any(m in str(exc) for m in _DISK_FULL))
 
 
 def known_message(exc: BaseException, also: tuple[type[Exception], ...] = ()) -> str | None:

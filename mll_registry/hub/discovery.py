@@ -281,6 +281,47 @@ class HfHubSource:
                                    tuple(info.tags or ()), f"hf-hub:{info.id}@{sha}"))
         return _page(models, since, limit)
 
+    def list_modified(self, since: datetime, limit: int = 50) -> list[HubModel]:
+        """open_clip models whose newest commit is after ``since`` (a README edit, a merged
+        card PR, new weights), oldest first; at most ``limit`` (ties kept)."""
+        since_utc = _utc(since)
+
+        def scan() -> list[Any]:
+            found: list[Any] = []
+            for info in self._api.list_models(filter=self.library, sort="last_modified",
+                                              expand=_EXPAND):
+                modified = _utc(info.last_modified)
+                if modified is None or (since_utc is not None and modified <= since_utc):
+                    break
+                found.append(info)
+                if len(found) > self.max_scan:
+                    raise HubSourceError(
+                        f"more than {self.max_scan} {self.library} models modified since "
+                        f"{since.isoformat()}; move the watermark forward or raise max_scan")
+            return found
+
+        infos = self._retry(scan, f"listing modified {self.library} models on {self.endpoint}")
+        models = []
+        for info in sorted(infos, key=lambda i: (_utc(i.last_modified), i.id)):
+            sha = info.sha or self.resolve_revision(info.id)
+            created = _utc(info.created_at or info.last_modified)
+            assert created is not None
+            models.append(HubModel(info.id, str(sha), created, _utc(info.last_modified),
+                                   tuple(info.tags or ()), f"hf-hub:{info.id}@{sha}"))
+        if len(models) > limit:  # never split models sharing a modification time
+            cut = limit
+            while cut < len(models) and models[cut].last_modified == models[cut - 1].last_modified:
+                cut += 1
+            models = models[:cut]
+        return models
+
+    def newest_modified(self) -> datetime | None:
+        """The newest modification time of any listed model (where following starts)."""
+        infos = self._retry(lambda: list(self._api.list_models(
+            filter=self.library, sort="last_modified", limit=1, expand=_EXPAND)),
+            f"listing {self.library} models on {self.endpoint}")
+        return _utc(infos[0].last_modified) if infos else None
+
     def resolve_revision(self, repo_id: str, revision: str | None = None) -> str:
         """The commit sha a branch/tag/PR ref (default ``main``) points at now."""
         info = self._retry(lambda: self._api.model_info(repo_id, revision=revision),
@@ -288,6 +329,21 @@ class HfHubSource:
         if not info.sha:
             raise HubSourceError(f"hf-hub:{repo_id}: {self.endpoint} returned no commit sha")
         return str(info.sha)
+
+    def content_id(self, repo_id: str, revision: str) -> str | None:
+        """The :func:`~mll_registry.models.refs.content_id` of ``repo_id`` at ``revision`` from
+        the Hub's per-file metadata (one request, no download); None when it cannot be told
+        (not an open_clip repo, weights outside LFS)."""
+        from mll_registry.errors import ModelRefError
+        from mll_registry.models.refs import hub_content_id
+
+        info = self._retry(lambda: self._api.model_info(repo_id, revision=revision,
+                                                        files_metadata=True),
+                           f"hf-hub:{repo_id}@{revision}")
+        try:
+            return hub_content_id(info.siblings, f"hf-hub:{repo_id}@{revision}")
+        except ModelRefError:
+            return None  # labelling it reports why
 
     def fetch(self, repo_id: str, revision: str | None = None) -> Path:
         """Download config + safetensors weights (+ tokenizer files) of ``repo_id`` at ``revision``.

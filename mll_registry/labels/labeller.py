@@ -47,7 +47,7 @@ from mll_registry.labels.embeddings import (
 from mll_registry.labels.format import ModelLabel, graph_sources, source_column
 from mll_registry.models.image_stream import PixelCache, PixelPipeline, chunk_batches, stream
 from mll_registry.models.loading import LoadedModel
-from mll_registry.models.refs import ResolvedModel, weights_digest
+from mll_registry.models.refs import ResolvedModel, local_content_id, weights_digest
 from mll_registry.settings import DEFAULTS, Settings, label_identity_hash
 
 
@@ -471,6 +471,7 @@ def label_model(
         "architecture": lm.resolved.architecture, "weights_file": lm.resolved.weights.name,
         "weights_sha256": weights_digest(lm.resolved.weights, str(lm.resolved.ref),
                                          cfg.max_model_gb),
+        "content": local_content_id(lm.resolved, cfg.max_model_gb),
         "preprocess": lm.preprocess_cfg, "pixels_key": pipe.key,
         "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
         "calibration": calibration,

@@ -34,10 +34,15 @@ class LabelKey:
     revision: str  # Hub commit sha, or the weights' content digest
     graph_version: str
     label_hash: str  # Settings.label_hash(): templates, text source, top-K, format
+    #: what the label is computed from (models.refs.content_id); "" when unknown. A label of
+    #: the same source, graph and settings with this content is the same label at another
+    #: commit: reused, the commit recorded (issue #30)
+    content: str = ""
 
     @classmethod
-    def of(cls, res: ResolvedModel, graph_version: str, label_hash: str) -> LabelKey:
-        return cls(res.ref.source, res.revision, graph_version, label_hash)
+    def of(cls, res: ResolvedModel, graph_version: str, label_hash: str,
+           content: str = "") -> LabelKey:
+        return cls(res.ref.source, res.revision, graph_version, label_hash, content)
 
 
 @dataclass
@@ -129,8 +134,14 @@ class LocalLabelStore:
         return self.get(key) is not None
 
     def get(self, key: LabelKey) -> Path | None:
-        for m, p in self._metas(key.graph_version, key.label_hash):
-            if m.get("revision") == key.revision and m.get("source") == key.source:
+        """The label of ``key``: its revision, else (a ``key.content``) the same content."""
+        metas = [(m, p) for m, p in self._metas(key.graph_version, key.label_hash)
+                 if m.get("source") == key.source]
+        for m, p in metas:
+            if m.get("revision") == key.revision:
+                return p
+        for m, p in metas:
+            if key.content and m.get("content") == key.content:
                 return p
         return None
 

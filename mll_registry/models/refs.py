@@ -226,6 +226,43 @@ def weights_digest(path: Path, where: str, max_gb: float | None = None) -> str:
     return digest
 
 
+def content_id(weights_sha256: str, config_blob: str) -> str:
+    """What a label is computed from, by content (issue #30): the sha256 of the weights file
+    and the git blob id of the checked config (what the Hub reports per file without a
+    download: ``lfs.sha256`` and ``blobId``). Two commits that change neither have one id."""
+    digest = hashlib.sha256(f"weights={weights_sha256};config={config_blob}".encode())
+    return "content:" + digest.hexdigest()[:32]
+
+
+def git_blob_id(data: bytes) -> str:
+    """The git object id of a file's bytes (the Hub's ``blobId`` of a regular file)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's id
+
+
+def local_content_id(res: ResolvedModel, max_gb: float | None = None) -> str:
+    """:func:`content_id` of resolved files (the weights digest is cached, see
+    :func:`weights_digest`); a built-in open_clip architecture stands for its config."""
+    weights = weights_digest(res.weights, str(res.ref), max_gb)
+    cfg = res.path / CONFIG_NAME if res.path.is_dir() else None
+    config = (git_blob_id(cfg.read_bytes()) if cfg is not None and cfg.is_file()
+              else f"arch:{res.architecture}")
+    return content_id(weights, config)
+
+
+def hub_content_id(siblings: Any, where: str, allow_pickle: bool = False) -> str | None:
+    """:func:`content_id` from a Hub listing's per-file metadata (``model_info(...,
+    files_metadata=True).siblings``), without a download; None when the Hub does not report
+    the weights' sha256 (a weights file outside LFS) or the config's blob id."""
+    files = {s.rfilename: s for s in siblings or []}
+    if CONFIG_NAME not in files:
+        return None
+    weights = files[pick_weights(list(files), where, allow_pickle)]
+    config = files[CONFIG_NAME]
+    if weights.lfs is None or not getattr(config, "blob_id", None):
+        return None
+    return content_id(str(weights.lfs.sha256), str(config.blob_id))
+
+
 def pick_weights(files: list[str], where: str, allow_pickle: bool) -> str:
     for name in SAFE_WEIGHTS:
         if name in files:

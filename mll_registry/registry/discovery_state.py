@@ -40,9 +40,28 @@ class DiscoveryState:
     at_watermark: list[str] = field(default_factory=list)  # repo ids processed at that time
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
     pages: int = 0
+    #: ISO lastModified of the newest update processed (models changed after they were found)
+    modified_watermark: str | None = None
 
     def since(self) -> datetime | None:
         return datetime.fromisoformat(self.watermark) if self.watermark else None
+
+    def modified_since(self) -> datetime | None:
+        return datetime.fromisoformat(self.modified_watermark) if self.modified_watermark \
+            else None
+
+    def record_updates(self, updates: Sequence[Mapping[str, Any]], errors: Mapping[str, str],
+                       start: datetime | None = None) -> None:
+        """Apply the outcome of a batch of updated models (failures kept like new models'):
+        the modification watermark moves past them and to ``start`` (the newest modification
+        listed; before the first batch, the source's newest, where following begins)."""
+        self.record(updates, errors)
+        self.pages -= 1  # record() counted a page of new models
+        times = [datetime.fromisoformat(m["modified_at"]) for m in updates if m.get("modified_at")]
+        newest = max([*times, *([start] if start is not None else [])], default=None)
+        current = self.modified_since()
+        if newest is not None and (current is None or newest > current):
+            self.modified_watermark = newest.isoformat()
 
     def retries(self, max_attempts: int) -> list[dict[str, Any]]:
         """Failed models still to retry, oldest first (as discovered-model dicts)."""
@@ -85,7 +104,8 @@ class DiscoveryState:
             raise ValueError(f"not a discovery state ({d.get('format')!r})")
         return cls(source=str(d["source"]), watermark=d.get("watermark"),
                    at_watermark=list(d.get("at_watermark", [])),
-                   failed=dict(d.get("failed", {})), pages=int(d.get("pages", 0)))
+                   failed=dict(d.get("failed", {})), pages=int(d.get("pages", 0)),
+                   modified_watermark=d.get("modified_watermark"))
 
 
 class DiscoveryLog:

@@ -239,6 +239,39 @@ class Registry(Tracking):
                 if (v.tags or {}).get("mll.status") == "ready"]
         return min(hits, key=lambda v: int(v.version)) if hits else None
 
+    def find_same_content(self, name: str, content: str, graph_version: str,
+                          label_hash: str) -> Any | None:
+        """The ready version of ``name`` on that graph and settings computed from ``content``
+        (:func:`~mll_registry.models.refs.content_id`) at whatever commit (lowest number)."""
+        if not content:
+            return None
+        want = {"mll.content": content, "mll.graph_version": graph_version,
+                "mll.label_hash": label_hash, "mll.status": "ready"}
+        hits = [v for v in self.versions(name)
+                if all((v.tags or {}).get(k) == val for k, val in want.items())]
+        return min(hits, key=lambda v: int(v.version)) if hits else None
+
+    def record_revision(self, v: Any, revision: str) -> list[str]:
+        """Record that commit ``revision`` holds the content version ``v`` was labelled from
+        (tag ``mll.revisions``: every such commit, oldest first). Returns the list."""
+        tags = v.tags or {}
+        seen = json.loads(tags.get("mll.revisions") or "[]") or [tags.get("mll.revision", "")]
+        if revision not in seen:
+            seen.append(revision)
+            self.call(lambda: self.client.set_model_version_tag(
+                v.name, v.version, "mll.revisions", json.dumps(seen)[:5000]),
+                "record revision")
+        return seen
+
+    def _labelled_or_same(self, key: LabelKey) -> tuple[Any | None, bool]:
+        """(the ready version of ``key``, whether it was found by content at another commit)."""
+        name = registered_name(key.source)
+        v = self.find_labelled(name, key.revision, key.graph_version, key.label_hash)
+        if v is not None:
+            return v, False
+        v = self.find_same_content(name, key.content, key.graph_version, key.label_hash)
+        return v, v is not None
+
     def register_label(self, res: ResolvedModel, label: ModelLabel, label_dir: Path,
                        force: bool = False) -> tuple[LabelledVersion, bool]:
         """Log the labelling run and register the version. Returns (version, created_now).
@@ -286,7 +319,10 @@ class Registry(Tracking):
                        "nodes": len(s), "images": head["images"]}
             for k, v in metrics.items():
                 self.client.log_metric(rid, k, float(v))
-            self.client.log_artifacts(rid, str(label_dir), "label")
+            # retried on a reset connection (a retry uploads every file again, over the same
+            # names); a full disk fails at once
+            self.call(functools.partial(self.client.log_artifacts, rid, str(label_dir), "label"),
+                      "upload label")
             emb = embeddings_path(label_dir)
             if emb.is_file():  # beside the label, not in it: selection never downloads it
                 with tempfile.TemporaryDirectory(dir=emb.parent) as tmp:
@@ -317,7 +353,8 @@ class Registry(Tracking):
             tags=tags, model_type="mll-label"), "create logged model")
         with tempfile.TemporaryDirectory() as tmp:
             write_mlflow_model(label_dir, Path(tmp) / "model")
-            self.client.log_model_artifacts(lm.model_id, str(Path(tmp) / "model"))
+            self.call(functools.partial(self.client.log_model_artifacts, lm.model_id,
+                                        str(Path(tmp) / "model")), "upload label model")
         self.client.finalize_logged_model(lm.model_id, "READY")
         return str(lm.model_id), str(lm.artifact_location)
 
@@ -349,6 +386,8 @@ class Registry(Tracking):
                 "mll.graph_version": label.graph_version, "mll.model_ref": str(res.ref),
                 "mll.source": res.ref.source, "mll.label_hash": label.label_hash,
                 "mll.pinned_source": version_source(res),
+                **({"mll.content": str(label.meta["content"])} if label.meta.get("content")
+                   else {}),
                 **({"mll.model_id": model_id} if model_id else {}),
                 **lease_tags(self.lease_s)},
             description=f"MLL label of {res.ref} at {res.revision} on graph {label.graph_version}"),
@@ -369,6 +408,7 @@ class Registry(Tracking):
             for k in ("mll.lease_owner", "mll.lease_until"):  # the claim is over
                 with contextlib.suppress(Exception):
                     self.client.delete_model_version_tag(name, v.version, k)
+            self._supersede(name, int(v.version), label)
             self._update_alias(name)
             from mll_registry.registry.index_cache import mark_stale
 
@@ -378,6 +418,20 @@ class Registry(Tracking):
                 self.client.delete_model_version(name, v.version)
             raise
         return version_entry(self.client.get_model_version(name, v.version))
+
+    def _supersede(self, name: str, mine: int, label: ModelLabel) -> None:
+        """Tag the older ready versions of ``name`` on the same graph and settings
+        ``mll.superseded_by`` = ``mine``: the model's weights or config changed (or it was
+        relabelled with ``force``); they stay, readable, for whatever pinned them."""
+        for old in self.versions(name):
+            t = old.tags or {}
+            if (int(old.version) < mine and t.get("mll.status") == "ready"
+                    and t.get("mll.graph_version") == label.graph_version
+                    and t.get("mll.label_hash") == label.label_hash
+                    and "mll.superseded_by" not in t):
+                self.call(functools.partial(self.client.set_model_version_tag, name,
+                                            old.version, "mll.superseded_by", str(mine)),
+                          "tag superseded")
 
     def _create_version(self, name: str, source: str, run_id: str, model_id: str | None,
                         tags: dict[str, str], description: str) -> Any:
@@ -681,8 +735,7 @@ class Registry(Tracking):
         return self.get(key) is not None
 
     def get(self, key: LabelKey) -> Path | None:
-        v = self.find_labelled(registered_name(key.source), key.revision, key.graph_version,
-                               key.label_hash)
+        v, _ = self._labelled_or_same(key)
         return self.download_label(version_entry(v)) if v is not None else None
 
     def put(self, key: LabelKey, res: ResolvedModel, label: ModelLabel, label_dir: Path,
@@ -697,10 +750,17 @@ class Registry(Tracking):
                 for v in self.latest_per_model(graph_version, label_hash)}
 
     def find(self, key: LabelKey, model_ref: str) -> dict[str, Any] | None:
-        """The ready version holding ``key``, as its entry (nothing is downloaded)."""
-        v = self.find_labelled(registered_name(key.source), key.revision, key.graph_version,
-                               key.label_hash)
-        return version_entry(v).to_dict() if v is not None else None
+        """The ready version holding ``key``, as its entry (nothing is downloaded); one
+        labelled from the same content at another commit counts, and this commit is recorded
+        on it (``same_content_as``: the commit it was labelled at)."""
+        v, by_content = self._labelled_or_same(key)
+        if v is None:
+            return None
+        entry = version_entry(v).to_dict()
+        if by_content:
+            entry["revisions"] = self.record_revision(v, key.revision)
+            entry["same_content_as"] = entry["revision"]
+        return entry
 
     def describe(self, stored: StoredLabel) -> dict[str, Any]:
         """The version entry ``put`` registered, read back (the single-version read carries the

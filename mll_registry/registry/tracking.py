@@ -10,6 +10,7 @@ what to do.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from mll_registry.config import data_dir
-from mll_registry.errors import MLLError
+from mll_registry.errors import MLLError, disk_full
 
 LABEL_EXPERIMENT = "mll-labels"
 SELECTION_EXPERIMENT = "mll-selection"
@@ -49,6 +50,11 @@ def _artifact_root(root: str | os.PathLike[str] | None = None) -> str:
     return (data_dir(root) / "mlartifacts").as_uri()
 
 
+#: OSErrors about local files, not the connection: never retried
+_LOCAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
+                           errno.EISDIR})
+
+
 def _transient(exc: BaseException) -> bool:
     from mlflow.exceptions import MlflowException
 
@@ -58,9 +64,12 @@ def _transient(exc: BaseException) -> bool:
         if exc.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
                               "INVALID_PARAMETER_VALUE") or "already exists" in str(exc):
             return False
-        return any(s in str(exc) for s in ("Max retries", "Connection", "connect", "503", "502",
-                                            "504", "timed out"))
-    return isinstance(exc, ConnectionError | OSError)
+        return not disk_full(exc) and any(
+            s in str(exc) for s in ("Max retries", "Connection", "connect", "503", "502", "504",
+                                    "timed out"))
+    # an OSError is the network (a reset, a refused or timed-out connection) unless it is a full
+    # disk or a local file that cannot be used: those fail at once, with their own message
+    return isinstance(exc, OSError) and not disk_full(exc) and exc.errno not in _LOCAL_ERRNOS
 
 
 def retrying(fn: Callable[[], T], what: str, uri: str, tries: int = 4,

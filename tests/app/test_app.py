@@ -133,7 +133,7 @@ def test_the_local_store_finds_a_models_newest_label_on_any_graph(tmp_path: Path
     key = LabelKey("local-dir:/m1", "r1", g.version, "h1")
     assert store.find(key, "local-dir:/m1") == {
         "source": "local-dir:/m1", "revision": "r1", "graph_version": g.version,
-        "label_hash": "h1", "model_ref": "local-dir:/m1", "path": str(old)}
+        "label_hash": "h1", "content": "", "model_ref": "local-dir:/m1", "path": str(old)}
     assert store.find(LabelKey("local-dir:/m1", "r2", g.version, "h1"), "x") is None
     assert store.label_dirs(g.version, "h1") == {"local-dir:/m1": old}
 

@@ -7,6 +7,7 @@ models (tiny, seeded random init: labelling here is about bookkeeping, not accur
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -130,6 +131,76 @@ def test_a_model_that_fails_is_reported_then_retried_by_the_next_run(world, tmp_
         assert st["failed"] == {}
         assert set(_registered(world["graph"].version).values()) == {1}
         assert set(_registered(world["graph"].version)) == {"org/seed", *repos}
+    finally:
+        hub.stop()
+
+
+def test_a_commit_that_keeps_the_weights_is_recorded_and_new_weights_are_relabelled_once(
+        world, tmp_path, monkeypatch):
+    """Issue #30 on a loopback Hub: a README-only commit and a merged card PR are recorded on
+    the label's version (no relabelling, by discovery or by `mll label`); a commit replacing
+    the weights gets exactly one new version, which takes the alias, the old one tagged
+    superseded and the card PR opened again."""
+    from mlflow import MlflowClient
+
+    from flows.labeling import label_new_models
+    from mll_registry.app.root import App
+    from mll_registry.demo.archs import build_tiny
+    from mll_registry.models.loading import save_open_clip_dir
+    from mll_registry.models.refs import registered_name
+    from mll_registry.registry.tracking import tracking_uri
+
+    monkeypatch.setenv("MLL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    repo = "org/changing"
+    hub = start_hub({repo: world["files"]}, created_at={repo: T0})
+    try:
+        use_hub(monkeypatch, hub, cache_dir=tmp_path / "hf-cache")
+        run = dict(source="hf", graph=world["bundle"], device="cpu", push_card=True)
+        assert label_new_models(**run)["labelled"] == 1
+        name = registered_name(f"hf-hub:{repo}")
+        client = MlflowClient(tracking_uri())
+
+        def ready() -> list:
+            return sorted((v for v in client.search_model_versions(f"name = '{name}'")
+                           if v.tags.get("mll.status") == "ready"), key=lambda v: int(v.version))
+
+        commits = [hub.head(repo)]
+        assert len(hub.prs(repo)) == 1  # the card PR of the first label
+        # a README-only commit: discovery labels nothing and records the commit
+        readme = world["files"]["README.md"] + b"\nMore about the model.\n"
+        commits.append(hub.add_repo(repo, {**world["files"], "README.md": readme},
+                                    message="Edit README"))
+        out = label_new_models(**run)
+        assert (out["found"], out["labelled"], out["updated"]) == (0, 0, 0)
+        (v,) = ready()
+        assert json.loads(v.tags["mll.revisions"]) == commits
+        # ... and so does `mll label` at that commit
+        lab = App.configured().labelling.label(f"hf-hub:{repo}", world["bundle"])
+        assert lab.status == "skipped" and "same weights and config" in (lab.reason or "")
+        assert len(ready()) == 1
+        # the card PR merged (README + label files): recorded, no relabelling, no new PR
+        pr = hub.prs(repo)[0]
+        commits.append(hub.add_repo(repo, hub.files(repo, pr.ref), message="Merge card PR"))
+        assert label_new_models(**run)["updated"] == 0
+        (v,) = ready()
+        assert json.loads(v.tags["mll.revisions"]) == commits and len(hub.prs(repo)) == 1
+        # new weights: exactly one new version, the alias moves, the old one is superseded
+        model, cfg = build_tiny("tiny-vit", seed=12)
+        d = save_open_clip_dir(model, cfg, tmp_path / "new-weights")
+        files = {**hub.files(repo), "open_clip_model.safetensors":
+                 (d / "open_clip_model.safetensors").read_bytes()}
+        new_commit = hub.add_repo(repo, files, message="Retrained")
+        out = label_new_models(**run)
+        assert (out["labelled"], out["updated"], out["failed"]) == (0, 1, {})
+        old, new = ready()
+        assert new.tags["mll.revision"] == new_commit
+        assert old.tags["mll.superseded_by"] == str(new.version)
+        assert str(client.get_model_version_by_alias(name, "labeled").version) == \
+            str(new.version)
+        assert len(hub.prs(repo)) == 2  # the card PR opened again for the new label
+        assert label_new_models(**run)["updated"] == 0  # and nothing more on the next run
+        assert len(ready()) == 2
     finally:
         hub.stop()
 

@@ -273,6 +273,47 @@ def test_discovery_state_moves_the_watermark_and_keeps_failures_for_retry() -> N
     assert st2.failed == {} and st2.since() == T0 + timedelta(minutes=2)
 
 
+def test_the_modification_watermark_starts_where_following_begins() -> None:
+    from mll_registry.registry.discovery_state import DiscoveryState
+
+    st = DiscoveryState("src", watermark=(T0 + timedelta(minutes=5)).isoformat())
+    old = DiscoveryState.from_dict({k: v for k, v in st.to_dict().items()
+                                    if k != "modified_watermark"})  # a state from before
+    assert old.modified_since() is None
+    st.record_updates([], {}, start=T0 + timedelta(days=1))
+    assert st.modified_since() == T0 + timedelta(days=1) and st.pages == 0
+    upd = {**_m("o/a", 1), "modified_at": (T0 + timedelta(days=2)).isoformat()}
+    st.record_updates([upd], {upd["ref"]: "boom"})  # failures kept for retry, like new models
+    assert st.modified_since() == T0 + timedelta(days=2)
+    assert st.since() == T0 + timedelta(minutes=5)  # the creation watermark stays
+    assert [m["repo_id"] for m in st.retries(3)] == ["o/a"]
+    st.record_updates([], {}, start=T0)  # never moves back
+    assert st.modified_since() == T0 + timedelta(days=2)
+
+
+def test_the_hub_and_local_files_give_one_content_id(hub: HubHandle, tmp_path: Path) -> None:
+    """From the Hub's per-file metadata (no download) and from the downloaded files, computed
+    here with hashlib: the same id; another README leaves it, other weights change it."""
+    import hashlib
+
+    from mll_registry.models.refs import content_id, local_content_id, resolve
+
+    src = _source(hub, tmp_path)
+    sha = hub.head("org/a")
+    files = hub.files("org/a")
+    weights = hashlib.sha256(files["open_clip_model.safetensors"]).hexdigest()
+    cfg = files["open_clip_config.json"]
+    blob = hashlib.sha1(b"blob %d\0" % len(cfg) + cfg).hexdigest()
+    want = content_id(weights, blob)
+    assert src.content_id("org/a", sha) == want
+    assert local_content_id(resolve(f"local-dir:{src.fetch('org/a', sha)}")) == want
+    readme = hub.add_repo("org/a", {**files, "README.md": b"# another card\n"})
+    assert src.content_id("org/a", readme) == want
+    other = hub.add_repo("org/a", {**files, "open_clip_model.safetensors":
+                                   open_clip_repo_files("zz")["open_clip_model.safetensors"]})
+    assert src.content_id("org/a", other) not in (None, want)
+
+
 def test_discovery_state_round_trips_through_the_tracking_server(tmp_path: Path) -> None:
     from mll_registry.registry.discovery_state import DiscoveryLog, DiscoveryState
     from mll_registry.registry.tracking import Tracking

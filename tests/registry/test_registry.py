@@ -144,18 +144,67 @@ def test_concurrent_registration_leaves_one_version(registry: Registry, models: 
 
 def test_failed_labelling_leaves_nothing_registered(registry: Registry, models: list[Path],
                                                    graph, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*a, **k):
-        raise OSError("disk full while uploading")
+    """A full disk during the label upload fails at once (no retry) with the one-line error."""
+    import errno
 
-    monkeypatch.setattr(registry.client, "log_artifacts", boom)
-    with pytest.raises(OSError):
+    from mll_registry.cli.common import known_message
+
+    calls = []
+
+    def full(*a, **k):
+        calls.append(a)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(registry.client, "log_artifacts", full)
+    with pytest.raises(OSError) as err:
         label_and_register(f"local-dir:{models[0]}", graph, LabelConfig(top_k=4, device="cpu"),
                            registry, root=registry.root)
+    assert len(calls) == 1  # not retried
+    assert (known_message(err.value) or "").startswith("the disk is full")
     name = registered_name(f"local-dir:{models[0]}")
     assert registry.versions(name) == []
     runs = registry.client.search_runs([registry.experiment(LABEL_EXPERIMENT)],
                                        f"tags.`mll.registered_model` = '{name}'")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_connection_reset_during_the_label_upload_is_retried(
+        registry: Registry, models: list[Path], graph, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The first upload sends one file for real, then the connection is reset: the upload is
+    retried, the version ends ready, and the registered label is the labelled one, whole."""
+    import errno
+    import json
+
+    import mlflow
+
+    from mll_registry.labels.format import ModelLabel, checksum_mismatch
+
+    real = registry.client.log_artifacts
+    calls = []
+
+    def reset_once(run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        calls.append(local_dir)
+        if len(calls) == 1:
+            first = sorted(p for p in Path(local_dir).iterdir() if p.is_file())[0]
+            registry.client.log_artifact(run_id, str(first), artifact_path)
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+        real(run_id, local_dir, artifact_path)
+
+    monkeypatch.setattr(registry.client, "log_artifacts", reset_once)
+    ref = f"local-dir:{models[0]}"
+    out = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry,
+                             root=registry.root)
+    assert len(calls) == 2
+    v = registry.client.get_model_version(out["name"], str(out["version"]))
+    assert v.tags["mll.status"] == "ready"
+    fetched = Path(mlflow.artifacts.download_artifacts(
+        run_id=v.run_id, artifact_path="label", dst_path=str(tmp_path / "fetched"),
+        tracking_uri=registry.uri))
+    assert not checksum_mismatch(fetched)  # every file the meta lists, whole
+    meta = json.loads((fetched / "meta.json").read_text())
+    assert set(meta["checksums"]) <= {p.name for p in fetched.iterdir()}
+    assert ModelLabel.load(fetched).meta["model_ref"] == ref
 
 
 def test_label_index_queries_and_invalidation(registry: Registry, models: list[Path],
