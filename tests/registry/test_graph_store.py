@@ -75,6 +75,13 @@ def test_publishing_twice_is_one_registry_entry_and_list_shows_the_default(built
 
 
 def test_no_default_graph_is_a_clear_error(tmp_path, monkeypatch):
+    from mll_registry.app.graphs import GRAPHS
+
+    def never(**_: object) -> None:  # a fall-back to the demo graph fails here at once
+        raise AssertionError("the demo graph was built for `default`")
+
+    GRAPHS.get("demo")  # the entry points loaded, so that the one below replaces the demo's
+    monkeypatch.setitem(GRAPHS._items, "demo", never)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(GraphError, match="no default graph.*mll graph publish"):
         _app(tmp_path / "w").graphs.get("default")

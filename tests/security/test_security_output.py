@@ -211,7 +211,7 @@ def test_hostile_concept_id_cannot_break_or_grow_the_card(existing: str | None) 
         assert body.startswith("# m\n\nThe owner's text.\n")
 
 
-def _timed_render(readme: str, tmp_path: Path, timeout: float = 30.0) -> dict[str, object]:
+def _timed_render(readme: str, tmp_path: Path, timeout: float = 12.0) -> dict[str, object]:
     """render_card(readme) in a child process, timed there (after a warm-up render); a child that
     runs past ``timeout`` fails the test instead of hanging it."""
     label_dir = _label(["dog.n.01", "cat.n.01"]).save(tmp_path / "label")
