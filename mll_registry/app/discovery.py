@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,9 @@ if TYPE_CHECKING:
     from mll_registry.app.graphs import GraphService, GraphSpec
     from mll_registry.app.parts import Parts
     from mll_registry.registry.discovery_state import DiscoveryState
+
+
+log = logging.getLogger(__name__)
 
 
 class DiscoveryService:
@@ -131,6 +135,7 @@ class DiscoveryService:
         """The discovered models whose label key is not in the registry yet. A Hub model at a
         new commit whose weights and config are those of a registered label (a README edit, a
         merged card PR) is not: the commit is recorded on that label's version instead."""
+        from mll_registry.hub.discovery import HubSourceError
         from mll_registry.models.refs import ModelRef, registered_name, source_of
 
         g = self.graphs.get(graph)
@@ -145,7 +150,12 @@ class DiscoveryService:
                 continue
             if m["ref"].startswith("hf-hub:") and reg.versions(name):
                 hub = hub or self._source("hf", None)
-                content = hub.content_id(ModelRef.parse(m["ref"]).name, m["revision"])
+                try:
+                    content = hub.content_id(ModelRef.parse(m["ref"]).name, m["revision"])
+                except HubSourceError as exc:  # unknown: labelled, which reports its own error
+                    log.warning("%s: cannot read its file digests (%s); labelling it", m["ref"],
+                                exc)
+                    content = None
                 same = reg.find_same_content(name, content or "", g.version, h)
                 if same is not None:
                     reg.record_revision(same, m["revision"])

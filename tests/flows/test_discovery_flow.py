@@ -171,12 +171,22 @@ def test_a_commit_that_keeps_the_weights_is_recorded_and_new_weights_are_relabel
         readme = world["files"]["README.md"] + b"\nMore about the model.\n"
         commits.append(hub.add_repo(repo, {**world["files"], "README.md": readme},
                                     message="Edit README"))
+        # the Hub cannot say the new commit's file digests: the model is kept for labelling
+        # (which reports its own error), not dropped and not a failed discovery
+        app = App.configured()
+        changed = {"ref": f"hf-hub:{repo}@{commits[1]}", "revision": commits[1],
+                   "repo_id": repo, "created_at": T0.isoformat()}
+        monkeypatch.setenv("MLL_RETRY_BUDGET_S", "1")
+        hub.fail_next("GET", rf"^/api/models/{repo}/revision/{commits[1]}", 503, times=100)
+        assert app.discovery.unlabelled([changed], world["bundle"]) == [changed]
+        hub._state.faults.clear()
+        monkeypatch.delenv("MLL_RETRY_BUDGET_S")
         out = label_new_models(**run)
         assert (out["found"], out["labelled"], out["updated"]) == (0, 0, 0)
         (v,) = ready()
         assert json.loads(v.tags["mll.revisions"]) == commits
         # ... and so does `mll label` at that commit
-        lab = App.configured().labelling.label(f"hf-hub:{repo}", world["bundle"])
+        lab = app.labelling.label(f"hf-hub:{repo}", world["bundle"])
         assert lab.status == "skipped" and "same weights and config" in (lab.reason or "")
         assert len(ready()) == 1
         # the card PR merged (README + label files): recorded, no relabelling, no new PR
