@@ -348,7 +348,7 @@ def link_copy(local: ResolvedModel, hub_ref: str) -> ResolvedModel:
         elif sib.lfs is not None:
             same = hashlib.sha256(data).hexdigest() == sib.lfs.sha256
         else:
-            same = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == sib.blob_id
+            same = git_blob_id(data) == sib.blob_id
         if not same:
             raise ModelRefError(
                 f"{local.ref} is not a copy of {hub_ref}@{info.sha}: {f.name} differs from the "

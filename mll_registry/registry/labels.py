@@ -702,8 +702,7 @@ class Registry(Tracking):
         return dest
 
     def embeddings(self, key: LabelKey) -> Path | None:
-        v = self.find_labelled(registered_name(key.source), key.revision, key.graph_version,
-                               key.label_hash)
+        v, _ = self._labelled_or_same(key)  # the embeddings depend on the content, not the commit
         return self.download_embeddings(version_entry(v)) if v is not None else None
 
     def download_summary(self, v: LabelledVersion) -> pd.DataFrame:
