@@ -272,14 +272,15 @@ class HfHubSource:
             return found
 
         infos = self._retry(scan, f"listing {self.library} models on {self.endpoint}")
-        models = []
-        for info in reversed(infos):  # oldest first
-            sha = info.sha or self.resolve_revision(info.id)
-            created = _utc(info.created_at or info.last_modified)
-            assert created is not None
-            models.append(HubModel(info.id, str(sha), created, _utc(info.last_modified),
-                                   tuple(info.tags or ()), f"hf-hub:{info.id}@{sha}"))
-        return _page(models, since, limit)
+        return _page([self._model(info) for info in reversed(infos)], since, limit)  # oldest 1st
+
+    def _model(self, info: Any) -> HubModel:
+        """A listing entry as a :class:`HubModel` pinned to its listed (or current) commit."""
+        sha = info.sha or self.resolve_revision(info.id)
+        created = _utc(info.created_at or info.last_modified)
+        assert created is not None
+        return HubModel(info.id, str(sha), created, _utc(info.last_modified),
+                        tuple(info.tags or ()), f"hf-hub:{info.id}@{sha}")
 
     def list_modified(self, since: datetime, limit: int = 50) -> list[HubModel]:
         """open_clip models whose newest commit is after ``since`` (a README edit, a merged
@@ -301,13 +302,8 @@ class HfHubSource:
             return found
 
         infos = self._retry(scan, f"listing modified {self.library} models on {self.endpoint}")
-        models = []
-        for info in sorted(infos, key=lambda i: (_utc(i.last_modified), i.id)):
-            sha = info.sha or self.resolve_revision(info.id)
-            created = _utc(info.created_at or info.last_modified)
-            assert created is not None
-            models.append(HubModel(info.id, str(sha), created, _utc(info.last_modified),
-                                   tuple(info.tags or ()), f"hf-hub:{info.id}@{sha}"))
+        models = [self._model(info)
+                  for info in sorted(infos, key=lambda i: (_utc(i.last_modified), i.id))]
         if len(models) > limit:  # never split models sharing a modification time
             cut = limit
             while cut < len(models) and models[cut].last_modified == models[cut - 1].last_modified:
