@@ -227,8 +227,11 @@ class Registry(Tracking):
     def same_label(self, name: str, revision: str, graph_version: str,
                    label_hash: str) -> list[Any]:
         """Versions of ``name`` holding that label key, whatever their status."""
-        want = {"mll.revision": revision, "mll.graph_version": graph_version,
-                "mll.label_hash": label_hash}
+        return self._tagged(name, {"mll.revision": revision, "mll.graph_version": graph_version,
+                                   "mll.label_hash": label_hash})
+
+    def _tagged(self, name: str, want: dict[str, str]) -> list[Any]:
+        """Versions of ``name`` carrying every tag value of ``want``."""
         return [v for v in self.versions(name)
                 if all((v.tags or {}).get(k) == val for k, val in want.items())]
 
@@ -245,10 +248,8 @@ class Registry(Tracking):
         (:func:`~mll_registry.models.refs.content_id`) at whatever commit (lowest number)."""
         if not content:
             return None
-        want = {"mll.content": content, "mll.graph_version": graph_version,
-                "mll.label_hash": label_hash, "mll.status": "ready"}
-        hits = [v for v in self.versions(name)
-                if all((v.tags or {}).get(k) == val for k, val in want.items())]
+        hits = self._tagged(name, {"mll.content": content, "mll.graph_version": graph_version,
+                                   "mll.label_hash": label_hash, "mll.status": "ready"})
         return min(hits, key=lambda v: int(v.version)) if hits else None
 
     def record_revision(self, v: Any, revision: str) -> list[str]:
