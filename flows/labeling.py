@@ -2,7 +2,8 @@
 
 ``label-new-models`` runs on a schedule: page after page, it lists the models published since the
 watermark (kept in the tracking server), skips those already labelled for this graph, fans out one
-``label-model`` run per model through ``run_deployment`` (to the GPU work pool) when it runs as a
+``label-models`` run per group of ``models_per_run`` models (labelled in shared passes: each graph
+image decoded once per pass) through ``run_deployment`` (to the GPU work pool) when it runs as a
 deployment (in-process subflows when run locally), and records the page: the watermark moves on and
 the failures are kept for the next runs. Only refs and versions travel between tasks, never tensors
 or paths: a worker gets the graph by version from the registry.
@@ -103,6 +104,57 @@ def push_card_task(model_ref: str, label_path: str, create_pr: bool) -> dict[str
     return push_card(ref.name, ModelLabel.load(label_path), create_pr=create_pr)
 
 
+@task
+def label_and_register_many_task(model_refs: list[str], graph: str, device: str, force: bool,
+                                 pixel_cache_gb: float | None = None) -> dict[str, Any]:
+    """Label and register several models in shared passes (each graph image decoded once per
+    pass); a model that fails fails alone: ``failed`` maps its ref to its error."""
+    import os
+
+    a = app(device=device, pixel_cache_gb=pixel_cache_gb)
+    outcomes, failed = a.labelling.label_many(model_refs, graph, force=force,
+                                              progress=progress_logger(
+                                                  f"{len(model_refs)} models"))
+    worker = os.environ.get("MLL_WORKER_NAME", "")
+    labels = []
+    for o in outcomes:
+        out = o.to_dict()
+        out["worker"] = worker
+        if out.get("run_id") and worker:
+            a.registry.client.set_tag(out["run_id"], "mll.worker", worker)
+        labels.append(out)
+    return {"labels": labels, "failed": failed}
+
+
+@flow(name="label-models", log_prints=True, flow_run_name="label {model_refs}")
+def label_models(
+    model_refs: Annotated[list[str], Field(min_length=1, description=(
+        "Models to label together: hf-hub:ORG/NAME[@REVISION], local-dir:PATH or "
+        "open_clip:ARCH/TAG"))],
+    graph: GraphParam = "default",
+    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
+    force: Annotated[bool, Field(description="Relabel even if registered")] = False,
+    push_card: Annotated[bool, Field(description="Open a card PR on the Hub")] = False,
+    pixel_cache_gb: Annotated[float | None, Field(
+        ge=0.0, description="Raw-pixel cache budget in GB (empty: the worker's setting)")] = None,
+) -> dict[str, Any]:
+    """Label several models on the graph in shared passes (the worker's ``pass_model_gb``
+    decides how many are resident at once) and register each; optionally push their cards.
+    The run fails, after registering the others, when a model fails."""
+    clean_env()
+    out = label_and_register_many_task(model_refs, graph, device, force, pixel_cache_gb)
+    log = get_run_logger()
+    for lab in out["labels"]:
+        ref = lab.get("model_ref") or lab.get("model", "")
+        log.info("%s: %s (version %s)", ref, lab["status"], lab.get("version"))
+        if push_card and str(ref).startswith("hf-hub:") and lab["status"] == "labelled":
+            lab["card"] = push_card_task(ref, lab["path"], create_pr=True)
+    if out["failed"]:
+        raise RuntimeError(f"{len(out['failed'])} of {len(model_refs)} models failed: "
+                           + "; ".join(f"{r}: {e}" for r, e in sorted(out["failed"].items())))
+    return out
+
+
 @flow(name="label-model", log_prints=True, flow_run_name="label {model_ref}")
 def label_model(
     model_ref: Annotated[str, Field(description="hf-hub:ORG/NAME[@REVISION], local-dir:PATH or "
@@ -143,27 +195,37 @@ def _wait_all(run_ids: list[Any], timeout: float = 6 * 3600, poll: float = 2.0) 
     return [finished[r] for r in run_ids]
 
 
-def _label_page(params: list[dict[str, Any]], deployment_name: str) -> dict[str, str]:
-    """Label a page of models, one ``label-model`` run each; returns ref -> error of failures."""
-    if not params:
+def _label_page(models: list[dict[str, Any]], common: dict[str, Any], deployment_name: str,
+                per_run: int) -> dict[str, str]:
+    """Label a page of models, ``per_run`` per ``label-models`` run; returns ref -> error of
+    the models a failed run left unlabelled (all of its models when it left none)."""
+    if not models:
         return {}
+    groups = [models[i:i + per_run] for i in range(0, len(models), per_run)]
+    params = [{"model_refs": [m["ref"] for m in g], **common} for g in groups]
     if deployment.id is not None:  # a deployment: fan out to the work pool
         from prefect.deployments import run_deployment
 
         runs = [run_deployment(deployment_name, parameters=p, timeout=0,
-                               flow_run_name=f"label {p['model_ref'].rsplit('/', 1)[-1]}")
-                for p in params]
+                               flow_run_name=_run_name(p["model_refs"])) for p in params]
         done = _wait_all([r.id for r in runs])  # type: ignore[union-attr]  # sync call
-        return {p["model_ref"]: f"{fr.state.type.value if fr.state else '?'}: "
-                                f"{(fr.state.message if fr.state else '') or ''}"[:500]
-                for p, fr in zip(params, done, strict=True)
-                if fr.state is None or not fr.state.is_completed()}
-    errors = {}  # local: in-process subflows
-    for p in params:
-        state = label_model(**p, return_state=True)
-        if not state.is_completed():
-            errors[p["model_ref"]] = f"{state.type.value}: {state.message or ''}"[:500]
+        states = [fr.state for fr in done]
+    else:  # local: in-process subflows
+        states = [label_models(**p, return_state=True) for p in params]
+    errors: dict[str, str] = {}
+    for g, state in zip(groups, states, strict=True):
+        if state is not None and state.is_completed():
+            continue
+        msg = f"{state.type.value if state else '?'}: {(state.message if state else '') or ''}"
+        missing = unlabelled(g, common["graph"]) or g
+        errors.update({m["ref"]: msg[:500] for m in missing})
     return errors
+
+
+def _run_name(refs: list[str]) -> str:
+    names = [r.rsplit("/", 1)[-1] for r in refs]
+    return "label " + (", ".join(names) if len(names) <= 3 else
+                       f"{', '.join(names[:2])} and {len(names) - 2} more")
 
 
 @flow(name="label-new-models", log_prints=True,
@@ -178,7 +240,9 @@ def label_new_models(
     graph: GraphParam = "default",
     device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
     deployment_name: Annotated[str, Field(
-        description="Deployment that labels one model")] = "label-model/label-model-gpu",
+        description="Deployment that labels a group of models")] = "label-models/label-models-gpu",
+    models_per_run: Annotated[int | None, Field(ge=1, description=(
+        "Models per labelling run (empty: the setting models_per_run)"))] = None,
     push_card: Annotated[bool, Field(description="Open card PRs on the Hub")] = False,
     pixel_cache_gb: Annotated[float | None, Field(
         ge=0.0, description="Raw-pixel cache budget in GB of the labelling runs (empty: each "
@@ -198,13 +262,14 @@ def label_new_models(
     found = labelled = 0
     failed: dict[str, str] = {}
     cache = {} if pixel_cache_gb is None else {"pixel_cache_gb": pixel_cache_gb}
+    common = {"graph": spec, "device": device, "push_card": push_card, **cache}
+    per_run = models_per_run or app().settings.models_per_run
     for n in range(max_pages):
         page = discover(source, local_root, page_size, state, retry_failed=n == 0)
         if not page:
             break
         todo = unlabelled(page, spec)
-        errors = _label_page([{"model_ref": m["ref"], "graph": spec, "device": device,
-                               "push_card": push_card, **cache} for m in todo], deployment_name)
+        errors = _label_page(todo, common, deployment_name, per_run)
         state = record_page(state, page, errors, len(todo) - len(errors))
         found += len(page)
         labelled += len(todo) - len(errors)
@@ -218,8 +283,7 @@ def label_new_models(
         batch = discover_updates(source, local_root, page_size, state)
         changed = batch["models"]
         todo = unlabelled(changed, spec) if changed else []
-        errors = _label_page([{"model_ref": m["ref"], "graph": spec, "device": device,
-                               "push_card": push_card, **cache} for m in todo], deployment_name)
+        errors = _label_page(todo, common, deployment_name, per_run)
         if batch["listed"] or state.get("modified_watermark") is None:  # else nothing moved
             state = record_updates(source, local_root, state, changed, errors,
                                    len(todo) - len(errors), batch["newest"])

@@ -72,6 +72,9 @@ class Settings:
         pixel_cache_gb: budget of the optional raw-pixel cache (decoded pixels shared by the
             models with one preprocess on one graph; larger than the encoded images, so off
             by default: 0). Used only when the whole graph fits the budget.
+        pass_model_gb: weights held at once by a multi-model labelling pass (the sum of the
+            weight files of the models labelled together, each batch of graph images decoded
+            once for all of them; a model above it is labelled alone). 4 GB holds 6 ViT-B-32.
     Selection:
         k: models per class; alpha: reuse-metric weight of the class's own score; metric:
         ``f1`` or ``precision``; top_n: graph nodes matched per class; embedder: sentence
@@ -115,7 +118,9 @@ class Settings:
     Discovery (scheduled labelling of new Hub models):
         discovery_page_size: models listed, labelled and recorded per page (the watermark moves
         after each page; the Hub's listing page size); discovery_attempts: scheduled runs that try
-        a model that fails to label before it is reported as given up.
+        a model that fails to label before it is reported as given up; models_per_run: models
+        one labelling run takes (discovery hands a worker groups of this many; the run labels
+        them in passes of ``pass_model_gb``).
     """
 
     templates: tuple[str, ...] = ("a photo of a {}.",)
@@ -125,6 +130,7 @@ class Settings:
     chunk_size: int = 2048
     decode_workers: int = 2
     pixel_cache_gb: float = 0.0
+    pass_model_gb: float = 4.0
     k: int = 1
     alpha: float = 0.7
     metric: Literal["f1", "precision"] = "f1"
@@ -149,6 +155,7 @@ class Settings:
     data_dir: str | None = None
     discovery_page_size: int = 100
     discovery_attempts: int = 3
+    models_per_run: int = 10
     incremental: bool = True
     keep_embeddings: bool = True
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> origin
@@ -174,6 +181,7 @@ class Settings:
             "label_store": bool(self.label_store),
             "discovery_page_size": self.discovery_page_size >= 1,
             "discovery_attempts": self.discovery_attempts >= 1,
+            "models_per_run": self.models_per_run >= 1, "pass_model_gb": self.pass_model_gb > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -211,6 +211,13 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if writer is not None:\n            cache.publish()\n"
       "            writer = cache.writer(shape)",
       ("tests/labels/test_labeling.py::test_a_crash_while_building_the_pixel_cache_leaves_no_cache",)),
+    M("pass-one-model", "every model of a multi-model pass is encoded by the pass's first model",
+      "mll_registry/labels/labeller.py",
+      "        consumers.append(_Consumer(lm, j.pipe.normaliser(lm.device), set(todo), ckpt))\n",
+      "        consumers.append(_Consumer(jobs[0].lm, j.pipe.normaliser(lm.device), set(todo), "
+      "ckpt))\n",
+      ("tests/labels/test_multi_model.py::test_one_pass_decodes_each_image_once_and_labels_as_runs"
+       "_of_their_own",)),
     M("source-hits1-from-top5", "per-source top-1 hits count the top-5 hits",
       "mll_registry/labels/labeller.py", '"hits1": top1,', '"hits1": top5,',
       ("tests/labels/test_labeling.py::test_per_source_counts_equal_a_hand_count_and_pool_to_the_node"
@@ -222,7 +229,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- registry idempotency ----------------------------------------------------------------
     M("no-precheck", "label() relabels before finding the stored label",
       "mll_registry/app/labelling.py",
-      "        if not force:\n            old = st.find(key, str(res.ref))",
+      "        if st is not None and not force:\n            old = st.find(key, str(res.ref))",
       "        if False:\n            old = st.find(key, str(res.ref))",
       ("tests/registry/test_registry.py::test_label_run_version_tags_alias",), slow=True),
     # -- label files and graph bundles -------------------------------------------------------
@@ -333,8 +340,9 @@ MUTATIONS: tuple[Mutation, ...] = (
       '    da, db = set(a.images["relpath"]), set(b.images["relpath"])\n',
       ("tests/graph/test_graph_growth.py::test_a_child_keeps_the_parent_and_records_the_delta",)),
     M("embeddings-always-kept", "keep_embeddings=false still keeps them beside the label",
-      "mll_registry/labels/labeller.py", "    if run.embeddings is not None and keep_embeddings:\n",
-      "    if run.embeddings is not None:\n",
+      "mll_registry/labels/labeller.py",
+      "        if run.embeddings is not None and keep_embeddings:\n",
+      "        if run.embeddings is not None:\n",
       ("tests/graph/test_graph_growth.py::test_without_kept_embeddings_a_grown_graph_is_labelled_in_full",)),
     M("tracking-uri-unset", "registering a version unsets MLFLOW_TRACKING_URI for the process",
       "mll_registry/registry/tracking.py", "            if env is not None:\n",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,13 +17,20 @@ if TYPE_CHECKING:
     from mll_registry.app.parts import Parts
     from mll_registry.graph.bundle import SemanticGraph
     from mll_registry.labels.embeddings import LabelEmbeddings
-    from mll_registry.labels.labeller import LabelRun
+    from mll_registry.labels.labeller import LabelConfig, LabelRun
     from mll_registry.labels.stores import LabelKey, LabelStore
+    from mll_registry.models.refs import ResolvedModel
 
 log = logging.getLogger(__name__)
 
 #: labelling progress: (stage, done, total)
 Progress = Callable[[str, int, int], None]
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: its type and the first line of its message."""
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:500]
 
 
 class LabellingService:
@@ -48,7 +55,92 @@ class LabellingService:
         The outcome's status is ``labelled`` (stored by this call) or ``skipped`` (the store had
         it); the version reported is ready and selectable.
         """
-        from mll_registry.labels.labeller import label_ref
+        outcomes, errors = self.label_many([ref], graph, force=force, allow_pickle=allow_pickle,
+                                           same_as=same_as, store=store, out=out,
+                                           progress=progress, full=full, isolate=False)
+        assert not errors  # isolate=False raises the model's own error
+        return outcomes[0]
+
+    def label_many(self, refs: Sequence[str], graph: SemanticGraph | GraphSpec, *,
+                   force: bool = False, allow_pickle: bool = False, same_as: str | None = None,
+                   store: str | None = None, out: str | os.PathLike[str] | None = None,
+                   progress: Progress | None = None, full: bool = False,
+                   isolate: bool = True) -> tuple[list[LabelOutcome], dict[str, str]]:
+        """:meth:`label` for several models, in passes that decode each graph image once for
+        all the models of the pass (models grouped by their weights, ``pass_model_gb``); each
+        label is stored as its pass ends and equals the label of a run of its own.
+
+        With ``isolate`` a model that cannot be resolved, loaded or labelled fails alone: its
+        error is returned (ref -> one line) and the others are labelled (a pass that fails is
+        retried one model at a time); without, the first error is raised. ``same_as`` and
+        ``out`` take one ref. Returns the outcomes of the models that did not fail, in the
+        order of ``refs``, and the errors.
+        """
+        from mll_registry.labels.labeller import label_refs, pass_groups
+        from mll_registry.models.loading import load
+
+        if (same_as or out is not None) and len(refs) != 1:
+            raise ValueError("same_as and out label one model at a time")
+        a = self.app
+        g = self.graphs.of(graph)
+        cfg = a.label_config()
+        st = None if out is not None else a.label_store(store)
+        outcomes: dict[int, LabelOutcome] = {}
+        errors: dict[str, str] = {}
+        todo: list[tuple[int, ResolvedModel, LabelKey]] = []
+        for i, ref in enumerate(refs):
+            try:
+                planned = self._plan(ref, g, cfg, st, force, allow_pickle, same_as, store)
+            except Exception as exc:
+                if not isolate:
+                    raise
+                errors[ref] = _one_line(exc)
+                continue
+            if isinstance(planned, LabelOutcome):
+                outcomes[i] = planned
+            else:
+                todo.append((i, *planned))
+        sizes = [res.weights.stat().st_size if res.weights.is_file() else 0
+                 for _, res, _ in todo]
+        passes = [[todo[k] for k in group] for group in pass_groups(sizes, a.settings.pass_model_gb)]
+        while passes:
+            group, loaded = passes.pop(0), []
+            for item in group:  # a model that cannot be loaded fails alone, before the pass
+                try:
+                    loaded.append(load(item[1], device=cfg.device, allow_pickle=allow_pickle,
+                                       max_model_gb=cfg.max_model_gb, batch_size=cfg.batch_size))
+                except Exception as exc:
+                    if not isolate:
+                        raise
+                    errors[refs[item[0]]] = _one_line(exc)
+            group = [item for item in group if refs[item[0]] not in errors]
+            if not group:
+                continue
+            try:
+                runs = label_refs(loaded, g, cfg,
+                                  [out] if out is not None else None, root=a.root,
+                                  allow_pickle=allow_pickle, progress=progress,
+                                  reuse=[self._reuse(store, key, g, full) for _, _, key in group],
+                                  keep_embeddings=a.settings.keep_embeddings)
+            except Exception as exc:
+                if not isolate:
+                    raise
+                if len(group) > 1:  # find the model that fails: one pass each
+                    log.warning("a pass of %d models failed (%s); labelling them one at a time",
+                                len(group), _one_line(exc))
+                    del loaded
+                    passes[:0] = [[item] for item in group]
+                else:
+                    errors[refs[group[0][0]]] = _one_line(exc)
+                continue
+            for (i, res, key), (run, path) in zip(group, runs, strict=True):
+                outcomes[i] = self._stored(st, store, key, res, run, path, force)
+        return [outcomes[i] for i in sorted(outcomes)], errors
+
+    def _plan(self, ref: str, g: SemanticGraph, cfg: LabelConfig, st: LabelStore | None,
+              force: bool, allow_pickle: bool, same_as: str | None, store: str | None
+              ) -> LabelOutcome | tuple[ResolvedModel, LabelKey]:
+        """A model resolved and its label key; or the store's label of that key (skipped)."""
         from mll_registry.labels.stores import LabelKey
         from mll_registry.models.refs import ModelRef, link_copy, local_content_id, resolve
 
@@ -56,36 +148,38 @@ class LabellingService:
         if ":" not in ref:  # a registered model name: its MODEL_REF (as every command accepts)
             ref = self.registered_ref(ref, store) or ref
         parsed = ModelRef.parse(ref)  # a malformed ref fails before any graph is built
-        g = self.graphs.of(graph)
-        cfg = a.label_config()
         res = resolve(parsed, allow_pickle=allow_pickle)
         if same_as:
             res = link_copy(res, same_as)
         key = LabelKey.of(res, g.version, cfg.label_hash(),
                           local_content_id(res, cfg.max_model_gb))
-        h, identity = key.label_hash, a.settings.label_identity()
-        grown = a.settings.incremental and not full and bool(g.manifest.get("lineage"))
-
-        def labelled(to: str | os.PathLike[str] | None) -> tuple[LabelRun, Path]:
-            # the store is asked for an ancestor's embeddings only on a grown graph
-            reuse = self.parent_embeddings(a.label_store(store), key, g) if grown else None
-            return label_ref(res, g, cfg, out=to, root=a.root, allow_pickle=allow_pickle,
-                             progress=progress, reuse=reuse,
-                             keep_embeddings=a.settings.keep_embeddings)
-
-        if out is not None:
-            run, path = labelled(out)
-            return LabelOutcome("labelled", h, identity, run=run.summary(path))
-        st = a.label_store(store)
-        if not force:
+        if st is not None and not force:
             old = st.find(key, str(res.ref))
             if old is not None:
                 same = old.get("same_content_as")
-                return LabelOutcome("skipped", h, identity, old, reason=(
+                return LabelOutcome("skipped", key.label_hash, a.settings.label_identity(), old,
+                                    reason=(
                     f"the same weights and config as revision {same}, already labelled with "
                     "these settings (this commit is recorded on that label)" if same else
                     "already labelled with these settings"))
-        run, path = labelled(None)
+        return res, key
+
+    def _reuse(self, store: str | None, key: LabelKey, g: SemanticGraph,
+               full: bool) -> LabelEmbeddings | None:
+        """An ancestor label's embeddings to label incrementally from (only on a grown graph,
+        with the ``incremental`` setting and not ``full``)."""
+        a = self.app
+        if not (a.settings.incremental and not full and g.manifest.get("lineage")):
+            return None
+        return self.parent_embeddings(a.label_store(store), key, g)
+
+    def _stored(self, st: LabelStore | None, store: str | None, key: LabelKey,
+                res: ResolvedModel, run: LabelRun, path: Path, force: bool) -> LabelOutcome:
+        """A finished label put in the store (or, with no store, its files described)."""
+        a = self.app
+        h, identity = key.label_hash, a.settings.label_identity()
+        if st is None:
+            return LabelOutcome("labelled", h, identity, run=run.summary(path))
         stored = st.put(key, res, run.label, path, force=force)
         if stored.created and (store or a.settings.label_store) == "registry":
             self._mark_stale_ensembles(str(res.ref), store)

@@ -18,14 +18,18 @@ from mll_registry.cli.common import (
     boundary,
     console,
     emit,
+    error_line,
+    fail,
     open_app,
 )
 from mll_registry.settings import DEFAULTS
 
 
 def label(
-    model_ref: Annotated[str, typer.Argument(
-        help="hf-hub:ORG/NAME[@REV], local-dir:PATH or open_clip:ARCH/TAG")],
+    model_refs: Annotated[list[str], typer.Argument(
+        metavar="MODEL_REF...",
+        help="hf-hub:ORG/NAME[@REV], local-dir:PATH or open_clip:ARCH/TAG; several are labelled "
+             "in shared passes (each graph image decoded once for the models of a pass)")],
     graph: GraphOpt = None,
     device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(
@@ -54,7 +58,7 @@ def label(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Label a model on a semantic graph (task-independent, once per model, graph and settings)."""
+    """Label models on a semantic graph (task-independent, once per model, graph and settings)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     a = open_app(data_dir, device=device, templates=template or None, text_source=text_source,
@@ -70,10 +74,21 @@ def label(
                     {"images": "encoding images"}.get(stage, stage), total=total)
             prog.update(tasks[stage], completed=done)
 
-        summary = a.labelling.label(model_ref, graph or DEMO_GRAPH, force=force,
-                                    allow_pickle=allow_pickle, same_as=same_as,
-                                    store=None if register else "local", out=out,
-                                    progress=progress, full=full).to_dict()
+        if len(model_refs) > 1:
+            if out is not None or same_as:
+                fail("--out and --same-as take one MODEL_REF; label the others in another call")
+            outcomes, errors = a.labelling.label_many(
+                model_refs, graph or DEMO_GRAPH, force=force, allow_pickle=allow_pickle,
+                store=None if register else "local", progress=progress, full=full)
+        else:
+            outcomes, errors = [a.labelling.label(
+                model_refs[0], graph or DEMO_GRAPH, force=force, allow_pickle=allow_pickle,
+                same_as=same_as, store=None if register else "local", out=out,
+                progress=progress, full=full)], {}
+    if len(model_refs) > 1:
+        _report_many(model_refs, [o.to_dict() for o in outcomes], errors, as_json)
+        return
+    model_ref, summary = model_refs[0], outcomes[0].to_dict()
     if as_json:
         emit(summary)
         return
@@ -94,3 +109,25 @@ def label(
                   f"and {inc['texts_reused']} node texts reused")
     console.print(t)
     console.print(f"written to {summary['path']}")
+
+
+def _report_many(refs: list[str], summaries: list[dict[str, Any]], errors: dict[str, str],
+                 as_json: bool) -> None:
+    """Several models: one row (or JSON object) per model; exit 1 when any failed."""
+    if as_json:
+        emit({"labels": summaries, "failed": errors})
+    else:
+        t = Table(title=f"labels of {len(refs)} models")
+        for col in ("model", "status", "version", "mean acc1", "images/s (pass)"):
+            t.add_column(col)
+        for sm in summaries:
+            t.add_row(str(sm.get("model") or sm.get("model_ref")), sm["status"],
+                      str(sm.get("version", "")), str(sm.get("mean_acc1", "")),
+                      str(sm.get("images_per_s", "")))
+        for ref, err in errors.items():
+            t.add_row(ref, "failed", "", err, "")
+        console.print(t)
+    if errors:
+        for ref, err in errors.items():
+            error_line(f"{ref}: {err}")
+        raise typer.Exit(1)

@@ -54,23 +54,25 @@ def ensure_demo_labels(graph: SemanticGraph, cfg: LabelConfig | None = None,
     import json
 
     from mll_registry.labels.embeddings import LabelEmbeddings, embeddings_path
-    from mll_registry.labels.labeller import LabelConfig, label_ref
+    from mll_registry.labels.labeller import LabelConfig, label_refs
     from mll_registry.labels.stores import LocalLabelStore
 
     cfg = cfg or LabelConfig()
     have = LocalLabelStore(root).list_labels(graph.version, cfg.label_hash())
     refs = demo_refs()
+    todo: dict[str, LabelEmbeddings | None] = {}
     for ref in refs:
-        reuse = None
         if ref in have:  # a label from before calibration: relabelled from its own embeddings
             meta = json.loads((have[ref] / "meta.json").read_text(encoding="utf-8"))
             emb = embeddings_path(have[ref])
-            if meta.get("calibration") is not None or not emb.is_file():
-                continue
-            reuse = LabelEmbeddings.open(emb)
-        if ref not in have or reuse is not None:
-            run, path = label_ref(ref, graph, cfg, root=root, reuse=reuse)
+            if meta.get("calibration") is None and emb.is_file():
+                todo[ref] = LabelEmbeddings.open(emb)
+        else:
+            todo[ref] = None
+    if todo:  # one pass: each graph image decoded once for every model (they are tiny)
+        runs = label_refs(list(todo), graph, cfg, root=root, reuse=list(todo.values()))
+        for ref, (run, path) in zip(todo, runs, strict=True):
             log(f"labelled {ref}: mean acc@1 {run.label.headline()['mean_acc1']:.3f} "
-                f"({run.seconds['total']:.1f} s)")
+                f"({run.seconds['total']:.1f} s, in a pass of {len(todo)} models)")
             have[ref] = path
     return {r: p for r, p in have.items() if r in set(refs)}

@@ -85,6 +85,19 @@ def files_look_whole(path: Path) -> bool:
         return False
 
 
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with its keys sorted, in place: safetensors
+    writes its metadata map in hash order, so two saves of one label would differ in bytes.
+    Same tensors, same data offsets (the header keeps its length)."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        text = json.dumps(json.loads(f.read(n)), sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > n:  # the same JSON, reordered, is never longer
+            raise LabelError(f"{path}: unexpected safetensors header; relabel the model")
+        f.seek(8)
+        f.write(text.ljust(n))
+
+
 class LabelError(MLLError, ValueError):
     """A label file is missing, malformed, or for another graph version."""
 
@@ -206,6 +219,7 @@ class ModelLabel:
             save_file({k: np.ascontiguousarray(getattr(self, k)) for k in _ARRAYS},
                       str(tmp / "label.safetensors"),
                       metadata={"format": FORMAT, "graph_version": self.graph_version})
+            _canonical_header(tmp / "label.safetensors")
             self.summary.to_parquet(tmp / "summary.parquet", index=False)
             sums = {f: sha256_file(tmp / f) for f in _CHECKED}
             (tmp / "meta.json").write_text(

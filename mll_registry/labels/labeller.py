@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -282,15 +282,31 @@ def _whole_checkpoint(f: Path, rows: int) -> bool:
         return False
 
 
-def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, cfg: LabelConfig,
-                   root: Any, bounds: list[tuple[int, int]], todo: list[int], ckpt: list[Path],
-                   n: int, progress: Callable[[str, int, int], None] | None,
-                   on_chunk: Callable[[int], None] | None) -> str:
-    """Encode the ``todo`` chunks and checkpoint each; returns where the pixels came from.
+@dataclass
+class _Consumer:
+    """One model's share of a pass over the graph images: the chunks it still needs, where
+    each chunk's embeddings go, and the embeddings of the chunk being filled."""
 
-    Pixels come from the raw-pixel cache when one is complete, else from the decoding stream;
-    with a ``pixel_cache_gb`` budget that the graph fits, the stream also fills the cache (every
-    chunk is then decoded, finished ones are not encoded again).
+    lm: LoadedModel
+    norm: tuple[Any, Any]
+    want: set[int]
+    ckpt: list[Path]
+    parts: list[Any] = field(default_factory=list)
+
+
+def _encode_chunks(consumers: list[_Consumer], graph: SemanticGraph, pipe: PixelPipeline,
+                   cfg: LabelConfig, root: Any, bounds: list[tuple[int, int]], n: int,
+                   progress: Callable[[str, int, int], None] | None,
+                   on_chunk: Callable[[int], None] | None) -> str:
+    """Encode each consumer's chunks, decoding every image once for all of them, and
+    checkpoint each model's chunk as it completes; returns where the pixels came from.
+
+    Every model sees the same batches in the same order (``chunk_batches`` of the chunks being
+    decoded): its embeddings are those of a pass of its own. Pixels come from the raw-pixel
+    cache when one is complete, else from the decoding stream; with a ``pixel_cache_gb`` budget
+    that the graph fits, the stream also fills the cache (every chunk is then decoded, finished
+    ones are not encoded again). ``progress("images", done, total)`` counts image encodings
+    summed over the models (total = n per model).
     """
     import warnings
 
@@ -298,26 +314,38 @@ def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, c
 
     cache = PixelCache(graph.version, n, pipe, cfg.pixel_cache_gb, root)
     cached = cache.open() if cfg.pixel_cache_gb > 0 else None
-    norm = pipe.normaliser(lm.device)
-    done_rows = n - sum(bounds[c][1] - bounds[c][0] for c in todo)
+    sizes = [hi - lo for lo, hi in bounds]
+    done_rows = sum(n - sum(sizes[c] for c in u.want) for u in consumers)
+    total = n * len(consumers)
+    todo = sorted(set().union(*(u.want for u in consumers)))
 
-    def finish(c: int, parts: list[Any]) -> None:
+    def encode(c: int, x: Any) -> None:
+        for u in consumers:
+            if c in u.want:
+                u.parts.append(encode_batch(u.lm, x, u.norm))
+
+    def finish(c: int) -> None:
         nonlocal done_rows
-        with atomic_path(ckpt[c], suffix=".npy") as tmp:
-            np.save(tmp, torch.cat(parts).numpy())
-        done_rows += bounds[c][1] - bounds[c][0]
-        if progress:
-            progress("images", done_rows, n)
-        if on_chunk:
-            on_chunk(c)
+        for u in consumers:
+            if c not in u.want:
+                continue
+            with atomic_path(u.ckpt[c], suffix=".npy") as tmp:
+                np.save(tmp, torch.cat(u.parts).numpy())
+            u.parts = []
+            done_rows += sizes[c]
+            if progress:
+                progress("images", done_rows, total)
+            if on_chunk:
+                on_chunk(c)
 
     if cached is not None:
         with warnings.catch_warnings():  # read-only memmap: .float() copies, nothing writes
             warnings.simplefilter("ignore", UserWarning)
             for c in todo:
                 lo, hi = bounds[c]
-                finish(c, [encode_batch(lm, torch.from_numpy(cached[i:min(i + cfg.batch_size, hi)]),
-                                        norm) for i in range(lo, hi, cfg.batch_size)])
+                for i in range(lo, hi, cfg.batch_size):
+                    encode(c, torch.from_numpy(cached[i:min(i + cfg.batch_size, hi)]))
+                finish(c)
         return "cache"
     if not todo:
         return "stream"
@@ -328,21 +356,20 @@ def _encode_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline, c
         writer = cache.writer(shape) if cache.fits(shape) else None
     chunks = range(len(bounds)) if writer is not None else todo
     want = set(todo)
-    c_of = np.repeat(np.arange(len(bounds)), [hi - lo for lo, hi in bounds])
-    parts: list[Any] = []
+    c_of = np.repeat(np.arange(len(bounds)), sizes)
+    device = consumers[0].lm.device
     try:
         for idx, x in stream(paths, pipe, chunk_batches([bounds[c] for c in chunks],
                                                         cfg.batch_size),
-                             cfg.decode_workers, lm.device):
+                             cfg.decode_workers, device):
             if writer is not None:
                 writer[idx[0]:idx[-1] + 1] = x.numpy()
             c = int(c_of[idx[0]])
             if c not in want:
                 continue
-            parts.append(encode_batch(lm, x, norm))
+            encode(c, x)
             if idx[-1] + 1 == bounds[c][1]:
-                finish(c, parts)
-                parts = []
+                finish(c)
         if writer is not None:
             cache.publish()
     finally:
@@ -400,6 +427,42 @@ def _lineage(graph: SemanticGraph) -> dict[str, Any]:
     return {"graph_parent": lin["parent"], "graph_delta": GraphDelta(**lin["delta"]).headline()}
 
 
+@dataclass
+class _Job:
+    """One model's labelling within a pass: its prompts' embeddings, its work dir, its images'
+    embeddings once encoded (``enc``) and its timings."""
+
+    lm: LoadedModel
+    pipe: PixelPipeline
+    identity: dict[str, Any]
+    reuse: LabelEmbeddings | None
+    reuse_note: str | None
+    n_texts: int
+    keys: np.ndarray
+    txt16: np.ndarray
+    new_t: np.ndarray
+    work: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    enc: _Encoded | None = None
+    pass_models: int = 1
+
+
+def _prepare(lm: LoadedModel, graph: SemanticGraph, cfg: LabelConfig,
+             reuse: LabelEmbeddings | None, root: Any) -> _Job:
+    """A model's text side (node prompts encoded, or taken from ``reuse``) and its job."""
+    t0 = time.perf_counter()
+    pipe = PixelPipeline.from_preprocess(lm.preprocess)
+    texts = node_texts(graph, cfg)
+    keys = text_keys(texts)
+    identity = embeddings_identity(lm, pipe, cfg)
+    reuse_note = reuse.matches(identity) if reuse is not None else None
+    if reuse_note is not None:  # embeddings of other weights or settings: label in full
+        reuse = None
+    txt16, new_t = _text_embeddings(lm, texts, keys, reuse)
+    return _Job(lm, pipe, identity, reuse, reuse_note, len(texts), keys, txt16, new_t,
+                _work_dir(lm, graph, root), {"text": round(time.perf_counter() - t0, 3)})
+
+
 def label_model(
     lm: LoadedModel,
     graph: SemanticGraph,
@@ -422,49 +485,81 @@ def label_model(
             images and node texts they do not hold are encoded; the label equals a full one.
             Embeddings of another revision, preprocess or prompt settings are not used.
     """
-    cfg = cfg or LabelConfig()
-    t0 = time.perf_counter()
-    pipe = PixelPipeline.from_preprocess(lm.preprocess)
-    texts = node_texts(graph, cfg)
-    keys = text_keys(texts)
-    identity = embeddings_identity(lm, pipe, cfg)
-    reuse_note = reuse.matches(identity) if reuse is not None else None
-    if reuse_note is not None:  # embeddings of other weights or settings: label in full
-        reuse = None
-    txt16, new_t = _text_embeddings(lm, texts, keys, reuse)
-    t_txt = time.perf_counter()
+    return label_models([lm], graph, cfg, root, progress, on_chunk, [reuse])[0]
 
-    work = _work_dir(lm, graph, root)
+
+def label_models(
+    lms: Sequence[LoadedModel],
+    graph: SemanticGraph,
+    cfg: LabelConfig | None = None,
+    root: str | os.PathLike[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+    reuse: Sequence[LabelEmbeddings | None] | None = None,
+) -> list[LabelRun]:
+    """Label several resident models in one pass over the graph: each batch of images is
+    decoded once and encoded by every model that shares its preprocess (models with another
+    preprocess get a pass of their own). Each model's chunks are checkpointed in its own work
+    dir, so an interrupted pass resumes per model; every label equals the one
+    :func:`label_model` computes alone, byte for byte. Arguments as :func:`label_model`'s,
+    ``reuse`` one entry per model; the runs come back in the order of ``lms``.
+
+    Memory: the models stay resident together (the caller groups them,
+    ``Settings.pass_model_gb``); activations are one batch of one model at a time.
+    """
+    cfg = cfg or LabelConfig()
+    reuses = list(reuse) if reuse is not None else [None] * len(lms)
+    if len(reuses) != len(lms):
+        raise ValueError(f"{len(reuses)} reuse entries for {len(lms)} models")
+    jobs = [_prepare(lm, graph, cfg, r, root) for lm, r in zip(lms, reuses, strict=True)]
     n = len(graph.images)
     digests = digest_bytes(graph.images["digest"])
-    emb_file = work / "embeddings.safetensors"
-    info = {**identity, "graph_version": graph.version, "embed_dim": int(txt16.shape[1]),
-            "model_ref": str(lm.resolved.ref)}
     bounds = [(lo, min(n, lo + cfg.chunk_size)) for lo in range(0, n, cfg.chunk_size)]
-    if reuse is not None:
-        enc = _embed_incremental(lm, graph, pipe, cfg, reuse, digests, work, progress)
-    else:
-        enc = _embed_in_chunks(lm, graph, pipe, cfg, root, bounds, work, progress, on_chunk)
-    write_embeddings(emb_file, digests, keys, txt16, n, enc.blocks, info)
-    n_encoded, todo, done, pixels = enc.n_encoded, enc.todo, enc.done, enc.pixels
-    t_img = time.perf_counter()
+    groups: dict[str, list[_Job]] = {}
+    for j in jobs:
+        if j.reuse is not None:  # incremental: only the new images, streamed for this model
+            t = time.perf_counter()
+            j.enc = _embed_incremental(j.lm, graph, j.pipe, cfg, j.reuse, digests, j.work,
+                                       progress)
+            j.seconds["images"] = round(time.perf_counter() - t, 3)
+        else:
+            groups.setdefault(j.pipe.key, []).append(j)
+    for group in groups.values():
+        t = time.perf_counter()
+        _embed_in_chunks(group, graph, cfg, root, bounds, progress, on_chunk)
+        for j in group:
+            j.seconds["images"] = round(time.perf_counter() - t, 3)
+            j.pass_models = len(group)
+    return [_finish(j, graph, cfg, digests, bounds) for j in jobs]
+
+
+def _finish(j: _Job, graph: SemanticGraph, cfg: LabelConfig, digests: np.ndarray,
+            bounds: list[tuple[int, int]]) -> LabelRun:
+    """Write a job's embeddings file, compute its compact label from it, and the label's meta."""
+    assert j.enc is not None
+    t = time.perf_counter()
+    lm, n = j.lm, len(graph.images)
+    emb_file = j.work / "embeddings.safetensors"
+    info = {**j.identity, "graph_version": graph.version, "embed_dim": int(j.txt16.shape[1]),
+            "model_ref": str(lm.resolved.ref)}
+    write_embeddings(emb_file, digests, j.keys, j.txt16, n, j.enc.blocks, info)
     # the label is computed from the fp16 embeddings just written (what a later incremental
     # label reuses), read one block at a time
     emb = LabelEmbeddings.open(emb_file, verify=False)
     blocks = [emb.image_emb[lo:lo + 8192] for lo in range(0, n, 8192)] or \
-        [np.zeros((0, txt16.shape[1]), np.float16)]
-    topk_idx, topk_score, member, summary = compact_label(blocks, txt16.astype(np.float32),
+        [np.zeros((0, j.txt16.shape[1]), np.float16)]
+    topk_idx, topk_score, member, summary = compact_label(blocks, j.txt16.astype(np.float32),
                                                           graph, cfg.top_k, device=lm.device)
-    calibration = _calibrate(blocks, txt16, graph)
-    t_end = time.perf_counter()
-    seconds = {"text": round(t_txt - t0, 3), "images": round(t_img - t_txt, 3),
-               "compact": round(t_end - t_img, 3), "total": round(t_end - t0, 3)}
+    calibration = _calibrate(blocks, j.txt16, graph)
+    seconds = {**j.seconds, "compact": round(time.perf_counter() - t, 3)}
+    seconds["total"] = round(seconds["text"] + seconds["images"] + seconds["compact"], 3)
+    enc, reuse = j.enc, j.reuse
     incremental = None
     if reuse is not None:
         incremental = {"from_graph": reuse.meta.get("graph_version"),
-                       "images_reused": int(n - n_encoded), "images_encoded": int(n_encoded),
-                       "texts_reused": int(len(texts) - len(new_t)),
-                       "texts_encoded": int(len(new_t))}
+                       "images_reused": int(n - enc.n_encoded), "images_encoded": int(enc.n_encoded),
+                       "texts_reused": int(j.n_texts - len(j.new_t)),
+                       "texts_encoded": int(len(j.new_t))}
     meta = {
         "model_ref": str(lm.resolved.ref), "revision": lm.resolved.revision,
         "source": lm.resolved.ref.source, "label_hash": cfg.label_hash(),
@@ -472,23 +567,24 @@ def label_model(
         "weights_sha256": weights_digest(lm.resolved.weights, str(lm.resolved.ref),
                                          cfg.max_model_gb),
         "content": local_content_id(lm.resolved, cfg.max_model_gb),
-        "preprocess": lm.preprocess_cfg, "pixels_key": pipe.key,
+        "preprocess": lm.preprocess_cfg, "pixels_key": j.pipe.key,
         "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
         "calibration": calibration,
         "graph_version": graph.version, "code_version": __version__, "device": lm.device,
-        "embed_dim": int(txt16.shape[1]), "top_k": int(topk_idx.shape[1]),
-        "timings": {**seconds, "images_per_s": round(n / max(seconds["total"], 1e-9), 1)},
+        "embed_dim": int(j.txt16.shape[1]), "top_k": int(topk_idx.shape[1]),
+        "timings": {**seconds, "images_per_s": round(n / max(seconds["total"], 1e-9), 1),
+                    "pass_models": j.pass_models},
         "embeddings": {"dtype": "float16", "bytes": emb.nbytes},
         "incremental": incremental,
         **_lineage(graph),
-        **({"incremental_skipped": reuse_note} if reuse_note else {}),
+        **({"incremental_skipped": j.reuse_note} if j.reuse_note else {}),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     label = ModelLabel(topk_idx, topk_score, member, summary, meta)
     label.validate(n_images=len(graph.images), n_nodes=len(graph.nodes),
                    n_members=len(graph.members))
-    return LabelRun(label, len(bounds), len(todo), len(done), seconds, pixels, emb_file,
-                    int(n_encoded))
+    return LabelRun(label, len(bounds), len(enc.todo), len(enc.done), seconds, enc.pixels,
+                    emb_file, int(enc.n_encoded))
 
 
 def _text_embeddings(lm: LoadedModel, texts: list[list[str]], keys: np.ndarray,
@@ -519,34 +615,43 @@ class _Encoded:
     pixels: str  # where the pixels came from (stream, cache)
 
 
-def _embed_in_chunks(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline,
-                     cfg: LabelConfig, root: str | os.PathLike[str] | None,
-                     bounds: list[tuple[int, int]], work: Path,
+def _embed_in_chunks(jobs: list[_Job], graph: SemanticGraph, cfg: LabelConfig,
+                     root: str | os.PathLike[str] | None, bounds: list[tuple[int, int]],
                      progress: Callable[[str, int, int], None] | None,
-                     on_chunk: Callable[[int], None] | None) -> _Encoded:
-    """Full labels: every image encoded in checkpointed chunks, resuming whole checkpoints of
-    the same settings (checkpoints of other settings are deleted, never reused)."""
+                     on_chunk: Callable[[int], None] | None) -> None:
+    """Full labels of models sharing one preprocess: every image encoded in checkpointed
+    chunks, in one pass for all of them (:func:`_encode_chunks`), each model resuming whole
+    checkpoints of its own settings (checkpoints of other settings are deleted, never reused).
+    Sets each job's ``enc``."""
     import torch
 
     n = len(graph.images)
-    state = {"graph_version": graph.version, "revision": lm.resolved.revision,
-             "pixels": pipe.key, "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
-             "device": lm.device, "torch": torch.__version__}
-    sf = work / "state.json"
-    if sf.is_file() and json.loads(sf.read_text()) != state:
-        for old in work.glob("chunk-*.npy"):
-            old.unlink()
-    write_json(sf, state)
-    ckpt = [work / f"chunk-{c:05d}.npy" for c in range(len(bounds))]
-    done = {c for c, (lo, hi) in enumerate(bounds) if _whole_checkpoint(ckpt[c], hi - lo)}
-    todo = [c for c in range(len(bounds)) if c not in done]
-    if progress and done:
-        progress("images", sum(bounds[c][1] - bounds[c][0] for c in done), n)
-    pixels = _encode_chunks(lm, graph, pipe, cfg, root, bounds, todo, ckpt, n, progress,
+    consumers = []
+    for j in jobs:
+        lm = j.lm
+        state = {"graph_version": graph.version, "revision": lm.resolved.revision,
+                 "pixels": j.pipe.key, "chunk_size": cfg.chunk_size,
+                 "batch_size": cfg.batch_size, "device": lm.device, "torch": torch.__version__}
+        sf = j.work / "state.json"
+        if sf.is_file() and json.loads(sf.read_text()) != state:
+            for old in j.work.glob("chunk-*.npy"):
+                old.unlink()
+        write_json(sf, state)
+        ckpt = [j.work / f"chunk-{c:05d}.npy" for c in range(len(bounds))]
+        done = {c for c, (lo, hi) in enumerate(bounds) if _whole_checkpoint(ckpt[c], hi - lo)}
+        todo = [c for c in range(len(bounds)) if c not in done]
+        consumers.append(_Consumer(lm, j.pipe.normaliser(lm.device), set(todo), ckpt))
+        # chunk embeddings memory-mapped from their checkpoints, rounded to fp16 block by block
+        j.enc = _Encoded((np.load(f, mmap_mode="r") for f in ckpt),
+                         sum(bounds[c][1] - bounds[c][0] for c in todo), todo, done, "stream")
+    resumed = sum(n - sum(bounds[c][1] - bounds[c][0] for c in u.want) for u in consumers)
+    if progress and resumed:
+        progress("images", resumed, n * len(consumers))
+    pixels = _encode_chunks(consumers, graph, jobs[0].pipe, cfg, root, bounds, n, progress,
                             on_chunk)
-    # chunk embeddings memory-mapped from their checkpoints, rounded to fp16 block by block
-    return _Encoded((np.load(f, mmap_mode="r") for f in ckpt),
-                    sum(bounds[c][1] - bounds[c][0] for c in todo), todo, done, pixels)
+    for j in jobs:
+        assert j.enc is not None
+        j.enc.pixels = pixels
 
 
 def _embed_incremental(lm: LoadedModel, graph: SemanticGraph, pipe: PixelPipeline,
@@ -604,24 +709,64 @@ def label_ref(
     Returns:
         (the run, the label directory). Checkpoints are removed once the label is written.
     """
+    return label_refs([ref], graph, cfg, [out], root, allow_pickle, progress, [reuse],
+                      keep_embeddings)[0]
+
+
+def label_refs(
+    refs: Sequence[str | ResolvedModel | LoadedModel],
+    graph: SemanticGraph,
+    cfg: LabelConfig | None = None,
+    outs: Sequence[str | os.PathLike[str] | None] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    allow_pickle: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    reuse: Sequence[LabelEmbeddings | None] | None = None,
+    keep_embeddings: bool = True,
+) -> list[tuple[LabelRun, Path]]:
+    """:func:`label_ref` for several models in one pass (:func:`label_models`: the graph's
+    images decoded once for all). The models are loaded together and stay resident for the
+    pass: callers group them first (:func:`pass_groups`); a ref already loaded is used as it
+    is. ``outs`` and ``reuse``: one entry per ref (None: the default label path, no reuse)."""
     from mll_registry.models.loading import load
 
     cfg = cfg or LabelConfig()
-    lm = load(ref, device=cfg.device, allow_pickle=allow_pickle, max_model_gb=cfg.max_model_gb,
-              batch_size=cfg.batch_size)
-    run = label_model(lm, graph, cfg, root=root, progress=progress, reuse=reuse)
-    path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version,
-                                                    cfg.label_hash(), root)
-    run.label.meta["embeddings"]["kept"] = keep_embeddings
-    run.label.save(path)
-    dest = embeddings_path(path)
-    if run.embeddings is not None and keep_embeddings:
-        import shutil
+    lms = [r if isinstance(r, LoadedModel) else
+           load(r, device=cfg.device, allow_pickle=allow_pickle, max_model_gb=cfg.max_model_gb,
+                batch_size=cfg.batch_size) for r in refs]
+    runs = label_models(lms, graph, cfg, root=root, progress=progress, reuse=reuse)
+    done = []
+    for lm, run, out in zip(lms, runs, outs or [None] * len(lms), strict=True):
+        path = Path(out) if out else default_label_path(lm.resolved.ref.key, graph.version,
+                                                        cfg.label_hash(), root)
+        run.label.meta["embeddings"]["kept"] = keep_embeddings
+        run.label.save(path)
+        dest = embeddings_path(path)
+        if run.embeddings is not None and keep_embeddings:
+            import shutil
 
-        shutil.move(str(run.embeddings), str(dest))  # a rename on one file system
-        run.embeddings = dest
-    else:
-        dest.unlink(missing_ok=True)  # an older label's embeddings are not this label's
-        run.embeddings = None
-    clear_checkpoints(lm, graph, root)
-    return run, path
+            shutil.move(str(run.embeddings), str(dest))  # a rename on one file system
+            run.embeddings = dest
+        else:
+            dest.unlink(missing_ok=True)  # an older label's embeddings are not this label's
+            run.embeddings = None
+        clear_checkpoints(lm, graph, root)
+        done.append((run, path))
+    return done
+
+
+def pass_groups(weights_bytes: Sequence[int], budget_gb: float) -> list[list[int]]:
+    """Indices of models grouped for labelling passes, in order: consecutive models join a
+    group while their weight files sum to at most ``budget_gb`` (a model above the budget
+    alone makes a group of one)."""
+    budget = budget_gb * 1e9
+    groups: list[list[int]] = []
+    used = 0.0
+    for i, b in enumerate(weights_bytes):
+        if groups and used + b <= budget:
+            groups[-1].append(i)
+            used += b
+        else:
+            groups.append([i])
+            used = float(b)
+    return groups
