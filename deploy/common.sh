@@ -37,6 +37,10 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 : "${PREFECT_SERVER_API_HOST:=127.0.0.1}"
 : "${PREFECT_SERVER_API_PORT:=4200}"
 : "${MLL_WORK_POOLS:=gpu cpu}"
+: "${MLL_CODE_REPO:=}"                               # prefect-deploy.sh: git URL workers pull the code from
+                                                     #   (empty: workers run the checkout it deploys from)
+: "${MLL_CODE_COMMIT:=}"                             # the commit they pull (empty: MLL_REPO's HEAD, if clean)
+: "${MLL_CODE_DIRS:=mll_registry flows model_cards}" # folders checked out besides the top-level files
 : "${WORKER_LIMIT:=}"                                # worker.sh: max concurrent flow runs (empty: none)
 # Telemetry off, and no silent temporary Prefect server when PREFECT_API_URL is missing.
 : "${DO_NOT_TRACK:=true}"

@@ -676,17 +676,18 @@ def validate_card_metadata(content: str) -> list[str]:
 class HubHandle:
     """A running loopback Hub: its URL, its state, fault injection, and ``stop()``."""
 
-    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread, state: _State,
-                 url: str, cdn_url: str) -> None:
-        self._server, self._thread, self._state = server, thread, state
+    def __init__(self, servers: list[tuple[ThreadingHTTPServer, threading.Thread]],
+                 state: _State, url: str, cdn_url: str) -> None:
+        self._servers, self._state = servers, state
         self.url, self.cdn_url = url, cdn_url
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Shut the server down and wait for its thread."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        """Shut the server(s) down and wait for their threads."""
+        for server, thread in self._servers:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
 
     def __enter__(self) -> HubHandle:
         return self
@@ -774,24 +775,34 @@ class HubHandle:
 
 def start_hub(repos: Mapping[str, Path | Mapping[str, bytes]] | None = None, *,
               created_at: Mapping[str, datetime] | None = None, tokens: Iterable[str] = (),
-              page_size: int = 1000) -> HubHandle:
+              page_size: int = 1000, host: str = "127.0.0.1",
+              cdn_host: str | None = None) -> HubHandle:
     """Start a loopback Hub on a free port, seeded with ``{repo_id: directory or {path: bytes}}``.
 
     ``created_at`` sets repo creation times (default: seeding order, one second apart).
     ``tokens``: the accepted write tokens (default: any ``hf_...`` token).
     ``page_size``: ``/api/models`` page size when the client sends no ``limit``.
+    ``host``: the address it listens on. ``cdn_host``: the other host name downloads are
+    redirected to (default ``localhost``, another name of 127.0.0.1); an address other than
+    ``host`` gets a second listening socket on the same port.
     """
     state = _State(tokens, page_size)
     handler = type("BoundHandler", (_Handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    port = server.server_address[1]
-    handler.base_url = f"http://127.0.0.1:{port}"
-    handler.cdn_url = f"http://{_CDN_HOST}:{port}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-hub",
-                              daemon=True)
-    thread.start()
-    hub = HubHandle(server, thread, state, handler.base_url, handler.cdn_url)
+    servers = [ThreadingHTTPServer((host, 0), handler)]
+    port = servers[0].server_address[1]
+    cdn_host = cdn_host or _CDN_HOST
+    if cdn_host not in (host, _CDN_HOST):
+        servers.append(ThreadingHTTPServer((cdn_host, port), handler))
+    handler.base_url = f"http://{host}:{port}"
+    handler.cdn_url = f"http://{cdn_host}:{port}"
+    running = []
+    for server in servers:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-hub",
+                                  daemon=True)
+        thread.start()
+        running.append((server, thread))
+    hub = HubHandle(running, state, handler.base_url, handler.cdn_url)
     for repo_id, source in (repos or {}).items():
         hub.add_repo(repo_id, source, (created_at or {}).get(repo_id))
     return hub

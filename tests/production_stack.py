@@ -138,8 +138,11 @@ class ProductionStack:
 
     def __init__(self, root: Path, *, bucket: str = "mll-test",
                  hf_endpoint: str = "https://huggingface.co", prefect: bool = True,
-                 s3: bool = True) -> None:
+                 s3: bool = True, host: str = "127.0.0.1",
+                 deploy_env: dict[str, str] | None = None) -> None:
         self.root = root
+        self.host = host  # where the MLflow and Prefect servers listen (backing services: loopback)
+        self.deploy_env = dict(deploy_env or {})  # more settings of deploy/prefect-deploy.sh
         self.bucket = bucket
         self.with_prefect, self.with_s3 = prefect, s3
         # credentials: random per stack, handed to the scripts through their environment only
@@ -158,6 +161,7 @@ class ProductionStack:
                      "AWS_DEFAULT_REGION": "us-east-1"}
         self.services: list[Service] = []
         self.workers: list[Service] = []
+        self.worker_env: dict[str, dict[str, str]] = {}  # remote workers' environments, by name
         self.startup_s: dict[str, float] = {}
         base = _stripped_environ()
         base.update(MLL_REPO=str(ROOT), MLL_VENV=sys.prefix, DO_NOT_TRACK="true",
@@ -180,11 +184,11 @@ class ProductionStack:
     # ---- addresses -------------------------------------------------------------------------
     @property
     def mlflow_uri(self) -> str:
-        return f"http://127.0.0.1:{self.mlflow_port}"
+        return f"http://{self.host}:{self.mlflow_port}"
 
     @property
     def prefect_api_url(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}/api"
+        return f"http://{self.host}:{self.prefect_port}/api"
 
     @property
     def s3_endpoint(self) -> str:
@@ -258,10 +262,11 @@ class ProductionStack:
 
     # ---- processes -------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], env: dict[str, str], *, cwd: Path = ROOT,
-               stop_signal: int = signal.SIGTERM, signals: int = 1, group: bool = True) -> Service:
+               stop_signal: int = signal.SIGTERM, signals: int = 1, group: bool = True,
+               prefix: tuple[str, ...] = ()) -> Service:
         log = self.root / f"{name}.log"
         f = open(log, "w")  # noqa: SIM115 - lives as long as the service
-        proc = subprocess.Popen(["bash", *args], cwd=cwd, env=env, stdout=f,
+        proc = subprocess.Popen([*prefix, "bash", *args], cwd=cwd, env=env, stdout=f,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         return Service(name, proc, log, f, stop_signal, signals, group)
 
@@ -328,7 +333,7 @@ class ProductionStack:
 
         mlflow_env = {**base, "MLFLOW_BACKEND_STORE_URI": self.db_uri("mlflow"),
                       "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
-                      "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.mlflow_port),
+                      "MLFLOW_HOST": self.host, "MLFLOW_PORT": str(self.mlflow_port),
                       "MLFLOW_WORKERS": "1", "MLFLOW_STATE_DIR": str(self.root / "mlflow-state"),
                       "MLFLOW_AUTH_ADMIN_USERNAME": self.admin_user,
                       "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password}
@@ -342,7 +347,7 @@ class ProductionStack:
                            "PREFECT_API_DATABASE_CONNECTION_URL": self.db_uri(
                                "prefect", "postgresql+asyncpg"),
                            "PREFECT_SERVER_API_AUTH_STRING": self.prefect_auth,
-                           "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                           "PREFECT_SERVER_API_HOST": self.host,
                            "PREFECT_SERVER_API_PORT": str(self.prefect_port)}
             prefect = self._spawn("prefect", [str(DEPLOY / "prefect-server.sh")], prefect_env)
             self.services.append(prefect)
@@ -351,7 +356,8 @@ class ProductionStack:
         self.add_mlflow_user(self.client_user, self.client_password)
         if self.with_prefect:
             self._script("prefect-deploy", [str(DEPLOY / "prefect-deploy.sh")],
-                         {**self.env, "PREFECT_HOME": str(self.root / "prefect-deploy-home")})
+                         {**self.env, "PREFECT_HOME": str(self.root / "prefect-deploy-home"),
+                          **self.deploy_env})
         self.startup_s["total"] = time.monotonic() - t0
         return self
 
@@ -411,6 +417,46 @@ class ProductionStack:
         self.workers.append(svc)
         return svc.proc
 
+    def start_remote_worker(self, pool: str, workdir: Path, exec_prefix: list[str], *,
+                            name: str, limit: int | None = None,
+                            extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a worker as on another host: run through ``exec_prefix`` (e.g. inside a network
+        namespace), from copies of deploy/worker.sh and common.sh in ``workdir``, in a Python
+        environment with the locked dependencies but not this project (:func:`worker_venv`), so
+        the flows' code can only arrive through the deployments' pull step. Its environment
+        names nothing of this checkout, of the stack's directory or of another worker: paths
+        under ``workdir``, the servers' URLs (``extra_env`` adds e.g. HF_ENDPOINT), its own
+        MLflow user and the Prefect auth string. Stopped at teardown, like ``start_worker``."""
+        user = f"worker-{name}"
+        password = self.mlflow_users.get(user) or self.add_mlflow_user(user)
+        ops = workdir / "ops"
+        (ops / "deploy").mkdir(parents=True, exist_ok=True)
+        for script in ("worker.sh", "common.sh"):
+            shutil.copy2(DEPLOY / script, ops / "deploy" / script)
+        worker_venv(ops / ".venv")  # common.sh's default MLL_VENV: MLL_REPO (= ops) /.venv
+        for d in ("home", "tmp"):
+            (workdir / d).mkdir(parents=True, exist_ok=True)
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "LANG": "C.UTF-8", "HOME": str(workdir / "home"), "TMPDIR": str(workdir / "tmp"),
+               "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+               "HF_HUB_DISABLE_TELEMETRY": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_API_URL": self.prefect_api_url,
+               "PREFECT_API_AUTH_STRING": self.prefect_auth,
+               "MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_TRACKING_USERNAME": user,
+               "MLFLOW_TRACKING_PASSWORD": password, "WORKER_POOL": pool,
+               "MLL_WORKER_NAME": name, "WORKER_DIR": str(workdir / "cwd"),
+               "PREFECT_HOME": str(workdir / "prefect-home"),
+               "MLL_DATA_DIR": str(workdir / "data"), "HF_HOME": str(workdir / "hf"),
+               **(extra_env or {})}
+        if limit is not None:
+            env["WORKER_LIMIT"] = str(limit)
+        svc = self._spawn(f"worker-{name}", [str(ops / "deploy" / "worker.sh")], env,
+                          cwd=workdir, stop_signal=signal.SIGINT, signals=2,
+                          prefix=tuple(exec_prefix))
+        self.workers.append(svc)
+        self.worker_env[name] = env
+        return svc.proc
+
     def stop_worker(self, proc: subprocess.Popen) -> None:
         svc = next(s for s in self.workers if s.proc is proc)
         stop_services([svc])
@@ -437,6 +483,27 @@ class ProductionStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def worker_venv(dest: Path) -> Path:
+    """A Python environment holding this one's installed packages but not the project, as
+    `uv sync --frozen --no-install-project` makes on a worker host; built in a second: a bare
+    venv whose one .pth line adds this environment's site-packages folder (a folder added that
+    way has its own .pth files, the project's editable install among them, left unread), plus
+    a `prefect` launcher."""
+    import sysconfig
+
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(dest)], check=True, timeout=120)
+    py = dest / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    deps = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (Path(site) / "mll-locked-deps.pth").write_text("".join(f"{d}\n" for d in deps))
+    launcher = dest / "bin" / "prefect"
+    launcher.write_text(f"#!{py}\nimport sys\nfrom prefect.cli import app\nsys.exit(app())\n")
+    launcher.chmod(0o755)
+    return dest
 
 
 def postgres_available() -> str | None:

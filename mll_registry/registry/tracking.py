@@ -176,6 +176,12 @@ class Tracking:
         # against a server MLflow prints "View run ... at: URL" to stdout when a run ends, which
         # would corrupt `--json` output (the runs' links are in the results instead)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        # artifacts go through the tracking server (proxied), as deployed: an MLflow server on
+        # S3 also offers presigned URLs of its own object store endpoint, which a worker on
+        # another host may not reach (the server's MLFLOW_S3_ENDPOINT_URL, often a loopback
+        # or internal address). Set these to true where every client reaches the store.
+        os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+        os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
         from mlflow import MlflowClient
 
         self.root = root

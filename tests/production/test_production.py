@@ -1,10 +1,13 @@
 """The production path, run: PostgreSQL, an S3 object store, `mlflow server`, a Prefect server,
-pools and deployments from prefect.yaml, and workers that share no disk (deploy/ scripts).
+pools and deployments from prefect.yaml, and workers on hosts of their own (deploy/ scripts).
 
-A graph is published from one directory whose images are then deleted; the hourly deployment
-labels the loopback Hub's models on two GPU-pool workers, each in its own empty directory with its
-own data dir and HF cache; `select-models` is triggered from a fresh directory. Everything the
-workers need comes through the services.
+The servers listen on a bridge address; each worker runs in its own network namespace (tests/
+netns.py) that reaches nothing but that bridge, from its own empty directory, in a Python
+environment without this project: the deployments' git_clone pull step fetches the code at a
+pinned commit from a git daemon for every flow run. A graph is published from one directory
+whose images are then deleted; the hourly deployment labels the loopback Hub's models on two
+GPU-pool workers; `select-models` runs on the CPU worker. Everything the workers need comes
+through the services.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import pandas as pd
 import pytest
 from conftest import missing_demo_hub, write_png
 from hub_server import start_hub
-from production_stack import ProductionStack, postgres_available
+from netns import Network, network_unavailable, serve_code
+from production_stack import ROOT, ProductionStack, free_port, postgres_available
 
 pytestmark = pytest.mark.slow
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 MLL = [sys.executable, "-m", "mll_registry.cli.main"]
 N_MODELS = 4
+WORKERS = {"gpu-1": "gpu", "gpu-2": "gpu", "cpu-1": "cpu"}  # name -> pool, one namespace each
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "127.0.1.1")
 
 
 def _tiny_repo(seed: int) -> dict[str, bytes]:
@@ -47,22 +53,33 @@ def _tiny_repo(seed: int) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory: pytest.TempPathFactory):
-    if why := postgres_available():
-        from conftest import missing_asset
+    from conftest import missing_asset
 
+    if why := postgres_available():
         missing_asset(why, "bash scripts/bootstrap.sh env (as root it installs postgresql)")
+    if why := network_unavailable():
+        missing_asset(why, "run the slow tests as root on Linux with iproute2, as CI does")
     repos = {f"acme/clip-{i}": _tiny_repo(100 + i) for i in range(N_MODELS)}
-    hub = start_hub(repos, created_at={r: T0 + timedelta(minutes=i)
-                                       for i, r in enumerate(repos)}, page_size=100)
     root = tmp_path_factory.mktemp("production")
-    stack = ProductionStack(root / "stack", hf_endpoint=hub.url)
     (root / "stack").mkdir()
-    try:
-        with stack, stack.client_credentials():  # this process's MLflow clients: the client user
-            yield {"stack": stack, "hub": hub, "root": root, "repos": sorted(repos),
-                   "state": {}}
-    finally:
-        hub.stop()
+    (root / "git").mkdir()
+    with Network(list(WORKERS)) as net:  # torn down however the module ends
+        hub = start_hub(repos, created_at={r: T0 + timedelta(minutes=i)
+                                           for i, r in enumerate(repos)}, page_size=100,
+                        host=net.host_address, cdn_host=net.alias_address)
+        code = None
+        try:
+            code = serve_code(str(ROOT), str(root / "git"), net.host_address, free_port())
+            stack = ProductionStack(root / "stack", hf_endpoint=hub.url, host=net.host_address,
+                                    deploy_env={"MLL_CODE_REPO": code.url,
+                                                "MLL_CODE_COMMIT": code.commit})
+            with stack, stack.client_credentials():  # this process's MLflow clients: the client user
+                yield {"stack": stack, "hub": hub, "root": root, "repos": sorted(repos),
+                       "state": {}, "net": net, "code": code}
+        finally:
+            hub.stop()
+            if code is not None:
+                code.stop()
 
 
 def _client_env(stack: ProductionStack, home: Path, **extra: str) -> dict[str, str]:
@@ -142,13 +159,15 @@ def test_the_hourly_deployment_labels_each_model_once_on_workers_that_share_noth
     version = prod["state"].get("graph_version")
     if version is None:
         pytest.fail("needs the published graph of the test before it")
-    workers = {}
-    for name, pool in (("gpu-1", "gpu"), ("gpu-2", "gpu"), ("cpu-1", "cpu")):
+    net, code = prod["net"], prod["code"]
+    workers, procs = {}, {}
+    for name, pool in WORKERS.items():
         d = root / "workers" / name
         workers[name] = d
-        stack.start_worker(pool, d / "cwd", name=name, limit=1, extra_env={
-            "MLL_DATA_DIR": str(d / "data"), "HF_HOME": str(d / "hf"), "HF_HUB_OFFLINE": "0",
-            "MLL_DEVICE": "cpu"})
+        procs[name] = stack.start_remote_worker(
+            pool, d, net.exec_prefix(name), name=name, limit=1,
+            extra_env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "MLL_DEVICE": "cpu",
+                       "MLL_MODELS_PER_RUN": "2"})  # 4 models: one label-models run per GPU worker
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(
             stack.pool_workers(p) for p in ("gpu", "cpu")):
@@ -163,6 +182,35 @@ def test_the_hourly_deployment_labels_each_model_once_on_workers_that_share_noth
                        text=True, timeout=660)
     logs = "\n".join((stack.root / f"worker-{n}.log").read_text()[-3000:] for n in workers)
     assert r.returncode == 0 and "Completed" in r.stdout, f"{r.stdout[-2000:]}\n{logs}"
+
+    # each worker ran in its own namespace, with nothing of this host in its environment, and
+    # without the project in its Python: the code came from the git daemon, at the pinned commit
+    others = [str(ROOT), str(stack.root), str(root / "publisher"), str(root / "git")]
+    for name, proc in procs.items():
+        ns = subprocess.run(["ip", "netns", "identify", str(proc.pid)], capture_output=True,
+                            text=True).stdout.strip()
+        assert ns == net.spaces[name].name, (name, ns)
+        env = stack.worker_env[name]
+        bad = {k: v for k, v in env.items()
+               if any(h in v for h in LOOPBACK) or any(o in v for o in others)
+               or any(str(workers[w]) in v for w in workers if w != name)}
+        assert not bad, f"worker {name}'s environment names another host or path: {bad}"
+        py = workers[name] / "ops" / ".venv" / "bin" / "python"
+        r = subprocess.run([str(py), "-c", "import mll_registry.app"], cwd=workers[name],
+                           capture_output=True, text=True, env=env)
+        assert "ModuleNotFoundError" in r.stderr, f"worker {name} can import the project itself"
+    pulled_by = {n for n, ns in net.spaces.items() if ns.address in code.connections()}
+    assert pulled_by == set(WORKERS), pulled_by  # every worker cloned the code it ran
+    for dep in stack.prefect_api("/deployments/filter", {}):
+        assert dep["pull_steps"] == [{"prefect.deployments.steps.git_clone": {
+            "repository": code.url, "commit_sha": code.commit,
+            "directories": ["mll_registry", "flows", "model_cards"]}}], dep["name"]
+    flow_runs = stack.prefect_api("/flow_runs/filter", {})
+    groups = [fr["parameters"]["model_refs"] for fr in flow_runs if "model_refs" in fr["parameters"]]
+    assert sorted(len(g) for g in groups) == [2, 2], groups  # each run labelled 2 models in a pass
+    for fr in flow_runs:
+        sent = json.dumps([fr["parameters"], fr.get("job_variables")])
+        assert not any(h in sent for h in LOOPBACK), f"flow run {fr['name']} was sent {sent}"
 
     # each model labelled once, by a GPU-pool worker, on the published graph
     from mlflow import MlflowClient
