@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ MODEL = "prod-stack-demo"
 CORE_DEPLOYMENTS = {  # flow name / deployment name: pool, for the deployments the README names
     "label-new-models/label-new-models-hourly": "cpu",
     "label-model/label-model-gpu": "gpu",
+    "label-models/label-models-gpu": "gpu",
+    "label-models/label-models-cpu": "cpu",
     "label-model/label-model-cpu": "cpu",
     "select-models/select-models": "cpu",
     "build-graph/build-graph": "cpu",
@@ -235,3 +238,35 @@ def test_scripts_name_a_missing_variable(script: str, var: str) -> None:
                        timeout=30)
     assert r.returncode == 2
     assert var in r.stderr and "deploy/env.example" in r.stderr, r.stderr
+
+
+def _dirty_checkout(tmp_path: Path) -> Path:
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    shutil.copy2(ROOT / "prefect.yaml", repo / "prefect.yaml")
+    for args in (["init", "-q"], ["add", "prefect.yaml"],
+                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    (repo / "prefect.yaml").write_text((repo / "prefect.yaml").read_text() + "# edited\n")
+    return repo
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ({"MLL_CODE_REPO": "https://bob:s3cret-pw@git.example.com/mll.git"}, "holds a password"),
+    ({"MLL_CODE_REPO": "https://git.example.com/mll.git", "MLL_CODE_COMMIT": "main"},
+     "not a full 40-hex commit id"),
+    ({"MLL_CODE_REPO": "https://git.example.com/mll.git", "MLL_REPO": "dirty"},
+     "uncommitted changes the workers would not get"),
+])
+def test_prefect_deploy_refuses_code_it_cannot_pin(extra: dict[str, str], says: str,
+                                                   tmp_path: Path) -> None:
+    """Before touching the server: a git URL with a password (it would be stored in every
+    deployment), a branch instead of a commit, or a checkout whose HEAD lacks its edits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLL_"))}
+    env.update(PREFECT_API_URL="http://192.0.2.1:9/api", PREFECT_API_AUTH_STRING="u:p", **extra)
+    if env.get("MLL_REPO") == "dirty":
+        env["MLL_REPO"] = str(_dirty_checkout(tmp_path))
+    r = subprocess.run(["bash", str(DEPLOY / "prefect-deploy.sh")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert "s3cret-pw" not in r.stdout + r.stderr
