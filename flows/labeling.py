@@ -126,7 +126,13 @@ def label_and_register_many_task(model_refs: list[str], graph: str, device: str,
     return {"labels": labels, "failed": failed}
 
 
-@flow(name="label-models", log_prints=True, flow_run_name="label {model_refs}")
+def _models_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return _run_name(list(flow_run.parameters.get("model_refs") or []))
+
+
+@flow(name="label-models", log_prints=True, flow_run_name=_models_run_name)
 def label_models(
     model_refs: Annotated[list[str], Field(min_length=1, description=(
         "Models to label together: hf-hub:ORG/NAME[@REVISION], local-dir:PATH or "

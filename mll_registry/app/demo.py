@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 #: how ``mll demo`` runs its steps: name -> callable(app, tasks) -> the summary dict
 ORCHESTRATORS: Plugins[Callable[..., dict[str, Any]]] = Plugins("orchestrators")
 
-#: the demo's 10 models share one preprocess on an 8,704-image graph (107 MB of decoded pixels):
-#: ``mll demo`` and ``mll bench`` turn the raw-pixel cache on unless the user set a budget
-DEMO_PIXEL_CACHE_GB = 1.0
-
 
 class DemoService:
     """The bench and demo use cases over an App's :class:`~mll_registry.app.parts.Parts` and its
@@ -37,13 +33,6 @@ class DemoService:
     def __init__(self, parts: Parts, graphs: GraphService) -> None:
         self.app = parts
         self.graphs = graphs
-
-    def demo_parts(self) -> Parts:
-        """These parts with the demo's pixel cache, unless the user set a budget."""
-        a = self.app
-        if "pixel_cache_gb" in a.settings.sources:
-            return a
-        return a.with_settings(a.settings.replace(pixel_cache_gb=DEMO_PIXEL_CACHE_GB))
 
     def bench(self, tasks: Sequence[str | os.PathLike[str]] = (), graph: GraphSpec = "demo", *,
               growth_orders: int = 10, plot: str | os.PathLike[str] | None = None,
@@ -74,10 +63,8 @@ class DemoService:
         if graph == "demo":
             from mll_registry.demo.hub import ensure_demo_labels
 
-            lcfg = a.label_config()
-            if "pixel_cache_gb" not in a.settings.sources:
-                lcfg = dataclasses.replace(lcfg, pixel_cache_gb=DEMO_PIXEL_CACHE_GB)
-            paths: dict[str, Path] = ensure_demo_labels(g, lcfg, a.root, log=say)
+            # the 10 demo models share one preprocess: one pass decodes each image once
+            paths: dict[str, Path] = ensure_demo_labels(g, a.label_config(), a.root, log=say)
         else:
             paths = LocalLabelStore(a.root).list_labels(g.version, a.settings.label_hash())
         labels = load_labels(paths, g.version)
@@ -103,12 +90,12 @@ class DemoService:
 
     def demo(self, tasks: Sequence[str] | None = None, orchestrator: str = "prefect"
              ) -> DemoReport:
-        """The embedded-default demo end to end, run by ``orchestrator`` (see ORCHESTRATORS),
-        with the demo's pixel cache unless the user set a budget (:meth:`demo_parts`)."""
+        """The embedded-default demo end to end, run by ``orchestrator`` (see ORCHESTRATORS):
+        its 10 models are labelled in one pass (each graph image decoded once)."""
         from mll_registry.redaction import redact
         from mll_registry.registry.tracking import tracking_uri
 
         t0 = time.perf_counter()
-        out = ORCHESTRATORS.get(orchestrator)(self.demo_parts(), list(tasks) if tasks else None)
+        out = ORCHESTRATORS.get(orchestrator)(self.app, list(tasks) if tasks else None)
         return DemoReport(out, round(time.perf_counter() - t0, 1),
                           redact(tracking_uri(self.app.root)))

@@ -253,12 +253,15 @@ def test_demo_graph_growth_on_demo_models(tmp_path, data_root) -> None:
     assert len(new) == 60 and not new & set(parent.node_ids) and new <= set(child.node_ids)
     assert out["delta"]["n_added_nodes"] >= 50
     n_new = int((~child.images["digest"].isin(set(parent.images["digest"]))).sum())
-    for ref in refs:
-        inc_app.labelling.label(ref, parent).to_dict()
-        inc = inc_app.labelling.label(ref, child).to_dict()
+    # both models in one pass per graph (each image decoded once for the two)
+    assert not inc_app.labelling.label_many(refs, parent)[1]
+    incs, errors = inc_app.labelling.label_many(refs, child)
+    fulls, errors_full = full_app.labelling.label_many(refs, child, full=True)
+    assert not errors and not errors_full
+    for ref, inc_o, full_o in zip(refs, incs, fulls, strict=True):
+        inc, full = inc_o.to_dict(), full_o.to_dict()
         assert inc["incremental"]["from_graph"] == parent.version, ref
         assert inc["images_encoded"] == n_new, ref
-        full = full_app.labelling.label(ref, child, full=True).to_dict()
         assert full["images_encoded"] == len(child.images)
         _compare(ModelLabel.load(inc["path"]), ModelLabel.load(full["path"]))
     for t in DEMO_TASKS:
