@@ -195,6 +195,8 @@ def test_a_commit_that_keeps_the_weights_is_recorded_and_new_weights_are_relabel
         assert label_new_models(**run)["updated"] == 0
         (v,) = ready()
         assert json.loads(v.tags["mll.revisions"]) == commits and len(hub.prs(repo)) == 1
+        merged = app.labelling.label(f"hf-hub:{repo}", world["bundle"])  # the merge commit
+        assert merged.status == "skipped" and len(ready()) == 1
         # new weights: exactly one new version, the alias moves, the old one is superseded
         model, cfg = build_tiny("tiny-vit", seed=12)
         d = save_open_clip_dir(model, cfg, tmp_path / "new-weights")
