@@ -25,6 +25,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _results import append_rows, stamp
@@ -61,6 +62,18 @@ def synthetic_images(root: Path, n_images: int, per_node: int = 75, side: int = 
     return root
 
 
+def synthetic_graph(work: Path, n_images: int) -> tuple[Path, Any]:
+    """The synthetic images under ``work`` and their graph (built once, then loaded)."""
+    from mll_registry.graph.bundle import GraphConfig, SampleDataset, SemanticGraph, build_and_save
+
+    images = synthetic_images(work / "images" / str(n_images), n_images)
+    gpath = work / "graphs" / str(n_images)
+    if (gpath / "manifest.json").is_file():
+        return images, SemanticGraph.load(gpath)
+    return images, build_and_save([SampleDataset("synthetic", images)], gpath,
+                                  GraphConfig(expand_hypernyms=False))[0]
+
+
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
@@ -83,20 +96,13 @@ def main() -> None:
 
     import open_clip
 
-    from mll_registry.graph.bundle import GraphConfig, SampleDataset, SemanticGraph, build_and_save
     from mll_registry.labels.labeller import LabelConfig, _autocast, _work_dir, label_model
     from mll_registry.models.image_stream import PixelPipeline, decode_all
     from mll_registry.models.loading import load, save_open_clip_dir
     from mll_registry.settings import DEFAULTS
 
     t0 = time.perf_counter()
-    images = synthetic_images(work / "images" / str(args.images), args.images)
-    gpath = work / "graphs" / str(args.images)
-    if (gpath / "manifest.json").is_file():
-        g = SemanticGraph.load(gpath)
-    else:
-        g, _ = build_and_save([SampleDataset("synthetic", images)], gpath,
-                              GraphConfig(expand_hypernyms=False))
+    images, g = synthetic_graph(work, args.images)
     print(f"data ready in {time.perf_counter() - t0:.0f} s: {g}", flush=True)
 
     mdir = work / "models" / f"{args.arch}-random"

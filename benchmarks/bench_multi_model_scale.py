@@ -50,20 +50,13 @@ def main() -> None:
 
     import open_clip
     import torch
-    from bench_labeling_scale import synthetic_images
+    from bench_labeling_scale import synthetic_graph
 
-    from mll_registry.graph.bundle import GraphConfig, SampleDataset, SemanticGraph, build_and_save
     from mll_registry.labels.labeller import LabelConfig, label_refs
     from mll_registry.models.loading import save_open_clip_dir
     from mll_registry.settings import DEFAULTS
 
-    images = synthetic_images(work / "images" / str(args.images), args.images)
-    gpath = work / "graphs" / str(args.images)
-    if (gpath / "manifest.json").is_file():
-        g = SemanticGraph.load(gpath)
-    else:
-        g, _ = build_and_save([SampleDataset("synthetic", images)], gpath,
-                              GraphConfig(expand_hypernyms=False))
+    _, g = synthetic_graph(work, args.images)
     refs = []
     for seed in range(args.models):
         mdir = work / "models" / f"{args.arch}-random-{seed}"

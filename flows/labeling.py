@@ -25,6 +25,11 @@ from mll_registry.settings import DEFAULTS
 GraphParam = Annotated[str, Field(
     description="Graph: a published graph version, `default` (the registry's default graph) or a "
                 "bundle directory the worker can read (/PATH or ./PATH)")]
+DeviceParam = Annotated[str, Field(description="auto, cpu or cuda[:N]")]
+ForceParam = Annotated[bool, Field(description="Relabel even if registered")]
+PushCardParam = Annotated[bool, Field(description="Open card PRs on the Hub")]
+PixelCacheParam = Annotated[float | None, Field(
+    ge=0.0, description="Raw-pixel cache budget in GB (empty: the worker's setting)")]
 
 
 # Retries: one layer per remote service, in the library (mll_registry.retries: the Hub and
@@ -138,11 +143,10 @@ def label_models(
         "Models to label together: hf-hub:ORG/NAME[@REVISION], local-dir:PATH or "
         "open_clip:ARCH/TAG"))],
     graph: GraphParam = "default",
-    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
-    force: Annotated[bool, Field(description="Relabel even if registered")] = False,
-    push_card: Annotated[bool, Field(description="Open a card PR on the Hub")] = False,
-    pixel_cache_gb: Annotated[float | None, Field(
-        ge=0.0, description="Raw-pixel cache budget in GB (empty: the worker's setting)")] = None,
+    device: DeviceParam = DEFAULTS.device,
+    force: ForceParam = False,
+    push_card: PushCardParam = False,
+    pixel_cache_gb: PixelCacheParam = None,
 ) -> dict[str, Any]:
     """Label several models on the graph in shared passes (the worker's ``pass_model_gb``
     decides how many are resident at once) and register each; optionally push their cards.
@@ -166,11 +170,10 @@ def label_model(
     model_ref: Annotated[str, Field(description="hf-hub:ORG/NAME[@REVISION], local-dir:PATH or "
                                                 "open_clip:ARCH/TAG")],
     graph: GraphParam = "default",
-    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
-    force: Annotated[bool, Field(description="Relabel even if registered")] = False,
-    push_card: Annotated[bool, Field(description="Open a card PR on the Hub")] = False,
-    pixel_cache_gb: Annotated[float | None, Field(
-        ge=0.0, description="Raw-pixel cache budget in GB (empty: the worker's setting)")] = None,
+    device: DeviceParam = DEFAULTS.device,
+    force: ForceParam = False,
+    push_card: PushCardParam = False,
+    pixel_cache_gb: PixelCacheParam = None,
 ) -> dict[str, Any]:
     """Label one model on the graph and register it in MLflow; optionally push its card."""
     clean_env()
@@ -244,15 +247,13 @@ def label_new_models(
         "Models listed, labelled and recorded per page"))] = DEFAULTS.discovery_page_size,
     max_pages: Annotated[int, Field(ge=1, description="Pages per run at most")] = 1000,
     graph: GraphParam = "default",
-    device: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = DEFAULTS.device,
+    device: DeviceParam = DEFAULTS.device,
     deployment_name: Annotated[str, Field(
         description="Deployment that labels a group of models")] = "label-models/label-models-gpu",
     models_per_run: Annotated[int | None, Field(ge=1, description=(
         "Models per labelling run (empty: the setting models_per_run)"))] = None,
-    push_card: Annotated[bool, Field(description="Open card PRs on the Hub")] = False,
-    pixel_cache_gb: Annotated[float | None, Field(
-        ge=0.0, description="Raw-pixel cache budget in GB of the labelling runs (empty: each "
-                            "worker's setting)")] = None,
+    push_card: PushCardParam = False,
+    pixel_cache_gb: PixelCacheParam = None,
 ) -> dict[str, Any]:
     """Label every model published since the last run, a page at a time, each once.
 

@@ -23,6 +23,8 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
+from mll_registry.fsutil import pid_alive
+
 PREFIX = "mllns"  # namespace names: mllns<pid>-<i>; bridge mllbr<pid>; veth mllv<pid>x<i>
 
 
@@ -40,16 +42,6 @@ def network_unavailable() -> str | None:
     if not shutil.which("ip"):
         return "iproute2 (the `ip` program)"
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def namespaces() -> list[str]:
@@ -71,11 +63,11 @@ def _kill_inside(ns: str) -> None:
 def remove_stale() -> None:
     """Delete the namespaces and bridges of test runs whose process is gone."""
     for ns in namespaces():
-        if (m := re.fullmatch(rf"{PREFIX}(\d+)-\d+", ns)) and not _alive(int(m[1])):
+        if (m := re.fullmatch(rf"{PREFIX}(\d+)-\d+", ns)) and not pid_alive(int(m[1])):
             _kill_inside(ns)
             _ip("netns", "del", ns, check=False)
     for link in links():
-        if (m := re.fullmatch(r"mllbr(\d+)", link)) and not _alive(int(m[1])):
+        if (m := re.fullmatch(r"mllbr(\d+)", link)) and not pid_alive(int(m[1])):
             _ip("link", "del", link, check=False)
 
 
