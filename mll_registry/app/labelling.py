@@ -81,14 +81,26 @@ class LabellingService:
 
         if (same_as or out is not None) and len(refs) != 1:
             raise ValueError("same_as and out label one model at a time")
+        from mll_registry.models.refs import ModelRef
+
         a = self.app
+        errors: dict[str, str] = {}
+        for ref in refs:  # a malformed ref fails before any graph is built
+            try:
+                if ":" in ref:
+                    ModelRef.parse(ref)
+            except Exception as exc:
+                if not isolate:
+                    raise
+                errors[ref] = _one_line(exc)
         g = self.graphs.of(graph)
         cfg = a.label_config()
         st = None if out is not None else a.label_store(store)
         outcomes: dict[int, LabelOutcome] = {}
-        errors: dict[str, str] = {}
         todo: list[tuple[int, ResolvedModel, LabelKey]] = []
         for i, ref in enumerate(refs):
+            if ref in errors:
+                continue
             try:
                 planned = self._plan(ref, g, cfg, st, force, allow_pickle, same_as, store)
             except Exception as exc:
@@ -147,7 +159,7 @@ class LabellingService:
         a = self.app
         if ":" not in ref:  # a registered model name: its MODEL_REF (as every command accepts)
             ref = self.registered_ref(ref, store) or ref
-        parsed = ModelRef.parse(ref)  # a malformed ref fails before any graph is built
+        parsed = ModelRef.parse(ref)
         res = resolve(parsed, allow_pickle=allow_pickle)
         if same_as:
             res = link_copy(res, same_as)

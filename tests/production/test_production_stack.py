@@ -135,8 +135,17 @@ def test_artifacts_proxied_to_s3(production_stack: ProductionStack, no_aws: None
     assert keys == [key]
     body = s3.get_object(Bucket=production_stack.bucket, Key=key)["Body"].read()
     assert body == payload
+    from mll_registry.registry.tracking import Tracking
+
+    Tracking(production_stack.mlflow_uri)  # the library's MLflow set-up, as every command has
     back = client.download_artifacts(run.info.run_id, "label/label.bin", str(tmp_path / "dl"))
     assert Path(back).read_bytes() == payload
+    # through the server, never from a presigned URL of the server's own S3 endpoint (which a
+    # worker on another host may not reach: tests/production/test_production.py)
+    log = (production_stack.root / "mlflow.log").read_text(errors="replace")
+    assert (f'"GET /api/2.0/mlflow-artifacts/artifacts/{exp}/{run.info.run_id}/artifacts/label/'
+            'label.bin') in log
+    assert "/mlflow-artifacts/presigned/" not in log
 
 
 def _prefect_client(stack: ProductionStack):  # noqa: ANN202
