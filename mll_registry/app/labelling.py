@@ -78,11 +78,10 @@ class LabellingService:
         """
         from mll_registry.labels.labeller import label_refs, pass_groups
         from mll_registry.models.loading import load
+        from mll_registry.models.refs import ModelRef
 
         if (same_as or out is not None) and len(refs) != 1:
             raise ValueError("same_as and out label one model at a time")
-        from mll_registry.models.refs import ModelRef
-
         a = self.app
         errors: dict[str, str] = {}
         for ref in refs:  # a malformed ref fails before any graph is built
