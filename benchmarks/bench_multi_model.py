@@ -5,7 +5,7 @@ encodes): each model is labelled alone (``label_refs([ref])``: load, text tower,
 + forward, compact label, files written), then the first 2, 5 and 10 models in one pass
 (``label_refs(refs)``: each graph image decoded once for all of them). The sequential time of N
 models is the sum of their alone runs; ratio = pass / sequential. Every label of a pass must be
-byte-identical to its alone run (label.safetensors, summary.parquet, the embeddings file).
+byte-identical to its alone run (every label file but meta.json, the embeddings file).
 
     uv run python benchmarks/bench_multi_model.py [--sizes 2,5,10] [--device cpu]
 
@@ -35,7 +35,14 @@ Identical: every label file and embeddings file of the pass equals its alone run
 |---|---|---|---|---|---|---|---|---|
 """
 
-FILES = ("label.safetensors", "summary.parquet")
+
+
+def label_file_names(path: Path) -> list[str]:
+    """The files of the label at ``path`` besides meta.json (which holds timings)."""
+    from mll_registry.fsutil import read_json_object
+    from mll_registry.labels.format import label_files
+
+    return label_files(read_json_object(path / "meta.json"))
 
 
 def main() -> None:
@@ -71,7 +78,7 @@ def main() -> None:
             seq = sum(alone[r] for r in refs[:n])
             same = all(
                 (out / str(i) / f).read_bytes() == (tmp / "alone" / str(i) / f).read_bytes()
-                for i in range(n) for f in FILES) and all(
+                for i in range(n) for f in label_file_names(tmp / "alone" / str(i))) and all(
                 embeddings_path(out / str(i)).read_bytes()
                 == embeddings_path(tmp / "alone" / str(i)).read_bytes() for i in range(n))
             print(f"{n} models: sequential {seq:.1f} s, one pass {took:.1f} s, "

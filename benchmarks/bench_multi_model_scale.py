@@ -52,6 +52,8 @@ def main() -> None:
     import torch
     from bench_labeling_scale import synthetic_graph
 
+    from mll_registry.fsutil import read_json_object
+    from mll_registry.labels.format import label_files
     from mll_registry.labels.labeller import LabelConfig, label_refs
     from mll_registry.models.loading import save_open_clip_dir
     from mll_registry.settings import DEFAULTS
@@ -82,7 +84,8 @@ def main() -> None:
     label_refs(refs, g, cfg, [out / "pass" / str(i) for i in range(len(refs))])
     took = time.perf_counter() - t
     same = all((out / "pass" / str(i) / f).read_bytes() == (out / "alone" / str(i) / f).read_bytes()
-               for i in range(len(refs)) for f in ("label.safetensors", "summary.parquet"))
+               for i in range(len(refs))
+               for f in label_files(read_json_object(out / "alone" / str(i) / "meta.json")))
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device
     print(f"{len(refs)} x {args.arch}: sequential {seq:.1f} s, one pass {took:.1f} s, "
           f"ratio {took / seq:.2f}, identical {same}", flush=True)

@@ -1,16 +1,20 @@
 """Benchmark: selection at hub scale with labels read from disk, end to end from the shell.
 
-1,000 models x 10,000 nodes x 100 classes at the paper's 75 images per node (750,000 images):
-each label is a real ``mll-label/1`` directory (K=64: ``topk_idx`` uint16 96 MB, ``topk_score``
-fp16 96 MB, ``member_score``, ``summary.parquet``, ``meta.json``) in the local label store. The
-graph's nodes are 10,000 real WordNet noun synsets (captions from WordNet); each node owns 75
-synthetic image rows. The task has 100 classes named by node lemmas.
+1,000 models x 10,000 nodes x 100 classes at the paper's 75 images per node (750,000 images),
+in each label format (``--layouts``): ``mll-label/1`` (one ``label.safetensors``: ``topk_idx``
+uint16 96 MB, ``topk_score`` fp16 96 MB, ``member_score``) and ``mll-label/2`` (``ranks.safetensors``:
+``topk_idx`` alone, the scores apart, the general score in meta.json), with
+``summary.parquet`` and ``meta.json``, in the local label store. The graph's nodes are 10,000
+real WordNet noun synsets (captions from WordNet); each node owns 75 synthetic image rows. The
+task has 100 classes named by node lemmas.
 
-Disk: 1,000 full labels are 194 GB, more than this machine has, so ``label.safetensors`` files are
-*sparse*: full logical size and layout, with real (synthetic, seeded) rows written for the task's
+Disk: 1,000 full labels are 194 GB, more than this machine has, so the array files are *sparse*:
+full logical size and layout, with real (synthetic, seeded) rows written for the task's
 candidate nodes' images and for every ``member_score``; other rows are holes. Selection reads only
-candidate rows, so what it reads is real data; the file layout it seeks in is full size. Files
-are flushed and dropped from the page cache (``posix_fadvise(DONTNEED)``) before the cold run.
+candidate rows, so what it reads is real data; the file layout it seeks in is full size (format 2
+labels carry no checksums here: hashing 194 GB of holes is not what a selection does). Files
+are flushed and dropped from the page cache (``posix_fadvise(DONTNEED)``) before the cold run;
+the disk bytes of a run are its ``ru_inblock``.
 
 Measured as a user runs it: ``mll select --task T --graph G --labels local --no-log --json`` in a
 fresh process (imports, graph load and verification, matching with the node-embedding cache warm,
@@ -18,7 +22,7 @@ opening 1,000 labels, candidate rows, counts, choice), cold page cache then warm
 that process.
 
     uv run python benchmarks/bench_selection_disk.py [--models 1000] [--nodes 10000]
-        [--classes 100] [--work /tmp/mll-bench-select]
+        [--classes 100] [--layouts 1,2] [--work /tmp/mll-bench-select]
 
 Appends to benchmarks/results/selection_disk.md.
 """
@@ -112,17 +116,79 @@ def write_sparse_label(d: Path, graph_version: str, label_hash: str, ref: str, n
     (d / "meta.json").write_text(json.dumps(meta))
 
 
+def _sparse_safetensors(f: Path, arrays: dict, metadata: dict) -> int:
+    """A safetensors file of ``arrays`` (name -> (dtype code, shape)) with holes for data;
+    returns the data section's offset."""
+    header: dict = {"__metadata__": metadata}
+    off = 0
+    for name, (dt, shape) in arrays.items():
+        size = int(np.prod(shape)) * 2
+        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + size]}
+        off += size
+    hb = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    with f.open("wb") as fh:
+        fh.write(len(hb).to_bytes(8, "little") + hb)
+        fh.truncate(8 + len(hb) + off)
+    return 8 + len(hb)
+
+
+def write_sparse_label_v2(d: Path, graph_version: str, label_hash: str, ref: str, n_img: int,
+                          n_nodes: int, cand_imgs: np.ndarray, owner: np.ndarray,
+                          summary: bytes, mean_acc1: float, rng: np.random.Generator) -> None:
+    """The same synthetic label as :func:`write_sparse_label`, in ``mll-label/2``."""
+    from mll_registry.labels.format import CHUNK_ROWS, FORMAT
+
+    d.mkdir(parents=True, exist_ok=True)
+    head = {"format": FORMAT, "graph_version": graph_version}
+    idx = rng.integers(0, n_nodes, size=(len(cand_imgs), K), dtype=np.uint16)
+    hit = rng.random(len(cand_imgs)) < rng.uniform(0.2, 0.8)
+    idx[hit, 0] = owner[cand_imgs[hit]]
+    chunks = -(-n_img // CHUNK_ROWS)
+    base = _sparse_safetensors(d / "ranks.safetensors", {"topk_idx": ("U16", (n_img, K))}, head)
+    with (d / "ranks.safetensors").open("r+b") as f:
+        # candidate images are whole nodes: contiguous runs of PER_NODE rows
+        for j in range(0, len(cand_imgs), PER_NODE):
+            f.seek(base + int(cand_imgs[j]) * K * 2)
+            f.write(idx[j:j + PER_NODE].tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    sb = _sparse_safetensors(d / "scores.safetensors", {"topk_score": ("F16", (n_img, K)),
+                                                         "member_score": ("F16", (n_img,))}, head)
+    with (d / "scores.safetensors").open("r+b") as f:
+        f.seek(sb + n_img * K * 2)
+        f.write(rng.random(n_img).astype(np.float16).tobytes())
+    (d / "summary.parquet").write_bytes(summary)
+    meta = {"format": FORMAT, "graph_version": graph_version, "label_hash": label_hash,
+            "model_ref": ref, "revision": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(),
+            "source": ref, "top_k": K, "mean_acc1": mean_acc1,
+            "layout": {"images": n_img, "top_k": K, "chunk_rows": CHUNK_ROWS, "chunks": chunks,
+                       "index_dtype": "uint16", "memberships": n_img}}
+    (d / "meta.json").write_text(json.dumps(meta))
+
+
+def _array_files(d: Path) -> list[Path]:
+    return [p for p in d.rglob("*.safetensors")]
+
+
 def run_select(task: Path, graph: Path, data: Path) -> dict:
     cmd = [str(Path(sys.executable).parent / "mll"), "select", "--task", str(task), "--graph",
            str(graph), "--labels", "local", "--no-log", "--json", "--data-dir", str(data)]
+    blocks = resource.getrusage(resource.RUSAGE_CHILDREN).ru_inblock
+    rss_file = data / "rss.txt"
     t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd],
+                       capture_output=True, text=True)
     wall = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(p.stderr[-2000:])
     out = json.loads(p.stdout)
+    disk = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_inblock - blocks) * 512
     return {"wall_s": round(wall, 2), "models": out["models_considered"],
-            "selected": len(out["selected_models"])}
+            "selected": out["selected_models"], "disk_mb": round(disk / 1e6),
+            "rss_gb": int(rss_file.read_text().split()[-1]) / 1e6,
+            "chosen": [[m["model"] for m in c["models"]] for c in out["classes"]]}
 
 
 def main() -> None:
@@ -130,11 +196,11 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=1000)
     ap.add_argument("--nodes", type=int, default=10000)
     ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--layouts", default="1,2", help="label formats to measure, in one run")
     ap.add_argument("--work", default="/tmp/mll-bench-select")
     args = ap.parse_args()
     work = Path(args.work)
-    data = work / "data"
-    os.environ["MLL_DATA_DIR"] = str(data)
+    os.environ["MLL_DATA_DIR"] = str(work / "data")
 
     from mll_registry.app.root import App
     from mll_registry.graph.bundle import SemanticGraph
@@ -143,7 +209,6 @@ def main() -> None:
     from mll_registry.settings import DEFAULTS
     from mll_registry.task import Task
 
-    t0 = time.perf_counter()
     gpath = graph_bundle(work / f"graph-{args.nodes}", args.nodes)
     g = SemanticGraph.load(gpath)
     rng = np.random.default_rng(0)
@@ -151,52 +216,69 @@ def main() -> None:
     names = sorted(rng.choice(lemmas.to_numpy(), args.classes, replace=False).tolist())
     task = work / "task.yaml"
     task.write_text(json.dumps({"name": "hub-scale", "classes": names}))  # JSON is YAML
-    a = App.configured(data_dir=str(data), label_store="local")
-    t1 = time.perf_counter()
+    a = App.configured(data_dir=str(work / "data"), label_store="local")
     m = match(Task.from_yaml(task), g, embedder=a.embedder, provider=a.caption_provider,
-              top_n=DEFAULTS.top_n, root=str(data))  # warms the node-embedding cache
-    text_cache_s = time.perf_counter() - t1
+              top_n=DEFAULTS.top_n, root=str(work / "data"))  # warms the node-embedding cache
     n_img, n_nodes = len(g.images), len(g.nodes)
     owner = g.member_arrays()[0]
     cand = np.sort(np.asarray(m.cand_nodes))
     cand_imgs = (cand[:, None] * PER_NODE + np.arange(PER_NODE)[None, :]).ravel()
     h = DEFAULTS.label_hash()
     summary_path = work / "summary.parquet"
+    acc1 = rng.random(n_nodes)
     pd.DataFrame({"node_id": g.nodes["node_id"], "n_images": PER_NODE,
-                  "acc1": rng.random(n_nodes), "acc5": rng.random(n_nodes),
+                  "acc1": acc1, "acc5": rng.random(n_nodes),
                   "mean_own": rng.random(n_nodes)}).to_parquet(summary_path, index=False)
     summary = summary_path.read_bytes()
-    stamp_file = data / "labels" / f".complete-{g.version}-{args.models}-{len(cand)}"
-    if not stamp_file.is_file():
-        for i in range(args.models):
-            ref = f"local-dir:/models/synthetic-{i:04d}"
-            d = data / "labels" / ModelRef.parse(ref).key / f"{g.version}-{h}"
-            write_sparse_label(d, g.version, h, ref, n_img, n_nodes, cand_imgs, owner, summary,
-                               np.random.default_rng(i + 1))
-            if i % 100 == 99:
-                print(f"{i + 1} labels written", flush=True)
-        stamp_file.write_text("ok")
-    else:  # drop the label files from the page cache for the cold run
-        for f in (data / "labels").glob(f"*/{g.version}-{h}/label.safetensors"):
+    rows, results = [], {}
+    for layout in [int(x) for x in args.layouts.split(",")]:
+        data = work / f"data-v{layout}"
+        (data / "cache").mkdir(parents=True, exist_ok=True)  # the node-embedding cache: warm
+        for f in (work / "data" / "cache").glob("*"):
+            if not (data / "cache" / f.name).exists():
+                os.symlink(f, data / "cache" / f.name)
+        stamp_file = data / "labels" / f".complete-{g.version}-{args.models}-{len(cand)}"
+        if not stamp_file.is_file():
+            for i in range(args.models):
+                ref = f"local-dir:/models/synthetic-{i:04d}"
+                d = data / "labels" / ModelRef.parse(ref).key / f"{g.version}-{h}"
+                if layout == 1:
+                    write_sparse_label(d, g.version, h, ref, n_img, n_nodes, cand_imgs, owner,
+                                       summary, np.random.default_rng(i + 1))
+                else:
+                    write_sparse_label_v2(d, g.version, h, ref, n_img, n_nodes, cand_imgs,
+                                          owner, summary, float(acc1.mean()),
+                                          np.random.default_rng(i + 1))
+                if i % 100 == 99:
+                    print(f"layout {layout}: {i + 1} labels written", flush=True)
+            stamp_file.write_text("ok")
+        files = [f for d in (data / "labels").glob(f"*/{g.version}-{h}")
+                 for f in _array_files(d)]
+        for f in files:  # drop the label files from the page cache for the cold run
             fd = os.open(f, os.O_RDONLY)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             os.close(fd)
-    prep_s = time.perf_counter() - t0
-    physical = sum(f.stat().st_blocks * 512 for f in
-                   (data / "labels").glob(f"*/{g.version}-{h}/label.safetensors"))
-    logical = sum(f.stat().st_size for f in
-                  (data / "labels").glob(f"*/{g.version}-{h}/label.safetensors"))
-    cold = run_select(task, gpath, data)
-    warm = run_select(task, gpath, data)
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-    read_mb = args.models * len(cand_imgs) * K * 2 / 1e6
-    out = {"models": args.models, "nodes": n_nodes, "images": n_img, "classes": args.classes,
-           "candidate_nodes": int(len(cand)), "candidate_rows_mb_read": round(read_mb, 1),
-           "labels_logical_gb": round(logical / 1e9, 1),
-           "labels_physical_gb": round(physical / 1e9, 2), "cold": cold, "warm": warm,
-           "peak_rss_gb": round(rss, 2), "prep_s": round(prep_s, 1),
-           "node_text_cache_s": round(text_cache_s, 1)}
-    print(json.dumps(out, indent=2))
+        for f in (data / "labels").glob(f"*/{g.version}-{h}/summary.parquet"):
+            fd = os.open(f, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        logical = sum(f.stat().st_size for f in files)
+        cold = run_select(task, gpath, data)
+        warm = run_select(task, gpath, data)
+        rss = max(cold["rss_gb"], warm["rss_gb"])
+        read_mb = args.models * len(cand_imgs) * K * 2 / 1e6
+        results[layout] = {"cold": cold, "warm": warm}
+        print(json.dumps({"layout": layout, "models": args.models, "images": n_img,
+                          "candidate_nodes": int(len(cand)), "rows_mb": round(read_mb),
+                          "labels_logical_gb": round(logical / 1e9, 1),
+                          "cold_s": cold["wall_s"], "cold_disk_mb": cold["disk_mb"],
+                          "warm_s": warm["wall_s"], "peak_rss_gb": round(rss, 2)}), flush=True)
+        rows.append(f"{stamp()} | mll-label/{layout} | {args.models} | {n_nodes} | {n_img} | "
+                    f"{args.classes} | {len(cand)} | {read_mb:.0f} | {cold['disk_mb']} | "
+                    f"{logical / 1e9:.0f} | {cold['wall_s']} | {warm['wall_s']} | {rss:.2f}")
+    if len(results) > 1:  # the same task on the same rows: the same choice in every layout
+        picks = {k: v["warm"]["chosen"] for k, v in results.items()}
+        assert len({json.dumps(p) for p in picks.values()}) == 1, "layouts chose differently"
     append_rows(
         "selection_disk.md",
         "# Selection at hub scale, labels on disk\n\nCommand: `uv run python "
@@ -204,13 +286,12 @@ def main() -> None:
         "store, sparse (full layout; real rows where selection reads: see the script), "
         "75 images per node; `mll select --labels local --no-log --json` timed from the "
         "shell in a fresh process (imports included), page cache dropped for the cold run; "
-        "node-embedding cache warm. Peak RSS of the `mll select` process.\n\n"
-        "| date | machine | models | nodes | images | classes | candidate nodes | rows read "
-        "MB | labels GB (logical) | cold s | warm s | peak RSS GB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        [f"{stamp()} | {args.models} | {n_nodes} | {n_img} | {args.classes} | {len(cand)} | "
-         f"{read_mb:.0f} | {logical / 1e9:.0f} | {cold['wall_s']} | {warm['wall_s']} | "
-         f"{rss:.2f}"])
+        "node-embedding cache warm. Peak RSS of the `mll select` processes; disk MB: "
+        "what the cold run read from the disk (`ru_inblock`).\n\n"
+        "| date | machine | layout | models | nodes | images | classes | candidate nodes | "
+        "rows read MB | disk read MB (cold) | labels GB (logical) | cold s | warm s | "
+        "peak RSS GB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", rows)
 
 
 if __name__ == "__main__":

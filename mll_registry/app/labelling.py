@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mll_registry.app.results import LabelOutcome
 
@@ -232,6 +232,13 @@ class LabellingService:
             except EmbeddingsError as exc:
                 log.warning("not reusing %s: %s", path, exc)
         return None
+
+    def migrate_local_labels(self) -> list[dict[str, Any]]:
+        """Rewrite the local label store's ``mll-label/1`` labels in the chunked format
+        (:meth:`~mll_registry.labels.stores.LocalLabelStore.migrate`)."""
+        from mll_registry.labels.stores import LocalLabelStore
+
+        return LocalLabelStore(self.app.root).migrate()
 
     def labelled_models(self, graph_version: str, store: str | None = None) -> list[str]:
         """Model refs the label store holds a label of on ``graph_version`` (current settings)."""

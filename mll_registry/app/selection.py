@@ -30,17 +30,19 @@ class SelectionService:
                ) -> dict[str, ModelLabel]:
         """The labels of ``graph`` with the configured label settings, read and validated
         whole (the newest per model)."""
-        from mll_registry.labels.stores import load_labels
+        from mll_registry.labels.stores import load_labels, store_fetch
 
-        return load_labels(self._label_dirs(graph, store), graph.version)
+        return load_labels(self._label_dirs(graph, store), graph.version,
+                           store_fetch(self.app.label_store(store)))
 
     def mapped_labels(self, graph: SemanticGraph, store: str | None = None
                       ) -> dict[str, MappedLabel]:
-        """The same labels opened by their headers: selection reads only its candidate rows."""
-        from mll_registry.labels.stores import open_labels
+        """The same labels opened by their meta.json or headers: selection reads (and from a
+        remote store fetches) only the chunks of its candidate rows."""
+        from mll_registry.labels.stores import open_labels, store_fetch
 
         return open_labels(self._label_dirs(graph, store), graph.version, len(graph.images),
-                           len(graph.members))
+                           len(graph.members), store_fetch(self.app.label_store(store)))
 
     def _label_dirs(self, graph: SemanticGraph, store: str | None) -> dict[str, Path]:
         from mll_registry.selection.select import SelectionError
@@ -171,6 +173,7 @@ class SelectionService:
         import json
         import tempfile
 
+        from mll_registry.labels.format import label_digest
         from mll_registry.selection.ensemble import FROM_TASK, ensemble_name
 
         if name == FROM_TASK:
@@ -181,7 +184,7 @@ class SelectionService:
         sel.run_id = rid
         metas = self._member_metas(sel)
         pins = {r: {"revision": m.get("revision"),
-                    "label": (m.get("checksums") or {}).get("label.safetensors"),
+                    "label": label_digest(m),
                     "weights": m.get("weights_sha256")}
                 for r, m in metas.items()}
         tags = {"mll.task": sel.task.name, "mll.graph_version": sel.graph.version,
@@ -282,6 +285,8 @@ def ensemble_versions(parts: Parts, model_ref: str | None = None, store: str | N
     ``mll.stale`` with the reasons; the tag is removed once it is fresh again."""
     import json
 
+    from mll_registry.labels.format import label_digest
+
     client = parts.registry.client
     st = parts.label_store(store)
     current: dict[tuple[str, str], dict[str, Path]] = {}
@@ -304,7 +309,7 @@ def ensemble_versions(parts: Parts, model_ref: str | None = None, store: str | N
                 meta = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
                 if meta.get("revision") != pin.get("revision"):
                     reasons.append(f"{ref}: new revision {meta.get('revision')}")
-                elif (meta.get("checksums") or {}).get("label.safetensors") != pin.get("label"):
+                elif label_digest(meta) != pin.get("label"):
                     reasons.append(f"{ref}: new label version")
             stale = "; ".join(reasons)
             if stale and mv.tags.get("mll.stale") != stale[:5000]:

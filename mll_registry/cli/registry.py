@@ -25,6 +25,21 @@ def registry_migrate(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> N
     console.print(f"{len(moved)} registered model(s) or version(s) updated")
 
 
+@registry_app.command("migrate-labels")
+def registry_migrate_labels(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Rewrite the local label store's mll-label/1 labels in mll-label/2 (ranks in chunks, so
+    that a selection reads and fetches only its candidates' chunks)."""
+    a = open_app(data_dir)
+    with boundary():
+        done = a.labelling.migrate_local_labels()
+    if as_json:
+        emit(done)
+        return
+    for m in done:
+        console.print(f"{m['model_ref']}: {m['from']} -> {m['to']}")
+    console.print(f"{len(done)} label(s) rewritten")
+
+
 @registry_app.command("ensembles")
 def registry_ensembles(
     model: Annotated[str | None, typer.Option(

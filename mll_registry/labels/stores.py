@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from mll_registry.config import data_dir
 from mll_registry.labels.embeddings import embeddings_path
-from mll_registry.labels.format import MappedLabel, ModelLabel
+from mll_registry.labels.format import Fetch, MappedLabel, ModelLabel
 from mll_registry.models.refs import ModelRef, ResolvedModel
 from mll_registry.plugins import Plugins
 
@@ -206,6 +206,21 @@ class LocalLabelStore:
                 best = (t, ref, p)
         return (best[1], best[2]) if best is not None else None
 
+    def migrate(self) -> list[dict[str, Any]]:
+        """Rewrite every ``mll-label/1`` label of this store in :data:`~mll_registry.labels.
+        format.FORMAT` (the same arrays, ranks in chunks), each validated first and replaced
+        atomically; the rest are left as they are. Returns one entry per label rewritten."""
+        from mll_registry.labels.format import FORMAT, FORMAT_V1
+
+        out = []
+        for m, p in self._metas("*", None):
+            if m.get("format") != FORMAT_V1:
+                continue
+            ModelLabel.load(p).save(p)
+            out.append({"model_ref": m.get("model_ref"), "path": str(p), "from": FORMAT_V1,
+                        "to": FORMAT})
+        return out
+
     def latest_ref(self, model: str) -> str | None:
         found = self._latest(model)
         return found[0] if found is not None else None
@@ -220,13 +235,27 @@ LABEL_STORES: Plugins[Any] = Plugins("label_stores")
 LABEL_STORES.register("local", LocalLabelStore)
 
 
-def load_labels(paths: dict[str, Path], graph_version: str) -> dict[str, ModelLabel]:
-    """Load and validate labels (each must be for ``graph_version``)."""
-    return {ref: ModelLabel.load(p, graph_version=graph_version) for ref, p in paths.items()}
+def load_labels(paths: dict[str, Path], graph_version: str,
+                fetch: Fetch | None = None) -> dict[str, ModelLabel]:
+    """Load and validate labels (each must be for ``graph_version``); ``fetch`` completes a
+    remote label's directory first (a store's ``fetch_label_file``)."""
+    if fetch is None:
+        return {ref: ModelLabel.load(p, graph_version=graph_version) for ref, p in paths.items()}
+    return {ref: MappedLabel.open(p, graph_version, fetch=fetch).load()
+            for ref, p in paths.items()}
 
 
 def open_labels(paths: dict[str, Path], graph_version: str, n_images: int | None = None,
-                n_members: int | None = None) -> dict[str, MappedLabel]:
-    """Open labels for selection by their headers (each must be for ``graph_version``)."""
-    return {ref: MappedLabel.open(p, graph_version, n_images, n_members)
+                n_members: int | None = None, fetch: Fetch | None = None
+                ) -> dict[str, MappedLabel]:
+    """Open labels for selection by their meta.json or headers (each must be for
+    ``graph_version``); ``fetch`` gets a remote label's files when first read."""
+    return {ref: MappedLabel.open(p, graph_version, n_images, n_members, fetch)
             for ref, p in paths.items()}
+
+
+def store_fetch(store: object) -> Fetch | None:
+    """The store's per-file fetch for remote labels (``fetch_label_file``), or None when its
+    labels are whole on disk."""
+    fetch = getattr(store, "fetch_label_file", None)
+    return fetch if callable(fetch) else None

@@ -29,6 +29,7 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,31 @@ def cached_label_dir(v: LabelledVersion, root: str | os.PathLike[str] | None = N
         return None
 
 
+@contextlib.contextmanager
+def stored_label(label_dir: Path) -> Iterator[Path]:
+    """The label at ``label_dir`` as an artifact store holds it (a temporary directory, gone
+    after the block): an ``mll-label/2`` label's ranks in chunks, the other files linked;
+    an ``mll-label/1`` label as it is."""
+    from mll_registry.fsutil import read_json_object
+    from mll_registry.labels.format import FORMAT, label_files, write_chunks
+
+    meta = read_json_object(label_dir / "meta.json")
+    if meta.get("format") != FORMAT:
+        yield label_dir
+        return
+    with tempfile.TemporaryDirectory(prefix=".stored.", dir=label_dir.parent) as tmp:
+        out = Path(tmp)
+        for name in ["meta.json", *label_files(meta)[1:]]:  # all but the whole ranks file
+            try:
+                os.link(label_dir / name, out / name)
+            except OSError:  # no hard links here: a copy
+                import shutil
+
+                shutil.copyfile(label_dir / name, out / name)
+        write_chunks(label_dir, out)
+        yield out
+
+
 def version_entry(v: Any) -> LabelledVersion:
     """An MLflow ``ModelVersion`` as the :class:`LabelledVersion` the tool reports."""
     t = v.tags or {}
@@ -321,9 +347,11 @@ class Registry(Tracking):
             for k, v in metrics.items():
                 self.client.log_metric(rid, k, float(v))
             # retried on a reset connection (a retry uploads every file again, over the same
-            # names); a full disk fails at once
-            self.call(functools.partial(self.client.log_artifacts, rid, str(label_dir), "label"),
-                      "upload label")
+            # names); a full disk fails at once. Stored with the ranks in chunks: what a
+            # selection fetches one by one (labels.format.stored_files)
+            with stored_label(label_dir) as stored:
+                self.call(functools.partial(self.client.log_artifacts, rid, str(stored),
+                                            "label"), "upload label")
             emb = embeddings_path(label_dir)
             if emb.is_file():  # beside the label, not in it: selection never downloads it
                 with tempfile.TemporaryDirectory(dir=emb.parent) as tmp:
@@ -668,6 +696,99 @@ class Registry(Tracking):
                                  f"{v.run_id}) fails its checksum ({bad}): the artifact store "
                                  "holds a damaged copy; relabel with `mll label --force`")
         return dest / "label"
+
+    def selection_label_dir(self, v: LabelledVersion) -> Path:
+        """The label directory a selection reads. An ``mll-label/2`` label needs only its
+        meta.json here: the chunks and files a selection reads are fetched one by one when
+        first read (:meth:`fetch_label_file`). An ``mll-label/1`` label is downloaded whole."""
+        from mll_registry.fsutil import atomic_path, read_json_object
+        from mll_registry.labels.format import FORMAT
+
+        dest = run_cache_dir("registry-labels", v.run_id, self.root) / "label"
+        with contextlib.suppress(OSError, ValueError):
+            if read_json_object(dest / "meta.json").get("format") == FORMAT:
+                return dest
+        cached = cached_label_dir(v, self.root)
+        if cached is not None:
+            return cached
+        got = self._download_file(v.run_id, "label/meta.json", "download label meta.json")
+        try:
+            meta = read_json_object(got)
+            if meta.get("format") != FORMAT:  # mll-label/1: one file, downloaded whole
+                return self.download_label(v)
+            dest.mkdir(parents=True, exist_ok=True)
+            with atomic_path(dest / "meta.json", suffix=".json") as tmp:
+                os.replace(got, tmp)
+        finally:
+            import shutil
+
+            shutil.rmtree(got.parent, ignore_errors=True)
+        return dest
+
+    def fetch_label_file(self, label_dir: Path, name: str) -> None:
+        """Put file ``name`` of a remote ``mll-label/2`` label into ``label_dir`` (a
+        :meth:`selection_label_dir`): from the data dir's content cache
+        (``cache/label-blobs/<sha256>``) when it holds that checksum, else downloaded from the
+        label run's artifacts and checked against meta.json's sha256 first. Never leaves a
+        partial file in either place.
+
+        Raises:
+            LabelError: ``name`` is not a file of the label, or the download fails its checksum.
+        """
+        import shutil
+
+        from mll_registry.fsutil import path_under, read_json_object, sha256_file
+        from mll_registry.labels.format import LabelError, stored_files
+
+        meta = read_json_object(label_dir / "meta.json")
+        sha = (meta.get("checksums") or {}).get(name)
+        if name not in stored_files(meta) or not isinstance(sha, str) or not re.fullmatch(
+                r"[0-9a-f]{64}", sha):
+            raise LabelError(f"{label_dir}: {name!r:.80} is not a checksummed file of this label "
+                             "(damaged meta.json); relabel with `mll label --force`")
+        run_id = label_dir.parent.name
+        blob = path_under(data_dir(self.root) / "cache" / "label-blobs", sha[:2], sha)
+        if not blob.is_file():
+            got = self._download_file(run_id, f"label/{name}", "download label file")
+            try:
+                if sha256_file(got) != sha:
+                    raise LabelError(f"{name} of the label in run {run_id} fails its checksum: "
+                                     "the artifact store holds a damaged copy; relabel with "
+                                     "`mll label --force`")
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(got, blob)
+            finally:
+                shutil.rmtree(got.parent, ignore_errors=True)
+        dest = label_dir / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(dest)}.tmp")
+        try:
+            try:
+                os.link(blob, tmp)  # the cache and the label share one copy
+            except OSError:
+                shutil.copyfile(blob, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _download_file(self, run_id: str, artifact_path: str, what: str) -> Path:
+        """One artifact file of ``run_id`` in a fresh private temporary directory (the caller
+        removes it): a killed download leaves nothing that looks whole."""
+        import mlflow
+
+        cache = data_dir(self.root) / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".tmp", dir=cache))
+        try:
+            got = self.call(lambda: mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(tmp),
+                tracking_uri=self.uri), what)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Path(got)
 
     def download_embeddings(self, v: LabelledVersion) -> Path | None:
         """The embeddings file of a version (cached beside its cached label directory), or None

@@ -13,10 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from mll_registry.labels.format import ModelLabel
+from mll_registry.labels.format import ModelLabel, selection_ready
 from mll_registry.labels.stores import LabelKey, StoredLabel
 from mll_registry.models.refs import ResolvedModel
-from mll_registry.registry.labels import Registry, cached_label_dir
+from mll_registry.registry.labels import Registry, cached_label_dir, run_cache_dir
 
 
 class RegistryLabelStore:
@@ -66,8 +66,20 @@ class RegistryLabelStore:
         made = self.__dict__.get("registry")
         idx = LabelIndex(made if made is not None else (lambda: self.registry), graph_version,
                          label_hash=label_hash, root=self.root).refresh()
-        return {v.model_ref: cached_label_dir(v, self.root) or self.registry.download_label(v)
-                for v in idx.versions}
+        return {v.model_ref: self._selection_dir(v) for v in idx.versions}
+
+    def _selection_dir(self, v: Any) -> Path:
+        """The cached label dir of ``v`` when a selection can read it (no MLflow client),
+        else :meth:`Registry.selection_label_dir`."""
+        dest = run_cache_dir("registry-labels", v.run_id, self.root) / "label"
+        if selection_ready(dest):
+            return dest
+        return cached_label_dir(v, self.root) or self.registry.selection_label_dir(v)
+
+    def fetch_label_file(self, label_dir: Path, name: str) -> None:
+        """Fetch one file of a remote label into its selection dir
+        (:meth:`Registry.fetch_label_file`)."""
+        self.registry.fetch_label_file(label_dir, name)
 
     def latest_ref(self, model: str) -> str | None:
         return self.registry.latest_ref(model)

@@ -46,6 +46,8 @@ MODEL_BLOCK = 32
 #: threads reading and scanning labels: reads of cold labels overlap (4: 21 s cold, 7 s warm;
 #: 2: 28 s, 6.4 s; 8 contend for the GIL: 11 s warm; benchmarks/results/selection_disk.md)
 SELECT_WORKERS = 4
+#: labels whose candidate rows are announced to the disk ahead of their scan (cold reads)
+PREFETCH_AHEAD = 8
 
 
 class LabelRows(Protocol):
@@ -131,8 +133,13 @@ def gather(cs: CandidateSet, labels: Sequence[LabelRows], members: bool = True) 
     member = np.empty((len(labels), len(cs.rows) if members else 0), np.float32)
     for i, lab in enumerate(labels):
         read = getattr(lab, "read_rows", None)
-        if read is not None and lab.topk_idx.dtype == dtype:  # a label on disk: read the rows
-            read("topk_idx", cs.img_ids, topk[i])
+        if read is not None:  # a label on disk: read the rows
+            if lab.topk_idx.dtype == dtype:
+                read("topk_idx", cs.img_ids, topk[i])
+            else:  # another index dtype than the first label's
+                buf = np.empty((len(cs.img_ids), k), lab.topk_idx.dtype)
+                read("topk_idx", cs.img_ids, buf)
+                topk[i] = buf
             if members:
                 ms = np.empty(len(cs.rows), lab.member_score.dtype)
                 read("member_score", cs.rows, ms)
@@ -174,11 +181,19 @@ def count_all(graph: SemanticGraph, labels: Sequence[LabelRows], cand_nodes: np.
     lookup, is_cand = _candidate_lookup(cs.cand_nodes, len(graph.nodes))
     pred = np.empty((len(labels), len(cs.img_ids)), lookup.dtype)
 
+    def announce(i: int) -> None:  # a label on disk: its rows queued for the disk, if cold
+        ahead = getattr(labels[i], "prefetch", None) if i < len(labels) else None
+        if ahead is not None:
+            ahead("topk_idx", cs.img_ids)
+
     def one(i: int) -> None:
+        announce(i + PREFETCH_AHEAD)
         rows = gather(cs, [labels[i]], members=fallback == "members")
         pred[i] = (_first_candidates(rows.topk_idx[0], lookup, is_cand) if fallback == "none"
                    else restricted_predictions(rows, len(graph.nodes), fallback)[0])
 
+    for i in range(min(PREFETCH_AHEAD, len(labels))):
+        announce(i)
     if len(labels) > 1 and workers > 1:
         with ThreadPoolExecutor(max_workers=min(workers, len(labels))) as pool:
             list(pool.map(one, range(len(labels))))
@@ -281,6 +296,13 @@ def node_counts(rows: CandidateRows | CandidateSet, pred: np.ndarray,
     # pred -1 (no candidate in the top-K) is a false positive for nobody
     member_keys = (rows.member_keys if rows.member_keys is not None
                    else np.unique(rows.row_img * V + rows.row_cand))
+    if img_weight is None and len(member_keys) == len(rows.row_img):
+        # each (image, node) row once and integer counts: FP = predictions of v - TP (exact)
+        ok = pred >= 0
+        n_pred = np.bincount((np.broadcast_to(np.arange(M)[:, None], pred.shape) * V + pred)[ok],
+                             minlength=M * V)
+        FP = n_pred - TP
+        return TP.reshape(M, V).astype(np.float64), FP.reshape(M, V).astype(np.float64), P
     keys = np.arange(U)[None, :] * V + pred
     at = np.minimum(np.searchsorted(member_keys, keys), max(len(member_keys) - 1, 0))
     is_member = (member_keys[at] == keys) if len(member_keys) else np.zeros(keys.shape, bool)
@@ -524,9 +546,19 @@ def task_source_weights(task: object, graph: SemanticGraph, embedder: object = N
                           mode, temperature)
 
 
+def general_score(label: LabelRows) -> float:
+    """A label's general score: its mean accuracy@1 over the graph's nodes, from meta.json
+    where the label records it (``mean_acc1``, written since mll-label/2: no summary read),
+    else from its summary."""
+    got = (getattr(label, "meta", None) or {}).get("mean_acc1")
+    if isinstance(got, float):
+        return got
+    return float(label.summary["acc1"].mean())
+
+
 def general_order(labels: Sequence[LabelRows]) -> np.ndarray:
-    """Model positions by general score (mean accuracy@1 over the graph), best first."""
-    score = np.array([float(lab.summary["acc1"].mean()) for lab in labels])
+    """Model positions by general score (:func:`general_score`), best first."""
+    score = np.array([general_score(lab) for lab in labels])
     return np.argsort(-score, kind="stable")
 
 

@@ -78,7 +78,7 @@ def test_label_summary(labelled: list[dict], small_world: dict[str, Path]) -> No
     for s in labelled:
         assert s["nodes"] == g["nodes"] and s["images"] == g["images"]
         assert s["graph_version"] == g["version"]
-        assert s["images_per_s"] > 0 and Path(s["path"], "label.safetensors").is_file()
+        assert s["images_per_s"] > 0 and Path(s["path"], "scores.safetensors").is_file()
         # trained models: far above chance over all nodes (chance = 1 / nodes)
         assert s["mean_acc1"] > 5 / s["nodes"]
         assert s["bytes_per_image"] < 300  # K=64 nodes per image + member scores

@@ -74,14 +74,15 @@ def test_truncated_checkpoint_is_recomputed_not_read(tiny, graph) -> None:
     _same(resumed.label, label_model(tiny, graph, cfg).label)
 
 
-@pytest.mark.parametrize("victim", ["label.safetensors", "summary.parquet", "meta.json"])
+@pytest.mark.parametrize("victim", ["ranks.safetensors", "scores.safetensors",
+                                    "summary.parquet", "meta.json"])
 def test_damaged_label_files_name_the_file_and_the_fix(tiny, graph, tmp_path: Path,
                                                        victim: str) -> None:
     path = label_model(tiny, graph, LabelConfig(top_k=4)).label.save(tmp_path / "label")
     assert files_look_whole(path)
     _truncate(path / victim)
     assert not files_look_whole(path)
-    with pytest.raises(LabelError, match=r"damaged.*mll label MODEL_REF --force"):
+    with pytest.raises(LabelError, match=r"damaged.*mll label \S+ --force"):
         ModelLabel.load(path)
 
 
@@ -105,10 +106,10 @@ def test_damaged_cached_registry_label_is_fetched_again(tiny, graph, tmp_path: P
     (v,) = reg.latest_per_model(graph.version)
     cached = reg.download_label(v)
     want = ModelLabel.load(cached)
-    _truncate(cached / "label.safetensors")
+    _truncate(cached / "ranks" / "00000.safetensors")
     again = reg.download_label(v)  # was: the damaged copy was used forever
     _same(ModelLabel.load(again), want)
-    _scribble(again / "label.safetensors")  # same size, headers intact: only the sums tell
+    _scribble(again / "scores.safetensors")  # same size, headers intact: only the sums tell
     with pytest.raises(LabelError, match="does not match its checksum"):
         ModelLabel.load(again)
     _same(ModelLabel.load(reg.download_label(v)), want)  # was: accepted silently
@@ -126,7 +127,7 @@ def _scribble(f: Path) -> None:
 def test_scribbled_label_is_refused_by_its_checksum(tiny, graph, tmp_path: Path) -> None:
     path = label_model(tiny, graph, LabelConfig(top_k=4)).label.save(tmp_path / "label")
     ModelLabel.load(path)
-    for f in ("label.safetensors", "summary.parquet"):
+    for f in ("ranks.safetensors", "scores.safetensors", "summary.parquet"):
         original = (path / f).read_bytes()
         _scribble(path / f)
         with pytest.raises(LabelError, match=f"{f} does not match its checksum"):

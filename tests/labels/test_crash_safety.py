@@ -136,7 +136,7 @@ def test_killed_then_rerun_equals_an_uninterrupted_run(point: str, world: dict[s
     assert got.summary.equals(want.summary)
     # what the killed writer left behind was swept by the rerun: no temporaries, no partial label
     assert [str(p) for p in (data / "labels").rglob(".*")] == []
-    local = list((data / "labels").rglob("label.safetensors"))
+    local = list((data / "labels").rglob("scores.safetensors"))
     assert len(local) == 1 and ModelLabel.load(local[0].parent).graph_version == got.graph_version
 
 
@@ -175,12 +175,13 @@ def test_a_full_disk_stops_labelling_with_one_line_and_no_partial_file(
         leftovers = [str(f) for f in disk.rglob("*") if f.name.startswith(".") or
                      f.name.endswith(".tmp") or ".tmp" in f.name]
         assert leftovers == []
-        assert not list(disk.rglob("label.safetensors"))  # no label, not even a partial one
+        assert not list(disk.rglob("scores.safetensors"))  # no label, not even a partial one
+        assert not list(disk.rglob("ranks"))
         (disk / "ballast").unlink()
         ok = subprocess.run([mll, "label", f"local-dir:{world['model']}", "--graph",
                              str(world["graph"]), "--no-register", "--device", "cpu"],
                             env=env, capture_output=True, text=True)
         assert ok.returncode == 0, ok.stderr[-3000:]
-        assert len(list(disk.rglob("label.safetensors"))) == 1
+        assert len(list(disk.rglob("scores.safetensors"))) == 1
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)

@@ -61,7 +61,8 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def _files(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.name != "meta.json"}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name != "meta.json"}
 
 
 def test_one_pass_decodes_each_image_once_and_labels_as_runs_of_their_own(

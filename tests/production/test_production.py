@@ -240,7 +240,7 @@ def test_the_hourly_deployment_labels_each_model_once_on_workers_that_share_noth
     s3 = stack.s3_client()
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=stack.bucket) for o in page.get("Contents", [])]
-    assert sum(k.endswith("/label/label.safetensors") for k in keys) >= len(versions)
+    assert sum(k.endswith("/label/ranks/00000.safetensors") for k in keys) >= len(versions)
     assert any("/graph/shards/" in k and k.endswith(".tar") for k in keys)
     assert any(k.endswith("/graph/bundle/manifest.json") for k in keys)
     # the workers shared no files: each fetched the graph into its own data dir

@@ -81,7 +81,9 @@ def test_label_run_version_tags_alias(registry: Registry, models: list[Path], gr
     arts = {a.path for a in c.list_artifacts(v.run_id)}
     assert {"label", "summary.csv", "concepts.png"} <= arts
     assert {a.path for a in c.list_artifacts(v.run_id, "label")} == {
-        "label/label.safetensors", "label/meta.json", "label/summary.parquet"}
+        "label/ranks", "label/scores.safetensors", "label/meta.json", "label/summary.parquet"}
+    assert {a.path for a in c.list_artifacts(v.run_id, "label/ranks")} == {
+        "label/ranks/00000.safetensors"}  # the graph's images fit one chunk
     exp = c.get_experiment_by_name(LABEL_EXPERIMENT)
     assert run.info.experiment_id == exp.experiment_id
 
@@ -203,7 +205,9 @@ def test_a_connection_reset_during_the_label_upload_is_retried(
         tracking_uri=registry.uri))
     assert not checksum_mismatch(fetched)  # every file the meta lists, whole
     meta = json.loads((fetched / "meta.json").read_text())
-    assert set(meta["checksums"]) <= {p.name for p in fetched.iterdir()}
+    from mll_registry.labels.format import stored_files
+
+    assert set(stored_files(meta)) <= {str(p.relative_to(fetched)) for p in fetched.rglob("*")}
     assert ModelLabel.load(fetched).meta["model_ref"] == ref
 
 

@@ -147,13 +147,44 @@ def _one_line_naming(exc: BaseException, path: Path, ref: str) -> None:
     assert f"`mll label {ref} --force`" in msg, msg
 
 
+def _as_v1(path: Path) -> None:
+    """Rewrite the label at ``path`` in the format before chunks (``mll-label/1``)."""
+    from label_files import save_v1
+
+    from mll_registry.labels.format import ModelLabel
+
+    lab = ModelLabel.load(path)
+    shutil.rmtree(path)
+    save_v1(lab, path)
+
+
 @pytest.mark.parametrize("case", sorted(CRAFTED))
 def test_crafted_label_headers_give_one_line_label_errors_on_the_selection_path(
         label_copy, graph, case: str) -> None:
+    """mll-label/1: the one file's header is checked when the label is opened."""
     app, path, ref = label_copy
+    _as_v1(path)
     _edit_header(path / "label.safetensors", CRAFTED[case])
     with pytest.raises(LabelError) as e:
         app.selection.mapped_labels(graph)  # what App.select opens its labels with
+    _one_line_naming(e.value, path, ref)
+
+
+@pytest.mark.parametrize("case", sorted(set(CRAFTED) - {"arrays-overlap"}))
+def test_crafted_chunk_and_scores_headers_give_one_line_label_errors_when_read(
+        label_copy, graph, case: str) -> None:
+    """mll-label/2: the ranks' or the scores file's header is checked when a selection first
+    reads its rows (the edit goes to the file holding the arrays it names)."""
+    from mll_registry.selection.select import candidate_set, gather
+
+    app, path, ref = label_copy
+    try:
+        _edit_header(path / "ranks.safetensors", CRAFTED[case])
+    except KeyError:  # an edit of topk_score or member_score
+        _edit_header(path / "scores.safetensors", CRAFTED[case])
+    mapped = app.selection.mapped_labels(graph)[ref]  # opened by its meta.json: nothing read
+    with pytest.raises(LabelError) as e:
+        gather(candidate_set(graph, np.arange(len(graph.nodes))), [mapped], members=True)
     _one_line_naming(e.value, path, ref)
 
 
@@ -165,8 +196,13 @@ def test_an_intact_label_still_opens_and_counts(label_copy, graph) -> None:
     app, path, ref = label_copy
     mapped = app.selection.mapped_labels(graph)[ref]
     full = ModelLabel.load(path, graph.version)
-    np.testing.assert_array_equal(np.asarray(mapped.topk_idx), full.topk_idx)
-    np.testing.assert_array_equal(np.asarray(mapped.member_score), full.member_score)
+    n, k = full.topk_idx.shape
+    idx, member = np.empty((n, k), full.topk_idx.dtype), np.empty(len(full.member_score),
+                                                                  full.member_score.dtype)
+    mapped.read_rows("topk_idx", np.arange(n), idx)
+    mapped.read_rows("member_score", np.arange(len(member)), member)
+    np.testing.assert_array_equal(idx, full.topk_idx)
+    np.testing.assert_array_equal(member, full.member_score)
     cand = np.arange(len(graph.nodes))
     for got, want in zip(count_all(graph, [mapped], cand), count_all(graph, [full], cand),
                          strict=True):
@@ -182,10 +218,19 @@ def test_a_damaged_summary_is_a_one_line_label_error_where_selection_reads_it(
 
     app, path, ref = label_copy
     f = path / "summary.parquet"
+    mean_acc1, intact = float(pd.read_parquet(f)["acc1"].mean()), f.read_bytes()
     if damage == "garbage":
         f.write_bytes(b"PAR1 not really parquet PAR1")
     else:
         pd.read_parquet(f).drop(columns=["acc1"]).to_parquet(f)
+    # mll-label/2 records the general score in meta.json: its summary is not read for it
+    (mapped,) = app.selection.mapped_labels(graph).values()
+    assert mapped.meta["mean_acc1"] == mean_acc1
+    assert general_order([mapped]).tolist() == [0]
+    damaged = f.read_bytes()
+    f.write_bytes(intact)
+    _as_v1(path)  # mll-label/1 (no recorded score): the summary is read, and refused
+    f.write_bytes(damaged)
     labels = app.selection.mapped_labels(graph)  # opened by their headers: the summary is lazy
     with pytest.raises(LabelError) as e:
         general_order(list(labels.values()))  # the fallback order of unmatched classes

@@ -143,39 +143,62 @@ def test_blockwise_counts_equal_the_whole_and_the_hand_counts() -> None:
         assert P.tolist() == [2, 2]
 
 
-def test_memory_mapped_labels_select_exactly_as_loaded_ones(tmp_path) -> None:
-    """A label saved to disk and opened memory-mapped gives the same counts as in memory, and an
+@pytest.mark.parametrize("fmt", ["mll-label/1", "mll-label/2"])
+def test_memory_mapped_labels_select_exactly_as_loaded_ones(tmp_path, monkeypatch, fmt) -> None:
+    """A label saved to disk (either format; format 2 in chunks of 3 rows, so reads cross a
+    chunk) and opened for selection gives the same rows and counts as in memory, and an
     out-of-range node index (a damaged label) is never taken for a candidate."""
-    from mll_registry.labels.format import MappedLabel
-    from mll_registry.selection.select import count_all
+    from label_files import save_v1
 
+    from mll_registry.labels import format as F
+    from mll_registry.labels.format import MappedLabel
+    from mll_registry.selection.select import count_all, gather
+
+    monkeypatch.setattr(F, "CHUNK_ROWS", 3)
     mapped = []
     for i, lab in enumerate((M1, M2)):
-        path = lab.save(tmp_path / f"m{i}")
+        path = save_v1(lab, tmp_path / f"m{i}") if fmt.endswith("1") else lab.save(
+            tmp_path / f"m{i}")
+        assert sorted(p.name for p in path.rglob("*.safetensors")) == (
+            ["label.safetensors"] if fmt.endswith("1") else
+            ["ranks.safetensors", "scores.safetensors"])
+        if i == 1 and fmt.endswith("2"):  # as fetched from an artifact store: ranks in chunks
+            assert F.write_chunks(path, path) == ["ranks/00000.safetensors",
+                                                  "ranks/00001.safetensors"]
+            (path / "ranks.safetensors").unlink()
+            assert F.checksum_mismatch(path) is None and F.files_look_whole(path)
         mapped.append(MappedLabel.open(path, "v", n_images=4, n_members=4))
-        assert isinstance(mapped[-1].topk_idx, np.memmap)
-        np.testing.assert_array_equal(mapped[-1].topk_idx, lab.topk_idx)
+        rows = np.empty((4, 2), np.uint16)
+        mapped[-1].read_rows("topk_idx", np.arange(4), rows)
+        np.testing.assert_array_equal(rows, lab.topk_idx)
     got = count_all(G, mapped, np.array([A, B]))
     want = count_all(G, [M1, M2], np.array([A, B]))
     for g_, w_ in zip(got, want, strict=True):
         np.testing.assert_array_equal(g_, w_)
+    cs = __import__("mll_registry.selection.select", fromlist=["x"]).candidate_set(
+        G, np.array([A, B]))
+    rows = gather(cs, mapped)
+    np.testing.assert_array_equal(rows.member_score, np.stack([M1.member_score, M2.member_score]))
     bad = _label([[9999, A], [B, A], [B, C], [C, D]], [0.5, 0.1, 0.9, 0.4])  # 9999: no node
     pred = restricted_predictions(candidate_rows(G, [bad], np.array([A, B])), n_nodes=4)
     assert pred.tolist() == [[0, 1, 1, -1]]  # image 0: the first real candidate, a
 
 
 def test_mapped_label_refuses_truncated_files_and_wrong_shapes(tmp_path) -> None:
+    from label_files import save_v1
+
     from mll_registry.labels.format import LabelError, MappedLabel
 
-    path = M1.save(tmp_path / "m")
-    with pytest.raises(LabelError, match="graph has 5"):
-        MappedLabel.open(path, "v", n_images=5)
-    with pytest.raises(LabelError, match="not v2"):
-        MappedLabel.open(path, "v2")
-    f = path / "label.safetensors"
-    f.write_bytes(f.read_bytes()[:-3])
-    with pytest.raises(LabelError, match="truncated"):
-        MappedLabel.open(path, "v")
+    for path, f in ((save_v1(M1, tmp_path / "v1"), "label.safetensors"),
+                    (M1.save(tmp_path / "v2"), "ranks.safetensors")):
+        with pytest.raises(LabelError, match="graph has 5"):
+            MappedLabel.open(path, "v", n_images=5)
+        with pytest.raises(LabelError, match="not v2"):
+            MappedLabel.open(path, "v2")
+        (path / f).write_bytes((path / f).read_bytes()[:-3])
+        with pytest.raises(LabelError, match="truncated"):  # format 2: when the rows are read
+            MappedLabel.open(path, "v").read_rows("topk_idx", np.arange(4),
+                                                  np.empty((4, 2), np.uint16))
 
 
 def test_scores_of_a_class_with_no_images_and_no_predictions_are_zero_not_nan() -> None:
@@ -194,3 +217,24 @@ def test_labels_for_another_graph_version_are_refused_by_name() -> None:
     task = Task(name="t", classes=[TaskClass("a"), TaskClass("b")])
     with pytest.raises(SelectionError, match=r"\['m2'\] are for another graph version than v"):
         select(task, G, {"m1": M1, "m2": other})
+
+
+def test_false_positives_by_difference_equal_the_direct_count() -> None:
+    """Unweighted counts take FP as (predictions of v) - TP; weights of one take the direct
+    count (images predicted v that are not its members): the same numbers, on a random
+    hierarchy-like membership with images in several candidate nodes."""
+    from mll_registry.selection.select import candidate_set
+
+    rng = np.random.default_rng(3)
+    n_img, n_nodes = 400, 30
+    pairs = {(int(v), int(u)) for u in range(n_img) for v in rng.choice(n_nodes, rng.integers(
+        1, 4), replace=False)}
+    nodes = [f"n{i}" for i in range(n_nodes)]
+    g = _graph([(nodes[v], u) for v, u in sorted(pairs)], nodes=nodes, n_images=n_img)
+    cs = candidate_set(g, np.sort(rng.choice(n_nodes, 12, replace=False)))
+    pred = rng.integers(-1, len(cs.cand_nodes), size=(5, len(cs.img_ids)))
+    got = node_counts(cs, pred)
+    want = node_counts(cs, pred, np.ones(len(cs.img_ids)))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert got[1].sum() > 0 and got[0].sum() > 0
