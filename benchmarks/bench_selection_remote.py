@@ -5,7 +5,7 @@ and ``mlflow server`` proxying the artifacts. 50 synthetic labels (K=64, seeded,
 rank 0 for 20-80 % of images as in bench_selection_disk.py) of a graph of 2,000 real WordNet noun
 synsets x 75 images (150,000 images, 38.7 MB per label) are registered twice, each set on its own
 copy of the graph (the copies differ in one image digest, so each has its own version): as
-``mll-label/1`` (one file) and as ``mll-label/2`` (ranks in chunks of 2,048 images). Registration
+``mll-label/1`` (one file) and as ``mll-label/2`` (ranks in chunks of ``CHUNK_ROWS`` images). Registration
 is what ``Registry.register_label`` leaves for a selection: a label run with the ``label/``
 artifact and a ready model version with the mll.* tags.
 
@@ -61,8 +61,11 @@ def synthetic_label(g, acc1: np.ndarray, ref: str, rng: np.random.Generator):
 
 
 def register(client, exp: str, label_dir: Path, name: str, meta: dict, mean_acc1: float) -> None:
+    from mll_registry.registry.labels import stored_label
+
     run = client.create_run(exp, tags={"mll.kind": "label"})
-    client.log_artifacts(run.info.run_id, str(label_dir), "label")
+    with stored_label(label_dir) as stored:  # as Registry.register_label uploads it
+        client.log_artifacts(run.info.run_id, str(stored), "label")
     client.set_terminated(run.info.run_id)
     client.create_registered_model(name)
     v = client.create_model_version(name, f"runs:/{run.info.run_id}/label",
@@ -104,6 +107,7 @@ def main() -> None:
 
     from mll_registry.app.root import App
     from mll_registry.graph.bundle import SemanticGraph, content_version
+    from mll_registry.labels.format import CHUNK_ROWS
     from mll_registry.registry.tracking import LABEL_EXPERIMENT, Tracking
     from mll_registry.selection.matching import match
     from mll_registry.settings import DEFAULTS
@@ -133,6 +137,7 @@ def main() -> None:
     print(f"graph: {len(g1.nodes)} nodes, {len(g1.images)} images; task: {args.classes} "
           f"classes, {len(m.cand_nodes)} candidate nodes", flush=True)
     out: dict[int, dict] = {}
+    (work / "stack").mkdir()
     with ProductionStack(work / "stack", prefect=False) as stack, stack.client_credentials():
         os.environ["MLFLOW_TRACKING_URI"] = stack.mlflow_uri
         tr = Tracking(stack.mlflow_uri, root=work / "seed")
@@ -179,9 +184,10 @@ def main() -> None:
         "worker with an empty data dir (node-text embedding cache copied in) runs `mll select "
         "--labels registry --no-log --json` in a fresh process. Downloaded MB: what the "
         "worker's caches hold after the run (labels, summaries, chunks).\n\n"
-        "| date | machine | format | labels | images | classes | labels MB (whole) | "
-        "downloaded MB | wall s | same selection |\n|---|---|---|---|---|---|---|---|---|---|\n",
-        [f"{stamp()} | mll-label/{fmt} | {args.models} | {len(g1.images)} | {args.classes} | "
+        "| date | machine | format | chunk rows | labels | images | classes | labels MB (whole) | "
+        "downloaded MB | wall s | same selection |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        [f"{stamp()} | mll-label/{fmt} | {CHUNK_ROWS if fmt == 2 else '-'} | {args.models} | "
+         f"{len(g1.images)} | {args.classes} | "
          f"{r['labels_mb']:.0f} | {r['downloaded_mb']:.1f} | {r['wall_s']} | "
          f"{'yes' if same else 'NO'}" for fmt, r in out.items()])
 

@@ -58,9 +58,11 @@ FORMAT = "mll-label/2"
 #: the format before ranks were chunked: read as ever, migrated by ``mll label migrate``
 FORMAT_V1 = "mll-label/1"
 _ARRAYS = ("topk_idx", "topk_score", "member_score")
-#: image rows per ranks chunk: 256 KiB at K=64 (uint16), about 27 nodes of 75 images; the unit a
-#: selection fetches from the artifact store (fixed before measuring: one request per chunk)
-CHUNK_ROWS = 2048
+#: image rows per ranks chunk in an artifact store: 64 KiB at K=64 (uint16), about 7 nodes of 75
+#: images; the unit a remote selection fetches, one request each. 2,048 was fixed first; at
+#: it a 20-class task touched 54 of a 2,000-node graph's 74 chunks (candidates scatter over
+#: the node order), so 512 (benchmarks/results/selection_remote.md)
+CHUNK_ROWS = 512
 #: requests in flight when one label's absent chunks are fetched from a remote store
 FETCH_THREADS = 8
 V1_FILE = "label.safetensors"

@@ -25,9 +25,11 @@ import functools
 import json
 import logging
 import os
+import posixpath
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -196,6 +198,9 @@ def cached_label_dir(v: LabelledVersion, root: str | os.PathLike[str] | None = N
         return None if verify and checksum_mismatch(dest) else dest
     except (OSError, ValueError):
         return None
+
+
+_REPO_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -773,22 +778,38 @@ class Registry(Tracking):
 
     def _download_file(self, run_id: str, artifact_path: str, what: str) -> Path:
         """One artifact file of ``run_id`` in a fresh private temporary directory (the caller
-        removes it): a killed download leaves nothing that looks whole."""
-        import mlflow
-
+        removes it): a killed download leaves nothing that looks whole. One GET per file: the
+        run's artifact repository is resolved once per run (:meth:`_artifact_repo`)."""
         cache = data_dir(self.root) / "cache"
         cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".tmp", dir=cache))
+        got = tmp / posixpath.basename(artifact_path)
         try:
-            got = self.call(lambda: mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=artifact_path, dst_path=str(tmp),
-                tracking_uri=self.uri), what)
+            repo = self._artifact_repo(run_id)
+            self.call(lambda: repo._download_file(artifact_path, str(got)), what)
         except BaseException:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Path(got)
+        return got
+
+    def _artifact_repo(self, run_id: str) -> Any:
+        """The artifact repository of run ``run_id``, resolved once per run and process (its
+        ``_download_file`` is one request, where ``mlflow.artifacts.download_artifacts`` also
+        fetches the run and lists the path)."""
+        repos: dict[str, Any] = self.__dict__.setdefault("_repos", {})
+        if run_id not in repos:
+            from mlflow.store.artifact.artifact_repository_registry import (
+                get_artifact_repository,
+            )
+
+            uri = self.call(lambda: self.client.get_run(run_id), "get label run").info.artifact_uri
+            # mlflow-artifacts:/ URIs resolve against the process-wide tracking URI: one
+            # thread at a time points it at this server
+            with _REPO_LOCK, self.process_uri():
+                repos[run_id] = get_artifact_repository(uri)
+        return repos[run_id]
 
     def download_embeddings(self, v: LabelledVersion) -> Path | None:
         """The embeddings file of a version (cached beside its cached label directory), or None
