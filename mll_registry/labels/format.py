@@ -112,10 +112,10 @@ def whole_files(path: Path, meta: dict[str, Any]) -> list[str]:
     return stored_files(meta)
 
 
-def chunk_bytes(idx: np.ndarray, c: int, graph_version: str) -> bytes:
-    """Ranks chunk ``c`` of ``idx`` as a safetensors file's bytes, as :func:`write_chunks`
-    writes it and meta.json's checksum covers it."""
-    rows = idx[c * CHUNK_ROWS:(c + 1) * CHUNK_ROWS]
+def chunk_bytes(idx: np.ndarray, c: int, graph_version: str, per: int) -> bytes:
+    """Ranks chunk ``c`` (rows ``c * per`` on) of ``idx`` as a safetensors file's bytes, as
+    :func:`write_chunks` writes it and meta.json's checksum covers it."""
+    rows = idx[c * per:(c + 1) * per]
     return (_chunk_header(len(rows), idx.shape[1], idx.dtype.name, graph_version)
             + np.ascontiguousarray(rows).tobytes())
 
@@ -132,9 +132,7 @@ def write_chunks(label_dir: Path, dest: Path) -> list[str]:
     (dest / "ranks").mkdir(parents=True, exist_ok=True)
     per = int(lay["chunk_rows"])
     for c in range(lay["chunks"]):
-        rows = ranks[c * per:(c + 1) * per]
-        data = (_chunk_header(len(rows), ranks.shape[1], ranks.dtype.name, meta["graph_version"])
-                + np.ascontiguousarray(rows).tobytes())
+        data = chunk_bytes(ranks, c, meta["graph_version"], per)
         name = chunk_file(c)
         if hashlib.sha256(data).hexdigest() != (meta.get("checksums") or {}).get(name):
             raise LabelError(f"{label_dir}: chunk {c} does not match its checksum in meta.json; "
@@ -394,7 +392,7 @@ class ModelLabel:
                 meta["mean_acc1"] = float(self.summary["acc1"].mean())
             meta["checksums"] = {f: sha256_file(tmp / f) for f in label_files(meta)}
             meta["checksums"].update({chunk_file(c): hashlib.sha256(chunk_bytes(
-                idx, c, self.graph_version)).hexdigest() for c in range(chunks)})
+                idx, c, self.graph_version, CHUNK_ROWS)).hexdigest() for c in range(chunks)})
             (tmp / "meta.json").write_text(
                 json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
                 encoding="utf-8")
