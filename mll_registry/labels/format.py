@@ -730,7 +730,7 @@ class MappedLabel:
         if name == "member_score":
             self._read(self._span(SCORES_FILE, "member_score"), rows, out)
             return
-        if RANKS_FILE in self._spans or (self.path / RANKS_FILE).is_file():  # on disk whole
+        if self._ranks_whole():
             self._read(self._span(RANKS_FILE, "topk_idx"), rows, out)
             return
         lay = self.meta["layout"]
@@ -799,8 +799,7 @@ class MappedLabel:
                 return
             span = _Span(self.path / V1_FILE, int(arr.offset), int(arr.strides[0]),
                          arr.shape[0], arr.dtype)
-        elif name == "topk_idx" and (RANKS_FILE in self._spans
-                                     or (self.path / RANKS_FILE).is_file()):
+        elif name == "topk_idx" and self._ranks_whole():
             span = self._span(RANKS_FILE, "topk_idx")
         else:
             return
@@ -809,6 +808,10 @@ class MappedLabel:
             _announce(fd, span.offset, span.row_bytes, rows, None)
         finally:
             os.close(fd)
+
+    def _ranks_whole(self) -> bool:
+        """Whether the ranks are on disk as one file (a local label), not as fetched chunks."""
+        return f"{RANKS_FILE}:topk_idx" in self._spans or (self.path / RANKS_FILE).is_file()
 
     def _read(self, span: _Span, rows: np.ndarray, out: np.ndarray) -> None:
         fd = os.open(span.file, os.O_RDONLY)

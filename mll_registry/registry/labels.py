@@ -209,7 +209,7 @@ def stored_label(label_dir: Path) -> Iterator[Path]:
     after the block): an ``mll-label/2`` label's ranks in chunks, the other files linked;
     an ``mll-label/1`` label as it is."""
     from mll_registry.fsutil import read_json_object
-    from mll_registry.labels.format import FORMAT, label_files, write_chunks
+    from mll_registry.labels.format import FORMAT, RANKS_FILE, label_files, write_chunks
 
     meta = read_json_object(label_dir / "meta.json")
     if meta.get("format") != FORMAT:
@@ -217,7 +217,7 @@ def stored_label(label_dir: Path) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix=".stored.", dir=label_dir.parent) as tmp:
         out = Path(tmp)
-        for name in ["meta.json", *label_files(meta)[1:]]:  # all but the whole ranks file
+        for name in ["meta.json", *(f for f in label_files(meta) if f != RANKS_FILE)]:
             try:
                 os.link(label_dir / name, out / name)
             except OSError:  # no hard links here: a copy
@@ -707,12 +707,11 @@ class Registry(Tracking):
         meta.json here: the chunks and files a selection reads are fetched one by one when
         first read (:meth:`fetch_label_file`). An ``mll-label/1`` label is downloaded whole."""
         from mll_registry.fsutil import atomic_path, read_json_object
-        from mll_registry.labels.format import FORMAT
+        from mll_registry.labels.format import FORMAT, selection_ready
 
         dest = run_cache_dir("registry-labels", v.run_id, self.root) / "label"
-        with contextlib.suppress(OSError, ValueError):
-            if read_json_object(dest / "meta.json").get("format") == FORMAT:
-                return dest
+        if selection_ready(dest):
+            return dest
         cached = cached_label_dir(v, self.root)
         if cached is not None:
             return cached
