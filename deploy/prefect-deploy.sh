@@ -22,10 +22,29 @@ need_bin prefect
 [ -f "$MLL_REPO/prefect.yaml" ] || die "no prefect.yaml in MLL_REPO=$MLL_REPO"
 cd "$MLL_REPO"
 deploy_file=prefect.yaml
+# code_repo_credential URL: what in the git URL is a credential (empty: none). A pull step stores
+# its URL in every deployment and this script prints it, so the URL carries none: no query string
+# or fragment (`?private_token=`, `?access_token=`), no user info in http(s), git:// or file URLs
+# (`TOKEN@`, `oauth2:TOKEN@`, `user:pass@`: any `@` there). Only an ssh user name may stay
+# (`git@host:org/repo`, `ssh://git@host/org/repo`): it names an account, the key is the worker's.
+code_repo_credential() {
+  local url=$1 scheme user
+  case "$url" in *'?'* | *'#'*) echo "a query string or fragment (such as ?private_token=)"; return ;; esac
+  [[ "$url" == *@* ]] || return 0
+  scheme=$(printf '%s' "${url%%://*}" | tr '[:upper:]' '[:lower:]')
+  if [[ "$url" == *://* ]] && [[ "$scheme" != ssh && "$scheme" != git+ssh && "$scheme" != ssh+git ]]; then
+    echo "user info before '@' (a token, oauth2:TOKEN or user:password)"
+    return
+  fi
+  user=${url#*://}
+  user=${user%%@*}
+  [[ "$user" =~ ^[A-Za-z0-9._-]+$ ]] || echo "an ssh password or more than a user name before '@'"
+}
+
 if [ -n "$MLL_CODE_REPO" ]; then
-  case "$MLL_CODE_REPO" in
-    *://*:*@*) die "MLL_CODE_REPO holds a password; give the workers git credentials of their own (a pull step stores its URL in every deployment)" ;;
-  esac
+  credential=$(code_repo_credential "$MLL_CODE_REPO")
+  [ -z "$credential" ] \
+    || die "MLL_CODE_REPO holds a credential: $credential (not shown; a pull step would store it in every deployment). Give the URL without it (https://host/org/repo.git or git@host:org/repo.git) and each worker host git credentials of its own: a credential helper, a ~/.netrc or an ssh deploy key"
   if [ -z "$MLL_CODE_COMMIT" ]; then
     need_bin git
     MLL_CODE_COMMIT=$(git -C "$MLL_REPO" rev-parse HEAD) \

@@ -53,22 +53,31 @@ class ImageFileError(MLLError, ValueError):
 #: PIL's decompression-bomb limit, set deliberately (PIL's own default is 89 Mpx with a warning):
 #: no sample or task image needs more than 64 Mpx, and a bomb is refused before it is decoded
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+#: the only image formats decoded anywhere (graph samples, task images, shots, served requests):
+#: raster formats with decoders inside Pillow. Any other (EPS, which hands the bytes to
+#: Ghostscript; PDF; plugins that shell out) is refused before its decoder is reached.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 
-def open_image(path: object) -> object:
-    """``PIL.Image.open`` under the pixel limit, errors turned into :class:`ImageFileError`."""
+def open_image(path: object, max_pixels: int = MAX_IMAGE_PIXELS) -> object:
+    """``PIL.Image.open`` of one of :data:`IMAGE_FORMATS` under ``max_pixels``, errors turned
+    into :class:`ImageFileError`."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL's own check, as a backstop
     try:
-        im = Image.open(path)  # type: ignore[arg-type]  # reads the header only
-        if im.width * im.height > MAX_IMAGE_PIXELS:
+        im = Image.open(path, formats=IMAGE_FORMATS)  # type: ignore[arg-type]  # header only
+        if im.width * im.height > max_pixels:
             raise Image.DecompressionBombError(f"{im.width}x{im.height}")
         im.load()
         return im
     except Image.DecompressionBombError as exc:
-        raise ImageFileError(f"{path}: larger than {MAX_IMAGE_PIXELS:,} pixels (a decompression "
+        raise ImageFileError(f"{path}: larger than {max_pixels:,} pixels (a decompression "
                              "bomb, or a scan): shrink or remove it") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageFileError(f"{path}: not a readable image (not one of the formats decoded "
+                             f"here: {', '.join(IMAGE_FORMATS)}); convert it to PNG, or remove "
+                             "it") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ImageFileError(f"{path}: not a readable image ({first}); replace or remove "

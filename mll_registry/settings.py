@@ -109,6 +109,11 @@ class Settings:
         retry_budget_s: total seconds one remote call may spend retrying before its error
         (a down server is reported within about this long); label_store: ``registry`` (MLflow) or
         ``local`` (the data dir); data_dir: assets and caches (None: ``MLL_DATA_DIR`` or XDG).
+    Serving (every request to a served ensemble, `mll serve`; each bound a 400 naming it):
+        serve_max_images: images per request; serve_max_image_mb: megabytes per image (the
+        request body may hold that many images base64-encoded, and no more); serve_max_pixels:
+        pixels per decoded image (16 Mpx: 4096 x 4096; what a served request may make one
+        worker decode, about 48 MB of RGB).
     Graph growth:
         incremental: label a model on a graph extended from one it is labelled on by reusing that
         label's stored embeddings (only new images and node texts are encoded; the label equals
@@ -158,6 +163,9 @@ class Settings:
     models_per_run: int = 10
     incremental: bool = True
     keep_embeddings: bool = True
+    serve_max_images: int = 64
+    serve_max_image_mb: float = 8.0
+    serve_max_pixels: int = 16 * 1024 * 1024
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> origin
 
     def __post_init__(self) -> None:
@@ -182,6 +190,9 @@ class Settings:
             "discovery_page_size": self.discovery_page_size >= 1,
             "discovery_attempts": self.discovery_attempts >= 1,
             "models_per_run": self.models_per_run >= 1, "pass_model_gb": self.pass_model_gb > 0,
+            "serve_max_images": self.serve_max_images >= 1,
+            "serve_max_image_mb": self.serve_max_image_mb > 0,
+            "serve_max_pixels": self.serve_max_pixels >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

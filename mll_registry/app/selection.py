@@ -4,6 +4,7 @@ ensemble measured on labelled images, and the MLflow runs recording both."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from mll_registry.app.parts import Parts
     from mll_registry.graph.bundle import SemanticGraph
     from mll_registry.labels.format import MappedLabel, ModelLabel
+    from mll_registry.selection.ensemble import Ensemble
     from mll_registry.selection.reuse import ReuseResult
     from mll_registry.task import Task
 
@@ -107,9 +109,10 @@ class SelectionService:
                       metas: dict[str, dict[str, Any]] | None = None) -> Path:
         """Save selection ``sel`` as an MLflow ``python_function`` model at ``path`` (a new
         folder): :mod:`mll_registry.selection.ensemble`'s spec as its data, loaded by that module
-        (no pickle); ``bundle`` copies each member's weight folder in, so that serving needs no
-        Hub. ``metas``: the members' label metas when the caller has them (else read here).
-        Returns the model folder.
+        (no pickle); ``bundle`` copies each member's model files in (config, weights, tokenizer:
+        regular files only), so that serving needs no Hub. ``metas``: the members' label metas
+        when the caller has them (else read here). The environment recorded is this tool's
+        own requirement, never the caller's project files. Returns the model folder.
 
         Raises:
             SelectionError: ``bundle`` is asked for a member whose weights are not on disk here.
@@ -122,6 +125,7 @@ class SelectionService:
         from mlflow.types import ColSpec, Schema
 
         from mll_registry import __version__
+        from mll_registry.models.refs import model_files, resolve
         from mll_registry.selection.ensemble import (
             ENSEMBLE_FORMAT,
             IMAGE_COLUMN,
@@ -132,6 +136,7 @@ class SelectionService:
             prob_column,
             spec_from_selection,
         )
+        from mll_registry.selection.ensemble_trust import LOADER
         from mll_registry.selection.select import SelectionError
 
         s = self.app.settings
@@ -148,15 +153,21 @@ class SelectionService:
                     raise SelectionError(f"cannot bundle {m.ref}: only local-dir: members are "
                                          "bundled; save without bundle (members load from the "
                                          "Hub cache at their revision)")
-                shutil.copytree(m.ref.removeprefix("local-dir:"), data / MEMBERS_DIR / str(i))
+                dest = data / MEMBERS_DIR / str(i)
+                dest.mkdir(parents=True)
+                for f in model_files(resolve(m.ref)):  # resolve refuses links (regular_files)
+                    shutil.copyfile(f, dest / f.name, follow_symlinks=False)
             signature = ModelSignature(
                 inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
                 outputs=Schema([ColSpec("string", "class"),
                                 *(ColSpec("double", prob_column(c)) for c in spec.classes)]))
+            no_project = Path(tmp) / "no-uv-project"  # MLflow would copy the cwd's uv.lock,
+            no_project.mkdir()  # pyproject.toml and .python-version (index URLs, passwords)
             mlflow.pyfunc.save_model(
-                str(out), loader_module="mll_registry.selection.ensemble", data_path=str(data),
+                str(out), loader_module=LOADER, data_path=str(data),
                 signature=signature, input_example=input_example(),
                 pip_requirements=[f"mll-registry=={__version__}"],
+                uv_project_path=no_project,
                 metadata={"mll_ensemble": ENSEMBLE_FORMAT, "task": spec.task})
         return out
 
@@ -202,17 +213,57 @@ class SelectionService:
         return {"name": name, "version": version, "uri": f"models:/{name}/{version}",
                 "run_id": rid}
 
-    def predict(self, model_uri: str, images: list[str]) -> Any:
-        """Load an ensemble (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/`` or a
-        folder) from this App's registry and predict ``images`` (paths)."""
-        import mlflow.pyfunc
-        import pandas as pd
+    def load_ensemble(self, model_uri: str, dst: str | os.PathLike[str]) -> Ensemble:
+        """The ensemble at ``model_uri`` (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
+        ``runs:/`` or a folder) from this App's registry, loaded only once its files are checked
+        to be one of this tool's ensembles (a remote one downloaded into ``dst``, a new folder).
+        MLflow's loader is never asked: it would run whatever the version's MLmodel names.
 
-        from mll_registry.selection.ensemble import IMAGE_COLUMN
+        Raises:
+            UntrustedModelError: the version is not one of this tool's ensembles.
+        """
+        from mll_registry.selection.ensemble import Ensemble, loader
+        from mll_registry.selection.ensemble_trust import DATA, fetch_verified
 
+        s = self.app.settings
         with self.app.registry.process_uri():
-            model = mlflow.pyfunc.load_model(model_uri)
-        return model.predict(pd.DataFrame({IMAGE_COLUMN: list(images)}))
+            root, spec = fetch_verified(model_uri, dst, s.max_model_gb)
+        return Ensemble(spec, loader(root / DATA, s.device))
+
+    def predict(self, model_uri: str, images: list[str]) -> Any:
+        """Load an ensemble (:meth:`load_ensemble`) and predict ``images`` (paths of image
+        files, read here: the ensemble itself opens no paths)."""
+        import tempfile
+
+        from mll_registry.selection.ensemble import EnsembleInputError
+
+        data = []
+        for p in images:
+            path = Path(p)
+            if not path.is_file():
+                raise EnsembleInputError(f"no such image file: {p}")
+            data.append(path.read_bytes())
+        with tempfile.TemporaryDirectory(prefix="mll-ensemble-") as tmp:
+            return self.load_ensemble(model_uri, Path(tmp) / "model").predict(data)
+
+    def serve(self, model_uri: str, host: str, port: int,
+              ready: Callable[[str], None] | None = None) -> None:
+        """Serve the ensemble at ``model_uri`` over HTTP (MLflow's scoring API) until
+        interrupted, once its files are checked (:meth:`load_ensemble`'s check), every request
+        held to the ``serve_max_*`` settings. ``ready`` is told what is served, before it is."""
+        import tempfile
+
+        from mll_registry.selection.ensemble import RequestLimits
+        from mll_registry.selection.ensemble_trust import fetch_verified
+        from mll_registry.selection.serving import serve
+
+        s = self.app.settings
+        with tempfile.TemporaryDirectory(prefix="mll-serve-") as tmp:
+            with self.app.registry.process_uri():
+                root, spec = fetch_verified(model_uri, Path(tmp) / "model", s.max_model_gb)
+            if ready is not None:
+                ready(f"{spec.task}: {len(spec.classes)} classes, {len(spec.members)} members")
+            serve(root, host, port, RequestLimits.from_settings(s).body_bytes())
 
     def promote(self, name: str, version: str, task: Task | str | os.PathLike[str] | None = None,
                 data: str | os.PathLike[str] | None = None, *, alias: str = "champion",
@@ -224,12 +275,19 @@ class SelectionService:
         first version to ask becomes champion. Without data the alias moves only with ``force``.
         Rerunning for the version that holds the alias changes nothing.
         """
+        import tempfile
+
         from mlflow.exceptions import MlflowException
 
+        from mll_registry.selection.ensemble_trust import fetch_verified
         from mll_registry.selection.reuse import TaskImages
         from mll_registry.task import Task
 
         client = self.app.registry.client
+        with tempfile.TemporaryDirectory(prefix="mll-promote-") as tmp, \
+                self.app.registry.process_uri():  # an alias only ever names a checked version
+            fetch_verified(f"models:/{name}/{version}", Path(tmp) / "model",
+                           self.app.settings.max_model_gb)
         try:
             champion: str | None = str(client.get_model_version_by_alias(name, alias).version)
         except MlflowException:
@@ -282,24 +340,76 @@ def ensemble_versions(parts: Parts, model_ref: str | None = None, store: str | N
     """Every registered ensemble version (those using ``model_ref`` when given) and whether
     it is stale: a member whose label on the ensemble's graph is gone, or whose revision or
     label changed since the version pinned them (``mll.pins``). A stale version is tagged
-    ``mll.stale`` with the reasons; the tag is removed once it is fresh again."""
+    ``mll.stale`` with the reasons; the tag is removed once it is fresh again.
+
+    Tags are anyone's writing: a version whose ``mll.pins`` or label key is malformed is
+    skipped with a warning naming it, so that it hides no other version (nor, after a label
+    registration, the stale-marking of the others)."""
     import json
+    import logging
+    import re
 
     from mll_registry.labels.format import label_digest
 
+    log = logging.getLogger(__name__)
     client = parts.registry.client
     st = parts.label_store(store)
+    graph_version, label_hash = re.compile(r"[0-9a-f]{16}"), re.compile(r"[0-9a-f]{12}")
+
+    def pages(search: Any, *args: Any) -> list[Any]:
+        """Every result of an MLflow search, all pages (one page holds 100 registered models)."""
+        out, token = [], None
+        while True:
+            page = search(*args, page_token=token)
+            out += list(page)
+            token = getattr(page, "token", None)
+            if not token:
+                return out
+
+    def versions_of(name: str) -> list[Any]:
+        """The versions of registered model ``name``, whatever it holds: MLflow's filter strings
+        have no escapes, so each quote or backslash is LIKE's one-character wildcard there and
+        the exact name is kept here."""
+        pattern = re.sub(r"['\"\\\\]", "_", name)
+        return [mv for mv in pages(client.search_model_versions, f"name LIKE '{pattern}'")
+                if mv.name == name]
+
+    def pins_of(tags: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """``mll.pins``: member ref -> its pinned revision, label digest and weights digest,
+        each a string or null. Raises ValueError naming what is malformed."""
+        try:
+            pins = json.loads(tags.get("mll.pins") or "{}")
+        except (ValueError, RecursionError):
+            raise ValueError("mll.pins is not JSON") from None
+        if not isinstance(pins, dict) or not all(isinstance(p, dict) for p in pins.values()):
+            raise ValueError("mll.pins is not an object of member objects")
+        for ref, pin in pins.items():
+            for field in ("revision", "label", "weights"):
+                if not isinstance(pin.get(field), (str, type(None))):
+                    raise ValueError(f"mll.pins has a {field} of {ref!r:.80} that is no string")
+        return pins
+
     current: dict[tuple[str, str], dict[str, Path]] = {}
     out = []
-    for rm in client.search_registered_models(filter_string="tags.`mll.kind` = 'ensemble'"):
-        for mv in client.search_model_versions(f"name = '{rm.name}'"):
-            members = [m for m in (mv.tags.get("mll.members") or "").split(",") if m]
+    for rm in pages(client.search_registered_models, "tags.`mll.kind` = 'ensemble'"):
+        for mv in versions_of(rm.name):
+            tags = mv.tags or {}
+            members = [m for m in (tags.get("mll.members") or "").split(",") if m]
             if model_ref and model_ref not in members:
                 continue
-            key = (mv.tags.get("mll.graph_version", ""), mv.tags.get("mll.label_hash", ""))
+            key = (tags.get("mll.graph_version", ""), tags.get("mll.label_hash", ""))
+            try:
+                if any(key) and not (graph_version.fullmatch(key[0])
+                                     and label_hash.fullmatch(key[1])):
+                    raise ValueError("mll.graph_version or mll.label_hash is malformed")
+                pins = pins_of(tags)
+            except ValueError as exc:
+                log.warning("skipping version %.20r of registered ensemble %.200r: %s (register "
+                            "the ensemble again, or fix or delete that version)",
+                            str(mv.version), rm.name, exc)
+                continue
             if key not in current:
                 current[key] = dict(st.label_dirs(*key)) if all(key) else {}
-            pins = json.loads(mv.tags.get("mll.pins") or "{}")
             reasons = []
             for ref, pin in pins.items():
                 path = current[key].get(ref)
@@ -312,12 +422,12 @@ def ensemble_versions(parts: Parts, model_ref: str | None = None, store: str | N
                 elif label_digest(meta) != pin.get("label"):
                     reasons.append(f"{ref}: new label version")
             stale = "; ".join(reasons)
-            if stale and mv.tags.get("mll.stale") != stale[:5000]:
+            if stale and tags.get("mll.stale") != stale[:5000]:
                 client.set_model_version_tag(rm.name, mv.version, "mll.stale", stale[:5000])
-            elif not stale and "mll.stale" in mv.tags:
+            elif not stale and "mll.stale" in tags:
                 client.delete_model_version_tag(rm.name, mv.version, "mll.stale")
             out.append({"name": rm.name, "version": str(mv.version),
-                        "task": mv.tags.get("mll.task"), "members": members,
+                        "task": tags.get("mll.task"), "members": members,
                         "aliases": list(getattr(mv, "aliases", []) or []),
                         "stale": reasons})
     return out

@@ -54,7 +54,7 @@ def build_app() -> typer.Typer:
                           ("settings", settings_cli.settings), ("setup", demo_cli.setup),
                           ("label", label_cli.label), ("select", select_cli.select_cmd),
                           ("reuse", select_cli.reuse_cmd), ("predict", select_cli.predict_cmd),
-                          ("promote", select_cli.promote_cmd),
+                          ("promote", select_cli.promote_cmd), ("serve", select_cli.serve_cmd),
                           ("bench", select_cli.bench)):
         app.command(name)(command)
     card_cli.LATEST_LABEL = lambda model_ref: common.open_app().labelling.latest_label_dir(model_ref)

@@ -40,6 +40,27 @@ def registry_migrate_labels(data_dir: DataDirOpt = None, as_json: JsonOpt = Fals
     console.print(f"{len(done)} label(s) rewritten")
 
 
+@registry_app.command("relocate")
+def registry_relocate(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """After the data dir was copied or moved: point its embedded MLflow store (mlflow.db) at
+    the artifacts in this data dir; MLflow records absolute locations, which still name the
+    original, so the store is refused until then."""
+    from mll_registry.registry.tracking import relocate
+
+    a = open_app(data_dir)
+    with boundary():
+        moved = relocate(a.root)
+    if as_json:
+        emit(moved)
+        return
+    if moved["from"] == moved["to"]:
+        console.print(f"{moved['to']}: the store is in place, nothing to do", soft_wrap=True,
+                      highlight=False, markup=False)
+        return
+    console.print(f"{moved['from']} -> {moved['to']}: {moved['rows']} artifact location(s) "
+                  "rewritten", soft_wrap=True, highlight=False, markup=False)
+
+
 @registry_app.command("ensembles")
 def registry_ensembles(
     model: Annotated[str | None, typer.Option(

@@ -185,11 +185,14 @@ def predict_cmd(
         if missing:
             raise ValueError(f"no such image file: {missing[0]}")
         out = a.selection.predict(model, [str(p) for p in images])
-    from mll_registry.selection.ensemble import prob_column
+        from mll_registry.selection.ensemble import EnsembleInputError, prob_column
 
-    rows = [{"image": str(p), "class": c,
-             "probability": round(float(out.iloc[i][prob_column(c)]), 4)}
-            for i, (p, c) in enumerate(zip(images, out["class"], strict=True))]
+        if "class" not in out or any(prob_column(c) not in out for c in out["class"]):
+            raise EnsembleInputError(f"{model} answered without a class and its p: column: "
+                                     "not an MLL ensemble's output")
+        rows = [{"image": str(p), "class": c,
+                 "probability": round(float(out.iloc[i][prob_column(c)]), 4)}
+                for i, (p, c) in enumerate(zip(images, out["class"], strict=True))]
     if as_json:
         emit({"model": model, "predictions": rows})
         return
@@ -199,6 +202,27 @@ def predict_cmd(
     for r in rows:
         tab.add_row(str(r["image"]), str(r["class"]), f"{r['probability']:.3f}")
     SafeConsole().print(tab)
+
+
+def serve_cmd(
+    model: Annotated[str, typer.Option(
+        "--model", help="The ensemble: models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a "
+        "model folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve a registered MLL ensemble over HTTP (MLflow's /invocations API), after checking
+    that the version is one of this tool's own ensembles (no code, no pickle, a valid spec).
+    Requests send images as base64 strings; each request is bounded by the serve_max_* settings."""
+    a = open_app(data_dir)
+
+    def ready(what: str) -> None:
+        console.print(f"serving {model} ({what}) on http://{host}:{port}/invocations; checked: "
+                      "the tool's own loader, no code, no pickle", soft_wrap=True)
+
+    with boundary(ValueError):
+        a.selection.serve(model, host, port, ready)
 
 
 def promote_cmd(

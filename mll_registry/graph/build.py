@@ -165,7 +165,7 @@ def _check_image(path: Path) -> str | None:
     """
     from PIL import Image
 
-    from mll_registry.errors import MAX_IMAGE_PIXELS
+    from mll_registry.errors import IMAGE_FORMATS, MAX_IMAGE_PIXELS
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # a bomb raises, and is skipped as unreadable
     try:
@@ -175,7 +175,7 @@ def _check_image(path: Path) -> str | None:
     try:
         import io
 
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (64, 64))  # a reduced decode is enough to prove it decodes
             im.load()

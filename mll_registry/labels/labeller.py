@@ -47,7 +47,12 @@ from mll_registry.labels.embeddings import (
 from mll_registry.labels.format import ModelLabel, graph_sources, source_column
 from mll_registry.models.image_stream import PixelCache, PixelPipeline, chunk_batches, stream
 from mll_registry.models.loading import LoadedModel
-from mll_registry.models.refs import ResolvedModel, local_content_id, weights_digest
+from mll_registry.models.refs import (
+    ResolvedModel,
+    config_digest,
+    local_content_id,
+    weights_digest,
+)
 from mll_registry.settings import DEFAULTS, Settings, label_identity_hash
 
 
@@ -567,6 +572,7 @@ def _finish(j: _Job, graph: SemanticGraph, cfg: LabelConfig, digests: np.ndarray
         "weights_sha256": weights_digest(lm.resolved.weights, str(lm.resolved.ref),
                                          cfg.max_model_gb),
         "content": local_content_id(lm.resolved, cfg.max_model_gb),
+        "config_sha256": config_digest(lm.resolved),
         "preprocess": lm.preprocess_cfg, "pixels_key": j.pipe.key,
         "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
         "calibration": calibration,

@@ -55,15 +55,16 @@ class PixelPipeline:
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
         return cls(T.Compose(steps[:cut]), mean, std, key)  # type: ignore[arg-type]
 
-    def __call__(self, path: Path) -> np.ndarray:
-        """Decode one image (under the pixel limit) and run the PIL part of the preprocess.
+    def __call__(self, path: Path, max_pixels: int | None = None) -> np.ndarray:
+        """Decode one image (under ``max_pixels``, default the global pixel limit) and run the
+        PIL part of the preprocess.
 
         Raises:
             ImageFileError: not an image, truncated, or over the pixel limit.
         """
-        from mll_registry.errors import open_image
+        from mll_registry.errors import MAX_IMAGE_PIXELS, open_image
 
-        with open_image(path) as im:  # type: ignore[attr-defined]
+        with open_image(path, max_pixels or MAX_IMAGE_PIXELS) as im:  # type: ignore[attr-defined]
             return np.array(self.pil(im.convert("RGB")), dtype=np.uint8)  # writable: torch needs it
 
     def normaliser(self, device: str) -> tuple[Any, Any]:

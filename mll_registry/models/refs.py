@@ -234,6 +234,20 @@ def content_id(weights_sha256: str, config_blob: str) -> str:
     return "content:" + digest.hexdigest()[:32]
 
 
+def model_files(res: ResolvedModel) -> list[Path]:
+    """The files that make a resolved folder model: its config, weights and tokenizer files
+    (what ``--bundle`` copies; nothing else of the folder)."""
+    names = [CONFIG_NAME, res.weights.name, *TOKENIZER_FILES]
+    return [res.path / n for n in dict.fromkeys(names) if (res.path / n).is_file()]
+
+
+def config_digest(res: ResolvedModel) -> str | None:
+    """The sha256 (hex) of a resolved model's ``open_clip_config.json``, what an ensemble pins
+    beside its weights; None for a built-in ``open_clip:`` architecture (no config file)."""
+    cfg = res.path / CONFIG_NAME if res.path.is_dir() else None
+    return file_digest(cfg) if cfg is not None and cfg.is_file() else None
+
+
 def git_blob_id(data: bytes) -> str:
     """The git object id of a file's bytes (the Hub's ``blobId`` of a regular file)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's id

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
-from mll_registry.errors import ModelRefError, PickledWeightsRefused
+from mll_registry.errors import ModelRefError, PickledWeightsRefused, UnsafeModelError
 from mll_registry.models.refs import (
     SCHEMES,
     ModelRef,
@@ -25,6 +26,28 @@ from mll_registry.models.refs import (
     read_config,
     weights_digest,
 )
+
+
+def regular_files(path: Path, where: str) -> list[str]:
+    """The names of the regular files in model folder ``path``, refusing the folder when an
+    entry is a link or not a regular file or folder: a link would make labelling read, and
+    ``--bundle`` copy into a registered model, whatever it points at (a secret, ``/dev/zero``).
+
+    Raises:
+        UnsafeModelError: an entry is a link, a device, a FIFO or a socket.
+    """
+    names = []
+    with os.scandir(path) as it:
+        for e in it:
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                names.append(e.name)
+            elif not stat.S_ISDIR(st.st_mode):
+                kind = "a link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+                raise UnsafeModelError(
+                    f"{where}: {e.name[:80]} is {kind}; a model folder holds regular files "
+                    "only. Copy the file itself in place of the link, or remove it")
+    return sorted(names)
 
 
 class LocalDirScheme:
@@ -38,8 +61,8 @@ class LocalDirScheme:
         path = Path(ref.name)
         if not path.is_dir():
             raise ModelRefError(f"local-dir:{path}: no such directory")
+        files = regular_files(path, f"local-dir:{path}")
         cfg = read_config(path, f"local-dir:{path}")
-        files = sorted(p.name for p in path.iterdir() if p.is_file())
         weights = path / pick_weights(files, f"local-dir:{path}", allow_pickle)
         digest = weights_digest(weights, f"local-dir:{path}")
         return ResolvedModel(ref, path, weights, "sha256:" + digest[:16], cfg)

@@ -5,6 +5,11 @@
 a file lock so that concurrent writers are safe. Every MLflow call goes through one retry policy
 (:mod:`mll_registry.retries`); an unreachable server ends in a :class:`RegistryError` that says
 what to do.
+
+MLflow records absolute artifact locations, so an embedded store copied or moved with its data
+dir still reads and writes the original's artifacts: the data dir it was made in is recorded
+(:data:`HOME_FILE`), a store opened elsewhere is refused, and :func:`relocate` rewrites its
+artifact locations for the new place.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ SELECTION_EXPERIMENT = "mll-selection"
 BENCH_EXPERIMENT = "mll-bench"
 T = TypeVar("T")
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # the shape of MLflow's run ids (uuid4 hex)
+#: in the data dir: the data dir whose ``mlartifacts`` the embedded store's locations name
+HOME_FILE = "mlflow.home.json"
+#: the embedded store's columns holding artifact locations (MLflow 3's schema; absent ones skipped)
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("model_versions", "source"), ("model_versions", "storage_location"),
+                    ("logged_models", "artifact_location"))
 
 
 class RegistryError(MLLError, RuntimeError):
@@ -48,6 +59,130 @@ def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
 
 def _artifact_root(root: str | os.PathLike[str] | None = None) -> str:
     return (data_dir(root) / "mlartifacts").as_uri()
+
+
+# -- the embedded store's place -------------------------------------------------------------------
+def _home_in_store(db: Path) -> str | None:
+    """The data dir whose ``mlartifacts`` the experiments of ``db`` name (a store made before
+    :data:`HOME_FILE` was recorded), or None: no such experiment, or no store yet."""
+    import sqlite3
+    from urllib.parse import unquote, urlsplit
+
+    if not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT artifact_location FROM experiments "
+                               "ORDER BY experiment_id").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:  # an empty or half-made store: MLflow makes or migrates it next
+        return None
+    for (loc,) in rows:
+        if isinstance(loc, str) and loc.startswith("file://") and loc.endswith("/mlartifacts"):
+            return str(Path(unquote(urlsplit(loc).path)).parent)
+    return None
+
+
+def store_home(data: Path) -> str:
+    """The data dir whose ``mlartifacts`` the embedded store in ``data`` reads and writes: the
+    one recorded in :data:`HOME_FILE`, else (a store from before the record) the one its own
+    experiments name, else ``data``; then recorded. Call under the store's init lock.
+
+    Raises:
+        RegistryError: :data:`HOME_FILE` is damaged.
+    """
+    from mll_registry.fsutil import read_json_object, write_json
+
+    marker = data / HOME_FILE
+    try:
+        home = read_json_object(marker).get("data_dir")
+    except FileNotFoundError:
+        home = _home_in_store(data / "mlflow.db") or str(data)
+        write_json(marker, {"data_dir": home})
+    except ValueError:
+        home = None
+    if not isinstance(home, str) or not os.path.isabs(home):
+        raise RegistryError(f"{marker} is damaged (no absolute data_dir in a JSON object): "
+                            "delete it (it is rebuilt from mlflow.db on the next open)")
+    return home
+
+
+def check_store_home(data: Path) -> None:
+    """Refuse the embedded store in ``data`` when it was made in another data dir (the data dir
+    was copied or moved): its runs and models would read and write the original's artifacts.
+    Call under the store's init lock.
+
+    Raises:
+        RegistryError: naming both places and the two ways out.
+    """
+    home = store_home(data)
+    if home != str(data):
+        raise RegistryError(
+            f"the data dir {data} was copied or moved from {home}: its MLflow store (mlflow.db) "
+            f"keeps the artifacts of its runs and models in {Path(home) / 'mlartifacts'}, and "
+            "would read and write them there; run `mll registry relocate --data-dir "
+            f"{data}` to keep them in this data dir, or set MLL_DATA_DIR={home} to use the "
+            "original")
+
+
+def _rewrite_prefix(db: Path, old: str, new: str) -> int:
+    """Every artifact location (:data:`ARTIFACT_COLUMNS`) at or under directory ``old``, as a
+    ``file://`` URI or a path, moved under ``new``, in one transaction. Returns the rows."""
+    import sqlite3
+
+    pairs = ((Path(old).as_uri(), Path(new).as_uri()), (old, new))
+    con = sqlite3.connect(db, timeout=60, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        rows = 0
+        for table, col in ARTIFACT_COLUMNS:
+            if col not in {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}:
+                continue
+            for a, b in pairs:
+                rows += con.execute(
+                    f'UPDATE "{table}" SET "{col}" = ? || substr("{col}", ?) '
+                    f'WHERE "{col}" = ? OR substr("{col}", 1, ?) = ?',
+                    (b, len(a) + 1, a, len(a) + 1, a + "/")).rowcount
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+    return rows
+
+
+def relocate(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Keep the embedded store of data dir ``root`` in it after the data dir was copied or
+    moved: every artifact location under the data dir it was made in is rewritten to the same
+    place under this one (one sqlite transaction), then this place is recorded. Idempotent;
+    killed between the two steps, the next run records it.
+
+    Returns:
+        ``{"from": old data dir, "to": this one, "rows": artifact locations rewritten}``.
+
+    Raises:
+        RegistryError: no embedded store in ``root``, or a damaged :data:`HOME_FILE`.
+    """
+    from filelock import FileLock
+
+    from mll_registry.fsutil import write_json
+
+    data = data_dir(root)
+    db = data / "mlflow.db"
+    if not db.is_file():
+        raise RegistryError(f"no embedded MLflow store in {data} (no mlflow.db): nothing to "
+                            "relocate; check --data-dir or MLL_DATA_DIR")
+    with FileLock(db.with_suffix(".init.lock")):
+        home = store_home(data)
+        rows = 0
+        if home != str(data):
+            rows = _rewrite_prefix(db, home, str(data))
+            write_json(data / HOME_FILE, {"data_dir": str(data)})
+    return {"from": home, "to": str(data), "rows": rows}
 
 
 #: OSErrors about local files, not the connection: never retried
@@ -193,6 +328,8 @@ class Tracking:
 
             db.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(db.with_suffix(".init.lock")):  # one migration, then many writers
+                if db == data_dir(root) / "mlflow.db":  # the data dir's own store: in place?
+                    check_store_home(db.parent)
                 self.client = MlflowClient(self.uri)
                 self.client.search_experiments(max_results=1)
         else:

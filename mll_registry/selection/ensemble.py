@@ -2,11 +2,11 @@
 ``python_function`` loader (issue #28).
 
 A selection ends as an :class:`EnsembleSpec` (``ensemble.json``): every member's MODEL_REF with
-the revision and label it was selected on and the sha256 of its weights file (checked whenever
-the member is loaded), the logit scale reuse takes for it, the task's
+the revision and label it was selected on and the sha256 of its weights and config files (checked
+whenever the member is loaded), the logit scale reuse takes for it, the task's
 classes and prompts, the reuse mode, the per-class members and the vote weights. It holds no
-code and no pickle: :func:`_load_pyfunc` (MLflow's ``loader_module`` protocol) reads the JSON and
-loads each member through the same safe loader as labelling (safetensors only, configs checked,
+code and no pickle: :mod:`mll_registry.selection.ensemble_loader` (MLflow's ``loader_module``)
+checks the folder, reads the JSON and loads each member through the same safe loader as labelling (safetensors only, configs checked,
 no remote code), from ``members/<i>/`` when the weights were bundled, else by its MODEL_REF.
 :class:`Ensemble` then scores images exactly as :func:`mll_registry.selection.reuse.evaluate`
 does: each member encodes each image once, probabilities at the member's scale, the
@@ -19,7 +19,9 @@ import base64
 import binascii
 import io
 import json
+import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,8 +34,17 @@ from mll_registry.errors import MLLError
 ENSEMBLE_FORMAT = "mll-ensemble/1"
 SPEC_FILE = "ensemble.json"
 MEMBERS_DIR = "members"  # bundled member weights, one folder per member (``members/<i>/``)
-IMAGE_COLUMN = "image"  # the input column: a path, raw bytes or a base64 string per row
+IMAGE_COLUMN = "image"  # the input column: raw bytes or a base64 string per row
 MAX_BATCH = 256  # images per forward pass of a member
+# bounds of a spec read from a registry (whoever can write a version writes the spec)
+MAX_SPEC_BYTES = 4 << 20
+MAX_CLASSES = 4096
+MAX_MEMBERS = 64
+MAX_PROMPTS = 64
+MAX_TEXT = 512  # characters of one class name, prompt, task name, revision or ref
+MAX_LOGIT_SCALE = 1e4
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def prob_column(cls: str) -> str:
@@ -57,6 +68,8 @@ class Member:
     weights_file: str | None = None
     #: sha256 (hex) of the weights file it was selected with; None: unknown (not checked)
     weights_sha256: str | None = None
+    #: sha256 (hex) of its ``open_clip_config.json``; None for ``open_clip:`` built-ins
+    config_sha256: str | None = None
 
 
 class MemberWeightsChanged(MLLError, ValueError):
@@ -86,25 +99,145 @@ class EnsembleSpec:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> EnsembleSpec:
-        """Parse and check a spec.
+    def from_json(cls, text: str | bytes) -> EnsembleSpec:
+        """Parse and check a spec in full: a registry version's spec is written by whoever may
+        write versions, so every key is known, every value typed and bounded, every member
+        pinned by the sha256 of its weights and config, every scale finite, every prompt a
+        plain template with one ``{}``.
 
         Raises:
-            EnsembleInputError: another format, or members, classes and routes that disagree.
+            EnsembleInputError: the first thing wrong, named.
         """
-        d = json.loads(text)
+        if len(text) > MAX_SPEC_BYTES:
+            raise EnsembleInputError(f"{SPEC_FILE} is over {MAX_SPEC_BYTES} bytes")
+        try:
+            d = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise EnsembleInputError(f"{SPEC_FILE} is not JSON ({str(exc)[:80]})") from None
         if not isinstance(d, dict) or d.get("format") != ENSEMBLE_FORMAT:
             raise EnsembleInputError(f"not an {ENSEMBLE_FORMAT} spec (format "
                                      f"{d.get('format') if isinstance(d, dict) else None!r})")
-        spec = cls(**{**d, "members": [Member(**m) for m in d["members"]]})
-        M, C = len(spec.members), len(spec.classes)
-        bad = (len(spec.chosen) != C or any(not 0 <= m < M for row in spec.chosen for m in row)
-               or (spec.routing is not None and (len(spec.routing) != M or
-                                                  any(len(r) != C for r in spec.routing))))
-        if bad or M == 0 or C < 2:
-            raise EnsembleInputError(f"inconsistent ensemble spec: {M} members, {C} classes, "
-                                     f"routes {len(spec.chosen)}")
+        _check_keys(d, cls, "the spec")
+        members = _list(d, "members", 1, MAX_MEMBERS, "the spec")
+        spec = cls(**{**d, "members": [_member(m, i) for i, m in enumerate(members)]})
+        _check_spec(spec)
         return spec
+
+
+def _bad(what: str) -> EnsembleInputError:
+    return EnsembleInputError(f"{SPEC_FILE}: {what}; not a spec this tool wrote: register the "
+                              "ensemble again (mll select --register)")
+
+
+def _check_keys(d: Mapping[str, Any], kind: type, where: str) -> None:
+    """Refuse keys ``kind`` (a dataclass) does not have, and missing required ones."""
+    from dataclasses import MISSING, fields
+
+    names = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise _bad(f"{where} has unknown keys {unknown[:5]}")
+    missing = [n for n, f in names.items() if n not in d and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise _bad(f"{where} lacks {missing[:5]}")
+
+
+def _list(d: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> list[Any]:
+    v = d.get(key)
+    if not isinstance(v, list) or not lo <= len(v) <= hi:
+        raise _bad(f"{where}: {key} is not a list of {lo} to {hi} entries")
+    return v
+
+
+def _text(v: Any, what: str, optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    if not isinstance(v, str) or not v or len(v) > MAX_TEXT or "\x00" in v:
+        raise _bad(f"{what} is not a string of 1 to {MAX_TEXT} characters")
+
+
+def _number(v: Any, what: str, lo: float, hi: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+            or not lo <= v <= hi:
+        raise _bad(f"{what} is not a finite number in [{lo:g}, {hi:g}]")
+
+
+def _member(m: Any, i: int) -> Member:
+    """Member ``i`` of a spec, checked: a MODEL_REF, pins by sha256 of weights and config."""
+    from mll_registry.errors import ModelRefError
+    from mll_registry.models.refs import ModelRef
+
+    where = f"member {i}"
+    if not isinstance(m, dict):
+        raise _bad(f"{where} is not an object")
+    _check_keys(m, Member, where)
+    _text(m.get("ref"), f"{where}: ref")
+    try:
+        scheme = ModelRef.parse(m["ref"]).scheme
+    except ModelRefError as exc:
+        raise _bad(f"{where}: {exc}") from None
+    for k in ("revision", "label_hash", "graph_version"):
+        _text(m.get(k), f"{where}: {k}", optional=True)
+    _number(m.get("logit_scale"), f"{where}: logit_scale", 1e-6, MAX_LOGIT_SCALE)
+    wf = m.get("weights_file")
+    if wf is not None and not (isinstance(wf, str) and _FILE_NAME.fullmatch(wf)):
+        raise _bad(f"{where}: weights_file is not a plain file name")
+    if not (isinstance(m.get("weights_sha256"), str) and _HEX64.fullmatch(m["weights_sha256"])):
+        raise _bad(f"{where} ({m['ref']}) is not pinned by the sha256 of its weights")
+    cfg = m.get("config_sha256")
+    if scheme == "open_clip" and cfg is not None or scheme != "open_clip" and not (
+            isinstance(cfg, str) and _HEX64.fullmatch(cfg)):
+        raise _bad(f"{where} ({m['ref']}) is not pinned by the sha256 of its config")
+    return Member(**m)
+
+
+def _check_spec(spec: EnsembleSpec) -> None:
+    """Types, bounds and agreement of a spec's fields (its members are checked already)."""
+    _text(spec.task, "task")
+    C, M = len(spec.classes) if isinstance(spec.classes, list) else -1, len(spec.members)
+    if not 2 <= C <= MAX_CLASSES:
+        raise _bad(f"classes is not a list of 2 to {MAX_CLASSES} names")
+    for c in spec.classes:
+        _text(c, "a class name")
+    if len(set(spec.classes)) != C:
+        raise _bad("classes repeat a name")
+    if not isinstance(spec.prompts, list) or not 1 <= len(spec.prompts) <= MAX_PROMPTS:
+        raise _bad(f"prompts is not a list of 1 to {MAX_PROMPTS} templates")
+    for t in spec.prompts:
+        _text(t, "a prompt")
+        if t.count("{}") != 1 or t.replace("{}", "").count("{") or \
+                t.replace("{}", "").count("}"):
+            raise _bad(f"prompt {t[:40]!r} is not a template with exactly one {{}} and no other "
+                       "braces")
+    choices = {"weighting": ("inverse_entropy", "entropy", "uniform"),
+               "reuse_mode": ("per_class", "pooled", "soft"), "calibration": ("none", "graph")}
+    for k, allowed in choices.items():
+        if getattr(spec, k) not in allowed:
+            raise _bad(f"{k} is not one of {allowed}")
+    if isinstance(spec.k, bool) or not isinstance(spec.k, int) or not 1 <= spec.k <= M:
+        raise _bad(f"k is not an integer from 1 to the {M} members")
+    if not isinstance(spec.chosen, list) or len(spec.chosen) != C or any(
+            not isinstance(row, list) or len(row) != spec.k
+            or any(isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < M for m in row)
+            for row in spec.chosen):
+        raise _bad(f"chosen is not {C} rows of {spec.k} member positions below {M}")
+    if spec.routing is not None:
+        if not isinstance(spec.routing, list) or len(spec.routing) != M or any(
+                not isinstance(r, list) or len(r) != C for r in spec.routing):
+            raise _bad(f"routing is not {M} rows of {C} weights")
+        for r in spec.routing:
+            for w in r:
+                _number(w, "a routing weight", 0.0, 1e6)
+    if spec.alpha is not None:
+        _number(spec.alpha, "alpha", 0.0, 1.0)
+    _text(spec.graph_version, "graph_version", optional=True)
+    if not isinstance(spec.extra, dict) or len(spec.extra) > 16 or any(
+            not isinstance(k, str) or len(k) > 64 or not (
+                v is None or isinstance(v, bool | int | str) and len(str(v)) <= MAX_TEXT
+                or isinstance(v, float) and math.isfinite(v))
+            for k, v in spec.extra.items()):
+        raise _bad("extra is not up to 16 short scalar entries")
 
 
 def spec_from_selection(selection: Any, prompts: Sequence[str], weighting: str,
@@ -126,7 +259,8 @@ def spec_from_selection(selection: Any, prompts: Sequence[str], weighting: str,
             ref=r, revision=meta.get("revision"),
             logit_scale=float(scale if scale is not None else meta.get("logit_scale", 100.0)),
             label_hash=meta.get("label_hash"), graph_version=meta.get("graph_version"),
-            weights_file=meta.get("weights_file"), weights_sha256=meta.get("weights_sha256")))
+            weights_file=meta.get("weights_file"), weights_sha256=meta.get("weights_sha256"),
+            config_sha256=meta.get("config_sha256")))
     p = selection.params
     return EnsembleSpec(task=selection.task, classes=list(selection.classes),
                         prompts=list(prompts), weighting=weighting,
@@ -136,27 +270,49 @@ def spec_from_selection(selection: Any, prompts: Sequence[str], weighting: str,
                         graph_version=p.get("graph_version"))
 
 
-def decode(item: Any, row: int = 0) -> io.BytesIO | Path:
-    """One input image as something :func:`mll_registry.errors.open_image` reads: raw bytes, a
-    base64 string, or a path (str or Path) to an image file.
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request to a served ensemble may ask for (settings ``serve_max_*``)."""
+
+    images: int
+    image_bytes: int
+    pixels: int
+
+    @classmethod
+    def from_settings(cls, s: Any) -> RequestLimits:
+        return cls(int(s.serve_max_images), int(s.serve_max_image_mb * 1e6),
+                   int(s.serve_max_pixels))
+
+    def body_bytes(self) -> int:
+        """The largest request body these allow: every image base64-encoded, plus room for
+        the JSON around them."""
+        return self.images * (-(-self.image_bytes // 3) * 4 + 1024) + 65536
+
+
+def decode(item: Any, row: int = 0, max_bytes: int | None = None) -> io.BytesIO:
+    """One input image as something :func:`mll_registry.errors.open_image` reads: raw bytes or
+    a base64 string of an image file, of at most ``max_bytes``. Never a path: a served model
+    must not open files its client names (`mll predict` reads its files itself).
 
     Raises:
-        EnsembleInputError: neither, or a path that is no file.
+        EnsembleInputError: neither, or over ``max_bytes``.
     """
-    if isinstance(item, bytes | bytearray):
-        return io.BytesIO(bytes(item))
-    if isinstance(item, Path):
-        item = str(item)
     if isinstance(item, str):
-        if len(item) < 4096 and os.path.isfile(item):
-            return Path(item)
+        if max_bytes is not None and len(item) > -(-max_bytes // 3) * 4 + 4:
+            raise EnsembleInputError(f"row {row}: an image of over {max_bytes:,} bytes "
+                                     "(serve_max_image_mb); send smaller images")
         try:
-            return io.BytesIO(base64.b64decode(item, validate=True))
+            item = base64.b64decode(item, validate=True)
         except (binascii.Error, ValueError):
             raise EnsembleInputError(
-                f"row {row}: not an image path that exists here, nor base64 image bytes; send "
-                "file paths, raw bytes or base64-encoded image files") from None
-    raise EnsembleInputError(f"row {row}: an image is a path, bytes or a base64 string, got "
+                f"row {row}: not base64 image bytes; send raw bytes or base64-encoded image "
+                "files (a served model opens no paths)") from None
+    if isinstance(item, bytes | bytearray):
+        if max_bytes is not None and len(item) > max_bytes:
+            raise EnsembleInputError(f"row {row}: an image of over {max_bytes:,} bytes "
+                                     "(serve_max_image_mb); send smaller images")
+        return io.BytesIO(bytes(item))
+    raise EnsembleInputError(f"row {row}: an image is raw bytes or a base64 string, got "
                              f"{type(item).__name__}")
 
 
@@ -164,9 +320,11 @@ class Ensemble:
     """The deployed selection: members loaded once (``load``: MODEL_REF or folder -> a loaded
     model), their class-text embeddings computed once, images scored in batches."""
 
-    def __init__(self, spec: EnsembleSpec, load: Callable[[int, Member], Any]) -> None:
+    def __init__(self, spec: EnsembleSpec, load: Callable[[int, Member], Any],
+                 limits: RequestLimits | None = None) -> None:
         self.spec = spec
         self._load = load
+        self.limits = limits  # None: in-process use, only the global pixel limit
         self._models: dict[int, Any] = {}
         self._texts: dict[int, Any] = {}
 
@@ -184,7 +342,8 @@ class Ensemble:
         """(n, C) the ensemble's normalised class scores for ``images`` (see :func:`decode`).
 
         Raises:
-            EnsembleInputError: an input is no image (named by row), or there is none.
+            EnsembleInputError: an input is no image (named by row), there is none, or the
+                request is over one of :attr:`limits` (named).
         """
         import torch
 
@@ -194,9 +353,13 @@ class Ensemble:
         from mll_registry.models.image_stream import PixelPipeline
         from mll_registry.selection.reuse import ensemble_scores
 
+        lim = self.limits
         if len(images) == 0:
             raise EnsembleInputError("no images to score: send at least one")
-        sources = [decode(x, i) for i, x in enumerate(images)]
+        if lim is not None and len(images) > lim.images:
+            raise EnsembleInputError(f"{len(images)} images in one request, over the "
+                                     f"{lim.images} allowed (serve_max_images); send fewer")
+        sources = [decode(x, i, lim.image_bytes if lim else None) for i, x in enumerate(images)]
         pixels: dict[str, np.ndarray] = {}
         probs = []
         for i, member in enumerate(self.spec.members):
@@ -208,10 +371,13 @@ class Ensemble:
                     if isinstance(src, io.BytesIO):
                         src.seek(0)
                     try:
-                        rows.append(pipe(src))  # type: ignore[arg-type]
+                        rows.append(pipe(src, lim.pixels if lim else None))  # type: ignore[arg-type]
                     except ImageFileError as exc:
-                        raise EnsembleInputError(f"row {r}: {exc}".replace(
-                            "<_io.BytesIO object", "<bytes")) from None
+                        msg = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the image",
+                                     str(exc))
+                        raise EnsembleInputError(f"row {r}: {msg}".replace(
+                            "larger than", "over the serve_max_pixels limit of" if lim
+                            else "larger than")) from None
                 pixels[pipe.key] = np.stack(rows)
             img = torch.from_numpy(encode_pixels(lm, pixels[pipe.key], pipe, MAX_BATCH))
             with torch.no_grad():
@@ -235,7 +401,7 @@ class Ensemble:
 
 def images_of(model_input: Any) -> list[Any]:
     """The images of an MLflow ``predict`` input: a DataFrame with an ``image`` column (or one
-    column), a list, or one image.
+    column), a list, or one image (raw bytes or base64 strings each).
 
     Raises:
         EnsembleInputError: a DataFrame without that column or with unknown ones.
@@ -246,8 +412,8 @@ def images_of(model_input: Any) -> list[Any]:
         cols = list(model_input.columns)
         if cols == [IMAGE_COLUMN] or (len(cols) == 1 and cols[0] == 0):
             return list(model_input.iloc[:, 0])
-        raise EnsembleInputError(f"expected one column {IMAGE_COLUMN!r} of image paths, bytes "
-                                 f"or base64 strings; got columns {cols[:5]}")
+        raise EnsembleInputError(f"expected one column {IMAGE_COLUMN!r} of image bytes or "
+                                 f"base64 strings; got columns {[str(c)[:40] for c in cols[:5]]}")
     if isinstance(model_input, pd.Series | np.ndarray):
         return list(model_input)
     if isinstance(model_input, list | tuple):
@@ -308,7 +474,7 @@ def pinned(m: Member) -> str:
 
 def loader(path: str | os.PathLike[str], device: str = "cpu") -> Callable[[int, Member], Any]:
     """Load members from ``path/members/<i>`` when bundled, else by their MODEL_REF (Hub cache,
-    the pinned revision), through the safe loader either way."""
+    the pinned revision), through the safe loader either way, each checked against its pins."""
     from mll_registry.models.loading import load
 
     base = Path(path) / MEMBERS_DIR
@@ -316,34 +482,46 @@ def loader(path: str | os.PathLike[str], device: str = "cpu") -> Callable[[int, 
     def load_member(i: int, m: Member) -> Any:
         folder = base / str(i)
         lm = load(f"local-dir:{folder}" if folder.is_dir() else pinned(m), device=device)
-        check_weights(m, lm.resolved.weights)
+        check_pins(m, lm.resolved)
         return lm
 
     return load_member
 
 
 def pin_weights(spec: EnsembleSpec) -> EnsembleSpec:
-    """``spec`` with every member's ``weights_sha256`` filled in where its label did not record
-    one (labels from before the pin): local members from their files (refused when those no
-    longer hold the revision the label was computed on), Hub members from the Hub cache at
-    their revision (left unpinned when not cached there: nothing is downloaded).
+    """``spec`` with every member's ``weights_sha256`` and ``config_sha256`` filled in where
+    its label did not record them (labels from before the pins): local members from their
+    files (refused when those no longer hold the revision the label was computed on), Hub
+    members from the Hub cache at their revision (nothing is downloaded).
 
     Raises:
-        MemberWeightsChanged: a local member's files changed since it was labelled.
+        MemberWeightsChanged: a local member's files changed since it was labelled, or a
+            member's files are not here to pin (a loaded ensemble refuses unpinned members).
     """
-    from mll_registry.models.refs import ModelRef, resolve, weights_digest
+    from mll_registry.fsutil import sha256_file
+    from mll_registry.models.refs import (
+        CONFIG_NAME,
+        ModelRef,
+        config_digest,
+        resolve,
+        weights_digest,
+    )
 
     members = []
     for m in spec.members:
-        if m.weights_sha256 is None:
-            r = ModelRef.parse(m.ref)
-            path: Path | None = None
+        r = ModelRef.parse(m.ref)
+        needs_config = r.scheme != "open_clip"
+        if m.weights_sha256 is None or (needs_config and m.config_sha256 is None):
+            weights: Path | None = None
+            config: Path | None = None
             if r.scheme == "hf-hub":
                 from huggingface_hub import try_to_load_from_cache
 
-                hit = try_to_load_from_cache(r.name, m.weights_file or "",
-                                             revision=r.revision or m.revision)
-                path = Path(hit) if isinstance(hit, str) and m.weights_file else None
+                rev = r.revision or m.revision
+                hits = [try_to_load_from_cache(r.name, f, revision=rev)
+                        for f in (m.weights_file or "", CONFIG_NAME)]
+                weights, config = (Path(h) if isinstance(h, str) else None for h in hits)
+                weights = weights if m.weights_file else None
             else:
                 res = resolve(r)
                 if m.revision and res.revision != m.revision:
@@ -351,32 +529,44 @@ def pin_weights(spec: EnsembleSpec) -> EnsembleSpec:
                         f"member {m.ref}: its files are now revision {res.revision}, not the "
                         f"{m.revision} its label was computed on; relabel it (mll label) and "
                         "select again")
-                path = res.weights
-            if path is not None:
-                m = replace(m, weights_sha256=weights_digest(path, m.ref))
+                weights = res.weights
+                if needs_config and m.config_sha256 is None:
+                    m = replace(m, config_sha256=config_digest(res))
+            if m.weights_sha256 is None and weights is not None:
+                m = replace(m, weights_sha256=weights_digest(weights, m.ref))
+            if needs_config and m.config_sha256 is None and config is not None:
+                m = replace(m, config_sha256=sha256_file(config))
+        if m.weights_sha256 is None or (needs_config and m.config_sha256 is None):
+            raise MemberWeightsChanged(
+                f"member {m.ref}: its weights and config are not here to pin (a Hub model "
+                "outside the Hub cache); load it once here (mll label, which is a no-op for a "
+                "labelled model, or huggingface-cli download) and register again")
         members.append(m)
     return replace(spec, members=members)
 
 
-def check_weights(m: Member, weights: Path) -> None:
-    """Refuse weights other than those ``m`` pinned (no pin: nothing to check).
+def check_pins(m: Member, res: Any) -> None:
+    """Refuse a member whose weights or config are not the ones ``m`` pinned.
 
     Raises:
-        MemberWeightsChanged: the file's sha256 is not the pinned one.
+        MemberWeightsChanged: a file's sha256 is not the pinned one, or a pin is missing.
     """
-    from mll_registry.models.refs import weights_digest
+    from mll_registry.models.refs import config_digest, weights_digest
 
+    weights: Path = res.weights
     if m.weights_sha256 is None:
-        return
+        raise MemberWeightsChanged(f"member {m.ref} is not pinned by the sha256 of its weights; "
+                                   "register the ensemble again (mll select --register)")
     got = weights_digest(weights, m.ref)
     if got != m.weights_sha256:
         raise MemberWeightsChanged(
             f"member {m.ref}: its weights file {weights.name} has sha256 {got[:16]}..., not the "
             f"{m.weights_sha256[:16]}... this ensemble was selected with; the model changed since. "
             "Select and register the ensemble again, or restore the pinned weights")
-
-
-def _load_pyfunc(data_path: str) -> PyfuncEnsemble:
-    """MLflow's ``loader_module`` entry: the ensemble saved at ``data_path``."""
-    spec = EnsembleSpec.from_json((Path(data_path) / SPEC_FILE).read_text(encoding="utf-8"))
-    return PyfuncEnsemble(Ensemble(spec, loader(data_path)))
+    got_cfg = config_digest(res)
+    if got_cfg != m.config_sha256:
+        raise MemberWeightsChanged(
+            f"member {m.ref}: its config (open_clip_config.json) has sha256 "
+            f"{(got_cfg or 'none')[:16]}..., not the {(m.config_sha256 or 'none')[:16]}... this "
+            "ensemble was selected with; the model changed since. Select and register the "
+            "ensemble again, or restore the pinned config")

@@ -260,8 +260,12 @@ def _dirty_checkout(tmp_path: Path) -> Path:
     return repo
 
 
+#: the secret in every credential-bearing MLL_CODE_REPO below: it must never be printed
+SECRET = "s3cret-pw"
+
+
 @pytest.mark.parametrize(("extra", "says"), [
-    ({"MLL_CODE_REPO": "https://bob:s3cret-pw@git.example.com/mll.git"}, "holds a password"),
+    ({"MLL_CODE_REPO": f"https://bob:{SECRET}@git.example.com/mll.git"}, "holds a credential"),
     ({"MLL_CODE_REPO": "https://git.example.com/mll.git", "MLL_CODE_COMMIT": "main"},
      "not a full 40-hex commit id"),
     ({"MLL_CODE_REPO": "https://git.example.com/mll.git", "MLL_REPO": "dirty"},
@@ -278,4 +282,48 @@ def test_prefect_deploy_refuses_code_it_cannot_pin(extra: dict[str, str], says: 
     r = subprocess.run(["bash", str(DEPLOY / "prefect-deploy.sh")], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and says in r.stderr, r.stderr
-    assert "s3cret-pw" not in r.stdout + r.stderr
+    assert SECRET not in r.stdout + r.stderr
+
+
+def _deploy_with_code_repo(url: str) -> subprocess.CompletedProcess[str]:
+    """prefect-deploy.sh with MLL_CODE_REPO=url, a branch for a commit (so that a URL it takes
+    ends at the commit check) and an unreachable Prefect server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLL_"))}
+    env.update(PREFECT_API_URL="http://192.0.2.1:9/api", PREFECT_API_AUTH_STRING="u:p",
+               MLL_CODE_REPO=url, MLL_CODE_COMMIT="main")
+    return subprocess.run(["bash", str(DEPLOY / "prefect-deploy.sh")], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    (f"https://{SECRET}@git.example.com/team/mll.git", "user info before '@'"),
+    (f"https://oauth2:{SECRET}@gitlab.example.com/team/mll.git", "user info before '@'"),
+    (f"HTTPS://x-access-token:{SECRET}@github.example.com/team/mll.git", "user info before '@'"),
+    (f"git://{SECRET}@git.example.com/team/mll.git", "user info before '@'"),
+    (f"https://gitlab.example.com/team/mll.git?private_token={SECRET}", "query string"),
+    (f"https://git.example.com/team/mll.git?access_token={SECRET}", "query string"),
+    (f"https://git.example.com/team/mll.git#{SECRET}", "fragment"),
+    (f"ssh://git:{SECRET}@git.example.com/team/mll.git", "ssh password"),
+    (f"git:{SECRET}@git.example.com:team/mll.git", "ssh password"),
+], ids=["token-only", "oauth2-token", "user-token", "git-userinfo", "private_token",
+        "access_token", "fragment", "ssh-password", "scp-password"])
+def test_prefect_deploy_refuses_a_code_url_carrying_any_credential(url: str, says: str) -> None:
+    """Issue #40, 10: a token alone before '@', an oauth2:TOKEN, or a token in the query is as
+    secret as user:password, and would be stored in every deployment and printed. The refusal
+    names what is wrong and the fix, never the secret."""
+    r = _deploy_with_code_repo(url)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "MLL_CODE_REPO holds a credential" in r.stderr and says in r.stderr, r.stderr
+    assert "credential helper" in r.stderr and "deploy key" in r.stderr, r.stderr
+    assert SECRET not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("url", ["git@git.example.com:team/mll.git",
+                                 "ssh://git@git.example.com:2222/team/mll.git",
+                                 "https://git.example.com/team/mll.git",
+                                 "git://192.0.2.1:9418/mll-registry.git"])
+def test_prefect_deploy_takes_code_urls_without_credentials(url: str) -> None:
+    """An ssh user name names the account whose key the worker holds, not a secret: taken, as is
+    a URL without user info (both then stop at the commit check, before any server)."""
+    r = _deploy_with_code_repo(url)
+    assert r.returncode == 2 and "not a full 40-hex commit id" in r.stderr, r.stderr

@@ -96,41 +96,86 @@ def test_the_saved_ensemble_loads_with_pyfunc_and_predicts_what_reuse_computes(
     assert not (path / "data" / "ensemble" / "members").exists()
     model = mlflow.pyfunc.load_model(str(path))
     want = _expected(app, sel, images)
-    got = model.predict(pd.DataFrame({"image": [str(p) for p in images]}))
+    as_b64 = [base64.b64encode(p.read_bytes()).decode() for p in images]
+    got = model.predict(pd.DataFrame({"image": as_b64}))
     cols = [f"p:{c}" for c in spec["classes"]]
     np.testing.assert_allclose(got[cols].to_numpy(), want, rtol=1e-5, atol=1e-7)
     assert list(got["class"]) == [spec["classes"][int(j)] for j in want.argmax(1)]
-    # raw bytes and base64 strings give the same answers as paths
-    as_b64 = [base64.b64encode(p.read_bytes()).decode() for p in images[:2]]
-    np.testing.assert_allclose(model.predict(pd.DataFrame({"image": as_b64}))[cols].to_numpy(),
-                               want[:2], rtol=1e-5, atol=1e-7)
+    # the in-process path (`mll predict`: files read as raw bytes) answers the same
+    got = app.selection.predict(str(path), [str(p) for p in images[:2]])
+    np.testing.assert_allclose(got[cols].to_numpy(), want[:2], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.slow
 def test_bad_inputs_are_refused_by_row_with_the_fix(world, tmp_path: Path) -> None:
     from mlflow.exceptions import MlflowException
 
-    from mll_registry.selection.ensemble import _load_pyfunc
+    from mll_registry.selection.ensemble_loader import _load_pyfunc
 
     EnsembleInputError = MlflowException  # noqa: N806  # what the served model raises: a 400
     app, g, sel, images = world
     path = app.selection.save_ensemble(sel, tmp_path / "model")
     model = _load_pyfunc(str(path / "data" / "ensemble"))
+    png = base64.b64encode(images[0].read_bytes()).decode()
     with pytest.raises(EnsembleInputError, match="no images"):
         model.predict(pd.DataFrame({"image": []}))
     with pytest.raises(EnsembleInputError, match="row 1: .*not a readable image"):
-        model.predict([str(images[0]), base64.b64encode(b"not a png").decode()])
+        model.predict([png, base64.b64encode(b"not a png").decode()])
     with pytest.raises(EnsembleInputError, match="expected one column 'image'"):
-        model.predict(pd.DataFrame({"picture": [str(images[0])]}))
-    with pytest.raises(EnsembleInputError, match="row 0: not an image path"):
-        model.predict(["/no/such/file.png"])
+        model.predict(pd.DataFrame({"picture": [png]}))
+    with pytest.raises(EnsembleInputError, match="row 0: not base64 image bytes"):
+        model.predict(["/no/such/file.png"])  # a served model opens no paths (item 2)
+    with pytest.raises(EnsembleInputError, match="row 0: not base64 image bytes"):
+        model.predict([str(images[0])])  # not even ones that exist
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_path: Path) -> None:
-    """A real `mlflow models serve` on a loopback port, bundled weights (no Hub): PNGs posted as
-    base64 get the in-process predictions; a bad image gets a 400 with its reason, and the
-    server keeps serving. The server is stopped here."""
+def test_each_request_bound_is_a_400_naming_it(world, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #40 item 4: images per request, bytes per image and pixels per image, from the
+    serve_max_* settings; an EPS image never reaches Ghostscript (item 3)."""
+    import io
+
+    from mlflow.exceptions import MlflowException
+    from PIL import Image
+
+    from mll_registry.selection.ensemble_loader import _load_pyfunc
+
+    app, g, sel, images = world
+    path = app.selection.save_ensemble(sel, tmp_path / "model")
+    monkeypatch.setenv("MLL_SERVE_MAX_IMAGES", "3")
+    monkeypatch.setenv("MLL_SERVE_MAX_IMAGE_MB", "0.05")
+    monkeypatch.setenv("MLL_SERVE_MAX_PIXELS", str(300 * 300))
+    model = _load_pyfunc(str(path / "data" / "ensemble"))
+    png = base64.b64encode(images[0].read_bytes()).decode()
+    assert len(model.predict([png] * 3)) == 3  # at the bounds: answered
+    with pytest.raises(MlflowException, match="4 images in one request, over the 3 allowed "
+                                              r"\(serve_max_images\)") as err:
+        model.predict([png] * 4)
+    assert err.value.get_http_status_code() == 400
+    big = io.BytesIO()
+    Image.effect_noise((160, 160), 64).convert("RGB").save(big, format="BMP")  # 76,854 bytes
+    with pytest.raises(MlflowException, match=r"row 0: an image of over 50,000 bytes "
+                                              r"\(serve_max_image_mb\)"):
+        model.predict([base64.b64encode(big.getvalue()).decode()])
+    wide = io.BytesIO()
+    Image.new("L", (1000, 100)).save(wide, format="PNG")  # tiny file, 100,000 pixels
+    with pytest.raises(MlflowException, match="row 0: .*over the serve_max_pixels limit of "
+                                              "90,000 pixels"):
+        model.predict([base64.b64encode(wide.getvalue()).decode()])
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(MlflowException, match="row 0: .*not one of the formats decoded here"):
+        model.predict([base64.b64encode(eps).decode()])
+
+
+@pytest.mark.slow
+def test_mll_serve_answers_like_the_in_process_ensemble(world, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mll serve` (as a user runs it, its own process) on a registered version with bundled
+    weights (no Hub): PNGs posted as base64 get the in-process predictions; a bad image gets a
+    400 with its reason; a body over the bound gets a 400 naming it, declared or chunked; the
+    server keeps serving. The bundle holds the members' model files only, and none of the
+    caller's project files (issue #40 items 5, 8)."""
     import dataclasses
     import os
     import shutil
@@ -145,21 +190,40 @@ def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_pat
     # a member whose folder is gone by the time the model is served: only its bundled copy
     copy = tmp_path / "gone" / "vit-all-colour"
     shutil.copytree(DEMO / "vit-all-colour", copy)
+    (copy / "NOTES.md").write_text("not part of the model")
     app.labelling.label(f"local-dir:{copy}", g)
     fresh = app.selection.select(sel.task, g)
     res = fresh.result
     chosen = np.array([[res.models.index(f"local-dir:{copy}")],
                        [res.models.index(f"local-dir:{DEMO / 'vit-animals'}")],
                        [res.models.index(f"local-dir:{copy}")]])
-    sel = dataclasses.replace(fresh, result=dataclasses.replace(res, chosen=chosen))
+    sel = dataclasses.replace(fresh, result=dataclasses.replace(res, chosen=chosen),
+                              run_id=None)
     want = _expected(app, sel, images)
-    path = app.selection.save_ensemble(sel, tmp_path / "model", bundle=True)
+    project = tmp_path / "project"  # the caller's directory: a lock naming a private index
+    project.mkdir()
+    secret = "s3cr3t-index-password"
+    (project / "uv.lock").write_text(f'[[package]]\nsource = {{ registry = '
+                                     f'"https://me:{secret}@pypi.example/simple" }}\n')
+    (project / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    (project / ".python-version").write_text("3.11\n")
+    monkeypatch.chdir(project)
+    reg = app.selection.register(sel, "served-pets", bundle=True)
+    monkeypatch.chdir(tmp_path)
+    local = app.selection.save_ensemble(sel, tmp_path / "model", bundle=True)
+    files = sorted(str(f.relative_to(local)) for f in local.rglob("*") if f.is_file())
+    assert not {"uv.lock", "pyproject.toml", ".python-version"} & set(files), files
+    assert all(secret not in f.read_text(errors="replace") for f in local.rglob("*")
+               if f.is_file() and f.stat().st_size < 1 << 20)
+    bundled = {f.split("/")[-1] for f in files if "/members/" in f}
+    assert bundled == {"open_clip_config.json", "open_clip_model.safetensors"}, files
     shutil.rmtree(tmp_path / "gone")
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLL_SERVE_MAX_IMAGES": "8",
+           "MLL_SERVE_MAX_IMAGE_MB": "0.1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(path), "--env-manager",
-         "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+        [sys.executable, "-m", "mll_registry.cli", "serve", "--model", reg["uri"],
+         "--data-dir", app.settings.data_dir, "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -171,7 +235,7 @@ def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_pat
             except httpx.HTTPError:
                 pass
             assert server.poll() is None, server.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "mlflow models serve did not start in 90 s"
+            assert time.monotonic() < deadline, "mll serve did not start in 90 s"
             time.sleep(0.5)
         b64 = [base64.b64encode(p.read_bytes()).decode() for p in images]
         r = httpx.post(f"{url}/invocations", timeout=60, json={
@@ -185,6 +249,21 @@ def test_mlflow_models_serve_answers_like_the_in_process_ensemble(world, tmp_pat
                                 "data": [[b64[0]], [base64.b64encode(b"no png").decode()]]}})
         assert bad.status_code == 400 and "row 1: " in bad.json()["message"]
         assert "not a readable image" in bad.json()["message"]
+        # the body bound: 8 images of 0.1 MB base64-encoded, plus room for the JSON
+        limit = 8 * (-(-100_000 // 3) * 4 + 1024) + 65536
+        body = b'{"dataframe_split": {"columns": ["image"], "data": [["' + b"A" * limit + b'"]]}}'
+        big = httpx.post(f"{url}/invocations", timeout=60, content=body,
+                         headers={"content-type": "application/json"})
+        assert big.status_code == 400 and f"request body over {limit:,} bytes" in \
+            big.json()["message"]
+
+        def chunks():  # no Content-Length: refused once the bound is passed
+            for _ in range(limit // 65536 + 2):
+                yield b"A" * 65536
+
+        big = httpx.post(f"{url}/invocations", timeout=60, content=chunks(),
+                         headers={"content-type": "application/json"})
+        assert big.status_code == 400 and "request body over" in big.json()["message"]
         assert httpx.get(f"{url}/ping", timeout=5).status_code == 200  # still serving
     finally:
         server.terminate()
@@ -226,6 +305,14 @@ def test_registered_versions_load_by_uri_and_mll_predict_prints_their_answers(
     bad = CliRunner().invoke(cli, ["predict", "--model", "models:/pets-ensemble/2",
                                    "--data-dir", app.settings.data_dir, "/no/such.png"])
     assert bad.exit_code == 2 and "no such image file: /no/such.png" in bad.output
+    text = tmp_path / "notes.png"  # issue #40 item 12: one line, exit 2, no traceback
+    text.write_text("not an image at all")
+    bad = CliRunner().invoke(cli, ["predict", "--model", "models:/pets-ensemble/2",
+                                   "--data-dir", app.settings.data_dir, str(text)])
+    assert bad.exit_code == 2, bad.output
+    assert bad.output.strip().splitlines() == [
+        "error: row 0: the image: not a readable image (not one of the formats decoded here: "
+        "PNG, JPEG, WEBP, GIF, BMP); convert it to PNG, or remove it"], bad.output
 
 
 @pytest.mark.slow
@@ -363,23 +450,31 @@ def test_members_are_pinned_by_the_sha256_of_their_weights(tmp_path: Path) -> No
         EnsembleSpec,
         Member,
         MemberWeightsChanged,
-        check_weights,
+        check_pins,
         pin_weights,
     )
 
     folder = tmp_path / "m"
     shutil.copytree(DEMO / "vit-animals", folder)
     weights = folder / "open_clip_model.safetensors"
+    config = folder / "open_clip_config.json"
     want = hashlib.sha256(weights.read_bytes()).hexdigest()
+    want_cfg = hashlib.sha256(config.read_bytes()).hexdigest()
     ref = f"local-dir:{folder}"
     member = Member(ref, resolve(ref).revision, 50.0)
     spec = EnsembleSpec("t", ["a"], ["{}"], "uniform", "pooled", "none", [member], [[0]], None, 1)
     pinned = pin_weights(spec).members[0]
-    assert pinned.weights_sha256 == want
-    check_weights(pinned, weights)  # the same bytes pass
-    check_weights(member, weights)  # no pin: nothing to check
+    assert (pinned.weights_sha256, pinned.config_sha256) == (want, want_cfg)
+    check_pins(pinned, resolve(ref))  # the same bytes pass
+    with pytest.raises(MemberWeightsChanged, match="not pinned by the sha256 of its weights"):
+        check_pins(member, resolve(ref))  # no pin: refused, never taken on trust
+    config.write_text(config.read_text() + "\n")  # issue #40 item 9: the config is pinned too
+    with pytest.raises(MemberWeightsChanged, match=f"not the {want_cfg[:16]}"):
+        check_pins(pinned, resolve(ref))
+    config.write_bytes(config.read_bytes()[:-1])
+    check_pins(pinned, resolve(ref))
     weights.write_bytes(weights.read_bytes() + b" ")
     with pytest.raises(MemberWeightsChanged, match=f"not the {want[:16]}"):
-        check_weights(pinned, weights)
+        check_pins(pinned, resolve(ref))
     with pytest.raises(MemberWeightsChanged, match="relabel it"):
         pin_weights(spec)  # the files are no longer the revision the label measured
