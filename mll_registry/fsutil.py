@@ -2,17 +2,24 @@
 
 A reader never sees a half-written file or bundle: either the old complete one or the new one.
 The new content is fsynced before the rename and the directory after it, so a crash or power
-loss cannot leave a renamed but empty file behind.
+loss cannot leave a renamed but empty file behind. A directory that exists already is replaced
+by one atomic exchange (:func:`exchange`); where the OS cannot exchange, by two renames, and
+what a kill between them leaves is put back by the next writer or reader (:func:`recover_swap`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import json
 import os
+import platform
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +60,60 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+#: the name :func:`atomic_dir`'s two-rename swap gives the old ``NAME`` while it swaps
+#: (``.NAME.old-PID``): group 1 the name, group 2 the writer's pid
+OLD_NAME = re.compile(r"^\.(.+)\.old-(\d+)$")
+
+
+def is_leftover(name: str) -> bool:
+    """Whether a directory entry is a writer's hidden temporary or swap leftover (a dot name:
+    ``.NAME.PID.*.tmp``, ``.NAME.old-PID``), never content a listing should take for its own."""
+    return name.startswith(".")
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or directory tree (what is already gone is no error)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def recover_swap(leftover: Path) -> None:
+    """Finish a two-rename swap whose writer was killed between the renames: ``leftover`` is
+    ``.NAME.old-PID`` (:data:`OLD_NAME`); when its pid is gone it goes back to ``NAME`` if
+    ``NAME`` is missing (the old content, whole: the swap never happened), else it is removed.
+    A live writer's leftover, or any other name, is left alone."""
+    m = OLD_NAME.match(leftover.name)
+    if not m or int(m.group(2)) == os.getpid() or pid_alive(int(m.group(2))):
+        return
+    target = leftover.with_name(m.group(1))
+    if target.exists() or target.is_symlink():
+        _remove(leftover)
+        return
+    with contextlib.suppress(OSError):  # another process restored it first
+        os.rename(leftover, target)
+        fsync_path(target.parent)
+
+
 def sweep_stale_temps(target: Path) -> None:
     """Remove what a killed writer of ``target`` left: temporaries named for ``target`` whose
-    process (the pid in the name) is gone. A live writer's temporary is left alone."""
-    import re
-
+    process (the pid in the name) is gone; the old ``target`` of a swap it was killed in goes
+    back first when ``target`` is missing (:func:`recover_swap`). A live writer's are left
+    alone."""
     pat = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\..*\.tmp")
     try:
         entries = list(target.parent.iterdir())
     except OSError:
         return
+    for e in entries:  # the old content back first, then the temporaries go
+        m = OLD_NAME.match(e.name)
+        if m and m.group(1) == target.name:
+            recover_swap(e)
     for e in entries:
         m = pat.match(e.name)
         if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
-            if e.is_dir() and not e.is_symlink():
-                shutil.rmtree(e, ignore_errors=True)
-            else:
-                e.unlink(missing_ok=True)
+            _remove(e)
 
 
 def fsync_path(path: Path) -> None:
@@ -121,11 +165,71 @@ def write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+#: renameat2(2): ``flags`` value that swaps two existing paths in one step (Linux 3.15 on)
+RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+#: renameat2's system call number, for a C library without its wrapper (glibc before 2.28)
+_SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276}
+#: what renameat2 answers where the kernel or the file system cannot exchange (EXDEV: an
+#: overlayfs lower-layer directory, which the two renames then meet as they always did)
+_NO_EXCHANGE = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}
+
+
+@functools.cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    """renameat2 from the C library (its wrapper, else the raw system call), or None where
+    there is none (not Linux)."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):
+        return None
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+        return fn  # type: ignore[no-any-return]
+    nr = _SYS_RENAMEAT2.get(platform.machine())
+    syscall = getattr(libc, "syscall", None)
+    if nr is None or syscall is None:
+        return None
+    syscall.restype = ctypes.c_long
+    return lambda a, p, b, q, flags: int(syscall(
+        ctypes.c_long(nr), ctypes.c_int(a), ctypes.c_char_p(p), ctypes.c_int(b),
+        ctypes.c_char_p(q), ctypes.c_uint(flags)))
+
+
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Swap two existing paths in one atomic step (``renameat2(RENAME_EXCHANGE)``): a crash
+    at any moment leaves one or the other at each name, never neither.
+
+    Returns False, with nothing changed, where the OS or the file system cannot exchange.
+
+    Raises:
+        OSError: the exchange itself failed (a path missing, no permission, ...).
+    """
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _NO_EXCHANGE:
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``target``; swap it in on success.
 
-    An existing ``target`` is replaced only after the new content is complete.
+    An existing ``target`` is replaced only after the new content is complete, by one atomic
+    exchange (:func:`exchange`): a kill at any point leaves the old or the new ``target``
+    (the old then lies under the temporary's name, which the next writer sweeps). Where the
+    OS cannot exchange, by two renames (``target`` -> ``.NAME.old-PID``, the temporary ->
+    ``target``); a kill between them is undone by the next writer or listing
+    (:func:`recover_swap`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,16 +242,19 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             if f.is_file():
                 fsync_path(f)
         fsync_path(tmp)
-        if target.exists():
+        if not (target.exists() or target.is_symlink()):
+            os.replace(tmp, target)
+        elif exchange(tmp, target):  # tmp now holds the old content
+            fsync_path(target.parent)
+            _remove(tmp)
+        else:
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            _remove(old)
         fsync_path(target.parent)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
 
 

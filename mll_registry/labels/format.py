@@ -74,6 +74,22 @@ _FILE_NAME = re.compile(r"(label\.safetensors|ranks\.safetensors|scores\.safeten
                         r"summary\.parquet|"
                         r"ranks/[0-9]{5}\.safetensors)")
 _INDEX_DTYPES = {"uint16": np.uint16, "int32": np.int32}
+#: bounds on an ``mll-label/2`` layout (:func:`layout`), checked before anything is allocated
+#: or looped over by it: a crafted meta.json must not make a reader build a 10^11-entry list.
+#: Chunk files are named with five digits (:func:`chunk_file`)
+MAX_CHUNKS = 100_000
+#: image rows per chunk: 2,048 in the first chunked labels, :data:`CHUNK_ROWS` now
+MAX_CHUNK_ROWS = 8_192
+#: images per label: what :data:`MAX_CHUNKS` chunks of :data:`CHUNK_ROWS` hold (51.2 M, 50x
+#: the paper's 10^6)
+MAX_IMAGES = MAX_CHUNKS * CHUNK_ROWS
+#: nodes kept per image: what a uint16 index addresses (the labeller keeps min(K, nodes))
+MAX_TOP_K = 1 << 16
+#: membership rows: an image is its own node's member and at most a fill of each of its
+#: ancestors (a WordNet noun has far fewer than 64)
+MAX_MEMBERSHIPS = 64 * MAX_IMAGES
+_LAYOUT_BOUNDS = {"images": MAX_IMAGES, "top_k": MAX_TOP_K, "chunk_rows": MAX_CHUNK_ROWS,
+                  "chunks": MAX_CHUNKS, "memberships": MAX_MEMBERSHIPS}
 
 
 def chunk_file(i: int) -> str:
@@ -106,7 +122,13 @@ def stored_files(meta: dict[str, Any]) -> list[str]:
 
 def whole_files(path: Path, meta: dict[str, Any]) -> list[str]:
     """The files that make the label at ``path`` whole: :func:`label_files`, or, where the
-    ranks came as chunks (a label fetched from an artifact store), :func:`stored_files`."""
+    ranks came as chunks (a label fetched from an artifact store), :func:`stored_files`.
+
+    Raises:
+        LabelError: meta.json names a malformed or unbounded layout (naming ``path``).
+    """
+    if meta.get("format") != FORMAT_V1:
+        layout(meta, path)
     if meta.get("format") == FORMAT_V1 or (path / RANKS_FILE).is_file():
         return label_files(meta)
     return stored_files(meta)
@@ -142,22 +164,40 @@ def write_chunks(label_dir: Path, dest: Path) -> list[str]:
     return names
 
 
-def layout(meta: dict[str, Any]) -> dict[str, Any]:
+def layout(meta: dict[str, Any], path: Path | None = None, images: int | None = None,
+           memberships: int | None = None, nodes: int | None = None) -> dict[str, Any]:
     """The checked ``layout`` of an ``mll-label/2`` meta.json: images, top_k, chunk_rows,
-    chunks (= ceil(images / chunk_rows)), index_dtype, memberships.
+    chunks (= ceil(images / chunk_rows)), index_dtype, memberships. Every count is bounded
+    (:data:`MAX_IMAGES` and the rest) and, where the caller knows the graph, equal to its
+    ``images`` and ``memberships``, with ``top_k`` at most its ``nodes``: nothing is sized by
+    a count before it passes here. ``path``: the label directory, named in the error.
 
     Raises:
-        LabelError: missing or inconsistent fields (a crafted or damaged meta.json).
+        LabelError: a missing, inconsistent or unbounded field, or another graph's size (a
+            crafted or damaged meta.json), named.
     """
     lay = meta.get("layout")
-    keys = ("images", "top_k", "chunk_rows", "chunks", "memberships")
-    ok = (isinstance(lay, dict) and all(
-        isinstance(lay.get(k), int) and not isinstance(lay.get(k), bool) and lay[k] >= 0
-        for k in keys) and lay.get("index_dtype") in _INDEX_DTYPES and lay["chunk_rows"] > 0)
-    if not ok or lay["chunks"] != -(-lay["images"] // lay["chunk_rows"]):  # type: ignore[index]
-        raise LabelError(f"meta.json has a malformed layout {str(lay)[:200]}; "
-                         f"{relabel_fix(meta)}")
-    return dict(lay)  # type: ignore[arg-type]
+    where = f"{path / 'meta.json'}" if path is not None else "meta.json"
+    fix = relabel_fix(meta)
+    if not isinstance(lay, dict) or not all(
+            isinstance(lay.get(k), int) and not isinstance(lay.get(k), bool) and lay[k] >= 0
+            for k in _LAYOUT_BOUNDS) or lay.get("index_dtype") not in _INDEX_DTYPES:
+        raise LabelError(f"{where} has a malformed layout {str(lay)[:200]}; {fix}")
+    for k, most in _LAYOUT_BOUNDS.items():
+        if lay[k] > most:
+            raise LabelError(f"{where}: layout {k}={lay[k]} is more than a label holds (at most "
+                             f"{most:,}); {fix}")
+    if lay["chunk_rows"] < 1 or lay["chunks"] != -(-lay["images"] // lay["chunk_rows"]):
+        raise LabelError(f"{where}: layout chunks={lay['chunks']} is not ceil(images / "
+                         f"chunk_rows) for images={lay['images']}, chunk_rows="
+                         f"{lay['chunk_rows']}; {fix}")
+    for k, want in (("images", images), ("memberships", memberships)):
+        if want is not None and lay[k] != want:
+            raise LabelError(f"{where}: label has {lay[k]} {k}, graph has {want}; {fix}")
+    if nodes is not None and lay["top_k"] > nodes:
+        raise LabelError(f"{where}: layout top_k={lay['top_k']} is more than the label's "
+                         f"{nodes} nodes; {fix}")
+    return dict(lay)
 
 
 def selection_ready(path: Path) -> bool:
@@ -444,6 +484,8 @@ class ModelLabel:
         if bad:
             raise LabelError(f"{path}: {bad} does not match its checksum in meta.json (damaged "
                              f"or modified); {relabel_fix(meta)}")
+        if meta["format"] == FORMAT:
+            _check_arrays(path, meta, tensors)
         try:
             arrays: dict[str, np.ndarray] = {}
             parts: list[np.ndarray] = []
@@ -464,7 +506,7 @@ class ModelLabel:
                              f"{relabel_fix(meta)}") from exc
         lab.validate()
         if meta["format"] == FORMAT:
-            lay = layout(meta)
+            lay = layout(meta, path, nodes=len(lab.summary))
             if (lay["images"], lay["top_k"], lay["memberships"]) != (
                     lab.topk_idx.shape[0], lab.k, len(lab.member_score)) or \
                     lab.topk_idx.dtype.name != lay["index_dtype"]:
@@ -488,6 +530,37 @@ class ModelLabel:
                                 (n_members, len(self.member_score), "memberships")):
             if want is not None and want != got:
                 raise LabelError(f"label has {got} {what}, graph has {want}; relabel the model")
+
+
+def _check_arrays(path: Path, meta: dict[str, Any], files: Sequence[str]) -> None:
+    """Refuse an ``mll-label/2`` label whose safetensors headers (``files``: the ranks, whole
+    or in chunks, and the scores) declare other arrays, shapes or dtypes than its layout:
+    checked on the headers alone, before any array is read or allocated.
+
+    Raises:
+        LabelError: the first file that disagrees, named.
+    """
+    lay, fix = layout(meta, path), relabel_fix(meta)
+    n, k, per = lay["images"], lay["top_k"], lay["chunk_rows"]
+    index = (_INDEX_DTYPES[lay["index_dtype"]],)
+    for f in files:
+        want: dict[str, tuple[tuple[int, ...], tuple[Any, ...]]]
+        if f == SCORES_FILE:
+            want = {"topk_score": ((n, k), _SCORE_DTYPES),
+                    "member_score": ((lay["memberships"],), _SCORE_DTYPES)}
+        elif f == RANKS_FILE:
+            want = {"topk_idx": ((n, k), index)}
+        else:  # ranks/NNNNN.safetensors
+            first = int(f[6:11]) * per
+            want = {"topk_idx": ((min(per, n - first), k), index)}
+        specs, _, _ = _header(path / f, fix)
+        if set(specs) != set(want) or any(
+                specs[a][1] != shape or specs[a][0] not in dtypes
+                for a, (shape, dtypes) in want.items()):
+            got = {a: list(spec[1]) for a, spec in specs.items()}
+            described = {a: list(w[0]) for a, w in want.items()}
+            raise LabelError(f"{path / f}: arrays {str(got)[:200]}, not the {described} "
+                             f"meta.json's layout describes; {fix}")
 
 
 def relabel_fix(meta: dict[str, Any]) -> str:
@@ -919,7 +992,7 @@ class MappedLabel:
                 f"{path} was computed on graph version {meta.get('graph_version')}, not "
                 f"{graph_version}; labels are only valid for their graph: relabel the model")
         if meta["format"] == FORMAT:
-            lay = layout(meta)
+            lay = layout(meta, path, n_images, n_members)
             meta["layout"] = lay
             idx = np.broadcast_to(np.zeros((), _INDEX_DTYPES[lay["index_dtype"]]),
                                   (lay["images"], lay["top_k"]))

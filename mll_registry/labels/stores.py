@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mll_registry.config import data_dir
+from mll_registry.fsutil import is_leftover, recover_swap
 from mll_registry.labels.embeddings import embeddings_path
 from mll_registry.labels.format import Fetch, MappedLabel, ModelLabel
 from mll_registry.models.refs import ModelRef, ResolvedModel
@@ -123,10 +124,17 @@ class LocalLabelStore:
 
     def _metas(self, graph_version: str, label_hash: str | None) -> list[tuple[dict[str, Any],
                                                                                Path]]:
+        """(meta.json, label dir) of every label of ``graph_version`` (any: ``*``). A label a
+        writer was killed in the middle of swapping is put back first (:func:`recover_swap`);
+        hidden names (a writer's temporaries and leftovers) are never labels."""
         if not self.base.is_dir():
             return []
+        for left in self.base.glob(f"*/.{graph_version}-{label_hash or '*'}.old-*"):
+            recover_swap(left)
         out = []
         for meta in sorted(self.base.glob(f"*/{graph_version}-{label_hash or '*'}/meta.json")):
+            if is_leftover(meta.parent.name) or is_leftover(meta.parent.parent.name):
+                continue
             out.append((json.loads(meta.read_text(encoding="utf-8")), meta.parent))
         return out
 

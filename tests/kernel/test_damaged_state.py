@@ -235,3 +235,150 @@ def test_damaged_model_weights_are_one_clear_error(graph, tmp_path: Path, damage
                                    str(tmp_path / "label")])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert "open_clip_model.safetensors is damaged" in res.output
+
+
+#: run in a child before its code: the first step of atomic_dir's swap (an exchange, or the
+#: first of two renames, the only way where ``argv[1]`` is "two-renames") is its last act
+KILL_AT_SWAP = r"""
+import os, signal, sys
+from mll_registry import fsutil
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+_replace = os.replace
+def _replace_then_die(a, b):
+    _replace(a, b)
+    _die()
+os.replace = _replace_then_die
+if hasattr(fsutil, "exchange"):
+    if sys.argv[1] == "two-renames":
+        fsutil.exchange = lambda a, b: False  # as where the OS cannot exchange
+    else:
+        _exchange = fsutil.exchange
+        def _exchange_then_die(a, b):
+            _exchange(a, b)
+            _die()
+        fsutil.exchange = _exchange_then_die
+"""
+SWAPS = ["exchange", "two-renames"]
+
+
+def _killed_at_swap(code: str, mode: str, *args: str) -> None:
+    """Run ``code`` in a child python (this checkout's package first) killed at the swap."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import mll_registry
+
+    src = str(Path(mll_registry.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_SWAP + code, mode, *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def _tree(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): p.read_text() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("mode", SWAPS)
+def test_a_writer_killed_inside_the_swap_leaves_the_old_or_the_new_directory(
+        tmp_path: Path, mode: str) -> None:
+    """SIGKILL right after the swap's first step: ``target`` is whole, old or new, at once
+    (an exchange) or on its next open (two renames: the old one goes back); the next write
+    leaves no leftover beside it."""
+    from mll_registry.fsutil import atomic_dir, sweep_stale_temps
+
+    target = tmp_path / "bundle"
+    old = {"a.txt": "old a", "sub/b.txt": "old b"}
+    new = {"a.txt": "new a", "sub/b.txt": "new b"}
+    with atomic_dir(target) as d:
+        for name, text in old.items():
+            (d / name).parent.mkdir(exist_ok=True)
+            (d / name).write_text(text)
+    _killed_at_swap(
+        "from pathlib import Path\n"
+        "with fsutil.atomic_dir(Path(sys.argv[2])) as d:\n"
+        "    (d / 'sub').mkdir()\n"
+        f"    for name, text in {new!r}.items():\n"
+        "        (d / name).write_text(text)\n", mode, str(target))
+    if mode == "exchange":  # whole without any recovery: the new one
+        assert _tree(target) == new
+    sweep_stale_temps(target)  # what the next atomic_dir / atomic_path does first
+    assert _tree(target) in (old, new)
+    with atomic_dir(target) as d:
+        (d / "a.txt").write_text("third")
+    assert _tree(target) == {"a.txt": "third"}
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no leftover of either writer
+
+
+@pytest.mark.parametrize("mode", SWAPS)
+def test_a_migration_killed_inside_the_swap_loses_no_label_and_migrates_no_leftover(
+        tmp_path: Path, mode: str) -> None:
+    """``mll registry migrate-labels`` killed between the swap's steps: the store still lists
+    the label, whole (mll-label/2 or the mll-label/1 it was), and the next migration rewrites
+    that label only, never a hidden leftover of the killed one."""
+    import pandas as pd
+    from label_files import save_v1
+
+    from mll_registry.labels.format import FORMAT, FORMAT_V1
+    from mll_registry.labels.stores import LocalLabelStore
+
+    idx = np.array([[0, 1], [1, 0], [2, 1]], np.uint16)
+    ref = "local-dir:/models/m"
+    lab = ModelLabel(idx, np.full(idx.shape, 0.5, np.float16), np.arange(3, dtype=np.float16),
+                     pd.DataFrame({"node_id": list("abc"), "acc1": [1.0, 0.5, 0.0]}),
+                     {"graph_version": "gv1", "model_ref": ref})
+    store = LocalLabelStore(tmp_path / "data")
+    dest = store.base / "local-dir+m" / "gv1-h"
+    save_v1(lab, dest)
+    _killed_at_swap("from mll_registry.labels.stores import LocalLabelStore\n"
+                    "LocalLabelStore(sys.argv[2]).migrate()\n", mode, str(tmp_path / "data"))
+    assert store.list_labels("gv1") == {ref: dest}  # was: {} - the model dropped out
+    _same(ModelLabel.load(dest, "gv1"), lab)
+    fmt = ModelLabel.load(dest).meta["format"]
+    assert fmt == (FORMAT if mode == "exchange" else FORMAT_V1)
+    moved = store.migrate()  # was: the hidden .old-PID leftover was migrated
+    assert [m["path"] for m in moved] == ([str(dest)] if fmt == FORMAT_V1 else [])
+    assert ModelLabel.load(dest).meta["format"] == FORMAT
+    assert store.list_labels("*") == {ref: dest}
+    if moved:  # a write sweeps what the killed writer left
+        assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+
+
+def test_exchange_swaps_two_directories_and_says_when_it_cannot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One step both ways; where the kernel or file system cannot exchange (EINVAL, or no
+    renameat2 at all) nothing changes and atomic_dir replaces by its two renames."""
+    import ctypes
+    import errno
+
+    from mll_registry import fsutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "f").write_text(d.name)
+    if not fsutil.exchange(a, b):
+        pytest.skip("this file system cannot exchange")
+    assert ((a / "f").read_text(), (b / "f").read_text()) == ("b", "a")
+    with pytest.raises(FileNotFoundError):
+        fsutil.exchange(a, tmp_path / "missing")
+
+    def einval(*_: object) -> int:
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+
+    for unable in (lambda: einval, lambda: None):
+        monkeypatch.setattr(fsutil, "_renameat2", unable)
+        assert not fsutil.exchange(a, b) and (a / "f").read_text() == "b"
+        with fsutil.atomic_dir(a) as d:
+            (d / "g").write_text("new")
+        assert [p.name for p in a.iterdir()] == ["g"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+        (a / "g").rename(a / "f")
+        (a / "f").write_text("b")
