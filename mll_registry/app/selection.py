@@ -156,7 +156,7 @@ class SelectionService:
                 dest = data / MEMBERS_DIR / str(i)
                 dest.mkdir(parents=True)
                 for f in model_files(resolve(m.ref)):  # resolve refuses links (regular_files)
-                    shutil.copyfile(f, dest / f.name, follow_symlinks=False)
+                    shutil.copyfile(f, dest / f.name)  # but a Hub cache blob's: its bytes
             signature = ModelSignature(
                 inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
                 outputs=Schema([ColSpec("string", "class"),

@@ -28,6 +28,17 @@ from mll_registry.models.refs import (
 )
 
 
+def _hub_cache_blob(folder: Path, entry: Path, st: os.stat_result) -> bool:
+    """Whether ``entry`` is a Hugging Face cache snapshot's link to its own repo's blob
+    (``models--ORG--NAME/snapshots/REV/FILE -> ../../blobs/SHA``, a regular file): the one link
+    a model folder may hold, so that a Hub cache snapshot can be used as ``local-dir:``."""
+    if not stat.S_ISLNK(st.st_mode) or folder.parent.name != "snapshots":
+        return False
+    target = entry.resolve()
+    return (target.parent == (folder.parent.parent / "blobs").resolve()
+            and stat.S_ISREG(os.stat(target, follow_symlinks=False).st_mode))
+
+
 def regular_files(path: Path, where: str) -> list[str]:
     """The names of the regular files in model folder ``path``, refusing the folder when an
     entry is a link or not a regular file or folder: a link would make labelling read, and
@@ -40,7 +51,7 @@ def regular_files(path: Path, where: str) -> list[str]:
     with os.scandir(path) as it:
         for e in it:
             st = e.stat(follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) or _hub_cache_blob(path, Path(e.path), st):
                 names.append(e.name)
             elif not stat.S_ISDIR(st.st_mode):
                 kind = "a link" if stat.S_ISLNK(st.st_mode) else "not a regular file"

@@ -383,8 +383,9 @@ class Tracking:
     def process_uri(self) -> Iterator[None]:
         """MLflow's process-wide tracking URI pointed at this client's for the block (what
         ``models:/`` resolution in MLflow's embedded store and ``mlflow.pyfunc.load_model``
-        read). MLflow's own context manager "restores" an unset URI by unsetting the
-        environment variable, so the variable is put back after it."""
+        read). MLflow's own context manager "restores" the environment variable from its
+        process-wide URI (unsetting it, or setting it to a URI some earlier caller gave
+        ``mlflow.set_tracking_uri``), so the variable is put back exactly as it was after it."""
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -394,6 +395,8 @@ class Tracking:
         finally:
             if env is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = env
+            else:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
 
     def register_model_dir(self, run_id: str, model_dir: str | os.PathLike[str], name: str,
                            tags: dict[str, str], description: str = "") -> str:

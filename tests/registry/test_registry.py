@@ -321,6 +321,10 @@ def test_labels_are_mlflow_native(registry: Registry, graph, tmp_path: Path,
     out = label_and_register(ref, graph, LabelConfig(top_k=4, device="cpu"), registry)
     name = registered_name(ref)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # MLflow's process-wide URI, put back after the test (it outlives the env variable)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
     mlflow.set_tracking_uri(registry.uri)
     got = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{ALIAS}",
                                                    dst_path=str(tmp_path / "dl")))

@@ -110,3 +110,24 @@ def test_bundling_copies_the_model_files_only(tmp_path: Path) -> None:
     (folder / "tokenizer.json").write_text("{}")
     names = sorted(p.name for p in model_files(resolve(f"local-dir:{folder}")))
     assert names == ["open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"]
+
+
+def test_a_hub_cache_snapshot_may_link_to_its_own_blobs_only(tmp_path: Path) -> None:
+    """The Hub cache's layout (snapshots/REV/FILE -> ../../blobs/SHA) is usable as local-dir:;
+    a link in a snapshot to anywhere else is refused as in any folder."""
+    from mll_registry.errors import UnsafeModelError
+    from mll_registry.models.refs import resolve
+
+    repo = tmp_path / "hf-cache" / "models--org--a"
+    snap, blobs = repo / "snapshots" / "c0ffee", repo / "blobs"
+    snap.mkdir(parents=True)
+    blobs.mkdir()
+    for f in ("open_clip_config.json", "open_clip_model.safetensors"):
+        shutil.copyfile(DEMO / "vit-animals" / f, blobs / f"sha-{f}")
+        (snap / f).symlink_to(Path("..") / ".." / "blobs" / f"sha-{f}")
+    assert resolve(f"local-dir:{snap}").weights.name == "open_clip_model.safetensors"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    (snap / "notes.txt").symlink_to(secret)
+    with pytest.raises(UnsafeModelError, match="notes.txt is a link"):
+        resolve(f"local-dir:{snap}")
