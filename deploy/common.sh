@@ -32,7 +32,7 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 : "${MLFLOW_AUTH_DEFAULT_PERMISSION:=READ}"          # what a user holds on resources without a grant
 : "${MLFLOW_AUTH_ADMIN_USERNAME:=admin}"             # created on the first start, for set-up only
 : "${MLFLOW_AUTH_CACHE_TTL_S:=60}"                   # a checked password is trusted this long per worker
-: "${MLL_MLFLOW_ROLE:=worker}"                       # mlflow-users.sh: worker (writes labels) or reader
+: "${MLL_MLFLOW_ROLE:=worker}"                       # mlflow-users.sh: worker (writes labels), selector (ensembles), reader or protect
 # Prefect server, pools and deployments
 : "${PREFECT_SERVER_API_HOST:=127.0.0.1}"
 : "${PREFECT_SERVER_API_PORT:=4200}"

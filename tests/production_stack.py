@@ -375,6 +375,14 @@ class ProductionStack:
         self.mlflow_users[user] = password
         return password
 
+    def protect_ensembles(self) -> None:
+        """deploy/mlflow-users.sh's DENY sync alone (MLL_MLFLOW_ROLE=protect), as the admin."""
+        self._script("mlflow-users-protect", [str(DEPLOY / "mlflow-users.sh")],
+                     {**self._base, "MLFLOW_TRACKING_URI": self.mlflow_uri,
+                      "MLFLOW_AUTH_ADMIN_USERNAME": self.admin_user,
+                      "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+                      "MLL_MLFLOW_ROLE": "protect"})
+
     def stop_postgres(self) -> None:
         """Stop PostgreSQL alone (fast shutdown), leaving the servers on it running."""
         pg = next(s for s in self.services if s.name == "postgres")

@@ -185,10 +185,19 @@ class SelectionService:
         import tempfile
 
         from mll_registry.labels.format import label_digest
+        from mll_registry.models.refs import LABEL_MODEL_PREFIXES
+        from mll_registry.registry.graph_store import GRAPH_MODEL
         from mll_registry.selection.ensemble import FROM_TASK, ensemble_name
+        from mll_registry.selection.select import SelectionError
 
         if name == FROM_TASK:
             name = ensemble_name(sel.task.name)
+        if name == GRAPH_MODEL or name.startswith(LABEL_MODEL_PREFIXES):
+            raise SelectionError(
+                f"cannot register an ensemble as {name!r}: names starting "
+                f"{', '.join(LABEL_MODEL_PREFIXES)} or named {GRAPH_MODEL} are the registry's "
+                "label and graph models (labelling workers may write them); pick another name, "
+                "or @task")
 
         res = sel.result
         rid = sel.run_id or self.log(sel)

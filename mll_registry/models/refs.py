@@ -149,6 +149,11 @@ def resolve(ref: str | ModelRef, allow_pickle: bool = False,
     return SCHEMES.get(r.scheme).resolve(r, allow_pickle=allow_pickle, cache_dir=cache_dir)
 
 
+#: how the built-in schemes' registered names start (a label model's name); the ensembles'
+#: names never do, so that deploy/mlflow-users.sh can deny workers every other registered model
+LABEL_MODEL_PREFIXES = ("hf--", "local--", "open_clip--")
+
+
 def registered_name(ref: str | ModelRef) -> str:
     """The MLflow registered-model name of a model source (its scheme decides; one-to-one)."""
     r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)

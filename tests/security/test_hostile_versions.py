@@ -275,3 +275,21 @@ def test_served_model_takes_no_paths_and_says_nothing_about_them() -> None:
     assert decode(png, 0).read() == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(EnsembleInputError, match="serve_max_image_mb"):
         decode(base64.b64encode(b"x" * 100).decode(), 0, max_bytes=50)
+
+
+def test_an_ensemble_cannot_take_a_label_models_name(world) -> None:
+    """Labelling workers may write label models (hf--, local--, open_clip--) and mll-graphs, and
+    deploy/mlflow-users.sh denies them every other registered model: so an ensemble never takes
+    one of those names, and the script's list is the library's."""
+    from types import SimpleNamespace
+
+    from mll_registry.models.refs import LABEL_MODEL_PREFIXES
+    from mll_registry.selection.select import SelectionError
+
+    app, marker, png, data_dir = world
+    sel = SimpleNamespace(task=SimpleNamespace(name="pets"))
+    for name in ("hf--org--pets", "local--x--abc", "open_clip--ViT--x", "mll-graphs"):
+        with pytest.raises(SelectionError, match="are the registry's label and graph models"):
+            app.selection.register(sel, name)  # type: ignore[arg-type]
+    script = (Path(__file__).resolve().parents[2] / "deploy" / "mlflow-users.sh").read_text()
+    assert f'LABEL_PREFIXES, GRAPHS = {LABEL_MODEL_PREFIXES!r}, "mll-graphs"' in script

@@ -27,7 +27,7 @@ from production_stack import ProductionStack, postgres_available
 
 pytestmark = pytest.mark.slow
 
-MODEL = "sec-auth-model"
+MODEL = "hf--sec--auth-model"  # a label model: what the stack's worker-role client writes
 
 
 def _http(url: str, body: dict | None = None, auth: tuple[str, str] | str | None = None,
@@ -185,6 +185,62 @@ def test_no_secret_on_a_command_line_or_in_worker_and_flow_logs(
 
 
 # ---- PostgreSQL down --------------------------------------------------------------------------
+
+def test_workers_write_labels_and_no_ensemble(production_stack: ProductionStack) -> None:
+    """Issue #40 item 1: a labelling worker (role worker) writes label models and no version,
+    tag or alias of an ensemble once deploy/mlflow-users.sh has synced its DENY list; a
+    selector (role selector) registers and promotes ensembles. Real basic-auth MLflow."""
+    stack = production_stack
+    api = stack.mlflow_uri + "/api/2.0/mlflow"
+    selector = ("sec-selector", stack.add_mlflow_user("sec-selector", role="selector"))
+    worker = ("sec-worker", stack.add_mlflow_user("sec-worker", role="worker"))
+
+    def call(path: str, body: dict, who: tuple[str, str], method: str = "POST") -> tuple[int, Any]:
+        code, text = _http(f"{api}/{path}", body, who, method=method)
+        return code, (json.loads(text) if code == 200 and text else text)
+
+    def run_of(who: tuple[str, str], exp: str) -> str:
+        code, got = call("experiments/create", {"name": exp}, who)
+        assert code == 200, got
+        code, got = call("runs/create", {"experiment_id": got["experiment_id"]}, who)
+        assert code == 200, got
+        return got["run"]["info"]["run_id"]
+
+    ens = "sec-pets-mll-ensemble"
+    rid = run_of(selector, "sec-selection")
+    assert call("registered-models/create", {"name": ens}, selector)[0] == 200
+    code, got = call("model-versions/create", {"name": ens, "source": f"runs:/{rid}/ensemble",
+                                               "run_id": rid}, selector)
+    assert code == 200, got
+    stack.protect_ensembles()
+    writes = {
+        "register a version": ("model-versions/create",
+                               {"name": ens, "source": f"runs:/{rid}/ensemble", "run_id": rid}),
+        "set an alias": ("registered-models/alias", {"name": ens, "alias": "champion",
+                                                     "version": "1"}),
+        "set a version tag": ("model-versions/set-tag", {"name": ens, "version": "1",
+                                                         "key": "mll.status", "value": "evil"}),
+        "set a model tag": ("registered-models/set-tag", {"name": ens, "key": "mll.kind",
+                                                          "value": "label"}),
+    }
+    for what, (path, body) in writes.items():
+        assert call(path, body, worker)[0] == 403, f"a labelling worker may {what} of an ensemble"
+    code, _ = call("model-versions/delete", {"name": ens, "version": "1"}, worker, "DELETE")
+    assert code == 403, "a labelling worker may delete an ensemble's version"
+    # what labelling writes still goes through: a label model, its version and alias
+    wrid = run_of(worker, "sec-labels")
+    label = "hf--sec--model"
+    assert call("registered-models/create", {"name": label}, worker)[0] == 200
+    assert call("model-versions/create", {"name": label, "source": f"runs:/{wrid}/label",
+                                          "run_id": wrid}, worker)[0] == 200
+    assert call("registered-models/alias", {"name": label, "alias": "labeled", "version": "1"},
+                worker)[0] == 200
+    # the selector still registers and promotes the ensemble
+    for what in ("register a version", "set an alias"):
+        path, body = writes[what]
+        code, got = call(path, body, selector)
+        assert code == 200, (what, got)
+
 
 @pytest.fixture(scope="module")
 def mlflow_on_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionStack]:
