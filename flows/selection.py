@@ -152,7 +152,7 @@ def select_models(
         DEFAULTS.calibration,  # type: ignore[assignment]
     register: Annotated[str, Field(
         description="Register the selection as a new version of this MLflow model (an "
-                    "ensemble that `mlflow models serve` serves); @task: the name "
+                    "ensemble that `mll serve` serves); @task: the name "
                     "<task>-mll-ensemble; empty: do not register")] = "",
 ) -> dict[str, Any]:
     """Select models per class for a task; evaluate the ensemble when data is given; register

@@ -123,7 +123,7 @@ def select_cmd(
     register: Annotated[str | None, typer.Option(
         "--register", metavar="NAME",
         help="Register the selection as a new version of this MLflow model: an ensemble "
-        f"`mlflow models serve` serves and `mll predict` runs. {FROM_TASK}: the name "
+        f"`mll serve` serves and `mll predict` runs. {FROM_TASK}: the name "
         "<task>-mll-ensemble.")] = None,
     bundle: Annotated[bool, typer.Option(
         "--bundle", help="With --register: copy the members' weights into the model, so that "
@@ -165,8 +165,8 @@ def select_cmd(
         console.print(f"logged to MLflow run {sel.run_id} (experiment mll-selection)")
     if registered:
         console.print(f"registered the ensemble as {registered['uri']}: `mll predict --model "
-                      f"{registered['uri']} IMAGE...`, or `mlflow models serve -m "
-                      f"{registered['uri']} --env-manager local`", soft_wrap=True)
+                      f"{registered['uri']} IMAGE...`, or `mll serve --model "
+                      f"{registered['uri']}`", soft_wrap=True)
 
 
 def predict_cmd(
