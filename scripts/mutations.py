@@ -116,6 +116,15 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if name == GRAPH_MODEL or name.startswith(LABEL_MODEL_PREFIXES):\n",
       "        if False:\n",
       ("tests/security/test_hostile_versions.py::test_an_ensemble_cannot_take_a_label_models_name",)),
+    # -- inference cost in the label (issue #41) ----------------------------------------------
+    M("gflops-fastpath-uncounted", "the FLOP count keeps MHA's fused path (attention counted 0)",
+      "mll_registry/models/cost.py", "    torch.backends.mha.set_fastpath_enabled(False)\n",
+      "    pass\n",
+      ("tests/labels/test_inference_cost.py::test_gflops_count_every_block_of_the_image_tower",)),
+    M("cost-not-tagged", "a label's cost is not put on its registry version",
+      "mll_registry/registry/labels.py", "                           **cost_tags(label.meta.get(\"cost\"))}.items():\n",
+      "                           }.items():\n",
+      ("tests/labels/test_inference_cost.py::test_a_label_carries_its_cost_to_the_registry_query_and_card",)),
     # -- atomic writes -----------------------------------------------------------------------
     M("atomic-path-in-place", "atomic_path writes straight into the target",
       "mll_registry/fsutil.py", "    tmp_path = Path(tmp)\n",

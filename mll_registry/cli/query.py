@@ -92,6 +92,12 @@ def query_label(
         return
     console.print(f"{v.name} version {v.version} ({v.source}), graph {v.graph_version}: "
                   f"mean acc@1 {v.mean_acc1:.3f}")
+    cost = v.cost
+    console.print("inference cost: " + (
+        f"{cost['gflops']:.4g} GFLOPs and {cost['ms_per_image']:.3g} ms per image (measured when "
+        f"labelled), {int(cost['params']):,} parameters" if cost and len(cost) == 3 else
+        "not measured (labelled before costs were recorded: `mll label REF --force`)"),
+        soft_wrap=True)
     console.print("strongest: " + ", ".join(f"{r['node_id']} {r['acc1']:.2f}"
                                             for r in out["strongest"]))
     console.print("weakest: " + ", ".join(f"{r['node_id']} {r['acc1']:.2f}"

@@ -151,6 +151,7 @@ def _facts(label: ModelLabel, top_k: int) -> dict[str, Any]:
         "code_version": str(label.meta.get("code_version") or __version__),
         "labelled_at": label.meta.get("created_at"),
         "top": top_concepts(label, top_k),
+        "cost": label.meta.get("cost") if isinstance(label.meta.get("cost"), dict) else None,
     }
 
 
@@ -190,6 +191,9 @@ def mll_metadata(label: ModelLabel, top_k: int = 10) -> dict[str, Any]:
         "nodes": f["nodes"], "images": f["images"],
         "model_revision": f["revision"], "label_file": SUMMARY_PATH,
         "code_version": f["code_version"],
+        **({"inference_cost": {k: f["cost"][k] for k in ("params", "image_params", "gflops",
+                                                        "ms_per_image", "device")
+                               if k in f["cost"]}} if f["cost"] else {}),
         "top_concepts": [{"concept": c["concept"], "word": c["word"], "acc1": c["acc1"]}
                          for c in f["top"]],
     }

@@ -45,6 +45,7 @@ from mll_registry.labels.embeddings import (
     write_embeddings,
 )
 from mll_registry.labels.format import ModelLabel, graph_sources, source_column
+from mll_registry.models.cost import measure_cost
 from mll_registry.models.image_stream import PixelCache, PixelPipeline, chunk_batches, stream
 from mll_registry.models.loading import LoadedModel
 from mll_registry.models.refs import (
@@ -573,6 +574,7 @@ def _finish(j: _Job, graph: SemanticGraph, cfg: LabelConfig, digests: np.ndarray
                                          cfg.max_model_gb),
         "content": local_content_id(lm.resolved, cfg.max_model_gb),
         "config_sha256": config_digest(lm.resolved),
+        "cost": measure_cost(lm.model, lm.device).to_json(),
         "preprocess": lm.preprocess_cfg, "pixels_key": j.pipe.key,
         "label_config": asdict(cfg), "logit_scale": float(lm.model.logit_scale.exp().item()),
         "calibration": calibration,

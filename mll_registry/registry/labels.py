@@ -139,6 +139,14 @@ def lease_stale(tags: dict[str, str], now: float | None = None) -> bool:
     return bool(start) and _proc_start(pid) != start
 
 
+def cost_tags(cost: Any) -> dict[str, str]:
+    """The version tags of a label's inference cost (``meta.json``'s ``cost``; none for labels
+    from before it was measured)."""
+    if not isinstance(cost, dict):
+        return {}
+    return {f"mll.{k}": str(cost[k]) for k in ("params", "gflops", "ms_per_image") if k in cost}
+
+
 @dataclass
 class LabelledVersion:
     """A registered, ready model version with its label summary."""
@@ -154,6 +162,9 @@ class LabelledVersion:
     aliases: list[str] = field(default_factory=list)
     label_hash: str = ""
     model_id: str = ""  # the MLflow logged model holding the label
+    #: the model's inference cost per image (params, gflops, ms_per_image; :mod:`~mll_registry.
+    #: models.cost`), empty for labels from before it was measured
+    cost: dict[str, float] = field(default_factory=dict)
 
     @property
     def model_source(self) -> str:
@@ -237,7 +248,18 @@ def version_entry(v: Any) -> LabelledVersion:
                            mean_acc1=float(t.get("mll.mean_acc1", "nan")), source=v.source,
                            aliases=list(getattr(v, "aliases", []) or []),
                            label_hash=t.get("mll.label_hash", ""),
-                           model_id=t.get("mll.model_id", ""))
+                           model_id=t.get("mll.model_id", ""), cost=cost_of(t))
+
+
+def cost_of(tags: dict[str, str]) -> dict[str, float]:
+    """The inference cost a label version's tags carry (:func:`cost_tags`), numbers only."""
+    out = {}
+    for k in ("params", "gflops", "ms_per_image"):
+        try:
+            out[k] = float(tags[f"mll.{k}"])
+        except (KeyError, ValueError):
+            continue
+    return out
 
 
 class Registry(Tracking):
@@ -436,7 +458,8 @@ class Registry(Tracking):
             for k, val in {"mll.mean_acc1": head["mean_acc1"], "mll.mean_acc5": head["mean_acc5"],
                            "mll.nodes": head["nodes"], "mll.top_concepts": ",".join(top),
                            "mll.label_artifact": f"runs:/{run_id}/label",
-                           "mll.code_version": __version__, **lineage_tags(label)}.items():
+                           "mll.code_version": __version__, **lineage_tags(label),
+                           **cost_tags(label.meta.get("cost"))}.items():
                 self.client.set_model_version_tag(name, v.version, k, str(val))
             self.client.set_model_version_tag(name, v.version, "mll.status", "ready")
             for k in ("mll.lease_owner", "mll.lease_until"):  # the claim is over
