@@ -293,10 +293,11 @@ class SelectionService:
         from mll_registry.task import Task
 
         client = self.app.registry.client
-        with tempfile.TemporaryDirectory(prefix="mll-promote-") as tmp, \
-                self.app.registry.process_uri():  # an alias only ever names a checked version
-            fetch_verified(f"models:/{name}/{version}", Path(tmp) / "model",
-                           self.app.settings.max_model_gb)
+        if task is None:  # an alias only ever names a checked version (measuring checks it)
+            with tempfile.TemporaryDirectory(prefix="mll-promote-") as tmp, \
+                    self.app.registry.process_uri():
+                fetch_verified(f"models:/{name}/{version}", Path(tmp) / "model",
+                               self.app.settings.max_model_gb)
         try:
             champion: str | None = str(client.get_model_version_by_alias(name, alias).version)
         except MlflowException:

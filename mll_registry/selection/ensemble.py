@@ -270,6 +270,11 @@ def spec_from_selection(selection: Any, prompts: Sequence[str], weighting: str,
                         graph_version=p.get("graph_version"))
 
 
+def base64_len(n: int) -> int:
+    """Characters of ``n`` bytes base64-encoded (padded)."""
+    return -(-n // 3) * 4
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     """What one request to a served ensemble may ask for (settings ``serve_max_*``)."""
@@ -286,7 +291,7 @@ class RequestLimits:
     def body_bytes(self) -> int:
         """The largest request body these allow: every image base64-encoded, plus room for
         the JSON around them."""
-        return self.images * (-(-self.image_bytes // 3) * 4 + 1024) + 65536
+        return self.images * (base64_len(self.image_bytes) + 1024) + 65536
 
 
 def decode(item: Any, row: int = 0, max_bytes: int | None = None) -> io.BytesIO:
@@ -298,7 +303,7 @@ def decode(item: Any, row: int = 0, max_bytes: int | None = None) -> io.BytesIO:
         EnsembleInputError: neither, or over ``max_bytes``.
     """
     if isinstance(item, str):
-        if max_bytes is not None and len(item) > -(-max_bytes // 3) * 4 + 4:
+        if max_bytes is not None and len(item) > base64_len(max_bytes) + 4:  # a little slack
             raise EnsembleInputError(f"row {row}: an image of over {max_bytes:,} bytes "
                                      "(serve_max_image_mb); send smaller images")
         try:
